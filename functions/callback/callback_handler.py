@@ -1,0 +1,25 @@
+"""GET /callback/{provider}: the provider sends the browser back with a code (or an error)."""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from oauth_keeper import web
+from oauth_keeper.connect import complete_callback, parse_query
+from oauth_keeper.errors import OAuthKeeperError
+from oauth_keeper.observability import logger, metrics
+
+app = APIGatewayHttpResolver(debug=False)
+app.exception_handler(OAuthKeeperError)(web.html_error)
+app.exception_handler(Exception)(web.unexpected_html)
+
+
+@app.get("/callback/<provider>")
+def get_callback(provider: str):
+    event = app.current_event
+    result = complete_callback(provider, parse_query(event.raw_query_string), web.request_cookies(event.cookies))
+    return web.redirect(result.location, cookies=[web.expired_cookie(result.cookie_name)])
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event, context):
+    return app.resolve(event, context)

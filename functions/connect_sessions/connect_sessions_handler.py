@@ -1,0 +1,30 @@
+"""POST /connect-sessions (IAM): the app's backend asks for a single-use connect link for one owner."""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from oauth_keeper import web
+from oauth_keeper.connect import create_connect_session
+from oauth_keeper.errors import OAuthKeeperError
+from oauth_keeper.observability import logger, metrics
+from oauth_keeper.runtime import services
+from oauth_keeper.validation import parse_json_object
+
+app = APIGatewayHttpResolver(debug=False)
+app.exception_handler(OAuthKeeperError)(web.json_error)
+app.exception_handler(Exception)(web.unexpected_json)
+
+
+@app.post("/connect-sessions")
+def post_connect_session():
+    event = app.current_event
+    logger.append_keys(caller=event.request_context.authorizer.iam.user_arn if event.request_context.authorizer
+                       and event.request_context.authorizer.iam else None)
+    body = parse_json_object(event.decoded_body)
+    base = web.base_url(services().settings.public_base_url, event.raw_event.get("requestContext", {}))
+    return web.json_response(201, create_connect_session(body, base))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event, context):
+    return app.resolve(event, context)

@@ -1,0 +1,102 @@
+"""The template's AWS resources created in moto (in-process or a moto server), for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from local import cfn
+
+REGION = "us-east-1"
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    env: dict[str, str]  # the environment the template would give every function
+    events_queue_url: str  # every connection event, delivered by an EventBridge rule
+
+    def received_events(self, wait: int = 0) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs", region_name=REGION)
+        found: list[dict[str, Any]] = []
+        while True:
+            answer = sqs.receive_message(QueueUrl=self.events_queue_url, MaxNumberOfMessages=10,
+                                         WaitTimeSeconds=wait)
+            messages = answer.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                found.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def create_resources(
+    *,
+    name: str = "oauth-keeper-local",
+    public_base_url: str,
+    allowed_return_origins: list[str],
+    tiktok_base_url: str,
+    client_key: str,
+    client_secret: str,
+    ssm_prefix: str = "/oauth-keeper",
+    pkce_mode: str = "s256-hex",
+    scopes: str = "user.info.basic",
+) -> LocalResources:
+    """Create tables (from the template's own definitions), the KMS key, SSM parameters and the event bus."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    tables = {}
+    for logical_id in ("ConnectionsTable", "FlowsTable"):
+        table_name = f"{name}-{logical_id}"
+        dynamodb.create_table(**cfn.table_definition(logical_id, table_name))
+        ttl = cfn.table_ttl_attribute(logical_id)
+        if ttl:
+            dynamodb.update_time_to_live(TableName=table_name,
+                                         TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
+        tables[logical_id] = table_name
+
+    key_arn = boto3.client("kms", region_name=REGION).create_key(
+        Description=f"{name} token envelope key", KeyUsage="ENCRYPT_DECRYPT"
+    )["KeyMetadata"]["Arn"]
+
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name=f"{ssm_prefix}/tiktok/client_key", Value=client_key, Type="String", Overwrite=True)
+    ssm.put_parameter(Name=f"{ssm_prefix}/tiktok/client_secret", Value=client_secret, Type="SecureString",
+                      Overwrite=True)
+
+    events = boto3.client("events", region_name=REGION)
+    bus = f"{name}-connections"
+    events.create_event_bus(Name=bus)
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName=f"{name}-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=f"{name}-all", EventBusName=bus, EventPattern=json.dumps({"source": ["oauth-keeper"]}))
+    events.put_targets(Rule=f"{name}-all", EventBusName=bus, Targets=[{"Id": "capture", "Arn": queue_arn}])
+
+    env = {
+        "CONNECTIONS_TABLE": tables["ConnectionsTable"],
+        "FLOWS_TABLE": tables["FlowsTable"],
+        "TOKEN_KEY_ARN": key_arn,
+        "EVENT_BUS_NAME": bus,
+        "SSM_PREFIX": ssm_prefix,
+        "PUBLIC_BASE_URL": public_base_url,
+        "ALLOWED_RETURN_ORIGINS": ",".join(allowed_return_origins),
+        "TIKTOK_SCOPES": scopes,
+        "TIKTOK_PKCE_MODE": pkce_mode,
+        "TIKTOK_AUTHORIZE_URL": f"{tiktok_base_url}/v2/auth/authorize/",
+        "TIKTOK_TOKEN_URL": f"{tiktok_base_url}/v2/oauth/token/",
+        "TIKTOK_REVOKE_URL": f"{tiktok_base_url}/v2/oauth/revoke/",
+        "TIKTOK_USERINFO_URL": f"{tiktok_base_url}/v2/user/info/",
+        "DUE_SHARDS": "16",
+        "POWERTOOLS_SERVICE_NAME": "oauth-keeper",
+        "POWERTOOLS_METRICS_NAMESPACE": "OAuthKeeper",
+    }
+    return LocalResources(env=env, events_queue_url=queue_url)

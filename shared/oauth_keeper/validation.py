@@ -1,0 +1,100 @@
+"""Checks on what callers send: connect-session requests and return_to URLs. Bad input never gets stored."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InvalidInput
+from .providers import SCOPE_PATTERN, ProviderProfile
+from .settings import normalize_origin
+
+MAX_BODY_BYTES = 8 * 1024
+MAX_URL_LENGTH = 2048
+MAX_SCOPES = 20
+OWNER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: UUIDs, emails, "tenant:user"
+_FORBIDDEN_IN_URL = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes"}
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    owner_id: str
+    provider: str
+    return_to: str
+    scopes: tuple[str, ...] | None
+
+
+def parse_json_object(body: str | bytes | None) -> dict[str, Any]:
+    if body is None or body == "" or body == b"":
+        raise InvalidInput("A JSON object body is required.", field="body")
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidInput(f"The body must be at most {MAX_BODY_BYTES} bytes.", code="too_large", field="body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The body is not valid JSON.", field="body") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput("The body must be a JSON object.", field="body")
+    return data
+
+
+def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
+    unknown = sorted(set(data) - _CONNECT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}.", code="unknown_field", field=unknown[0])
+    owner_id = data.get("owner_id")
+    if not isinstance(owner_id, str) or not OWNER_ID.match(owner_id):
+        raise InvalidInput("owner_id must be 1 to 128 visible ASCII characters.", field="owner_id")
+    provider = data.get("provider")
+    if not isinstance(provider, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", provider):
+        raise InvalidInput("provider must be a provider name such as 'tiktok'.", field="provider")
+    return_to = data.get("return_to")
+    if not isinstance(return_to, str):
+        raise InvalidInput("return_to must be an absolute URL.", field="return_to")
+    scopes = data.get("scopes")
+    if scopes is not None:
+        if not isinstance(scopes, list) or not scopes or len(scopes) > MAX_SCOPES:
+            raise InvalidInput(f"scopes must be a list of 1 to {MAX_SCOPES} scope names.", field="scopes")
+        for scope in scopes:
+            if not isinstance(scope, str) or not SCOPE_PATTERN.match(scope):
+                raise InvalidInput("Each scope must be a scope name such as 'video.publish'.", field="scopes")
+        scopes = tuple(dict.fromkeys(scopes))
+    return ConnectRequest(owner_id=owner_id, provider=provider, return_to=return_to, scopes=scopes)
+
+
+def checked_return_to(url: str, allowed_origins: frozenset[str]) -> str:
+    """return_to must be an absolute http(s) URL whose exact origin is allow-listed. Anything a browser and
+    this parser might read differently (userinfo, backslashes, whitespace, encoded host) is refused outright."""
+    if len(url) > MAX_URL_LENGTH or _FORBIDDEN_IN_URL.search(url):
+        raise InvalidInput("return_to is not an acceptable URL.", code="invalid_return_to", field="return_to")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or "%" in parts.netloc
+        or parts.fragment
+        or url.count("#")
+        or not url.lower().startswith(parts.scheme + "://" + parts.netloc.lower())
+    ):
+        raise InvalidInput("return_to is not an acceptable URL.", code="invalid_return_to", field="return_to")
+    if normalize_origin(url) not in allowed_origins:
+        raise InvalidInput(
+            "return_to's origin is not on the allow-list.", code="return_to_not_allowed", field="return_to"
+        )
+    return url
+
+
+def requested_scopes(profile: ProviderProfile, scopes: tuple[str, ...] | None) -> tuple[str, ...]:
+    chosen = scopes or profile.default_scopes
+    return tuple(dict.fromkeys((*profile.always_granted_scopes, *chosen)))

@@ -1,0 +1,114 @@
+"""HTTP answers in one place: security headers, HTML pages for browsers, JSON errors for the API, cookies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
+
+from .errors import FlowRejected, OAuthKeeperError
+from .observability import logger
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;color:#1f2328}"
+    "h1{font-size:1.4rem}p{line-height:1.5}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+
+# No scripts, no third-party content, nothing framed, no forms: a page that can only be read.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+def html_page(status: int, title: str, message: str, *, cookies: list[Cookie] | None = None) -> Response:
+    body = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></body></html>"
+    )
+    return Response(status_code=status, content_type="text/html; charset=utf-8", body=body,
+                    headers=dict(SECURITY_HEADERS), cookies=cookies or [])
+
+
+def redirect(location: str, *, cookies: list[Cookie] | None = None) -> Response:
+    return Response(status_code=302, headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies or [])
+
+
+def json_response(status: int, data: Any) -> Response:
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps(data, separators=(",", ":")),
+                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+def json_error(exc: OAuthKeeperError) -> Response:
+    if exc.status >= 500:
+        logger.error("Request failed", extra={"error_code": exc.code})
+    return json_response(exc.status, {"error": {"code": exc.code, "field": exc.field, "message": exc.message}})
+
+
+def html_error(exc: OAuthKeeperError) -> Response:
+    if isinstance(exc, FlowRejected):
+        return html_page(exc.status, exc.title, exc.message)
+    if exc.status >= 500:
+        logger.error("Request failed", extra={"error_code": exc.code})
+        return html_page(503, "Something went wrong on our side",
+                         "Please go back to the app and try again in a few minutes.")
+    title = "Not found" if exc.status == 404 else "This link can't be used"
+    return html_page(exc.status, title, exc.message + " Go back to the app and start again.")
+
+
+def unexpected_html(exc: Exception) -> Response:
+    logger.exception("Unexpected failure")
+    return html_page(500, "Something went wrong on our side", "Please go back to the app and try again later.")
+
+
+def unexpected_json(exc: Exception) -> Response:
+    logger.exception("Unexpected failure")
+    return json_response(500, {"error": {"code": "internal_error", "field": None,
+                                         "message": "Something went wrong; try again later."}})
+
+
+def flow_cookie(name: str, value: str, max_age: int) -> Cookie:
+    """__Host- prefix: Secure, Path=/, no Domain, so no sibling subdomain can set or read it."""
+    return Cookie(name=name, value=value, path="/", secure=True, http_only=True,
+                  same_site=SameSite.LAX_MODE, max_age=max_age)
+
+
+def expired_cookie(name: str) -> Cookie:
+    return flow_cookie(name, "", 0)
+
+
+def request_cookies(cookie_list: list[str] | None) -> dict[str, str]:
+    """HTTP API payload 2.0 gives cookies as "name=value" strings. The first of a repeated name wins."""
+    cookies: dict[str, str] = {}
+    for entry in cookie_list or []:
+        for part in entry.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name and name not in cookies:
+                cookies[name] = value
+    return cookies
+
+
+def base_url(configured: str, request_context: dict[str, Any]) -> str:
+    """The configured public base URL, else the API's own domain (stable for the API's lifetime)."""
+    if configured:
+        return configured
+    domain = request_context.get("domainName") or ""
+    stage = request_context.get("stage") or "$default"
+    return f"https://{domain}" + ("" if stage == "$default" else f"/{stage}")

@@ -1,0 +1,100 @@
+"""A whole local world per test: moto with the template's resources, the simulated TikTok, a movable clock."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from moto import mock_aws
+from oauth_keeper import runtime
+from oauth_keeper.clock import ManualClock
+from oauth_keeper.credentials import forget_cached
+from oauth_keeper.settings import Settings
+
+from local import apigw
+from local.fake_tiktok import FakeTikTok
+from local.stack import DUMMY_CREDENTIALS, LocalResources, create_resources
+
+BASE_URL = "https://keeper.example.com"
+APP_ORIGIN = "https://app.example.com"
+RETURN_TO = f"{APP_ORIGIN}/settings/connections?tab=social"
+START = 1_800_000_000  # a fixed instant (2027-01-15): tests move the clock, never sleep
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(start=START)
+
+
+@pytest.fixture
+def tiktok(clock):
+    fake = FakeTikTok(clock=clock.now, redirect_uris=(f"{BASE_URL}/callback/tiktok",))
+    with fake.start():
+        yield fake
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        runtime.reset()
+        forget_cached()
+        yield
+    runtime.reset()
+    forget_cached()
+
+
+@pytest.fixture
+def stack(aws, tiktok, clock, monkeypatch) -> LocalResources:
+    resources = create_resources(
+        public_base_url=BASE_URL, allowed_return_origins=[APP_ORIGIN], tiktok_base_url=tiktok.base_url,
+        client_key=tiktok.client_key, client_secret=tiktok.client_secret,
+        scopes="user.info.basic,video.list",
+    )
+    for name, value in resources.env.items():
+        monkeypatch.setenv(name, value)
+    runtime.use(settings=Settings.from_env(dict(os.environ)), clock=clock)
+    return resources
+
+
+@dataclass
+class Browser:
+    """Just enough of a browser: a cookie jar, following our redirects and TikTok's consent."""
+
+    tiktok: FakeTikTok
+    cookies: dict[str, str]
+
+    def get(self, url: str) -> dict:
+        parts = urlsplit(url)
+        header = [f"{k}={v}" for k, v in self.cookies.items()]
+        response = apigw.invoke("GET", parts.path, raw_query=parts.query, cookies=header or None)
+        for cookie in response.get("cookies", []):
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if "Max-Age=0" in cookie:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return response
+
+
+@pytest.fixture
+def browser(tiktok):
+    return Browser(tiktok, {})
+
+
+def create_session(owner_id="owner-1", return_to=RETURN_TO, **extra) -> dict:
+    import json
+
+    response = apigw.invoke("POST", "/connect-sessions", body=json.dumps(
+        {"owner_id": owner_id, "provider": "tiktok", "return_to": return_to, **extra}))
+    return response
+
+
+def location_query(response: dict) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(response["headers"]["Location"]).query)
