@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
-import importlib
+import importlib.util
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,13 +36,24 @@ class Route:
         found = re.match(pattern, path)
         return found.groupdict() if found else None
 
+    code_uri: str = ""
+
     def load_handler(self):
+        """Import the handler from its CodeUri, as Lambda would from /var/task (module names are unique)."""
         module_name, func = self.handler.rsplit(".", 1)
-        return getattr(importlib.import_module(module_name), func)
+        module = sys.modules.get(module_name)
+        if module is None:
+            path = cfn.ROOT / self.code_uri / f"{module_name}.py"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        return getattr(module, func)
 
 
 def routes() -> list[Route]:
-    return [Route(r["function"], r["handler"], r["method"], r["path"], r["auth"]) for r in cfn.http_routes()]
+    return [Route(r["function"], r["handler"], r["method"], r["path"], r["auth"], r["code_uri"])
+            for r in cfn.http_routes()]
 
 
 def find_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
@@ -135,3 +147,24 @@ def invoke(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return {"statusCode": 403, "headers": {"content-type": "application/json"},
                 "body": '{"message":"Forbidden"}'}
     return route.load_handler()(event, LambdaContext(route.function))
+
+
+class Browser:
+    """Just enough of a browser for our routes: it sends its cookies and keeps the ones it is given."""
+
+    def __init__(self) -> None:
+        self.cookies: dict[str, str] = {}
+
+    def get(self, url: str) -> dict[str, Any]:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        response = invoke("GET", parts.path, raw_query=parts.query,
+                          cookies=[f"{k}={v}" for k, v in self.cookies.items()] or None)
+        for cookie in response.get("cookies", []):
+            name, _, rest = cookie.partition("=")
+            if "Max-Age=0" in cookie:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = rest.split(";", 1)[0]
+        return response

@@ -21,7 +21,8 @@ _SAVE_ATTEMPTS = 5
 
 def connection_id_for(owner_id: str, provider: str, account_id: str) -> str:
     """One connection per (owner, provider, account): concurrent callbacks for it land on the same item."""
-    digest = hashlib.sha256(f"{owner_id}\x1f{provider}\x1f{account_id}".encode()).digest()
+    # JSON keeps the three parts apart whatever characters they hold.
+    digest = hashlib.sha256(json.dumps([owner_id, provider, account_id]).encode()).digest()
     return "con_" + base64.b32encode(digest[:20]).decode("ascii").lower()
 
 

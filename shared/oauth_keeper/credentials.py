@@ -9,7 +9,9 @@ from .oauth import ClientCredentials
 CACHE_SECONDS = 300
 
 
-def client_credentials(prefix: str, provider: str, client_id_param: str, *, with_secret: bool = True) -> ClientCredentials:
+def client_credentials(
+    prefix: str, provider: str, client_id_param: str, *, with_secret: bool = True
+) -> ClientCredentials:
     """`<prefix>/<provider>/<client_id_param>` (String) and `<prefix>/<provider>/client_secret` (SecureString)."""
     from aws_lambda_powertools.utilities import parameters  # lazy: imports boto3
 

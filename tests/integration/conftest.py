@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -62,30 +61,9 @@ def stack(aws, tiktok, clock, monkeypatch) -> LocalResources:
     return resources
 
 
-@dataclass
-class Browser:
-    """Just enough of a browser: a cookie jar, following our redirects and TikTok's consent."""
-
-    tiktok: FakeTikTok
-    cookies: dict[str, str]
-
-    def get(self, url: str) -> dict:
-        parts = urlsplit(url)
-        header = [f"{k}={v}" for k, v in self.cookies.items()]
-        response = apigw.invoke("GET", parts.path, raw_query=parts.query, cookies=header or None)
-        for cookie in response.get("cookies", []):
-            name, _, rest = cookie.partition("=")
-            value = rest.split(";", 1)[0]
-            if "Max-Age=0" in cookie:
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-        return response
-
-
 @pytest.fixture
-def browser(tiktok):
-    return Browser(tiktok, {})
+def browser():
+    return apigw.Browser()
 
 
 def create_session(owner_id="owner-1", return_to=RETURN_TO, **extra) -> dict:

@@ -13,7 +13,12 @@ from oauth_keeper.errors import ProviderError
 
 from local import apigw
 from tests.integration.conftest import (
-    APP_ORIGIN, BASE_URL, RETURN_TO, START, create_session, location_query,
+    APP_ORIGIN,
+    BASE_URL,
+    RETURN_TO,
+    START,
+    create_session,
+    location_query,
 )
 
 pytestmark = pytest.mark.integration
@@ -291,11 +296,9 @@ def test_reconnecting_the_same_account_updates_the_same_connection(stack, tiktok
 
 
 def test_concurrent_callbacks_for_one_account_make_one_connection(stack, tiktok, browser):
-    from tests.integration.conftest import Browser
-
     callbacks = []
     for _ in range(4):
-        b = Browser(tiktok, {})
+        b = apigw.Browser()
         created = json.loads(create_session()["body"])
         authorize = b.get(created["connect_url"])
         callbacks.append((b, tiktok.approve(authorize["headers"]["Location"])))

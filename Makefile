@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` (one whole connect on moto + simulated TikTok) and `make test`.
+# Everything else installs itself: uv from PyPI, the project venv from uv.lock, SAM CLI as a uv tool.
+
+PY      ?= python3.13
+UV      := $(PY) -m uv
+UV_VERSION  := 0.13.8
+SAM_VERSION := 1.170.0
+SAM     := $(HOME)/.local/bin/sam
+export PATH := $(HOME)/.local/bin:$(PATH)
+LAYER_PATH := shared:.
+
+.PHONY: demo test test-fast lint setup tools clean
+
+demo: .venv/.synced
+	PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen python -m local.demo
+
+test: .venv/.synced $(SAM)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen pytest
+
+# Unit and integration tests only (no sam build): the quick loop while coding.
+test-fast: .venv/.synced
+	$(UV) run --frozen pytest -m "not build"
+
+lint: .venv/.synced
+	$(UV) run --frozen ruff check .
+
+setup: .venv/.synced $(SAM)
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+$(SAM):
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) tool install --quiet "aws-sam-cli==$(SAM_VERSION)"
+
+clean:
+	rm -rf .venv .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""`make demo` (the README's first command) connects an account end to end and prints no secret."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_connects_an_account_and_redacts_every_secret():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIKTOK_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "shared"), str(ROOT)])
+    run = subprocess.run([sys.executable, "-m", "local.demo"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "status=connected" in out
+    assert "Connection Created" in out
+    assert re.search(r"status\s+active", out)
+    assert "AES-256-GCM envelope" in out
+    for name in ("session", "state", "code", "code_challenge"):
+        values = re.findall(rf"[?&]{name}=([^&\s\"]*)", out)
+        assert values, f"the demo no longer shows {name}"
+        assert set(values) == {"<redacted>"}, f"{name} printed unredacted"
+    assert "act." not in out and "rft." not in out  # the simulated TikTok's token prefixes
