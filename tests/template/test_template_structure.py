@@ -1,0 +1,717 @@
+"""template.yaml keeps the contract the Python code is written against: routes, tables, keys, IAM, logs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from local.cfn import ROOT, http_routes, resources_of_type, table_definition, template
+
+pytestmark = pytest.mark.unit
+
+FUNCTION = "AWS::Serverless::Function"
+LOG_GROUP = "AWS::Logs::LogGroup"
+
+# The contract: route -> (function, auth).
+ROUTES = {
+    ("POST", "/connect-sessions"): ("ConnectSessionsFunction", "AWS_IAM"),
+    ("GET", "/connect/{provider}"): ("AuthorizeFunction", "NONE"),
+    ("GET", "/callback/{provider}"): ("CallbackFunction", "NONE"),
+}
+# Routes the browser (or a provider) calls without AWS credentials. Every other route
+# must be IAM-signed: a new public route has to be added here on purpose.
+PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}")}
+
+ENVIRONMENT = {
+    "CONNECTIONS_TABLE",
+    "FLOWS_TABLE",
+    "TOKEN_KEY_ARN",
+    "EVENT_BUS_NAME",
+    "SSM_PREFIX",
+    "PUBLIC_BASE_URL",
+    "ALLOWED_RETURN_ORIGINS",
+    "TIKTOK_SCOPES",
+    "TIKTOK_PKCE_MODE",
+    "DUE_SHARDS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+
+_SSM = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SsmPrefix}/*/"
+_ANY_KEY_HERE = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
+# function -> exactly the (action, resource) pairs it may use.
+PERMISSIONS = {
+    "ConnectSessionsFunction": {("dynamodb:putitem", "FlowsTable.Arn")},
+    "AuthorizeFunction": {
+        ("dynamodb:deleteitem", "FlowsTable.Arn"),
+        ("dynamodb:putitem", "FlowsTable.Arn"),
+        ("dynamodb:getitem", "FlowsTable.Arn"),
+        ("ssm:getparameter", _SSM + "client_key"),
+    },
+    "CallbackFunction": {
+        ("dynamodb:deleteitem", "FlowsTable.Arn"),
+        ("dynamodb:getitem", "FlowsTable.Arn"),
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),
+        ("dynamodb:putitem", "ConnectionsTable.Arn"),
+        ("dynamodb:updateitem", "ConnectionsTable.Arn"),
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
+        ("kms:generatedatakey", "TokenKey.Arn"),
+        ("kms:decrypt", "TokenKey.Arn"),
+        ("ssm:getparameter", _SSM + "client_key"),
+        ("ssm:getparameter", _SSM + "client_secret"),
+        ("kms:decrypt", _ANY_KEY_HERE),
+        ("events:putevents", "ConnectionEventBus.Arn"),
+    },
+}
+
+PSEUDO_PARAMETERS = {
+    "AWS::AccountId",
+    "AWS::NotificationARNs",
+    "AWS::NoValue",
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::StackId",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+}
+# GetAtt attributes this template may use, per resource type (others are not checked).
+KNOWN_ATTRIBUTES = {
+    "AWS::DynamoDB::Table": {"Arn", "StreamArn"},
+    "AWS::KMS::Key": {"Arn", "KeyId"},
+    "AWS::Events::EventBus": {"Arn", "Name"},
+    "AWS::Logs::LogGroup": {"Arn"},
+    "AWS::Serverless::HttpApi": {"ApiEndpoint", "ApiId"},
+    "AWS::ApiGatewayV2::DomainName": {"RegionalDomainName", "RegionalHostedZoneId", "DomainName"},
+    "AWS::Serverless::Function": {"Arn"},
+    "AWS::Serverless::LayerVersion": set(),
+}
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _functions() -> dict[str, dict[str, Any]]:
+    return resources_of_type(FUNCTION)
+
+
+def _globals_function() -> dict[str, Any]:
+    return template().get("Globals", {}).get("Function", {})
+
+
+def _resource_text(value: Any) -> str:
+    """A policy Resource as one comparable string: "X.Arn" for GetAtt, the Sub string, or the literal."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, arg),) = value.items()
+        if fn == "Fn::GetAtt":
+            return ".".join(_as_list(arg)) if isinstance(arg, list) else arg
+        if fn == "Fn::Sub":
+            return arg if isinstance(arg, str) else arg[0]
+        if fn == "Ref":
+            return f"Ref {arg}"
+    return json.dumps(value, sort_keys=True)
+
+
+def _policy_statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = []
+    for policy in _as_list(function["Properties"].get("Policies") or []):
+        assert isinstance(policy, dict) and "Statement" in policy, (
+            f"only inline policy statements are allowed, found {policy!r}"
+        )
+        statements.extend(_as_list(policy["Statement"]))
+    return statements
+
+
+def _all_iam_statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, fn in _functions().items():
+        for statement in _policy_statements(fn):
+            yield name, statement
+    for name, res in template()["Resources"].items():
+        if res["Type"] in {"AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+            props = res["Properties"]
+            docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
+            if "PolicyDocument" in props:
+                docs.append(props["PolicyDocument"])
+            for doc in docs:
+                for statement in _as_list(doc["Statement"]):
+                    yield name, statement
+
+
+def _is_ssm_via_service_exception(statement: dict[str, Any]) -> bool:
+    """The one documented wildcard: kms:Decrypt on this account's keys, only when SSM asks."""
+    actions = {a.lower() for a in _as_list(statement.get("Action", []))}
+    via = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+    return actions == {"kms:decrypt"} and via == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
+
+
+def wildcard_problems(where: str, statement: dict[str, Any]) -> list[str]:
+    """Why an Allow statement is broader than least privilege ([] when it is fine)."""
+    problems = []
+    if statement.get("Effect") != "Allow":
+        return problems
+    for key in ("NotAction", "NotResource"):
+        if key in statement:
+            problems.append(f"{where}: {key} grants everything else")
+    for action in _as_list(statement.get("Action", [])):
+        if not isinstance(action, str) or action == "*" or action.endswith(":*"):
+            problems.append(f"{where}: Action {action!r}")
+    for resource in _as_list(statement.get("Resource", [])):
+        text = _resource_text(resource)
+        # ${AWS::Region} and friends contain colons of their own: blank them before splitting.
+        parts = _SUB_VARIABLE.sub("x", text).split(":", 5)
+        resource_id = parts[5] if len(parts) == 6 else text
+        if text == "*" or resource_id == "*":
+            problems.append(f"{where}: Resource {text!r}")
+        elif re.fullmatch(r"[A-Za-z0-9_-]+/\*", resource_id) and not _is_ssm_via_service_exception(statement):
+            problems.append(f"{where}: Resource {text!r} names every {resource_id[:-2]}")
+    return problems
+
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _sam_generated_names(resources: dict[str, Any]) -> set[str]:
+    names = set()
+    for name, res in resources.items():
+        if res["Type"] == FUNCTION and "Role" not in res.get("Properties", {}):
+            names.add(f"{name}Role")
+        if res["Type"] in {"AWS::Serverless::HttpApi", "AWS::Serverless::Api"}:
+            names |= {f"{name}.Stage", f"{name}.DomainName", f"{name}ApiGatewayDefaultStage"}
+    return names
+
+
+def reference_problems(tpl: dict[str, Any]) -> list[str]:
+    """Every Ref, GetAtt, ${...} and condition name in the template that points at nothing."""
+    parameters = set(tpl.get("Parameters", {}))
+    resources = tpl.get("Resources", {})
+    conditions = set(tpl.get("Conditions", {}))
+    refable = parameters | set(resources) | PSEUDO_PARAMETERS | _sam_generated_names(resources)
+    problems: list[str] = []
+
+    def check_getatt(where: str, logical_id: str, attribute: str) -> None:
+        if logical_id not in resources:
+            problems.append(f"{where}: GetAtt {logical_id}.{attribute}: no such resource")
+            return
+        known = KNOWN_ATTRIBUTES.get(resources[logical_id]["Type"])
+        if known is not None and attribute not in known:
+            problems.append(f"{where}: GetAtt {logical_id}.{attribute}: unknown attribute")
+
+    def walk(node: Any, where: str, local: frozenset[str] = frozenset()) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]", local)
+            return
+        if not isinstance(node, dict):
+            return
+        if len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Ref":
+                if arg not in refable:
+                    problems.append(f"{where}: Ref {arg}: no such parameter or resource")
+                return
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                check_getatt(where, logical_id, attribute)
+                return
+            if key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                walk(variables, where, local)
+                for name in _SUB_VARIABLE.findall(text):
+                    if name.startswith("!") or name in variables:
+                        continue
+                    if "." in name and not name.startswith("AWS::"):
+                        check_getatt(where, *name.split(".", 1))
+                    elif name not in refable:
+                        problems.append(f"{where}: ${{{name}}}: no such parameter or resource")
+                return
+            if key == "Fn::If":
+                if arg[0] not in conditions:
+                    problems.append(f"{where}: Fn::If on unknown condition {arg[0]}")
+                walk(arg[1:], where, local)
+                return
+            if key == "Condition" and isinstance(arg, str) and where.startswith("Conditions"):
+                if arg not in conditions:
+                    problems.append(f"{where}: unknown condition {arg}")
+                return
+        for key, value in node.items():
+            walk(value, f"{where}.{key}", local)
+
+    for section in ("Conditions", "Globals", "Resources", "Outputs", "Rules"):
+        walk(tpl.get(section, {}), section)
+    for name, res in resources.items():
+        if "Condition" in res and res["Condition"] not in conditions:
+            problems.append(f"Resources.{name}: unknown condition {res['Condition']}")
+        for dep in _as_list(res.get("DependsOn", [])):
+            if dep not in resources and dep not in _sam_generated_names(resources):
+                problems.append(f"Resources.{name}: DependsOn {dep}: no such resource")
+    return problems
+
+
+# ----------------------------------------------------------------- runtime and layer
+
+
+def test_every_function_runs_python313_on_arm64():
+    assert _globals_function()["Runtime"] == "python3.13"
+    assert _globals_function()["Architectures"] == ["arm64"]
+    for name, fn in _functions().items():
+        props = fn["Properties"]
+        assert props.get("Runtime", "python3.13") == "python3.13", name
+        assert props.get("Architectures", ["arm64"]) == ["arm64"], name
+
+
+def test_the_layer_is_built_for_the_functions_python_and_architecture():
+    layer = template()["Resources"]["OAuthKeeperLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    props = layer["Properties"]
+    assert props["ContentUri"].rstrip("/") == "shared"
+    assert props["CompatibleRuntimes"] == ["python3.13"]
+    assert props["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+
+
+def test_every_function_uses_the_shared_layer():
+    assert {"Ref": "OAuthKeeperLayer"} in _globals_function()["Layers"]
+    for name, fn in _functions().items():
+        layers = fn["Properties"].get("Layers")
+        assert layers is None or {"Ref": "OAuthKeeperLayer"} in layers, name
+
+
+def test_timeout_and_memory_are_set_once_for_all_functions():
+    assert 3 <= _globals_function()["Timeout"] <= 30
+    assert 128 <= _globals_function()["MemorySize"] <= 1024
+
+
+# ----------------------------------------------------------------- environment and parameters
+
+
+def test_every_function_gets_the_whole_configuration_from_globals():
+    variables = _globals_function()["Environment"]["Variables"]
+    assert set(variables) >= ENVIRONMENT, f"missing: {sorted(ENVIRONMENT - set(variables))}"
+    assert variables["CONNECTIONS_TABLE"] == {"Ref": "ConnectionsTable"}
+    assert variables["FLOWS_TABLE"] == {"Ref": "FlowsTable"}
+    assert variables["TOKEN_KEY_ARN"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert variables["EVENT_BUS_NAME"] == {"Ref": "ConnectionEventBus"}
+    assert variables["SSM_PREFIX"] == {"Ref": "SsmPrefix"}
+    assert variables["ALLOWED_RETURN_ORIGINS"] == {"Fn::Join": [",", {"Ref": "AllowedReturnOrigins"}]}
+    assert variables["TIKTOK_SCOPES"] == {"Ref": "TikTokScopes"}
+    assert variables["TIKTOK_PKCE_MODE"] == {"Ref": "TikTokPkceMode"}
+    assert variables["DUE_SHARDS"] == {"Ref": "DueShards"}
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "oauth-keeper"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "OAuthKeeper"
+    assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    for name, fn in _functions().items():
+        overridden = set((fn["Properties"].get("Environment") or {}).get("Variables") or {}) & ENVIRONMENT
+        assert not overridden, f"{name} overrides {sorted(overridden)}"
+
+
+def test_public_base_url_is_the_custom_domain_when_one_is_set():
+    value = _globals_function()["Environment"]["Variables"]["PUBLIC_BASE_URL"]
+    assert value == {"Fn::If": ["HasDomain", {"Fn::Sub": "https://${DomainName}"}, {"Ref": "PublicBaseUrl"}]}
+    conditions = template()["Conditions"]
+    assert "DomainName" in json.dumps(conditions["HasDomain"]) or any(
+        "DomainName" in json.dumps(conditions[c["Condition"]])
+        for c in conditions["HasDomain"].get("Fn::And", [])
+        if isinstance(c, dict) and "Condition" in c
+    )
+
+
+def test_parameters_have_the_contract_defaults():
+    params = template()["Parameters"]
+    assert params["SsmPrefix"]["Default"] == "/oauth-keeper"
+    assert params["PublicBaseUrl"]["Default"] == ""
+    assert params["DomainName"]["Default"] == ""
+    assert params["CertificateArn"]["Default"] == ""
+    assert params["AllowedReturnOrigins"]["Type"] == "CommaDelimitedList"
+    assert params["TikTokScopes"]["Default"] == "user.info.basic"
+    assert params["TikTokPkceMode"]["Default"] == "s256-hex"
+    assert sorted(params["TikTokPkceMode"]["AllowedValues"]) == ["none", "s256", "s256-hex"]
+    assert int(params["DueShards"]["Default"]) == 16
+    assert params["LogLevel"]["Default"] == "INFO"
+    assert int(params["LogRetentionDays"]["Default"]) == 30
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("/oauth-keeper", True),
+        ("/acme/oauth-keeper", True),
+        ("oauth-keeper", False),
+        ("/oauth-keeper/", False),
+        ("/", False),
+        ("", False),
+    ],
+)
+def test_ssm_prefix_must_start_with_a_slash_and_not_end_with_one(value, accepted):
+    pattern = template()["Parameters"]["SsmPrefix"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("https://connect.example.com", True),
+        ("https://127.0.0.1:8443", True),
+        ("http://connect.example.com", False),
+        ("https://connect.example.com/", False),
+        ("https://connect.example.com/callback", False),
+    ],
+)
+def test_public_base_url_is_empty_or_a_bare_https_origin(value, accepted):
+    pattern = template()["Parameters"]["PublicBaseUrl"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
+
+
+# ----------------------------------------------------------------- routes and handlers
+
+
+def test_every_contract_route_reaches_its_function_with_the_right_auth():
+    found = {(r["method"], r["path"]): (r["function"], r["auth"]) for r in http_routes()}
+    for route, expected in ROUTES.items():
+        assert found.get(route) == expected, f"{route}: expected {expected}, found {found.get(route)}"
+
+
+def test_only_the_browser_routes_are_public():
+    for route in http_routes():
+        key = (route["method"], route["path"])
+        if key in PUBLIC_ROUTES:
+            assert route["auth"] == "NONE", f"{key} must be reachable by a browser"
+        else:
+            assert route["auth"] == "AWS_IAM", f"{key} is not IAM-signed; list it in PUBLIC_ROUTES if intended"
+
+
+def test_routes_are_unique():
+    keys = [(r["method"], r["path"]) for r in http_routes()]
+    assert len(keys) == len(set(keys))
+
+
+def test_every_route_is_on_the_one_http_api_with_iam_enabled_and_no_default_authorizer():
+    for name, fn in _functions().items():
+        for event_name, event in (fn["Properties"].get("Events") or {}).items():
+            if event["Type"] == "HttpApi":
+                assert event["Properties"].get("ApiId") == {"Ref": "HttpApi"}, f"{name}.{event_name}"
+    auth = template()["Resources"]["HttpApi"]["Properties"]["Auth"]
+    assert auth["EnableIamAuthorizer"] is True
+    # http_routes() reads a missing Auth as NONE; a default authorizer would make that a lie.
+    assert "DefaultAuthorizer" not in auth
+    assert "DefaultAuthorizer" not in (template().get("Globals", {}).get("HttpApi", {}).get("Auth") or {})
+
+
+def test_every_handler_module_exists_defines_handler_and_has_a_unique_name():
+    modules = []
+    for name, fn in _functions().items():
+        module, _, attribute = fn["Properties"]["Handler"].rpartition(".")
+        modules.append(module)
+        source = ROOT / fn["Properties"]["CodeUri"] / f"{module.replace('.', '/')}.py"
+        assert source.is_file(), f"{name}: {source.relative_to(ROOT)} does not exist"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+        assert attribute in defined, f"{name}: {source.relative_to(ROOT)} defines no top-level {attribute!r}"
+    assert len(modules) == len(set(modules)), f"handler module names collide: {sorted(modules)}"
+
+
+def test_every_function_folder_is_on_the_pytest_pythonpath():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pythonpath = {p.rstrip("/") for p in config["tool"]["pytest"]["ini_options"]["pythonpath"]}
+    for name, fn in _functions().items():
+        assert fn["Properties"]["CodeUri"].rstrip("/") in pythonpath, name
+
+
+# ----------------------------------------------------------------- HTTP API
+
+
+def test_http_api_fails_on_warnings_throttles_and_logs_json_without_query_strings():
+    api = template()["Resources"]["HttpApi"]["Properties"]
+    assert api["FailOnWarnings"] is True
+    throttling = api["DefaultRouteSettings"]
+    assert 0 < throttling["ThrottlingRateLimit"] <= throttling["ThrottlingBurstLimit"] <= 500
+    logs = api["AccessLogSettings"]
+    destination = logs["DestinationArn"]
+    assert destination.get("Fn::GetAtt", [None])[1] == "Arn"
+    log_group = template()["Resources"][destination["Fn::GetAtt"][0]]
+    assert log_group["Type"] == LOG_GROUP
+    assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    fields = json.loads(logs["Format"])
+    assert {"requestId", "status", "routeKey"} <= set(fields)
+    leaky = [v for v in fields.values() if re.search(r"querystring|requestUri|rawQuery", v, re.I)]
+    assert not leaky, f"access logs would record OAuth codes/states: {leaky}"
+
+
+def test_custom_domain_is_regional_tls12_and_mapped_to_the_default_stage():
+    resources = template()["Resources"]
+    domains = resources_of_type("AWS::ApiGatewayV2::DomainName")
+    mappings = resources_of_type("AWS::ApiGatewayV2::ApiMapping")
+    assert len(domains) == 1 and len(mappings) == 1
+    ((domain_id, domain),) = domains.items()
+    ((_, mapping),) = mappings.items()
+    assert domain["Condition"] == "HasDomain" and mapping["Condition"] == "HasDomain"
+    assert domain["Properties"]["DomainName"] == {"Ref": "DomainName"}
+    (config,) = domain["Properties"]["DomainNameConfigurations"]
+    assert config == {
+        "CertificateArn": {"Ref": "CertificateArn"},
+        "EndpointType": "REGIONAL",
+        "SecurityPolicy": "TLS_1_2",
+    }
+    assert mapping["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+    assert mapping["Properties"]["DomainName"] == {"Ref": domain_id}
+    assert mapping["Properties"]["Stage"] in ({"Ref": "HttpApi.Stage"}, "$default")
+    assert "Domain" not in resources["HttpApi"]["Properties"]
+
+
+# ----------------------------------------------------------------- data
+
+
+def _gsis(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {g["IndexName"]: g for g in definition.get("GlobalSecondaryIndexes", [])}
+
+
+def _attribute_types(definition: dict[str, Any]) -> dict[str, str]:
+    return {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
+
+
+def _keys(key_schema: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(k["AttributeName"], k["KeyType"]) for k in key_schema]
+
+
+def test_connections_table_has_the_contract_keys_and_keys_only_indexes():
+    table = table_definition("ConnectionsTable", "connections")
+    types = _attribute_types(table)
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert _keys(table["KeySchema"]) == [("connection_id", "HASH")]
+    assert types == {
+        "connection_id": "S",
+        "owner_id": "S",
+        "created_at": "N",
+        "account_key": "S",
+        "due_shard": "N",
+        "next_refresh_at": "N",
+    }
+    gsis = _gsis(table)
+    assert set(gsis) == {"ByOwner", "ByAccount", "Due"}
+    assert _keys(gsis["ByOwner"]["KeySchema"]) == [("owner_id", "HASH"), ("created_at", "RANGE")]
+    assert _keys(gsis["ByAccount"]["KeySchema"]) == [("account_key", "HASH")]
+    assert _keys(gsis["Due"]["KeySchema"]) == [("due_shard", "HASH"), ("next_refresh_at", "RANGE")]
+    for name, gsi in gsis.items():
+        assert gsi["Projection"] == {"ProjectionType": "KEYS_ONLY"}, name
+
+
+def test_flows_table_is_keyed_by_flow_key_and_expires_by_purge_at():
+    table = table_definition("FlowsTable", "flows")
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert _keys(table["KeySchema"]) == [("flow_key", "HASH")]
+    assert _attribute_types(table) == {"flow_key": "S"}
+    assert "GlobalSecondaryIndexes" not in table
+    ttl = template()["Resources"]["FlowsTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "purge_at", "Enabled": True}
+
+
+@pytest.mark.parametrize("table", ["ConnectionsTable", "FlowsTable"])
+def test_tables_are_recoverable_encrypted_with_the_token_key_and_named_by_cloudformation(table):
+    res = template()["Resources"][table]
+    props = res["Properties"]
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "TokenKey"}}
+    assert "TableName" not in props
+    # Both policies set, so the intent is explicit (Retain for connections, see template).
+    assert res["DeletionPolicy"] == res["UpdateReplacePolicy"]
+
+
+def test_connections_survive_stack_deletion_and_replacement():
+    res = template()["Resources"]["ConnectionsTable"]
+    assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain"
+
+
+def test_token_key_is_retained_rotated_symmetric_and_aliased():
+    key = template()["Resources"]["TokenKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+    aliases = [a["Properties"] for a in resources_of_type("AWS::KMS::Alias").values()]
+    assert {"AliasName": {"Fn::Sub": "alias/${AWS::StackName}-tokens"}, "TargetKeyId": {"Ref": "TokenKey"}} in aliases
+
+
+def test_token_key_policy_lets_only_the_account_administer_and_others_only_through_dynamodb():
+    statements = template()["Resources"]["TokenKey"]["Properties"]["KeyPolicy"]["Statement"]
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert any(s["Principal"] == {"AWS": root} and s["Action"] == "kms:*" for s in statements)
+    for s in statements:
+        actions = _as_list(s["Action"])
+        if "kms:*" in actions:
+            assert s["Principal"] == {"AWS": root}, f"{s.get('Sid')}: kms:* for someone else than the account"
+        if s["Principal"] in ("*", {"AWS": "*"}):
+            condition = s.get("Condition", {}).get("StringEquals", {})
+            assert condition.get("kms:CallerAccount") == {"Ref": "AWS::AccountId"}, s.get("Sid")
+            assert condition.get("kms:ViaService") == {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
+            assert not any(a in {"kms:*", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"} for a in actions)
+
+
+def test_event_bus_is_named_after_the_stack():
+    bus = template()["Resources"]["ConnectionEventBus"]
+    assert bus["Type"] == "AWS::Events::EventBus"
+    assert bus["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-connections"}
+
+
+# ----------------------------------------------------------------- logs
+
+
+def test_every_function_has_its_own_log_group_with_retention():
+    groups = {}
+    for res in resources_of_type(LOG_GROUP).values():
+        name = res["Properties"].get("LogGroupName")
+        if isinstance(name, dict) and "Fn::Sub" in name:
+            groups[name["Fn::Sub"]] = res["Properties"]
+    for fn in _functions():
+        props = groups.get(f"/aws/lambda/${{{fn}}}")
+        assert props is not None, f"no /aws/lambda/${{{fn}}} log group"
+        assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}, fn
+
+
+# ----------------------------------------------------------------- IAM
+
+
+def test_functions_get_exactly_the_permissions_of_the_contract():
+    for name, expected in PERMISSIONS.items():
+        granted = set()
+        for statement in _policy_statements(_functions()[name]):
+            assert statement["Effect"] == "Allow", name
+            for action in _as_list(statement["Action"]):
+                for resource in _as_list(statement["Resource"]):
+                    granted.add((action.lower(), _resource_text(resource)))
+        assert granted == expected, f"{name}: extra {sorted(granted - expected)}, missing {sorted(expected - granted)}"
+
+
+def test_no_iam_statement_grants_every_action_or_every_resource():
+    problems = [p for where, st in _all_iam_statements() for p in wildcard_problems(where, st)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_only_any_key_grant_is_decrypt_through_ssm():
+    for where, statement in _all_iam_statements():
+        resources = [_resource_text(r) for r in _as_list(statement.get("Resource", []))]
+        if _ANY_KEY_HERE in resources:
+            assert _is_ssm_via_service_exception(statement), where
+
+
+@pytest.mark.parametrize(
+    ("statement", "flagged"),
+    [
+        ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": {"Fn::GetAtt": ["T", "Arn"]}}, False),
+        ({"Effect": "Allow", "Action": "*", "Resource": {"Fn::GetAtt": ["T", "Arn"]}}, True),
+        ({"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["T", "Arn"]}}, True),
+        ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"}, True),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:GetItem",
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"},
+            },
+            True,
+        ),
+        ({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": {"Fn::Sub": _ANY_KEY_HERE}}, True),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": {"Fn::Sub": _ANY_KEY_HERE},
+                "Condition": {"StringEquals": {"kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}}},
+            },
+            False,
+        ),
+        ({"Effect": "Allow", "NotAction": "iam:*", "Resource": {"Fn::GetAtt": ["T", "Arn"]}}, True),
+    ],
+)
+def test_the_wildcard_check_catches_broad_statements(statement, flagged):
+    assert bool(wildcard_problems("test", statement)) is flagged
+
+
+# ----------------------------------------------------------------- references
+
+
+def test_every_reference_in_the_template_points_at_something_that_exists():
+    problems = reference_problems(template())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_reference_check_catches_dangling_names():
+    broken = {
+        "Parameters": {"P": {"Type": "String"}},
+        "Conditions": {"C": {"Fn::Equals": [{"Ref": "P"}, ""]}},
+        "Globals": {
+            "Function": {
+                "Environment": {
+                    "Variables": {
+                        "A": {"Ref": "Missing"},
+                        "B": {"Fn::GetAtt": ["T", "Nope"]},
+                        "C": {"Fn::Sub": "${P}-${Ghost}-${T.Arn}-${!Literal}-${AWS::Region}"},
+                        "D": {"Fn::Sub": ["${Local}", {"Local": {"Ref": "P"}}]},
+                        "E": {"Fn::If": ["NoSuchCondition", "a", "b"]},
+                    }
+                }
+            }
+        },
+        "Resources": {"T": {"Type": "AWS::DynamoDB::Table", "Properties": {}}},
+    }
+    problems = "\n".join(reference_problems(broken))
+    assert "Ref Missing" in problems
+    assert "GetAtt T.Nope" in problems
+    assert "${Ghost}" in problems
+    assert "NoSuchCondition" in problems
+    assert "Local" not in problems and "Literal" not in problems and "T.Arn" not in problems
+    assert len(reference_problems(broken)) == 4
+
+
+# ----------------------------------------------------------------- outputs
+
+
+def _leaves(node: Any) -> Iterator[Any]:
+    if isinstance(node, dict) and "Fn::If" in node:
+        for branch in node["Fn::If"][1:]:
+            yield from _leaves(branch)
+    else:
+        yield node
+
+
+def test_outputs_name_the_api_tables_bus_key_and_tiktok_redirect_uri():
+    outputs = template()["Outputs"]
+    assert {
+        "ApiUrl",
+        "CallbackUrlTikTok",
+        "ConnectionsTableName",
+        "FlowsTableName",
+        "EventBusName",
+        "TokenKeyArn",
+    } <= set(outputs)
+    assert outputs["ConnectionsTableName"]["Value"] == {"Ref": "ConnectionsTable"}
+    assert outputs["FlowsTableName"]["Value"] == {"Ref": "FlowsTable"}
+    assert outputs["EventBusName"]["Value"] == {"Ref": "ConnectionEventBus"}
+    assert outputs["TokenKeyArn"]["Value"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+
+
+def test_the_tiktok_redirect_uri_output_is_the_callback_route_on_every_base_url():
+    value = template()["Outputs"]["CallbackUrlTikTok"]["Value"]
+    assert value["Fn::If"][0] == "HasDomain"
+    assert value["Fn::If"][1] == {"Fn::Sub": "https://${DomainName}/callback/tiktok"}
+    leaves = list(_leaves(value))
+    assert len(leaves) >= 2
+    callback_path = next(r["path"] for r in http_routes() if r["function"] == "CallbackFunction")
+    for leaf in leaves:
+        text = _resource_text(leaf)
+        assert text.endswith("/callback/tiktok"), text
+        assert callback_path.replace("{provider}", "tiktok") == "/callback/tiktok"
