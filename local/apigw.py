@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 from local import cfn
 
 LOCAL_ACCOUNT = "123456789012"
+_IMPORT_LOCK = threading.RLock()
 LOCAL_CALLER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/local-backend"
 
 
@@ -41,13 +43,14 @@ class Route:
     def load_handler(self):
         """Import the handler from its CodeUri, as Lambda would from /var/task (module names are unique)."""
         module_name, func = self.handler.rsplit(".", 1)
-        module = sys.modules.get(module_name)
-        if module is None:
-            path = cfn.ROOT / self.code_uri / f"{module_name}.py"
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
+        with _IMPORT_LOCK:  # concurrent first requests must not see a half-imported module
+            module = sys.modules.get(module_name)
+            if module is None:
+                path = cfn.ROOT / self.code_uri / f"{module_name}.py"
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules[module_name] = module
         return getattr(module, func)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +103,29 @@ def create_resources(
         "POWERTOOLS_METRICS_NAMESPACE": "OAuthKeeper",
     }
     return LocalResources(env=env, events_queue_url=queue_url)
+
+
+@contextmanager
+def atomic_dynamodb() -> Iterator[None]:
+    """Make moto's DynamoDB as atomic as the real one: one request at a time.
+
+    Real DynamoDB applies a conditional write atomically. moto checks the condition and applies the update
+    without a lock, so two threads can both pass `attribute_not_exists` or `revision = :r` (seen here with
+    four concurrent callbacks). Serialising the calls models the real service; nothing else changes.
+    """
+    import botocore.client
+
+    original = botocore.client.BaseClient._make_api_call
+    lock = threading.RLock()
+
+    def one_at_a_time(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if client.meta.service_model.service_name != "dynamodb":
+            return original(client, operation, params)
+        with lock:
+            return original(client, operation, params)
+
+    botocore.client.BaseClient._make_api_call = one_at_a_time
+    try:
+        yield
+    finally:
+        botocore.client.BaseClient._make_api_call = original

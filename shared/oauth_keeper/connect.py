@@ -11,9 +11,10 @@ from .clock import iso8601
 from .connections import Connection, Grant
 from .errors import FlowRejected, InvalidInput, ProviderError
 from .flows import SESSION_TTL, ConnectSession, FlowRejection, OAuthFlow, secret_hash
-from .oauth import authorize_url, new_code_verifier, new_secret
+from .oauth import TokenSet, authorize_url, new_code_verifier, new_secret
 from .observability import MetricUnit, logger, metrics
 from .runtime import services
+from .schedule import plan_next_refresh
 from .validation import checked_return_to, parse_connect_request, requested_scopes
 
 COOKIE_PREFIX = "__Host-okf-"
@@ -190,7 +191,7 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
         )
 
     missing = [s for s in flow.scopes if s not in grant.scopes_granted]
-    saved = svc.connections.save_grant(grant, now, event_for)  # persist first: nothing may come before
+    saved = svc.connections.save_grant(grant, now, event_for, _schedule)  # persist first: nothing comes before
     connection = saved.connection
     logger.append_keys(connection_id=connection.connection_id)
     logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": saved.created})
@@ -225,13 +226,13 @@ def _enrich(connection: Connection, access_token: str) -> None:
         metrics.add_metric("AccountsSharedByOwners", MetricUnit.Count, 1)
 
 
+def _schedule(provider: str, tokens: TokenSet, now: int) -> int:
+    return plan_next_refresh(services().profile(provider).refresh_policy, issued_at=tokens.issued_at,
+                             access_expires_at=tokens.access_expires_at, refresh_expires_at=tokens.refresh_expires_at)
+
+
 def _publish_outbox(connection: Connection) -> None:
-    svc = services()
-    sent = svc.publisher.publish(list(connection.outbox.values()))
-    try:
-        svc.connections.clear_outbox(connection.connection_id, sent)
-    except Exception:  # noqa: BLE001 - a later pass re-publishes; consumers dedupe on event_id
-        logger.exception("Clearing the outbox failed")
+    services().refresher.flush_events(connection)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

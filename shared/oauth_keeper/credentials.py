@@ -10,16 +10,21 @@ CACHE_SECONDS = 300
 
 
 def client_credentials(
-    prefix: str, provider: str, client_id_param: str, *, with_secret: bool = True
+    prefix: str, provider: str, client_id_param: str, *, with_secret: bool = True, fresh: bool = False
 ) -> ClientCredentials:
-    """`<prefix>/<provider>/<client_id_param>` (String) and `<prefix>/<provider>/client_secret` (SecureString)."""
+    """`<prefix>/<provider>/<client_id_param>` (String) and `<prefix>/<provider>/client_secret` (SecureString).
+
+    `fresh` skips the cache: a circuit-breaker probe must see a secret the operator just fixed.
+    """
     from aws_lambda_powertools.utilities import parameters  # lazy: imports boto3
 
     base = f"{prefix}/{provider}"
     try:
-        client_id = parameters.get_parameter(f"{base}/{client_id_param}", max_age=CACHE_SECONDS)
+        client_id = parameters.get_parameter(f"{base}/{client_id_param}", max_age=CACHE_SECONDS,
+                                             force_fetch=fresh)
         secret = (
-            parameters.get_parameter(f"{base}/client_secret", decrypt=True, max_age=CACHE_SECONDS)
+            parameters.get_parameter(f"{base}/client_secret", decrypt=True, max_age=CACHE_SECONDS,
+                                     force_fetch=fresh)
             if with_secret
             else ""
         )

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from .errors import NotFound, ProviderError
-from .settings import PKCE_MODES, Settings
+from .settings import PKCE_MODES, REFRESH_POLICIES, Settings
 
 TRANSIENT, TERMINAL, OPERATOR, REJECTED = (
     ProviderError.TRANSIENT, ProviderError.TERMINAL, ProviderError.OPERATOR, ProviderError.REJECTED,
@@ -70,6 +70,7 @@ class ProviderProfile:
     userinfo: UserInfoFields = UserInfoFields()
     error_classes: dict[str, str] = field(default_factory=lambda: dict(STANDARD_ERRORS))
     rotates_refresh_tokens: bool = True
+    refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive sweep
 
     def classify(self, error_code: str | None, http_status: int | None) -> str:
         """Whose problem an error is. HTTP 429 and 5xx are transient whatever the body says."""
@@ -131,6 +132,10 @@ def profile_for(name: str, settings: Settings) -> ProviderProfile:
     changes: dict[str, object] = {k: v for k, v in overrides.items() if k.endswith("_url")}
     if "scopes" in overrides:
         changes["default_scopes"] = base.split_scopes(overrides["scopes"])
+    if "refresh_policy" in overrides:
+        if overrides["refresh_policy"] not in REFRESH_POLICIES:
+            raise ValueError(f"refresh policy must be one of {REFRESH_POLICIES}")
+        changes["refresh_policy"] = overrides["refresh_policy"]
     if "pkce" in overrides:
         if overrides["pkce"] not in PKCE_MODES:
             raise ValueError(f"PKCE mode must be one of {PKCE_MODES}")

@@ -7,12 +7,14 @@ from functools import cached_property
 from typing import Any
 
 from . import aws
+from .breaker import CircuitBreakers
 from .clock import Clock, SystemClock
 from .connections import ConnectionStore
 from .credentials import client_credentials
 from .crypto import DataKeys, TokenCipher
 from .events import EventPublisher
 from .flows import FlowStore
+from .items import DynamoItemStore, ItemStore
 from .oauth import HTTP_TIMEOUT, ClientCredentials, TokenEndpoint
 from .providers import ProviderProfile, profile_for
 from .settings import Settings
@@ -23,6 +25,11 @@ class Services:
     settings: Settings = field(default_factory=Settings.from_env)
     clock: Clock = field(default_factory=SystemClock)
     http: Any = None  # an httpx.Client; created on first use
+    # Optional stand-ins for long in-memory simulations (tests, benchmarks); None means the real AWS service.
+    items: ItemStore | None = None
+    kms: Any = None
+    publisher_override: Any = None
+    credentials_override: Any = None
 
     def now(self) -> float:
         return self.clock.now()
@@ -30,10 +37,12 @@ class Services:
     def profile(self, provider: str) -> ProviderProfile:
         return profile_for(provider, self.settings)
 
-    def credentials(self, profile: ProviderProfile, *, with_secret: bool = True) -> ClientCredentials:
-        return client_credentials(
-            self.settings.ssm_prefix, profile.name, profile.client_id_param, with_secret=with_secret
-        )
+    def credentials(self, profile: ProviderProfile, *, with_secret: bool = True,
+                    fresh: bool = False) -> ClientCredentials:
+        if self.credentials_override is not None:
+            return self.credentials_override(profile)
+        return client_credentials(self.settings.ssm_prefix, profile.name, profile.client_id_param,
+                                  with_secret=with_secret, fresh=fresh)
 
     @cached_property
     def flows(self) -> FlowStore:
@@ -41,26 +50,40 @@ class Services:
 
     @cached_property
     def data_keys(self) -> DataKeys:
-        return DataKeys(lambda: aws.client("kms"), self.settings.token_key_arn, self.now)
+        kms = self.kms
+        return DataKeys((lambda: kms) if kms is not None else (lambda: aws.client("kms")),
+                        self.settings.token_key_arn, self.now)
+
+    @cached_property
+    def connection_items(self) -> ItemStore:
+        return self.items or DynamoItemStore(aws.client("dynamodb"), self.settings.connections_table)
 
     @cached_property
     def connections(self) -> ConnectionStore:
-        return ConnectionStore(
-            aws.client("dynamodb"), self.settings.connections_table, TokenCipher(self.data_keys),
-            self.settings.due_shards,
-        )
+        return ConnectionStore(self.connection_items, TokenCipher(self.data_keys), self.settings.due_shards)
+
+    @cached_property
+    def breakers(self) -> CircuitBreakers:
+        return CircuitBreakers(self.connection_items, self.now)
 
     @cached_property
     def token_endpoint(self) -> TokenEndpoint:
         if self.http is None:
             import httpx
 
-            self.http = httpx.Client(timeout=HTTP_TIMEOUT, verify=True, follow_redirects=False)
+            self.http = httpx.Client(timeout=HTTP_TIMEOUT, verify=True, follow_redirects=False,
+                                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
         return TokenEndpoint(self.http, self.now)
 
     @cached_property
     def publisher(self) -> EventPublisher:
-        return EventPublisher(aws.client("events"), self.settings.event_bus_name)
+        return self.publisher_override or EventPublisher(aws.client("events"), self.settings.event_bus_name)
+
+    @cached_property
+    def refresher(self) -> Any:
+        from .refresh import Refresher
+
+        return Refresher(self)
 
 
 _current: Services | None = None
@@ -73,15 +96,14 @@ def services() -> Services:
     return _current
 
 
-def use(*, settings: Settings | None = None, clock: Clock | None = None, http: Any = None) -> Services:
-    """Replace parts (settings, clock, http client) for tests and the local stack; the rest is rebuilt lazily."""
+def use(**parts: Any) -> Services:
+    """Replace parts (settings, clock, http client, stand-ins) for tests and the local stack; the rest is
+    rebuilt lazily. Parts not named keep their current value."""
     global _current
     old = _current
-    _current = Services(
-        settings=settings or (old.settings if old else Settings.from_env()),
-        clock=clock or (old.clock if old else SystemClock()),
-        http=http or (old.http if old else None),
-    )
+    keep = {name: getattr(old, name) for name in Services.__dataclass_fields__} if old else {}
+    keep.update({k: v for k, v in parts.items() if v is not None})
+    _current = Services(**keep)
     return _current
 
 

@@ -20,6 +20,39 @@ def next_refresh_at(issued_at: int, access_expires_at: int | None, rng: random.R
     return max(issued_at, access_expires_at - margin - jitter)
 
 
+KEEPALIVE_INTERVAL = 86_400  # on_demand: one keep-alive refresh a day detects revoked grants
+KEEPALIVE_BEFORE_END = 3 * 86_400  # ...and one well before the refresh token ends
+
+
+def plan_next_refresh(
+    policy: str,
+    *,
+    issued_at: int,
+    access_expires_at: int | None,
+    refresh_expires_at: int | None,
+    rng: random.Random | None = None,
+) -> int:
+    """When the sweep should next look at a connection, under the provider's refresh policy.
+
+    Never later than the refresh token's end: the sweep must see that moment to say "needs reauth".
+    """
+    if policy == "on_demand":
+        planned = issued_at + KEEPALIVE_INTERVAL - (rng or random).randint(0, MAX_JITTER)
+        if refresh_expires_at and refresh_expires_at - KEEPALIVE_BEFORE_END > issued_at:
+            planned = min(planned, refresh_expires_at - KEEPALIVE_BEFORE_END)
+    else:
+        planned = next_refresh_at(issued_at, access_expires_at, rng) or issued_at + KEEPALIVE_INTERVAL
+    if refresh_expires_at:
+        planned = min(planned, refresh_expires_at)
+    return planned
+
+
+def backoff_delay(failures: int, *, cap: int, base: int = 30, rng: random.Random | None = None) -> int:
+    """Capped exponential backoff with full jitter: uniform between 0 and min(cap, base * 2^(n-1))."""
+    ceiling = min(cap, base * 2 ** max(0, failures - 1))
+    return int((rng or random).uniform(0, ceiling))
+
+
 def due_shard(connection_id: str, shards: int) -> int:
     """A stable shard so the sweep can read the due index in parallel partitions."""
     return int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:4], "big") % max(1, shards)

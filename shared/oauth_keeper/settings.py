@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 PKCE_MODES = ("none", "s256", "s256-hex")
+REFRESH_POLICIES = ("eager", "on_demand")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,10 @@ class Settings:
     public_base_url: str = ""
     allowed_return_origins: frozenset[str] = frozenset()
     due_shards: int = 16
+    sweep_interval: int = 300  # seconds between sweeps (the schedule's rate)
+    expiry_warning: int = 14 * 86400  # "Connection Expiring" when the refresh token ends within this
+    refresh_concurrency: int = 8  # concurrent provider calls inside one worker invocation
+    refresh_queue_url: str = ""
     # Per-provider overrides, e.g. {"tiktok": {"scopes": "...", "pkce": "s256-hex", "token_url": "..."}}
     provider_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -37,6 +42,10 @@ class Settings:
                 normalize_origin(o) for o in env.get("ALLOWED_RETURN_ORIGINS", "").split(",") if o.strip()
             ),
             due_shards=int(env.get("DUE_SHARDS", "16")),
+            sweep_interval=60 * int(env.get("SWEEP_INTERVAL_MINUTES", "5")),
+            expiry_warning=86400 * int(env.get("EXPIRY_WARNING_DAYS", "14")),
+            refresh_concurrency=int(env.get("REFRESH_CONCURRENCY", "8")),
+            refresh_queue_url=env.get("REFRESH_QUEUE_URL", ""),
             provider_overrides=_provider_overrides(env),
         )
 
@@ -49,6 +58,7 @@ _PROVIDER_KEYS = {
     "TOKEN_URL": "token_url",
     "REVOKE_URL": "revoke_url",
     "USERINFO_URL": "userinfo_url",
+    "REFRESH_POLICY": "refresh_policy",
 }
 _PROVIDERS = ("TIKTOK",)
 

@@ -14,7 +14,7 @@ from oauth_keeper.settings import Settings
 
 from local import apigw
 from local.fake_tiktok import FakeTikTok
-from local.stack import DUMMY_CREDENTIALS, LocalResources, create_resources
+from local.stack import DUMMY_CREDENTIALS, LocalResources, atomic_dynamodb, create_resources
 
 BASE_URL = "https://keeper.example.com"
 APP_ORIGIN = "https://app.example.com"
@@ -40,7 +40,7 @@ def aws(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    with mock_aws(), atomic_dynamodb():
         runtime.reset()
         forget_cached()
         yield

@@ -20,6 +20,10 @@ def grant(refresh_token: str | None, *, refresh_expires_at: int | None, access: 
                  scopes_requested=("user.info.basic",), scopes_granted=("user.info.basic",))
 
 
+def no_schedule(provider, tokens, now):
+    return None
+
+
 def created_event(connection, created, previous):
     return events.connection_event(events.CREATED if created else events.RECONNECTED, connection,
                                    reason="connected" if created else "reconnected", occurred_at=START)
@@ -27,8 +31,8 @@ def created_event(connection, created, previous):
 
 def test_a_reconnect_without_a_refresh_token_keeps_the_stored_one(stack):
     store = runtime.services().connections
-    store.save_grant(grant("rft.first", refresh_expires_at=START + 1000), START, created_event)
-    saved = store.save_grant(grant(None, refresh_expires_at=None, access="act.2"), START + 10, created_event)
+    store.save_grant(grant("rft.first", refresh_expires_at=START + 1000), START, created_event, no_schedule)
+    saved = store.save_grant(grant(None, refresh_expires_at=None, access="act.2"), START + 10, created_event, no_schedule)
     assert not saved.created
     tokens = store.open_tokens(store.get(saved.connection.connection_id))
     assert tokens == {"access_token": "act.2", "refresh_token": "rft.first", "token_type": "Bearer"}
@@ -47,11 +51,11 @@ def test_an_unpublished_event_stays_in_the_outbox_until_sent(stack, monkeypatch)
     publisher = runtime.services().publisher
     monkeypatch.setattr(publisher, "publish", lambda pending: [])  # EventBridge down
     store = runtime.services().connections
-    saved = store.save_grant(grant("rft.1", refresh_expires_at=START + 1000), START, created_event)
+    saved = store.save_grant(grant("rft.1", refresh_expires_at=START + 1000), START, created_event, no_schedule)
     stored = store.get(saved.connection.connection_id)
     assert len(stored.outbox) == 1
     (pending,) = stored.outbox.values()
     assert pending["detail_type"] == "Connection Created"
     # a reconnect keeps the older pending event beside its own
-    again = store.save_grant(grant("rft.2", refresh_expires_at=START + 2000), START + 5, created_event)
+    again = store.save_grant(grant("rft.2", refresh_expires_at=START + 2000), START + 5, created_event, no_schedule)
     assert len(store.get(again.connection.connection_id).outbox) == 2

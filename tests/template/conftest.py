@@ -78,3 +78,18 @@ def tool_env(python313: Path) -> dict[str, str]:
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def sam_python(sam) -> str:
+    """The interpreter of the SAM CLI install (it holds samtranslator, which the project venv does not)."""
+    script = Path(sam).resolve()
+    with open(script, "rb") as f:
+        first_line = f.readline().decode("utf-8", "replace").strip()
+    interpreter = first_line[2:].strip() if first_line.startswith("#!") else ""
+    if not interpreter or "python" not in Path(interpreter.split()[0]).name:
+        message = f"{script} is not a Python script (installed otherwise than by `uv tool install`?)"
+        if _running_in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return interpreter.split()[0]

@@ -45,6 +45,7 @@ PLACEHOLDERS = {
     "EVENT_BUS_NAME": "oauth-keeper-connections",
     "PUBLIC_BASE_URL": "",
     "ALLOWED_RETURN_ORIGINS": "https://app.example.com",
+    "REFRESH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/oauth-keeper-RefreshQueue-EXAMPLE",
 }
 
 

@@ -1,9 +1,11 @@
-"""template.yaml keeps the contract the Python code is written against: routes, tables, keys, IAM, logs."""
+"""template.yaml keeps the contract the Python code is written against: routes, tables, keys, IAM, logs,
+the refresh pipeline (schedule, queues, worker) and its alarms."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import tomllib
 from collections.abc import Iterator
@@ -17,6 +19,9 @@ pytestmark = pytest.mark.unit
 
 FUNCTION = "AWS::Serverless::Function"
 LOG_GROUP = "AWS::Logs::LogGroup"
+QUEUE = "AWS::SQS::Queue"
+ALARM = "AWS::CloudWatch::Alarm"
+FOURTEEN_DAYS = 14 * 24 * 3600
 
 # The contract: route -> (function, auth).
 ROUTES = {
@@ -39,6 +44,11 @@ ENVIRONMENT = {
     "TIKTOK_SCOPES",
     "TIKTOK_PKCE_MODE",
     "DUE_SHARDS",
+    "TIKTOK_REFRESH_POLICY",
+    "SWEEP_INTERVAL_MINUTES",
+    "EXPIRY_WARNING_DAYS",
+    "REFRESH_CONCURRENCY",
+    "REFRESH_QUEUE_URL",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -69,6 +79,33 @@ PERMISSIONS = {
         ("kms:decrypt", _ANY_KEY_HERE),
         ("events:putevents", "ConnectionEventBus.Arn"),
     },
+    "SweeperFunction": {
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/Outbox"),
+        ("sqs:sendmessage", "RefreshQueue.Arn"),
+    },
+    "RefreshWorkerFunction": {
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),
+        ("dynamodb:updateitem", "ConnectionsTable.Arn"),
+        ("dynamodb:putitem", "ConnectionsTable.Arn"),
+        ("kms:generatedatakey", "TokenKey.Arn"),
+        ("kms:decrypt", "TokenKey.Arn"),
+        ("ssm:getparameter", _SSM + "client_key"),
+        ("ssm:getparameter", _SSM + "client_secret"),
+        ("kms:decrypt", _ANY_KEY_HERE),
+        ("events:putevents", "ConnectionEventBus.Arn"),
+    },
+}
+# Functions that read the provider's client secret (SecureString) through SSM.
+READS_CLIENT_SECRET = ("CallbackFunction", "RefreshWorkerFunction")
+
+# alarm -> (namespace, metric names it watches). Custom metrics carry Powertools' service dimension.
+ALARMS = {
+    "RefreshDLQAlarm": ("AWS/SQS", {"ApproximateNumberOfMessagesVisible"}),
+    "SchedulerDLQAlarm": ("AWS/SQS", {"ApproximateNumberOfMessagesVisible"}),
+    "RefreshFailureRatioAlarm": ("OAuthKeeper", {"RefreshFailed", "RefreshSucceeded"}),
+    "CircuitBreakerAlarm": ("OAuthKeeper", {"CircuitBreakerOpen"}),
+    "RefreshWorkerErrorsAlarm": ("AWS/Lambda", {"Errors"}),
 }
 
 PSEUDO_PARAMETERS = {
@@ -91,6 +128,8 @@ KNOWN_ATTRIBUTES = {
     "AWS::ApiGatewayV2::DomainName": {"RegionalDomainName", "RegionalHostedZoneId", "DomainName"},
     "AWS::Serverless::Function": {"Arn"},
     "AWS::Serverless::LayerVersion": set(),
+    "AWS::SQS::Queue": {"Arn", "QueueName", "QueueUrl"},
+    "AWS::CloudWatch::Alarm": {"Arn"},
 }
 
 
@@ -107,6 +146,21 @@ def _functions() -> dict[str, dict[str, Any]]:
 
 def _globals_function() -> dict[str, Any]:
     return template().get("Globals", {}).get("Function", {})
+
+
+def _timeout(function: str) -> int:
+    return _functions()[function]["Properties"].get("Timeout", _globals_function()["Timeout"])
+
+
+def _events_of_type(function: str, kind: str) -> list[dict[str, Any]]:
+    events = (_functions()[function]["Properties"].get("Events") or {}).values()
+    return [e["Properties"] for e in events if e["Type"] == kind]
+
+
+def _only_event(function: str, kind: str) -> dict[str, Any]:
+    found = _events_of_type(function, kind)
+    assert len(found) == 1, f"{function}: expected one {kind} event, found {len(found)}"
+    return found[0]
 
 
 def _resource_text(value: Any) -> str:
@@ -293,6 +347,14 @@ def test_timeout_and_memory_are_set_once_for_all_functions():
     assert 128 <= _globals_function()["MemorySize"] <= 1024
 
 
+def test_http_functions_answer_before_the_http_api_gives_up_and_refresh_functions_get_a_minute():
+    # HTTP APIs end an integration after 30 s: a longer Lambda timeout would only hide that.
+    for route in http_routes():
+        assert _timeout(route["function"]) <= 30, route["function"]
+    assert _timeout("SweeperFunction") == 60
+    assert _timeout("RefreshWorkerFunction") == 60
+
+
 # ----------------------------------------------------------------- environment and parameters
 
 
@@ -308,6 +370,11 @@ def test_every_function_gets_the_whole_configuration_from_globals():
     assert variables["TIKTOK_SCOPES"] == {"Ref": "TikTokScopes"}
     assert variables["TIKTOK_PKCE_MODE"] == {"Ref": "TikTokPkceMode"}
     assert variables["DUE_SHARDS"] == {"Ref": "DueShards"}
+    assert variables["TIKTOK_REFRESH_POLICY"] == {"Ref": "RefreshPolicy"}
+    assert variables["SWEEP_INTERVAL_MINUTES"] == {"Ref": "SweepIntervalMinutes"}
+    assert variables["EXPIRY_WARNING_DAYS"] == {"Ref": "ExpiryWarningDays"}
+    assert variables["REFRESH_CONCURRENCY"] == {"Ref": "RefreshConcurrency"}
+    assert variables["REFRESH_QUEUE_URL"] == {"Ref": "RefreshQueue"}  # Ref of a queue is its URL
     assert variables["POWERTOOLS_SERVICE_NAME"] == "oauth-keeper"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "OAuthKeeper"
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
@@ -340,6 +407,45 @@ def test_parameters_have_the_contract_defaults():
     assert int(params["DueShards"]["Default"]) == 16
     assert params["LogLevel"]["Default"] == "INFO"
     assert int(params["LogRetentionDays"]["Default"]) == 30
+    assert params["RefreshPolicy"]["Default"] == "eager"
+    assert sorted(params["RefreshPolicy"]["AllowedValues"]) == ["eager", "on_demand"]
+    assert params["AlarmTopicArn"]["Default"] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "default", "low", "high"),
+    [
+        ("SweepIntervalMinutes", 5, 1, 60),
+        ("ExpiryWarningDays", 14, 1, None),
+        # 2 is the smallest MaximumConcurrency an SQS event source mapping accepts.
+        ("WorkerMaxConcurrency", 5, 2, None),
+        ("RefreshConcurrency", 8, 1, 32),
+    ],
+)
+def test_numeric_refresh_parameters_have_their_defaults_and_bounds(name, default, low, high):
+    param = template()["Parameters"][name]
+    assert param["Type"] == "Number"
+    assert int(param["Default"]) == default
+    assert int(param["MinValue"]) == low
+    if high is not None:
+        assert int(param["MaxValue"]) == high
+    assert int(param["MinValue"]) <= default <= int(param.get("MaxValue", default))
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("arn:aws:sns:eu-west-1:123456789012:oauth-keeper-alarms", True),
+        ("arn:aws-us-gov:sns:us-gov-west-1:123456789012:alarms", True),
+        ("oauth-keeper-alarms", False),
+        ("arn:aws:sqs:eu-west-1:123456789012:alarms", False),
+        ("arn:aws:sns:eu-west-1:123456789012:alarms.fifo", False),
+    ],
+)
+def test_alarm_topic_is_empty_or_a_standard_sns_topic_arn(value, accepted):
+    pattern = template()["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
 
 
 @pytest.mark.parametrize(
@@ -501,14 +607,29 @@ def test_connections_table_has_the_contract_keys_and_keys_only_indexes():
         "account_key": "S",
         "due_shard": "N",
         "next_refresh_at": "N",
+        "outbox_shard": "N",
     }
     gsis = _gsis(table)
-    assert set(gsis) == {"ByOwner", "ByAccount", "Due"}
+    assert set(gsis) == {"ByOwner", "ByAccount", "Due", "Outbox"}
     assert _keys(gsis["ByOwner"]["KeySchema"]) == [("owner_id", "HASH"), ("created_at", "RANGE")]
     assert _keys(gsis["ByAccount"]["KeySchema"]) == [("account_key", "HASH")]
     assert _keys(gsis["Due"]["KeySchema"]) == [("due_shard", "HASH"), ("next_refresh_at", "RANGE")]
+    assert _keys(gsis["Outbox"]["KeySchema"]) == [("outbox_shard", "HASH")]
     for name, gsi in gsis.items():
         assert gsi["Projection"] == {"ProjectionType": "KEYS_ONLY"}, name
+
+
+@pytest.mark.parametrize(("index", "attribute"), [("Due", "due_shard"), ("Outbox", "outbox_shard")])
+def test_the_sweep_indexes_are_sparse_and_keys_only(index, attribute):
+    # Sparse: an item enters the index only while it carries the attribute, so nothing else
+    # in the table may be keyed by it (that would make every item carry it).
+    table = table_definition("ConnectionsTable", "connections")
+    gsis = _gsis(table)
+    assert gsis[index]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert attribute not in {k["AttributeName"] for k in table["KeySchema"]}
+    for name, gsi in gsis.items():
+        if name != index:
+            assert attribute not in {k["AttributeName"] for k in gsi["KeySchema"]}, name
 
 
 def test_flows_table_is_keyed_by_flow_key_and_expires_by_purge_at():
@@ -568,6 +689,260 @@ def test_event_bus_is_named_after_the_stack():
     assert bus["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-connections"}
 
 
+# ----------------------------------------------------------------- refresh pipeline
+
+
+def _queue(name: str) -> dict[str, Any]:
+    res = template()["Resources"][name]
+    assert res["Type"] == QUEUE, name
+    return res["Properties"]
+
+
+def _resolve(node: Any, parameters: dict[str, str]) -> Any:
+    """Evaluate the few intrinsics a schedule expression uses, for given parameter values."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((fn, arg),) = node.items()
+        if fn == "Ref":
+            return parameters[arg]
+        if fn == "Condition":
+            return _resolve(template()["Conditions"][arg], parameters)
+        if fn == "Fn::Equals":
+            left, right = (_resolve(a, parameters) for a in arg)
+            return str(left) == str(right)
+        if fn == "Fn::Not":
+            return not _resolve(arg[0], parameters)
+        if fn == "Fn::If":
+            condition = _resolve(template()["Conditions"][arg[0]], parameters)
+            return _resolve(arg[1] if condition else arg[2], parameters)
+        if fn == "Fn::Sub" and isinstance(arg, str):
+            return _SUB_VARIABLE.sub(lambda m: str(parameters[m.group(1)]), arg)
+    return node
+
+
+def test_the_sweeper_runs_on_an_eventbridge_scheduler_schedule_only():
+    _only_event("SweeperFunction", "ScheduleV2")
+    for name in _functions():
+        if name != "SweeperFunction":
+            assert not _events_of_type(name, "ScheduleV2") and not _events_of_type(name, "Schedule"), name
+
+
+def test_the_sweep_gets_the_scheduled_time_and_execution_id_not_an_eventbridge_envelope():
+    payload = json.loads(_only_event("SweeperFunction", "ScheduleV2")["Input"])
+    assert payload == {
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+        "execution_id": "<aws.scheduler.execution-id>",
+    }
+
+
+def test_a_failed_sweep_delivery_is_retried_briefly_then_lands_in_the_scheduler_dlq():
+    schedule = _only_event("SweeperFunction", "ScheduleV2")
+    assert schedule["RetryPolicy"] == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 300}
+    assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SchedulerDLQ", "Arn"]}}
+    # No RoleArn: SAM then generates the schedule's execution role with sqs:SendMessage on
+    # the DLQ, which is how Scheduler writes to it (it does not use queue policies).
+    assert "RoleArn" not in schedule
+    # A fixed schedule name would collide between two stacks in one account and region.
+    assert schedule["OmitName"] is True and "Name" not in schedule
+
+
+def test_the_sweep_interval_gives_a_valid_rate_expression_for_every_allowed_value():
+    expression = _only_event("SweeperFunction", "ScheduleV2")["ScheduleExpression"]
+    param = template()["Parameters"]["SweepIntervalMinutes"]
+    rendered = {}
+    for minutes in range(int(param["MinValue"]), int(param["MaxValue"]) + 1):
+        rendered[minutes] = _resolve(expression, {"SweepIntervalMinutes": str(minutes)})
+        # Rate expressions take the singular unit for 1 and the plural otherwise.
+        assert re.fullmatch(r"rate\((1 minute|([2-9]|[1-9]\d+) minutes)\)", rendered[minutes]), rendered[minutes]
+    assert rendered[1] == "rate(1 minute)"
+    assert rendered[int(param["Default"])] == "rate(5 minutes)"
+
+
+def test_only_the_refresh_worker_consumes_the_refresh_queue():
+    consumers = [
+        name
+        for name in _functions()
+        for event in _events_of_type(name, "SQS")
+        if event["Queue"] == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}
+    ]
+    assert consumers == ["RefreshWorkerFunction"]
+
+
+def test_the_worker_reports_partial_batch_failures_and_caps_its_concurrency():
+    event = _only_event("RefreshWorkerFunction", "SQS")
+    assert event["Queue"] == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}
+    assert event["BatchSize"] == 10
+    # Without it one failed connection would send its nine neighbours back to the queue.
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    assert int(template()["Parameters"]["WorkerMaxConcurrency"]["MinValue"]) >= 2
+
+
+def test_a_refresh_request_stays_hidden_for_at_least_six_worker_timeouts():
+    # AWS's advice for Lambda consumers: a message whose invocation is still running or
+    # being retried after a throttle must not reach a second worker.
+    visibility = int(_queue("RefreshQueue")["VisibilityTimeout"])
+    assert visibility >= 6 * _timeout("RefreshWorkerFunction"), (visibility, _timeout("RefreshWorkerFunction"))
+
+
+def test_a_refresh_request_that_failed_five_times_is_parked_in_the_refresh_dlq():
+    assert _queue("RefreshQueue")["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["RefreshDLQ", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+
+
+@pytest.mark.parametrize("dlq", ["RefreshDLQ", "SchedulerDLQ"])
+def test_dead_letters_are_kept_fourteen_days(dlq):
+    assert int(_queue(dlq)["MessageRetentionPeriod"]) == FOURTEEN_DAYS
+    # A redriven message keeps its first enqueue time: the DLQ must outlive the source queue.
+    source = int(_queue("RefreshQueue").get("MessageRetentionPeriod", 4 * 24 * 3600))
+    assert int(_queue(dlq)["MessageRetentionPeriod"]) > source
+
+
+def test_every_queue_is_encrypted_at_rest():
+    queues = resources_of_type(QUEUE)
+    assert {"RefreshQueue", "RefreshDLQ", "SchedulerDLQ"} <= set(queues)
+    for name, res in queues.items():
+        props = res["Properties"]
+        assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
+
+
+# ----------------------------------------------------------------- alarms
+
+
+_ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def _alarm(name: str) -> dict[str, Any]:
+    res = template()["Resources"][name]
+    assert res["Type"] == ALARM, name
+    return res["Properties"]
+
+
+def _watched_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every metric an alarm reads: Namespace, MetricName, Dimensions, Stat, Period."""
+    if "Metrics" not in alarm:
+        return [
+            {
+                "Namespace": alarm["Namespace"],
+                "MetricName": alarm["MetricName"],
+                "Dimensions": alarm.get("Dimensions", []),
+                "Stat": alarm.get("Statistic"),
+                "Period": alarm.get("Period"),
+            }
+        ]
+    return [
+        {**m["MetricStat"]["Metric"], "Stat": m["MetricStat"]["Stat"], "Period": m["MetricStat"]["Period"]}
+        for m in alarm["Metrics"]
+        if "MetricStat" in m
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(ALARMS))
+def test_each_alarm_watches_its_metric_and_says_what_to_do(name):
+    alarm = _alarm(name)
+    namespace, metric_names = ALARMS[name]
+    metrics = _watched_metrics(alarm)
+    assert {m["Namespace"] for m in metrics} == {namespace}
+    assert {m["MetricName"] for m in metrics} == metric_names
+    assert len(alarm["AlarmDescription"]) >= 80, "say what happened and what to do about it"
+    assert alarm["TreatMissingData"] == "notBreaching", "a quiet system is not an incident"
+
+
+def test_every_alarm_notifies_the_alarm_topic_only_when_one_is_set():
+    assert template()["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    alarms = resources_of_type(ALARM)
+    assert set(ALARMS) <= set(alarms)
+    for name, res in alarms.items():
+        props = res["Properties"]
+        assert props["AlarmActions"] == _ALARM_ACTIONS, name
+        assert props["OKActions"] == _ALARM_ACTIONS, name
+
+
+def test_custom_metric_alarms_read_the_namespace_and_service_dimension_powertools_writes():
+    variables = _globals_function()["Environment"]["Variables"]
+    for name, (namespace, _) in ALARMS.items():
+        if namespace.startswith("AWS/"):
+            continue
+        for metric in _watched_metrics(_alarm(name)):
+            assert metric["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"], name
+            assert metric["Dimensions"] == [{"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}], name
+            assert (metric["Stat"], metric["Period"]) == ("Sum", 300), name
+
+
+@pytest.mark.parametrize(("alarm", "queue"), [("RefreshDLQAlarm", "RefreshDLQ"), ("SchedulerDLQAlarm", "SchedulerDLQ")])
+def test_a_single_dead_letter_raises_its_queues_alarm(alarm, queue):
+    props = _alarm(alarm)
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_an_open_circuit_breaker_alarms_within_five_minutes():
+    props = _alarm("CircuitBreakerAlarm")
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert "SSM" in props["AlarmDescription"] and "client secret" in props["AlarmDescription"]
+
+
+def test_refresh_worker_errors_alarm_after_two_periods():
+    props = _alarm("RefreshWorkerErrorsAlarm")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RefreshWorkerFunction"}}]
+    assert props["EvaluationPeriods"] == 2 and props.get("DatapointsToAlarm", 2) == 2
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+class _MetricValue(float):
+    """A metric-math number: dividing by zero gives NaN instead of raising, as CloudWatch does."""
+
+    def __add__(self, other: float) -> _MetricValue:
+        return _MetricValue(float(self) + float(other))
+
+    def __truediv__(self, other: float) -> _MetricValue:
+        return _MetricValue(float(self) / float(other) if other else math.nan)
+
+
+def _failure_ratio(failed: float | None, succeeded: float | None) -> float:
+    """The ratio alarm's expression for one period's sums (None: no data point at all)."""
+    metrics = _alarm("RefreshFailureRatioAlarm")["Metrics"]
+    (expression,) = [m for m in metrics if m.get("ReturnData")]
+    ids = {m["MetricStat"]["Metric"]["MetricName"]: m["Id"] for m in metrics if "MetricStat" in m}
+    names = {
+        ids["RefreshFailed"]: None if failed is None else _MetricValue(failed),
+        ids["RefreshSucceeded"]: None if succeeded is None else _MetricValue(succeeded),
+        "FILL": lambda value, default: _MetricValue(default) if value is None else value,
+        "IF": lambda condition, then, otherwise: then if condition else otherwise,
+    }
+    # Our own template's expression, evaluated without builtins; a missing point left
+    # unguarded (None + 1) raises here.
+    return eval(expression["Expression"], {"__builtins__": {}}, names)  # noqa: S307
+
+
+@pytest.mark.parametrize(
+    ("failed", "succeeded", "alarms"),
+    [
+        (None, None, False),  # no refresh due at all
+        (0, 10, False),
+        (2, 8, False),  # exactly 20%
+        (3, 7, True),
+        (5, None, True),  # every refresh failed: no success point is published
+        (None, 4, False),
+    ],
+)
+def test_the_failure_ratio_alarms_above_twenty_percent_and_never_on_missing_data(failed, succeeded, alarms):
+    props = _alarm("RefreshFailureRatioAlarm")
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0.2)
+    ratio = _failure_ratio(failed, succeeded)
+    assert not math.isnan(ratio)
+    assert (ratio > props["Threshold"]) is alarms, ratio
+
+
+def test_the_failure_ratio_must_stay_high_for_three_periods_of_five_minutes():
+    props = _alarm("RefreshFailureRatioAlarm")
+    assert props["EvaluationPeriods"] == 3 and props.get("DatapointsToAlarm", 3) == 3
+    assert {m["Period"] for m in _watched_metrics(props)} == {300}
+    assert sum(1 for m in props["Metrics"] if m.get("ReturnData", True)) == 1
+
+
 # ----------------------------------------------------------------- logs
 
 
@@ -587,6 +962,7 @@ def test_every_function_has_its_own_log_group_with_retention():
 
 
 def test_functions_get_exactly_the_permissions_of_the_contract():
+    assert set(PERMISSIONS) == set(_functions()), "every function needs its entry in PERMISSIONS"
     for name, expected in PERMISSIONS.items():
         granted = set()
         for statement in _policy_statements(_functions()[name]):
@@ -600,6 +976,16 @@ def test_functions_get_exactly_the_permissions_of_the_contract():
 def test_no_iam_statement_grants_every_action_or_every_resource():
     problems = [p for where, st in _all_iam_statements() for p in wildcard_problems(where, st)]
     assert not problems, "\n".join(problems)
+
+
+def test_functions_reading_the_client_secret_decrypt_it_through_ssm_with_the_same_statement():
+    found = {}
+    for name in READS_CLIENT_SECRET:
+        (statement,) = [s for s in _policy_statements(_functions()[name]) if _is_ssm_via_service_exception(s)]
+        assert _resource_text(statement["Resource"]) == _ANY_KEY_HERE, name
+        found[name] = statement
+    first, *others = found.values()
+    assert all(s == first for s in others), found
 
 
 def test_the_only_any_key_grant_is_decrypt_through_ssm():
@@ -702,6 +1088,13 @@ def test_outputs_name_the_api_tables_bus_key_and_tiktok_redirect_uri():
     assert outputs["FlowsTableName"]["Value"] == {"Ref": "FlowsTable"}
     assert outputs["EventBusName"]["Value"] == {"Ref": "ConnectionEventBus"}
     assert outputs["TokenKeyArn"]["Value"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+
+
+def test_outputs_name_the_refresh_queue_and_the_dead_letter_queues():
+    outputs = template()["Outputs"]
+    assert outputs["RefreshQueueUrl"]["Value"] == {"Ref": "RefreshQueue"}
+    assert outputs["RefreshDLQUrl"]["Value"] == {"Ref": "RefreshDLQ"}
+    assert outputs["SchedulerDLQUrl"]["Value"] == {"Ref": "SchedulerDLQ"}
 
 
 def test_the_tiktok_redirect_uri_output_is_the_callback_route_on_every_base_url():

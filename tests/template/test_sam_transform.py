@@ -1,0 +1,106 @@
+"""What SAM generates from template.yaml: the schedule's role, the SQS mapping, the functions' roles.
+
+The structure tests read what we wrote; these read what CloudFormation will get, through the
+SAM CLI's own translator (offline, no credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from typing import Any
+
+import pytest
+
+from local.cfn import ROOT, TEMPLATE, resources_of_type
+
+pytestmark = pytest.mark.build
+
+_TRANSLATE = textwrap.dedent("""
+    import json, sys
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicyLookups:  # every policy here is inline: nothing to look up in IAM
+        def load(self):
+            return {}
+
+    with open(sys.argv[1], encoding="utf-8") as f:
+        sam_template = yaml_parse(f.read())
+    for resource in sam_template["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):  # what `sam package` puts there
+            if isinstance(properties.get(key), str):
+                properties[key] = "s3://bucket/" + properties[key].strip("/")
+    parameters = {"AllowedReturnOrigins": "https://app.example.com"}
+    print(json.dumps(transform(sam_template, parameters, NoManagedPolicyLookups())))
+""")
+
+_MANAGED = "arn:aws:iam::aws:policy/service-role/"
+
+
+@pytest.fixture(scope="module")
+def generated(sam_python, tool_env) -> dict[str, Any]:
+    result = subprocess.run(
+        [sam_python, "-c", _TRANSLATE, str(TEMPLATE)],
+        cwd=ROOT,
+        env=tool_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"SAM transform failed\n{result.stderr[-6000:]}"
+    return json.loads(result.stdout)["Resources"]
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res["Properties"] for name, res in resources.items() if res["Type"] == kind}
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role.get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+
+
+def test_the_sweep_schedule_invokes_the_sweeper_with_its_input_retries_and_dlq(generated):
+    (schedule,) = _of_type(generated, "AWS::Scheduler::Schedule").values()
+    assert "Name" not in schedule  # CloudFormation names it: two stacks per account can coexist
+    target = schedule["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["SweeperFunction", "Arn"]}
+    assert json.loads(target["Input"])["scheduled_time"] == "<aws.scheduler.scheduled-time>"
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 300}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SchedulerDLQ", "Arn"]}}
+
+
+def test_the_schedule_role_may_write_to_the_scheduler_dlq_so_no_queue_policy_is_needed(generated):
+    (schedule,) = _of_type(generated, "AWS::Scheduler::Schedule").values()
+    role_id = schedule["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    role = generated[role_id]["Properties"]
+    principals = [s["Principal"]["Service"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+    assert principals == [["scheduler.amazonaws.com"]]
+    granted = {(s["Action"], json.dumps(s["Resource"], sort_keys=True)) for s in _statements(role)}
+    assert granted == {
+        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["SweeperFunction", "Arn"]})),
+        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["SchedulerDLQ", "Arn"]})),
+    }
+
+
+def test_the_refresh_queue_mapping_reports_partial_failures_and_caps_concurrency(generated):
+    (mapping,) = _of_type(generated, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["FunctionName"] == {"Ref": "RefreshWorkerFunction"}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}
+    assert mapping["BatchSize"] == 10
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+
+
+def test_sam_adds_only_the_log_and_queue_polling_managed_policies_to_the_function_roles(generated):
+    for name, function in resources_of_type("AWS::Serverless::Function").items():
+        role = generated[f"{name}Role"]["Properties"]
+        expected = {_MANAGED + "AWSLambdaBasicExecutionRole"}
+        if any(e["Type"] == "SQS" for e in function["Properties"].get("Events", {}).values()):
+            expected.add(_MANAGED + "AWSLambdaSQSQueueExecutionRole")
+        assert set(role.get("ManagedPolicyArns", [])) == expected, name
+        written = [s for p in function["Properties"].get("Policies", []) for s in p["Statement"]]
+        assert _statements(role) == written, f"{name}: SAM changed the inline statements"
