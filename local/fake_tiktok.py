@@ -692,11 +692,15 @@ class FakeTikTok:
         if kind == "timeout":
             self._hold(self.timeout_delay)
         if kind == "429":
-            return self._oauth_error("rate_limit_exceeded", "Too many requests (simulated)", 429)
-        if kind == "temporarily_unavailable":
+            response = self._oauth_error("rate_limit_exceeded", "Too many requests (simulated)", 429)
+        elif kind == "temporarily_unavailable":
             # An OAuth error code, not an HTTP one: clients must classify by body, whatever the status.
-            return self._oauth_error("temporarily_unavailable", "Service temporarily unavailable (simulated)")
-        return self._oauth_error("server_error", f"Internal error (simulated {kind})", 503)
+            response = self._oauth_error("temporarily_unavailable", "Service temporarily unavailable (simulated)")
+        else:
+            response = self._oauth_error("server_error", f"Internal error (simulated {kind})", 503)
+        # Lets an in-process transport turn a "timeout" into a client-side timeout without waiting.
+        response.headers["X-Sim-Fault"] = kind
+        return response
 
     def _hold(self, seconds: float) -> None:
         if seconds > 0:

@@ -1,1 +1,15 @@
-def handler(event, context): raise NotImplementedError
+"""EventBridge Scheduler tick: find the connections due for a refresh and queue them for the workers."""
+
+from oauth_keeper import aws
+from oauth_keeper.observability import logger, metrics
+from oauth_keeper.runtime import services
+from oauth_keeper.sweep import SqsRefreshQueue, sweep
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event, context):
+    # Scheduler sends our Input, not the EventBridge envelope: the tick's own time and id.
+    logger.append_keys(scheduled_time=event.get("scheduled_time"), execution_id=event.get("execution_id"))
+    svc = services()
+    return sweep(svc, SqsRefreshQueue(aws.client("sqs"), svc.settings.refresh_queue_url)).as_dict()

@@ -71,6 +71,10 @@ class Connection:
     def account_key(self) -> str:
         return f"{self.provider}#{self.account_id}"
 
+    def in_doubt(self, now: float) -> bool:
+        """The provider may hold a rotated token we never saved: flagged, or a lease expired uncommitted."""
+        return self.refresh_in_doubt or bool(self.lease_owner and (self.lease_expires_at or 0) <= now)
+
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Connection:
         return cls(

@@ -134,6 +134,8 @@ class MemoryItemStore:
     def __init__(self, key_name: str = "connection_id") -> None:
         self.key_name = key_name
         self._items: dict[str, dict[str, Any]] = {}
+        # index -> hash value -> keys, kept like a GSI so a query reads one partition, not the table
+        self._partitions: dict[str, dict[Any, set[str]]] = {name: {} for name in INDEXES}
         self._lock = threading.Lock()
         self.read_items = 0
 
@@ -161,16 +163,30 @@ class MemoryItemStore:
                     item.pop(attr, None)
                 else:
                     item[attr] = value
+            self._reindex(key, current, item)
             self._items[key] = item
             return True
+
+    def _reindex(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        for index, (hash_attr, _) in INDEXES.items():
+            before = (old or {}).get(hash_attr, MISSING)
+            after = new.get(hash_attr, MISSING)
+            if before == after:
+                continue
+            partitions = self._partitions[index]
+            if before is not MISSING:
+                partitions.get(before, set()).discard(key)
+            if after is not MISSING:
+                partitions.setdefault(after, set()).add(key)
 
     def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
               start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
         hash_attr, range_attr = INDEXES[index]
         with self._lock:
+            partition = [self._items[k] for k in self._partitions[index].get(hash_value, ())]
             matches = [
-                item for item in self._items.values()
-                if item.get(hash_attr) == hash_value and (range_attr is None or range_attr in item)
+                item for item in partition
+                if (range_attr is None or range_attr in item)
                 and (range_max is None or range_attr is None or item[range_attr] <= range_max)
             ]
         matches.sort(key=lambda i: (i.get(range_attr, 0) if range_attr else 0, i[self.key_name]))
