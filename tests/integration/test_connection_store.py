@@ -32,7 +32,8 @@ def created_event(connection, created, previous):
 def test_a_reconnect_without_a_refresh_token_keeps_the_stored_one(stack):
     store = runtime.services().connections
     store.save_grant(grant("rft.first", refresh_expires_at=START + 1000), START, created_event, no_schedule)
-    saved = store.save_grant(grant(None, refresh_expires_at=None, access="act.2"), START + 10, created_event, no_schedule)
+    without_refresh = grant(None, refresh_expires_at=None, access="act.2")
+    saved = store.save_grant(without_refresh, START + 10, created_event, no_schedule)
     assert not saved.created
     tokens = store.open_tokens(store.get(saved.connection.connection_id))
     assert tokens == {"access_token": "act.2", "refresh_token": "rft.first", "token_type": "Bearer"}

@@ -82,7 +82,7 @@ def test_twenty_concurrent_refreshers_make_one_provider_refresh_per_round(stack,
         clock.advance(svc.connections.get(connection_id).next_refresh_at - clock.now())
         barrier = threading.Barrier(20)
 
-        def attempt(refresher):
+        def attempt(refresher, barrier=barrier):
             barrier.wait()
             refresher.refresh(connection_id)
 
