@@ -24,7 +24,7 @@ from oauth_keeper.sweep import sweep
 from oauth_keeper.worker import process_records
 
 from local.fake_tiktok import FakeTikTok
-from local.sim_transport import in_process_client
+from local.sim_transport import DirectClient, in_process_client
 
 REDIRECT_URI = "https://keeper.example.com/callback/tiktok"
 
@@ -88,7 +88,9 @@ class World:
     ssm: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, *, policy: str = "eager", start: float = 1_800_000_000, **tiktok_options: Any) -> World:
+    def create(cls, *, policy: str = "eager", start: float = 1_800_000_000, direct_http: bool = False,
+               **tiktok_options: Any) -> World:
+        """`direct_http` skips httpx (see DirectClient) for month-long simulations."""
         clock = ManualClock(start=start)
         tiktok = FakeTikTok(clock=clock.now, redirect_uris=(REDIRECT_URI,), **tiktok_options)
         publisher = MemoryPublisher()
@@ -100,7 +102,8 @@ class World:
         world = cls(clock=clock, tiktok=tiktok, services=None, publisher=publisher)  # type: ignore[arg-type]
         world.ssm = {"client_key": tiktok.client_key, "client_secret": tiktok.client_secret}
         world.services = Services(
-            settings=settings, clock=clock, http=in_process_client(tiktok), items=MemoryItemStore(),
+            settings=settings, clock=clock, items=MemoryItemStore(),
+            http=DirectClient(tiktok) if direct_http else in_process_client(tiktok),
             kms=FakeKms(), publisher_override=publisher,
             credentials_override=lambda profile: ClientCredentials(world.ssm["client_key"],
                                                                    world.ssm["client_secret"]),

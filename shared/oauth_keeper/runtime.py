@@ -30,12 +30,15 @@ class Services:
     kms: Any = None
     publisher_override: Any = None
     credentials_override: Any = None
+    _profiles: dict[str, ProviderProfile] = field(default_factory=dict, repr=False)
 
     def now(self) -> float:
         return self.clock.now()
 
     def profile(self, provider: str) -> ProviderProfile:
-        return profile_for(provider, self.settings)
+        if provider not in self._profiles:  # settings never change in a container: build each profile once
+            self._profiles[provider] = profile_for(provider, self.settings)
+        return self._profiles[provider]
 
     def credentials(self, profile: ProviderProfile, *, with_secret: bool = True,
                     fresh: bool = False) -> ClientCredentials:
@@ -101,7 +104,7 @@ def use(**parts: Any) -> Services:
     rebuilt lazily. Parts not named keep their current value."""
     global _current
     old = _current
-    keep = {name: getattr(old, name) for name in Services.__dataclass_fields__} if old else {}
+    keep = {name: getattr(old, name) for name in Services.__dataclass_fields__ if name != "_profiles"} if old else {}
     keep.update({k: v for k, v in parts.items() if v is not None})
     _current = Services(**keep)
     return _current

@@ -1,0 +1,160 @@
+"""Fault tests over simulated time: outages, 429 bursts, crashes, a wrong secret, a month of random faults.
+
+They run the real refresher, sweep and worker against the simulated TikTok in strict-rotation mode (an old
+refresh token is refused and revokes the grant), on the in-memory table behind the same store interface.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from oauth_keeper import events
+from oauth_keeper.observability import logger
+from oauth_keeper.refresh import LEASE_SECONDS, Refresher
+
+from local.simulation import World
+
+pytestmark = pytest.mark.integration
+HOUR = 3600
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs():
+    logger.setLevel("CRITICAL")  # thousands of expected "Refresh failed" warnings would only slow the run
+    yield
+    logger.setLevel("INFO")
+
+
+def populate(world: World, count: int, spread: int = 2 * HOUR) -> None:
+    """Users connect over `spread` seconds, as they would in life, so refreshes spread out too."""
+    for i in range(count):
+        world.connect(f"user{i}", owner_id=f"owner{i}")
+        world.clock.advance(spread / count)
+
+
+def run(world: World, seconds: int, **tick_options) -> None:
+    for _ in range(int(seconds // world.services.settings.sweep_interval)):
+        world.tick(**tick_options)
+
+
+def assert_nothing_lost(world: World) -> None:
+    """Every connection active, holding exactly the refresh token TikTok considers current."""
+    assert world.statuses() == {"active": len(world.connections())}
+    store = world.store
+    for connection in world.connections():
+        (grant,) = world.tiktok.grants_for(connection.account_id)
+        assert store.open_tokens(connection)["refresh_token"] == grant.refresh_token
+
+
+def test_six_hour_outage_over_1000_connections_loses_none_and_recovers_within_30_minutes():
+    world = World.create(revoke_grant_on_reuse=True)
+    populate(world, 1000)
+    run(world, 2 * HOUR)
+    assert world.statuses() == {"active": 1000}
+
+    for half_hour in range(12):  # six hours of 5xx and timeouts, alternating
+        world.tiktok.set_outage("5xx" if half_hour % 2 == 0 else "timeout")
+        run(world, HOUR // 2)
+    during = {c.connection_id: c for c in world.connections()}
+    assert set(Counter(c.status for c in during.values())) == {"at_risk"}  # every access token expired
+    ticks = 6 * HOUR // world.services.settings.sweep_interval
+    # Bounded by the backoff: at most one attempt a sweep once the access token is gone.
+    assert max(c.failures for c in during.values()) <= ticks + 2
+
+    world.tiktok.set_outage(None)
+    run(world, 30 * 60)
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)
+    at_risk = Counter(e["detail"]["connection_id"] for e in world.publisher.of_type(events.AT_RISK))
+    recovered = Counter(e["detail"]["connection_id"] for e in world.publisher.of_type(events.RECOVERED))
+    assert len(at_risk) == 1000 and set(at_risk.values()) == {1}  # told once each, not every retry
+    assert recovered == at_risk
+    assert {e["detail"]["reason"] for e in world.publisher.of_type(events.AT_RISK)} == {"provider_unavailable"}
+
+
+def test_429_bursts_are_backed_off_and_nothing_is_lost():
+    world = World.create()
+    populate(world, 200)
+    rng = random.Random(7)
+    rate_limited = 0
+    for _ in range(12 * HOUR // world.services.settings.sweep_interval):
+        burst = rng.choice([0, 0, 5, 20, 60])
+        world.tiktok.fail_next(burst, "429")
+        before = world.clock.now()
+        world.tick()
+        for connection in world.connections():
+            if connection.last_refresh_reason == "rate_limited" and connection.last_refresh_at == int(before):
+                rate_limited += 1
+                # Full-jitter backoff: not before now, never beyond the cap for its failure count.
+                ceiling = min(1800, 30 * 2 ** (connection.failures - 1))
+                assert before <= connection.next_refresh_at <= before + ceiling
+        world.tiktok.fail_next(0, "429")
+    assert rate_limited > 50  # the bursts really hit refreshes
+    run(world, HOUR)
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)
+
+
+def test_a_crash_between_tiktoks_answer_and_the_commit_ends_rotation_lost(monkeypatch):
+    world = World.create(revoke_grant_on_reuse=True)
+    connection = world.connect("alice")
+    world.clock.advance(connection.next_refresh_at - world.clock.now())
+
+    def crash(self, *args, **kwargs):
+        raise SystemError("the function died after TikTok answered")
+
+    monkeypatch.setattr(Refresher, "_commit", crash)
+    result = world.tick(seconds=LEASE_SECONDS + 1)
+    assert result["failures"]  # the message goes back to the queue
+    monkeypatch.undo()
+    assert world.tiktok.stats["refresh_successes"] == 1  # TikTok rotated: the old refresh token is dead
+
+    crashed = world.store.get(connection.connection_id)
+    assert crashed.in_doubt(world.clock.now())  # the lease ran out without a commit
+    assert crashed.status == "active"
+
+    world.tick()
+    ended = world.store.get(connection.connection_id)
+    assert ended.status == "needs_reauth" and ended.status_reason == "rotation_lost"
+    (event,) = world.publisher.of_type(events.NEEDS_REAUTH)
+    assert event["detail"]["reason"] == "rotation_lost" and event["detail"]["provider_log_id"]
+
+
+def test_a_wrong_client_secret_for_four_hours_blames_no_user_and_heals_when_fixed():
+    world = World.create()
+    populate(world, 300)
+    run(world, HOUR)
+    world.tiktok.rotate_client_secret("rotated-in-the-portal")  # our SSM value is now wrong
+    requests_before = world.tiktok.stats["token_requests"]
+    run(world, 4 * HOUR)
+    probes = world.tiktok.stats["token_requests"] - requests_before
+    assert probes <= 4 * HOUR // 300 + 2  # the breaker pauses the provider: only probes go out
+    statuses = world.statuses()
+    assert "needs_reauth" not in statuses
+    assert statuses.get("at_risk") == 300  # every access token has expired meanwhile...
+    assert {c.status_reason for c in world.connections()} == {"provider_config"}  # ...not the users' fault
+
+    world.ssm["client_secret"] = "rotated-in-the-portal"  # the operator fixes SSM
+    run(world, 30 * 60)
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)
+    assert len(world.publisher.of_type(events.RECOVERED)) == 300
+
+
+@pytest.mark.parametrize("policy", ["eager", "on_demand"])
+def test_thirty_days_of_random_transient_faults_lose_no_connection(policy):
+    world = World.create(policy=policy, refresh_ttl=365 * 86400, revoke_grant_on_reuse=True, direct_http=True)
+    populate(world, 1000)
+    rng = random.Random(2026)
+    kinds = ["5xx", "timeout", "429", "temporarily_unavailable"]
+    for _ in range(30 * 86400 // world.services.settings.sweep_interval):
+        world.tiktok.set_outage(rng.choice(kinds) if rng.random() < 0.03 else None)
+        world.tiktok.fail_next(rng.randint(0, 3), rng.choice(kinds))
+        world.tick(concurrency=1)
+    world.tiktok.set_outage(None)
+    world.tiktok.fail_next(0, "5xx")
+    run(world, HOUR)
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)
