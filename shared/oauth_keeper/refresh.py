@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import events
@@ -139,7 +139,7 @@ class Refresher:
                 # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
                 logger.warning("Refresh result superseded", extra={"connection_id": leased.connection_id})
                 return RefreshOutcome(leased.connection_id, SUPERSEDED)
-            written_events = self._commit_events(current, refresh_expires_at, extended, now)
+            written_events = self._commit_events(current, answer.access_expires_at, refresh_expires_at, extended, now)
             if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
                 changes["expiring_notified"] = True
             # After a lost lease, still save: these are the newest tokens the provider issued.
@@ -156,17 +156,18 @@ class Refresher:
         self.flush_events(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
 
-    def _commit_events(self, current: Connection, refresh_expires_at: int | None, extended: bool,
-                       now: int) -> list[dict[str, Any]]:
+    def _commit_events(self, current: Connection, access_expires_at: int | None, refresh_expires_at: int | None,
+                       extended: bool, now: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
+        after = {"status": ACTIVE, "status_reason": None, "access_expires_at": access_expires_at,
+                 "refresh_expires_at": refresh_expires_at}
         if current.status in (AT_RISK, NEEDS_REAUTH):
-            found.append(self._event(events.RECOVERED, current, "refreshed", now, status=ACTIVE,
-                                     access_expires_at=None))
+            found.append(self._event(events.RECOVERED, current, "refreshed", now, **after))
         warning = self._svc.settings.expiry_warning
         if (refresh_expires_at and refresh_expires_at - now <= warning and not extended
                 and not current.expiring_notified):
-            found.append(self._event(events.EXPIRING, current, "refresh_token_expiring", now, status=ACTIVE,
-                                     refresh_expires_at=refresh_expires_at))
+            # Refreshing no longer extends the grant: the app should ask for re-consent before it ends.
+            found.append(self._event(events.EXPIRING, current, "refresh_token_expiring", now, **after))
         return found
 
     # -- failures --------------------------------------------------------------------------------------------
@@ -201,8 +202,9 @@ class Refresher:
         failures = leased.failures + 1
         reason = "rate_limited" if (error.http_status == 429 or error.code in ("rate_limit_exceeded", "slow_down")) \
             else "provider_unavailable"
-        access_expired = not leased.access_expires_at or leased.access_expires_at <= now
-        # Once the access token is gone the app cannot post: retry at least every sweep.
+        # Under `eager`, an expired access token means the app cannot post: retry at least every sweep.
+        # Under `on_demand`, expired access tokens are normal; only repeated failures put it at risk.
+        access_expired = self._access_gone(leased, now)
         cap = self._svc.settings.sweep_interval if access_expired else BACKOFF_CAP
         next_at = now + backoff_delay(failures, cap=cap, rng=self._rng)
         if leased.refresh_expires_at:
@@ -226,8 +228,7 @@ class Refresher:
     def _paused(self, connection: Connection, open_until: int, now: int, *, release: bool = False,
                 outcome: str = "paused", log_id: str | None = None) -> RefreshOutcome:
         """Provider-wide trouble with our configuration: keep the connection, never blame the user."""
-        access_expired = not connection.access_expires_at or connection.access_expires_at <= now
-        at_risk = access_expired or connection.status == AT_RISK
+        at_risk = self._access_gone(connection, now) or connection.status == AT_RISK
         next_at = open_until + self._rng.randint(0, 30)
         if connection.refresh_expires_at:
             next_at = min(next_at, connection.refresh_expires_at)
@@ -269,13 +270,17 @@ class Refresher:
         self.flush_events(written)
         return RefreshOutcome(connection.connection_id, result, reason, written)
 
+    def _access_gone(self, connection: Connection, now: int) -> bool:
+        """The app can no longer get a working token without a refresh (eager policy only)."""
+        if self._svc.profile(connection.provider).refresh_policy != "eager":
+            return False
+        return not connection.access_expires_at or connection.access_expires_at <= now
+
     # -- events ------------------------------------------------------------------------------------------------
-    def _event(self, detail_type: str, connection: Connection, reason: str, now: int, *, status: str,
-               retryable: bool = False, log_id: str | None = None, access_expires_at: int | None = None,
-               refresh_expires_at: int | None = None) -> dict[str, Any]:
-        snapshot = Connection(**{**vars(connection), "status": status})
-        if refresh_expires_at:
-            snapshot.refresh_expires_at = refresh_expires_at
+    def _event(self, detail_type: str, connection: Connection, reason: str, now: int, *,
+               retryable: bool = False, log_id: str | None = None, **state: Any) -> dict[str, Any]:
+        """An event describing the connection as it will be once this write lands (`state` overrides)."""
+        snapshot = replace(connection, **state)
         return events.connection_event(detail_type, snapshot, reason=reason, occurred_at=now, retryable=retryable,
                                        provider_log_id=log_id)
 

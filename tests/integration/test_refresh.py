@@ -173,3 +173,44 @@ def test_sqs_queue_adapter_sends_every_id_in_batches_of_ten(stack):
         for m in batch:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     assert sorted(received) == sorted(ids)
+
+
+def test_events_left_in_the_outbox_are_published_by_the_next_sweep(stack, tiktok, browser, monkeypatch):
+    from oauth_keeper.events import EventPublisher
+
+    monkeypatch.setattr(EventPublisher, "publish", lambda self, pending: [])  # EventBridge down at commit
+    connection_id = connect(browser, tiktok)
+    assert stack.received_events() == []
+    item = boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
+                                             Key={"connection_id": {"S": connection_id}})["Item"]
+    assert "outbox_shard" in item  # findable through the sparse Outbox index
+    monkeypatch.undo()
+
+    queue = ListQueue()
+    report = sweep(runtime.services(), queue)
+    assert report.pending_events == 1 and report.due == 0
+    process_records(queue.drain(), runtime.services().refresher, 8)
+    (event,) = stack.received_events()
+    assert event["detail-type"] == "Connection Created"
+    assert sweep(runtime.services(), ListQueue()).pending_events == 0
+    assert tiktok.stats["refreshes"] == 0  # publishing a pending event is not a reason to refresh
+
+
+def test_the_worker_emits_refresh_metrics_the_alarms_read(stack, tiktok, browser, clock, capfd):
+    from local.apigw import LambdaContext
+
+    connection_id = connect(browser, tiktok)
+    clock.advance(runtime.services().connections.get(connection_id).next_refresh_at - clock.now())
+    import refresh_worker_handler
+
+    capfd.readouterr()
+    refresh_worker_handler.handler({"Records": [{"messageId": "m1", "body": json.dumps(
+        {"connection_id": connection_id})}]}, LambdaContext("RefreshWorkerFunction"))
+    out = capfd.readouterr().out
+    blobs = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    metrics = {m["Name"]: blob for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert "RefreshSucceeded" in metrics and "RefreshLatency" in metrics
+    emf = metrics["RefreshSucceeded"]
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "OAuthKeeper"
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]  # what the alarms select on
+    assert emf["service"] == "oauth-keeper"
