@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import events
 from .clock import iso8601
-from .connections import Connection, Grant
-from .errors import FlowRejected, InvalidInput, ProviderError
+from .connections import Connection, Grant, connection_id_for
+from .errors import FlowRejected, InvalidInput, NotFound, ProviderError
 from .flows import SESSION_TTL, ConnectSession, FlowRejection, OAuthFlow, secret_hash
 from .oauth import TokenSet, authorize_url, new_code_verifier, new_secret
 from .observability import MetricUnit, logger, metrics
@@ -32,6 +32,7 @@ CALLBACK_ERRORS: dict[str, bool] = {
     "exchange_failed": True,  # the code exchange failed: wait a few minutes and try again
     "provider_config": False,  # our client configuration is wrong: an operator must fix it
     "account_unavailable": True,  # the provider did not say which account was connected
+    "account_mismatch": True,  # a scope upgrade came back for another account than the connection's
     "provider_error": True,
 }
 
@@ -71,11 +72,17 @@ def create_connect_session(body: dict, base_url: str) -> dict[str, str]:
     request = parse_connect_request(body)
     profile = svc.profile(request.provider)
     return_to = checked_return_to(request.return_to, svc.settings.allowed_return_origins)
+    scopes = requested_scopes(profile, request.scopes)
+    if request.connection_id:  # a scope upgrade: ask for what it has plus what is wanted now
+        existing = svc.connections.get(request.connection_id)
+        if existing is None or existing.owner_id != request.owner_id or existing.provider != profile.name:
+            raise NotFound("No such connection for this owner.", code="connection_not_found", field="connection_id")
+        scopes = tuple(dict.fromkeys((*existing.scopes_granted, *scopes)))
     now = svc.now()
     token = new_secret()
     session = ConnectSession(
-        owner_id=request.owner_id, provider=profile.name, return_to=return_to,
-        scopes=requested_scopes(profile, request.scopes), expires_at=int(now) + SESSION_TTL,
+        owner_id=request.owner_id, provider=profile.name, return_to=return_to, scopes=scopes,
+        expires_at=int(now) + SESSION_TTL, connection_id=request.connection_id,
     )
     svc.flows.put_session(token, session)
     logger.info("Connect session created", extra={"owner_id": request.owner_id, "provider": profile.name})
@@ -181,6 +188,12 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
         return fail("account_unavailable")
     grant = Grant(owner_id=flow.owner_id, provider=profile.name, account_id=tokens.account_id, tokens=tokens,
                   scopes_requested=flow.scopes, scopes_granted=granted or flow.scopes)
+    if flow.connection_id and connection_id_for(grant.owner_id, grant.provider, grant.account_id) \
+            != flow.connection_id:
+        # The user picked another TikTok account while upgrading this connection's scopes.
+        logger.info("Scope upgrade with another account refused", extra={"owner_id": flow.owner_id})
+        return fail("account_mismatch")
+    missing = [s for s in flow.scopes if s not in grant.scopes_granted]
 
     def event_for(connection: Connection, created: bool, previous: str | None) -> dict:
         return events.connection_event(
@@ -190,7 +203,6 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
                    "previous_status": previous},
         )
 
-    missing = [s for s in flow.scopes if s not in grant.scopes_granted]
     saved = svc.connections.save_grant(grant, now, event_for, _schedule)  # persist first: nothing comes before
     connection = saved.connection
     logger.append_keys(connection_id=connection.connection_id)
@@ -200,7 +212,8 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
     _enrich(connection, tokens.access_token)
     _publish_outbox(connection)
 
-    params = {"status": "connected", "connection_id": connection.connection_id}
+    params = {"status": "connected", "connection_id": connection.connection_id,
+              "granted_scopes": ",".join(grant.scopes_granted)}
     if missing:
         params["missing_scopes"] = ",".join(missing)
     return CallbackResult(flow.return_to, params, cookie_name, flow.mode)

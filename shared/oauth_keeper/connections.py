@@ -64,6 +64,7 @@ class Connection:
     last_provider_log_id: str | None = None
     expiring_notified: bool = False
     outbox_seq: int = 0
+    erase_requested: bool = False  # data-protection erasure waiting for its last event to be published
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
@@ -93,6 +94,7 @@ class Connection:
             last_refresh_reason=item.get("last_refresh_reason"),
             last_provider_log_id=item.get("last_provider_log_id"),
             expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
+            erase_requested=bool(item.get("erase_requested")),
             sealed_tokens=item.get("tokens"),
             outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
         )
@@ -268,6 +270,15 @@ class ConnectionStore:
         if next_refresh_at is None:
             return {"next_refresh_at": None, "due_shard": None}
         return {"next_refresh_at": int(next_refresh_at), "due_shard": self.shard_of(connection_id)}
+
+    def erase(self, connection_id: str) -> bool:
+        """Delete a disconnected connection for good, once no event of it waits in the outbox."""
+        connection = self.get(connection_id)
+        if connection is None:
+            return True
+        if connection.status != DISCONNECTED or connection.outbox:
+            return False
+        return self.items.delete(connection_id, expect={"revision": connection.revision})
 
     def set_profile(self, connection_id: str, display_name: str | None, avatar_url: str | None) -> None:
         """Enrichment after the commit: never touches tokens or status, so it cannot clobber a refresh."""

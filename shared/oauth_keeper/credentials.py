@@ -10,18 +10,24 @@ CACHE_SECONDS = 300
 
 
 def client_credentials(
-    prefix: str, provider: str, client_id_param: str, *, with_secret: bool = True, fresh: bool = False
+    prefix: str, provider: str, client_id_param: str, *, with_id: bool = True, with_secret: bool = True,
+    fresh: bool = False,
 ) -> ClientCredentials:
     """`<prefix>/<provider>/<client_id_param>` (String) and `<prefix>/<provider>/client_secret` (SecureString).
 
-    `fresh` skips the cache: a circuit-breaker probe must see a secret the operator just fixed.
+    `fresh` skips the cache: a circuit-breaker probe must see a secret the operator just fixed. Each function
+    reads only what it needs (the authorize redirect: no secret; the webhook: no client id), so its IAM can
+    name only those parameters.
     """
     from aws_lambda_powertools.utilities import parameters  # lazy: imports boto3
 
     base = f"{prefix}/{provider}"
     try:
-        client_id = parameters.get_parameter(f"{base}/{client_id_param}", max_age=CACHE_SECONDS,
-                                             force_fetch=fresh)
+        client_id = (
+            parameters.get_parameter(f"{base}/{client_id_param}", max_age=CACHE_SECONDS, force_fetch=fresh)
+            if with_id
+            else ""
+        )
         secret = (
             parameters.get_parameter(f"{base}/client_secret", decrypt=True, max_age=CACHE_SECONDS,
                                      force_fetch=fresh)

@@ -9,10 +9,12 @@ class OAuthKeeperError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None,
+                 extra: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra = extra or {}  # more safe-to-show facts for the API's error body (status, reason, ...)
         if code:
             self.code = code
 
@@ -25,6 +27,25 @@ class InvalidInput(OAuthKeeperError):
 class NotFound(OAuthKeeperError):
     status = 404
     code = "not_found"
+
+
+class Unauthorized(OAuthKeeperError):
+    status = 401
+    code = "unauthorized"
+
+
+class ConnectionUnavailable(OAuthKeeperError):
+    """The connection cannot give a token without the user: the app should prompt a reconnect."""
+
+    status = 409
+    code = "connection_unavailable"
+
+
+class TemporarilyUnavailable(OAuthKeeperError):
+    """The provider cannot be reached right now; the connection itself is fine. Retry later."""
+
+    status = 503
+    code = "provider_unavailable"
 
 
 class FlowRejected(OAuthKeeperError):

@@ -40,6 +40,8 @@ class ItemStore(Protocol):
         (MISSING: absent). False when the expectation failed; nothing is written then."""
         ...
 
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
+
     def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
               start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
         """Keys in one index partition (range <= range_max when given), one page; the cursor or None."""
@@ -97,6 +99,22 @@ class DynamoItemStore:
             args["ConditionExpression"] = " AND ".join(conditions)
         try:
             self._db.update_item(**args)
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
+        names = {f"#e{i}": attr for i, attr in enumerate(expect)}
+        values = {f":e{i}": value for i, value in enumerate(expect.values())}
+        args: dict[str, Any] = {"TableName": self._table, "Key": {self.key_name: {"S": key}}}
+        if expect:
+            args["ConditionExpression"] = " AND ".join(f"#e{i} = :e{i}" for i in range(len(expect)))
+            args["ExpressionAttributeNames"] = names
+            args["ExpressionAttributeValues"] = to_values(values)
+        try:
+            self._db.delete_item(**args)
         except Exception as exc:
             if is_conditional_failure(exc):
                 return False
@@ -165,6 +183,17 @@ class MemoryItemStore:
                     item[attr] = value
             self._reindex(key, current, item)
             self._items[key] = item
+            return True
+
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
+        with self._lock:
+            current = self._items.get(key)
+            if current is None:
+                return True
+            if any(current.get(attr, MISSING) != value for attr, value in expect.items()):
+                return False
+            self._reindex(key, current, {})
+            del self._items[key]
             return True
 
     def _reindex(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:

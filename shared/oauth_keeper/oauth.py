@@ -142,6 +142,18 @@ class TokenEndpoint:
             raise _provider_error(profile, body, status)
         return parse_token_response(profile, body, sent_at)
 
+    def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str) -> str | None:
+        """Revoke a grant at the provider (form body, credentials in it). Returns the provider's log id."""
+        if not profile.revoke_url:
+            return None
+        form = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret,
+                "token": access_token}
+        body, status = self._post_form(profile, profile.revoke_url, form)
+        code = body.get("error") if isinstance(body, dict) else None
+        if status >= 400 or code:
+            raise _provider_error(profile, body, status)
+        return _log_id(body)
+
     def fetch_user(self, profile: ProviderProfile, access_token: str) -> UserProfile:
         if not profile.userinfo_url:
             return UserProfile(None, None, None)

@@ -59,6 +59,9 @@ class Refresher:
             return RefreshOutcome(connection_id, UNKNOWN)
         if connection.outbox:  # events a crashed function left behind
             connection = self.flush_events(connection)
+        if connection.erase_requested and not connection.outbox:
+            self._store.erase(connection_id)  # an owner's erasure, finished once its last event is out
+            return RefreshOutcome(connection_id, INACTIVE, "erased")
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
         horizon = now + self._svc.settings.sweep_interval

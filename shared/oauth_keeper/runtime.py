@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -30,22 +31,27 @@ class Services:
     kms: Any = None
     publisher_override: Any = None
     credentials_override: Any = None
+    pauser: Any = time.sleep
     _profiles: dict[str, ProviderProfile] = field(default_factory=dict, repr=False)
 
     def now(self) -> float:
         return self.clock.now()
+
+    def pause(self, seconds: float) -> None:
+        """Wait a little for another refresher (never used to wait for an expiry); tests make it instant."""
+        self.pauser(seconds)
 
     def profile(self, provider: str) -> ProviderProfile:
         if provider not in self._profiles:  # settings never change in a container: build each profile once
             self._profiles[provider] = profile_for(provider, self.settings)
         return self._profiles[provider]
 
-    def credentials(self, profile: ProviderProfile, *, with_secret: bool = True,
+    def credentials(self, profile: ProviderProfile, *, with_id: bool = True, with_secret: bool = True,
                     fresh: bool = False) -> ClientCredentials:
         if self.credentials_override is not None:
             return self.credentials_override(profile)
         return client_credentials(self.settings.ssm_prefix, profile.name, profile.client_id_param,
-                                  with_secret=with_secret, fresh=fresh)
+                                  with_id=with_id, with_secret=with_secret, fresh=fresh)
 
     @cached_property
     def flows(self) -> FlowStore:

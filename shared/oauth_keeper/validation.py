@@ -17,7 +17,7 @@ MAX_URL_LENGTH = 2048
 MAX_SCOPES = 20
 OWNER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: UUIDs, emails, "tenant:user"
 _FORBIDDEN_IN_URL = re.compile(r"[\s\\\x00-\x1f\x7f]")
-_CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes"}
+_CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ConnectRequest:
     provider: str
     return_to: str
     scopes: tuple[str, ...] | None
+    connection_id: str | None = None  # an existing connection to upgrade (more scopes)
 
 
 def parse_json_object(body: str | bytes | None) -> dict[str, Any]:
@@ -64,7 +65,12 @@ def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
             if not isinstance(scope, str) or not SCOPE_PATTERN.match(scope):
                 raise InvalidInput("Each scope must be a scope name such as 'video.publish'.", field="scopes")
         scopes = tuple(dict.fromkeys(scopes))
-    return ConnectRequest(owner_id=owner_id, provider=provider, return_to=return_to, scopes=scopes)
+    connection_id = data.get("connection_id")
+    if connection_id is not None and (not isinstance(connection_id, str)
+                                      or not re.fullmatch(r"con_[a-z2-7]{32}", connection_id)):
+        raise InvalidInput("connection_id must be a connection id returned by this service.", field="connection_id")
+    return ConnectRequest(owner_id=owner_id, provider=provider, return_to=return_to, scopes=scopes,
+                          connection_id=connection_id)
 
 
 def checked_return_to(url: str, allowed_origins: frozenset[str]) -> str:

@@ -59,7 +59,8 @@ def json_response(status: int, data: Any) -> Response:
 def json_error(exc: OAuthKeeperError) -> Response:
     if exc.status >= 500:
         logger.error("Request failed", extra={"error_code": exc.code})
-    return json_response(exc.status, {"error": {"code": exc.code, "field": exc.field, "message": exc.message}})
+    body = {"error": {"code": exc.code, "field": exc.field, "message": exc.message, **exc.extra}}
+    return json_response(exc.status, body)
 
 
 def html_error(exc: OAuthKeeperError) -> Response:

@@ -76,3 +76,16 @@ def create_session(owner_id="owner-1", return_to=RETURN_TO, **extra) -> dict:
 
 def location_query(response: dict) -> dict[str, list[str]]:
     return parse_qs(urlsplit(response["headers"]["Location"]).query)
+
+
+@pytest.fixture
+def log_output():
+    """Everything the Powertools logger writes during the test (what CloudWatch would receive)."""
+    import io
+
+    from oauth_keeper.observability import logger
+
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)
+    yield stream
+    logger.registered_handler.setStream(previous)

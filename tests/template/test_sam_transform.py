@@ -1,4 +1,5 @@
-"""What SAM generates from template.yaml: the schedule's role, the SQS mapping, the functions' roles.
+"""What SAM generates from template.yaml: the schedule's role, the SQS mapping, the functions' roles,
+the HTTP API's routes and its stage's throttling.
 
 The structure tests read what we wrote; these read what CloudFormation will get, through the
 SAM CLI's own translator (offline, no credentials).
@@ -104,3 +105,32 @@ def test_sam_adds_only_the_log_and_queue_polling_managed_policies_to_the_functio
         assert set(role.get("ManagedPolicyArns", [])) == expected, name
         written = [s for p in function["Properties"].get("Policies", []) for s in p["Statement"]]
         assert _statements(role) == written, f"{name}: SAM changed the inline statements"
+
+
+def _generated_routes(generated: dict[str, Any]) -> dict[str, Any]:
+    """Route key ("GET /path") -> its OpenAPI operation in the generated HTTP API's body."""
+    (api,) = _of_type(generated, "AWS::ApiGatewayV2::Api").values()
+    return {
+        f"{method.upper()} {path}": operation
+        for path, operations in api["Body"]["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def test_the_generated_api_signs_every_route_but_the_public_ones(generated):
+    public = {"GET /connect/{provider}", "GET /callback/{provider}", "POST /webhooks/{provider}"}
+    routes = _generated_routes(generated)
+    assert public <= set(routes)
+    assert len(routes) == 10
+    for key, operation in routes.items():
+        expected = None if key in public else [{"AWS_IAM": []}]
+        assert operation.get("security") == expected, key
+
+
+def test_the_stage_throttles_each_public_route_on_top_of_the_default(generated):
+    (stage,) = _of_type(generated, "AWS::ApiGatewayV2::Stage").values()
+    assert stage["DefaultRouteSettings"] == {"ThrottlingBurstLimit": 50, "ThrottlingRateLimit": 25}
+    settings = stage["RouteSettings"]
+    assert settings["POST /webhooks/{provider}"] == {"ThrottlingBurstLimit": 20, "ThrottlingRateLimit": 10}
+    # A key naming no route of the API fails the stage at deploy time ("Unable to find Route by key").
+    assert set(settings) <= set(_generated_routes(generated)), sorted(set(settings) - set(_generated_routes(generated)))

@@ -1,5 +1,5 @@
-"""template.yaml keeps the contract the Python code is written against: routes, tables, keys, IAM, logs,
-the refresh pipeline (schedule, queues, worker) and its alarms."""
+"""template.yaml keeps the contract the Python code is written against: routes, throttling, tables, keys, IAM,
+logs, the refresh pipeline (schedule, queues, worker) and its alarms."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from oauth_keeper.refresh import LEASE_SECONDS
 
 from local.cfn import ROOT, http_routes, resources_of_type, table_definition, template
 
@@ -22,16 +23,35 @@ LOG_GROUP = "AWS::Logs::LogGroup"
 QUEUE = "AWS::SQS::Queue"
 ALARM = "AWS::CloudWatch::Alarm"
 FOURTEEN_DAYS = 14 * 24 * 3600
+# API Gateway ends an HTTP API's Lambda integration after 30 s (its maximum, and the default).
+HTTP_API_INTEGRATION_LIMIT = 30
 
-# The contract: route -> (function, auth).
+# The contract: route -> (function, auth). The API has exactly these routes.
 ROUTES = {
     ("POST", "/connect-sessions"): ("ConnectSessionsFunction", "AWS_IAM"),
     ("GET", "/connect/{provider}"): ("AuthorizeFunction", "NONE"),
     ("GET", "/callback/{provider}"): ("CallbackFunction", "NONE"),
+    ("GET", "/connections"): ("BackendApiFunction", "AWS_IAM"),
+    ("GET", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
+    ("GET", "/connections/{connection_id}/token"): ("BackendApiFunction", "AWS_IAM"),
+    ("POST", "/connections/{connection_id}/refresh"): ("BackendApiFunction", "AWS_IAM"),
+    ("DELETE", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
+    ("DELETE", "/owners/{owner_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
+    ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
 }
-# Routes the browser (or a provider) calls without AWS credentials. Every other route
-# must be IAM-signed: a new public route has to be added here on purpose.
-PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}")}
+# Routes called without AWS credentials: by the browser, or by the provider (authenticated by
+# its signature in code). Every other route must be IAM-signed: a new public route has to be
+# added here on purpose.
+PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}"), ("POST", "/webhooks/{provider}")}
+# Public routes get their own throttling, tighter than the API's default (route key -> burst, rate).
+PUBLIC_ROUTE_THROTTLING = {
+    "GET /connect/{provider}": (20, 10),
+    "GET /callback/{provider}": (20, 10),
+    "POST /webhooks/{provider}": (20, 10),
+}
+# Functions that take a connection's refresh lease: the worker, and the API when a token read
+# or a forced refresh refreshes on demand.
+LEASE_HOLDERS = ("BackendApiFunction", "RefreshWorkerFunction")
 
 ENVIRONMENT = {
     "CONNECTIONS_TABLE",
@@ -58,7 +78,10 @@ _SSM = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${Ss
 _ANY_KEY_HERE = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
 # function -> exactly the (action, resource) pairs it may use.
 PERMISSIONS = {
-    "ConnectSessionsFunction": {("dynamodb:putitem", "FlowsTable.Arn")},
+    "ConnectSessionsFunction": {
+        ("dynamodb:putitem", "FlowsTable.Arn"),
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),  # a session may name a connection to upgrade
+    },
     "AuthorizeFunction": {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
         ("dynamodb:putitem", "FlowsTable.Arn"),
@@ -69,7 +92,6 @@ PERMISSIONS = {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
         ("dynamodb:getitem", "FlowsTable.Arn"),
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
-        ("dynamodb:putitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
         ("kms:generatedatakey", "TokenKey.Arn"),
@@ -87,7 +109,7 @@ PERMISSIONS = {
     "RefreshWorkerFunction": {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
-        ("dynamodb:putitem", "ConnectionsTable.Arn"),
+        ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # finishing an owner's erasure
         ("kms:generatedatakey", "TokenKey.Arn"),
         ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
@@ -95,9 +117,29 @@ PERMISSIONS = {
         ("kms:decrypt", _ANY_KEY_HERE),
         ("events:putevents", "ConnectionEventBus.Arn"),
     },
+    "BackendApiFunction": {
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),
+        ("dynamodb:updateitem", "ConnectionsTable.Arn"),
+        ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # DELETE /owners/{owner_id}/connections
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),
+        ("kms:generatedatakey", "TokenKey.Arn"),
+        ("kms:decrypt", "TokenKey.Arn"),
+        ("ssm:getparameter", _SSM + "client_key"),
+        ("ssm:getparameter", _SSM + "client_secret"),
+        ("kms:decrypt", _ANY_KEY_HERE),
+        ("events:putevents", "ConnectionEventBus.Arn"),
+    },
+    "WebhookFunction": {
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),
+        ("dynamodb:updateitem", "ConnectionsTable.Arn"),
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
+        ("ssm:getparameter", _SSM + "client_secret"),  # the HMAC key of the webhook signature
+        ("kms:decrypt", _ANY_KEY_HERE),
+        ("events:putevents", "ConnectionEventBus.Arn"),
+    },
 }
 # Functions that read the provider's client secret (SecureString) through SSM.
-READS_CLIENT_SECRET = ("CallbackFunction", "RefreshWorkerFunction")
+READS_CLIENT_SECRET = ("CallbackFunction", "RefreshWorkerFunction", "BackendApiFunction", "WebhookFunction")
 
 # alarm -> (namespace, metric names it watches). Custom metrics carry Powertools' service dimension.
 ALARMS = {
@@ -348,11 +390,37 @@ def test_timeout_and_memory_are_set_once_for_all_functions():
 
 
 def test_http_functions_answer_before_the_http_api_gives_up_and_refresh_functions_get_a_minute():
-    # HTTP APIs end an integration after 30 s: a longer Lambda timeout would only hide that.
+    # HTTP APIs end an integration after 30 s: a Lambda timeout of 30 s or more would only hide that.
     for route in http_routes():
-        assert _timeout(route["function"]) <= 30, route["function"]
+        assert _timeout(route["function"]) < HTTP_API_INTEGRATION_LIMIT, route["function"]
     assert _timeout("SweeperFunction") == 60
     assert _timeout("RefreshWorkerFunction") == 60
+
+
+def test_no_route_cuts_its_function_short_with_a_shorter_integration_timeout():
+    for name, fn in _functions().items():
+        for event_name, event in (fn["Properties"].get("Events") or {}).items():
+            if event["Type"] == "HttpApi":
+                limit_ms = event["Properties"].get("TimeoutInMillis", HTTP_API_INTEGRATION_LIMIT * 1000)
+                assert _timeout(name) * 1000 < limit_ms, f"{name}.{event_name}"
+
+
+@pytest.mark.parametrize("function", LEASE_HOLDERS)
+def test_a_function_taking_a_refresh_lease_outlives_the_lease(function):
+    # HTTP timeout < lease < function timeout (design.md): Lambda must not cut off an invocation
+    # that still holds the lease, between the provider's answer and the commit.
+    assert _timeout(function) > LEASE_SECONDS, (function, LEASE_SECONDS, _timeout(function))
+
+
+def test_a_token_read_can_refresh_within_its_lease_and_still_answer_before_the_http_api_gives_up():
+    timeout = _timeout("BackendApiFunction")
+    assert LEASE_SECONDS < timeout < HTTP_API_INTEGRATION_LIMIT, (LEASE_SECONDS, timeout)
+    assert timeout == 25
+
+
+def test_the_webhook_answers_within_ten_seconds():
+    # TikTok waits a few seconds for a webhook answer; verifying and marking a connection is quick.
+    assert _timeout("WebhookFunction") == 10
 
 
 # ----------------------------------------------------------------- environment and parameters
@@ -489,13 +557,27 @@ def test_every_contract_route_reaches_its_function_with_the_right_auth():
         assert found.get(route) == expected, f"{route}: expected {expected}, found {found.get(route)}"
 
 
-def test_only_the_browser_routes_are_public():
+def test_the_api_has_exactly_the_contract_routes():
+    found = {(r["method"], r["path"]) for r in http_routes()}
+    assert found == set(ROUTES), f"extra {sorted(found - set(ROUTES))}, missing {sorted(set(ROUTES) - found)}"
+    assert {route for route, (_, auth) in ROUTES.items() if auth == "NONE"} == PUBLIC_ROUTES
+
+
+def test_only_the_browser_routes_and_the_provider_webhook_are_public():
     for route in http_routes():
         key = (route["method"], route["path"])
         if key in PUBLIC_ROUTES:
-            assert route["auth"] == "NONE", f"{key} must be reachable by a browser"
+            assert route["auth"] == "NONE", f"{key} must be reachable by a browser or the provider"
         else:
             assert route["auth"] == "AWS_IAM", f"{key} is not IAM-signed; list it in PUBLIC_ROUTES if intended"
+
+
+def test_each_backend_route_is_its_own_event():
+    events = _functions()["BackendApiFunction"]["Properties"]["Events"]
+    http_events = [e for e in events.values() if e["Type"] == "HttpApi"]
+    assert len(http_events) == len(events) == 6
+    for event in http_events:
+        assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}
 
 
 def test_routes_are_unique():
@@ -557,6 +639,33 @@ def test_http_api_fails_on_warnings_throttles_and_logs_json_without_query_string
     assert {"requestId", "status", "routeKey"} <= set(fields)
     leaky = [v for v in fields.values() if re.search(r"querystring|requestUri|rawQuery", v, re.I)]
     assert not leaky, f"access logs would record OAuth codes/states: {leaky}"
+
+
+def _route_settings() -> dict[str, dict[str, Any]]:
+    return template()["Resources"]["HttpApi"]["Properties"].get("RouteSettings") or {}
+
+
+def test_every_route_setting_names_an_existing_route():
+    # API Gateway refuses a stage whose RouteSettings name a route it does not have.
+    keys = {f"{r['method']} {r['path']}" for r in http_routes()}
+    assert set(_route_settings()) <= keys, sorted(set(_route_settings()) - keys)
+
+
+@pytest.mark.parametrize(("route_key", "limits"), sorted(PUBLIC_ROUTE_THROTTLING.items()))
+def test_public_routes_are_throttled_tighter_than_the_default(route_key, limits):
+    settings = _route_settings().get(route_key)
+    assert settings is not None, f"{route_key} has no RouteSettings of its own"
+    assert (settings["ThrottlingBurstLimit"], settings["ThrottlingRateLimit"]) == limits
+    assert 0 < settings["ThrottlingRateLimit"] <= settings["ThrottlingBurstLimit"]
+    default = template()["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"]
+    assert settings["ThrottlingBurstLimit"] <= default["ThrottlingBurstLimit"]
+    assert settings["ThrottlingRateLimit"] <= default["ThrottlingRateLimit"]
+
+
+def test_every_public_route_has_its_own_throttling_and_iam_routes_keep_the_default():
+    public_keys = {f"{method} {path}" for method, path in PUBLIC_ROUTES}
+    assert set(PUBLIC_ROUTE_THROTTLING) == public_keys
+    assert set(_route_settings()) == public_keys
 
 
 def test_custom_domain_is_regional_tls12_and_mapped_to_the_default_stage():
@@ -1079,6 +1188,7 @@ def test_outputs_name_the_api_tables_bus_key_and_tiktok_redirect_uri():
     assert {
         "ApiUrl",
         "CallbackUrlTikTok",
+        "WebhookUrlTikTok",
         "ConnectionsTableName",
         "FlowsTableName",
         "EventBusName",
@@ -1108,3 +1218,43 @@ def test_the_tiktok_redirect_uri_output_is_the_callback_route_on_every_base_url(
         text = _resource_text(leaf)
         assert text.endswith("/callback/tiktok"), text
         assert callback_path.replace("{provider}", "tiktok") == "/callback/tiktok"
+
+
+def _as_sub_text(value: Any) -> str:
+    """A URL output leaf as Fn::Sub text: Ref X -> ${X}, GetAtt A.B -> ${A.B}, Sub s -> s."""
+    if isinstance(value, dict) and "Ref" in value:
+        return f"${{{value['Ref']}}}"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"${{{'.'.join(value['Fn::GetAtt'])}}}"
+    return _resource_text(value)
+
+
+def _conditions_of(value: Any) -> list[str]:
+    if isinstance(value, dict) and "Fn::If" in value:
+        return [value["Fn::If"][0]] + [c for branch in value["Fn::If"][1:] for c in _conditions_of(branch)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("output", "route"),
+    [("CallbackUrlTikTok", ("GET", "/callback/{provider}")), ("WebhookUrlTikTok", ("POST", "/webhooks/{provider}"))],
+)
+def test_each_url_to_register_at_tiktok_is_its_route_on_the_public_base_url(output, route):
+    # TikTok's developer portal takes the redirect URI and the webhook callback URL; both must
+    # sit on the same base as everything the browser and TikTok see (PublicUrl), case by case.
+    value = template()["Outputs"][output]["Value"]
+    public = template()["Outputs"]["PublicUrl"]["Value"]
+    assert _conditions_of(value) == _conditions_of(public) == ["HasDomain", "HasPublicBaseUrl"]
+    suffix = route[1].replace("{provider}", "tiktok")
+    bases = []
+    for leaf in _leaves(value):
+        text = _as_sub_text(leaf)
+        assert text.endswith(suffix), text
+        bases.append(text.removesuffix(suffix))
+    assert bases == [_as_sub_text(leaf) for leaf in _leaves(public)]
+    assert ROUTES[route][1] == "NONE", f"{route} must be public for TikTok to reach it"
+
+
+def test_the_webhook_url_output_tells_where_to_register_it():
+    description = template()["Outputs"]["WebhookUrlTikTok"]["Description"]
+    assert "TikTok" in description and "Webhook" in description

@@ -1,0 +1,82 @@
+"""Provider webhooks: TikTok's `authorization.removed`, authenticated by its HMAC signature, not IAM."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from .errors import InvalidInput, NotFound, Unauthorized
+from .observability import MetricUnit, logger, metrics
+from .runtime import services
+
+TOLERANCE = 300  # seconds between the signature's timestamp and now
+MAX_BODY = 64 * 1024
+SIGNATURE_HEADER = "tiktok-signature"
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, now: float) -> None:
+    """`TikTok-Signature: t=<unix>,s=<hex>` with s = HMAC-SHA256(secret, t + "." + raw body)."""
+    parts = dict(p.split("=", 1) for p in (header or "").split(",") if "=" in p)
+    timestamp, signature = parts.get("t", ""), parts.get("s", "")
+    if not timestamp.isdigit() or not signature:
+        raise Unauthorized("Missing or malformed signature.", code="invalid_signature")
+    if abs(now - int(timestamp)) > TOLERANCE:
+        raise Unauthorized("Signature timestamp is outside the tolerance.", code="stale_signature")
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise Unauthorized("Signature does not match.", code="invalid_signature")
+
+
+def receive(provider: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    svc = services()
+    if provider != "tiktok":
+        raise NotFound("This provider sends no webhooks here.", code="unknown_provider", field="provider")
+    if len(body) > MAX_BODY:
+        raise InvalidInput("The body is too large.", code="too_large", field="body")
+    profile = svc.profile(provider)
+    secret = svc.credentials(profile, with_id=False).client_secret
+    lowered = {k.lower(): v for k, v in headers.items()}
+    verify_signature(secret, lowered.get(SIGNATURE_HEADER), body, svc.now())
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The body is not a JSON object.", field="body") from exc
+    if payload.get("event") != "authorization.removed":
+        return {"received": True, "handled": False}
+    open_id = payload.get("user_openid")
+    if not isinstance(open_id, str) or not 0 < len(open_id) <= 128:
+        raise InvalidInput("user_openid is missing.", field="user_openid")
+    disconnected = _disconnect_account(provider, open_id, _reason_code(payload.get("content")))
+    return {"received": True, "handled": True, "disconnected": disconnected}
+
+
+def _reason_code(content: Any) -> int | None:
+    try:
+        data = json.loads(content) if isinstance(content, str) else content
+        reason = data.get("reason") if isinstance(data, dict) else None
+        return int(reason) if reason is not None else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _disconnect_account(provider: str, account_id: str, provider_reason: int | None) -> int:
+    """Every live connection of this account (any owner) becomes disconnected; repeats change nothing."""
+    from .connections_api import mark_disconnected
+
+    store = services().connections
+    count = 0
+    start = None
+    while True:
+        keys, start = store.items.query("ByAccount", f"{provider}#{account_id}", limit=100, start=start)
+        for key in keys:
+            if mark_disconnected(key, "user_revoked", extra={"provider_reason": provider_reason}):
+                count += 1
+        if not start:
+            break
+    metrics.add_metric("WebhookDisconnects", MetricUnit.Count, count)
+    logger.info("Authorization removed at the provider", extra={"provider": provider, "connections": count})
+    return count

@@ -1,0 +1,280 @@
+"""The app's backend API over the template's IAM routes, and TikTok's deauthorization webhook."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import boto3
+import pytest
+from oauth_keeper import runtime
+from oauth_keeper.refresh import Refresher
+
+from local import apigw
+from tests.integration.conftest import create_session, location_query
+
+pytestmark = pytest.mark.integration
+
+
+def connect(browser, tiktok, user="alice", owner_id="owner-1", scopes=None, **extra) -> dict:
+    created = create_session(owner_id=owner_id, **extra)
+    assert created["statusCode"] == 201, created
+    authorize = browser.get(json.loads(created["body"])["connect_url"])
+    return location_query(browser.get(tiktok.approve(authorize["headers"]["Location"], user=user, scopes=scopes)))
+
+
+def call(method: str, path: str, raw_query: str = "", **kwargs) -> tuple[int, dict]:
+    response = apigw.invoke(method, path, raw_query=raw_query, **kwargs)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def current_grant(tiktok, user="alice"):
+    (grant,) = tiktok.grants_for(tiktok.users[user].open_id)
+    return grant
+
+
+def item(connection_id: str) -> dict:
+    return boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
+                                             Key={"connection_id": {"S": connection_id}}).get("Item", {})
+
+
+# -- GET /connections/{id}/token ----------------------------------------------------------------------------
+def test_token_route_serves_the_current_access_token_and_audits_the_read(stack, tiktok, browser, log_output):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    status, body = call("GET", f"/connections/{connection_id}/token")
+    assert status == 200
+    assert body["access_token"] == current_grant(tiktok).access_token
+    assert body["token_type"] == "Bearer" and body["account_id"] == tiktok.users["alice"].open_id
+    assert body["expires_at"] == "2027-01-15T10:00:00Z" and "user.info.basic" in body["scopes"]
+    assert tiktok.stats["refreshes"] == 0  # valid for longer than the 300 s buffer: no refresh
+    out = log_output.getvalue()
+    audit = [json.loads(line) for line in out.splitlines() if '"audit":"token_read"' in line]
+    assert audit and audit[0]["caller"] == apigw.LOCAL_CALLER_ARN and audit[0]["connection_id"] == connection_id
+    assert body["access_token"] not in out
+
+
+def test_token_route_refreshes_first_when_the_token_expires_within_the_buffer(stack, tiktok, browser, clock):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    old = current_grant(tiktok).access_token
+    clock.advance(7200 - 200)  # 200 s left, less than the default 300 s buffer
+    status, body = call("GET", f"/connections/{connection_id}/token")
+    assert status == 200 and body["access_token"] != old
+    assert body["access_token"] == current_grant(tiktok).access_token
+    assert tiktok.stats["refresh_successes"] == 1
+    status, again = call("GET", f"/connections/{connection_id}/token", raw_query="min_valid_seconds=3600")
+    assert again["access_token"] == body["access_token"] and tiktok.stats["refreshes"] == 1
+
+
+def test_token_route_waits_for_a_refresh_already_in_flight_instead_of_refreshing_again(stack, tiktok, browser,
+                                                                                        clock):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(7200 - 100)
+    tiktok.latency = 1.0  # the sweep's refresh is slow to answer
+    sweep_refresh = threading.Thread(target=Refresher(runtime.services()).refresh, args=(connection_id,))
+    sweep_refresh.start()
+    store = runtime.services().connections
+    while not store.get(connection_id).lease_owner:  # the sweep's worker holds the lease now
+        time.sleep(0.01)
+    status, body = call("GET", f"/connections/{connection_id}/token")
+    sweep_refresh.join()
+    assert status == 200
+    assert body["access_token"] == current_grant(tiktok).access_token  # the sibling's fresh token
+    assert tiktok.stats["refreshes"] == 1
+
+
+def test_a_connection_that_needs_the_user_answers_409_with_status_and_reason(stack, tiktok, browser, clock):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    tiktok.revoke_user(tiktok.users["alice"].open_id)
+    clock.advance(7200)
+    status, body = call("GET", f"/connections/{connection_id}/token")
+    assert status == 409
+    assert body["error"]["status"] == "needs_reauth" and body["error"]["reason"] == "invalid_grant"
+    assert body["error"]["code"] == "needs_reauth" and body["error"]["message"]
+    assert call("GET", "/connections/con_" + "a" * 32 + "/token")[0] == 404
+
+
+def test_provider_trouble_with_an_expired_token_is_a_retryable_503(stack, tiktok, browser, clock):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(7300)
+    tiktok.set_outage("5xx")
+    status, body = call("GET", f"/connections/{connection_id}/token")
+    assert status == 503 and body["error"]["retryable"] is True
+    assert "access_token" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("query", ["min_valid_seconds=-1", "min_valid_seconds=abc", "min_valid_seconds=99999",
+                                   "min_valid_seconds=1&min_valid_seconds=2"])
+def test_bad_token_parameters_are_400(stack, tiktok, browser, query):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    status, body = call("GET", f"/connections/{connection_id}/token", raw_query=query)
+    assert status == 400 and body["error"]["field"] == "min_valid_seconds"
+
+
+# -- listing and inspecting ---------------------------------------------------------------------------------
+def test_connections_are_listed_by_owner_in_pages_without_tokens(stack, tiktok, browser):
+    ids = {connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob", "carol")}
+    connect(browser, tiktok, user="alice", owner_id="someone-else")
+    status, first = call("GET", "/connections", raw_query="owner_id=owner-1&limit=2")
+    assert status == 200 and len(first["connections"]) == 2 and first["next_cursor"]
+    status, second = call("GET", "/connections", raw_query=f"owner_id=owner-1&limit=2&cursor={first['next_cursor']}")
+    assert status == 200 and second["next_cursor"] is None
+    listed = {c["connection_id"] for c in first["connections"] + second["connections"]}
+    assert listed == ids
+    dump = json.dumps([first, second])
+    for user in ("alice", "bob", "carol"):
+        grant = current_grant(tiktok, user) if user != "alice" else None
+        if grant:
+            assert grant.access_token not in dump and grant.refresh_token not in dump
+    view = first["connections"][0]
+    assert view["status"] == "active" and view["last_refresh"]["outcome"] is None
+    assert set(view) >= {"scopes_granted", "access_expires_at", "refresh_expires_at", "status_reason"}
+
+
+@pytest.mark.parametrize(("query", "field"), [("", "owner_id"), ("owner_id=a%20b", "owner_id"),
+                                              ("owner_id=o&cursor=garbage", "cursor"),
+                                              ("owner_id=o&limit=0", "limit")])
+def test_bad_list_parameters_are_400(stack, query, field):
+    status, body = call("GET", "/connections", raw_query=query)
+    assert status == 400 and body["error"]["field"] == field
+
+
+def test_one_connection_shows_its_health(stack, tiktok, browser, clock):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(7200 - 200)
+    call("POST", f"/connections/{connection_id}/refresh")
+    status, view = call("GET", f"/connections/{connection_id}")
+    assert status == 200
+    assert view["last_refresh"]["outcome"] == "succeeded" and view["refresh_in_doubt"] is False
+    assert view["display_name"] == tiktok.users["alice"].display_name
+    assert call("GET", "/connections/nope")[0] == 404
+
+
+def test_force_refresh_goes_through_the_single_flight(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    status, body = call("POST", f"/connections/{connection_id}/refresh")
+    assert status == 200 and body["result"] == "refreshed"
+    assert tiktok.stats["refresh_successes"] == 1
+    assert body["connection"]["status"] == "active"
+
+
+def test_unsigned_calls_to_every_iam_route_are_refused(stack):
+    for route in apigw.routes():
+        if route.auth != "AWS_IAM":
+            continue
+        path = route.path.replace("{connection_id}", "con_x").replace("{owner_id}", "o")
+        assert apigw.invoke(route.method, path, caller_arn=None, body="{}")["statusCode"] == 403
+
+
+# -- disconnecting -----------------------------------------------------------------------------------------
+def test_disconnect_revokes_at_tiktok_erases_tokens_and_is_idempotent(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    grant = current_grant(tiktok)
+    stack.received_events()
+    status, view = call("DELETE", f"/connections/{connection_id}")
+    assert status == 200 and view["status"] == "disconnected" and view["status_reason"] == "app_disconnected"
+    assert tiktok.stats["revocations"] == 1 and not tiktok.grants_for(grant.open_id)
+    stored = item(connection_id)
+    assert "tokens" not in stored and "next_refresh_at" not in stored
+    (event,) = stack.received_events()
+    assert event["detail-type"] == "Connection Disconnected" and event["detail"]["revoke_failed"] is False
+    assert call("DELETE", f"/connections/{connection_id}")[0] == 200  # again: same answer, nothing new
+    assert tiktok.stats["revocations"] == 1 and stack.received_events() == []
+    assert call("GET", f"/connections/{connection_id}/token")[0] == 409
+
+
+def test_a_revoke_that_keeps_failing_is_recorded_and_the_tokens_are_erased_anyway(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    runtime.use(pauser=lambda seconds: None)
+    tiktok.set_outage("5xx")
+    status, view = call("DELETE", f"/connections/{connection_id}")
+    assert status == 200 and view["status"] == "disconnected"
+    stored = item(connection_id)
+    assert stored["revoke_failed"]["BOOL"] is True and stored["revoke_log_id"]["S"]
+    assert "tokens" not in stored
+    assert tiktok.stats["faults_injected"] == 3  # retried within the request
+
+
+def test_erasing_an_owner_revokes_and_deletes_all_their_connections(stack, tiktok, browser):
+    mine = [connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob")]
+    other = connect(browser, tiktok, user="carol", owner_id="owner-2")["connection_id"][0]
+    stack.received_events()
+    status, body = call("DELETE", "/owners/owner-1/connections")
+    assert status == 200 and body == {"owner_id": "owner-1", "erased": 2, "pending": 0}
+    assert all(item(c) == {} for c in mine)
+    assert item(other)["status"]["S"] == "active"
+    kinds = [e["detail-type"] for e in stack.received_events()]
+    assert kinds == ["Connection Disconnected", "Connection Disconnected"]
+    assert tiktok.stats["revocations"] == 2
+
+
+# -- scope upgrades ----------------------------------------------------------------------------------------
+def test_a_scope_upgrade_updates_the_same_connection_and_reports_what_was_granted(stack, tiktok, browser):
+    first = connect(browser, tiktok, scopes=["user.info.basic"])
+    connection_id = first["connection_id"][0]
+    upgraded = connect(browser, tiktok, connection_id=connection_id, scopes=["user.info.basic", "video.list"])
+    assert upgraded["connection_id"] == [connection_id]
+    assert upgraded["granted_scopes"] == ["user.info.basic,video.list"] and "missing_scopes" not in upgraded
+    status, view = call("GET", f"/connections/{connection_id}")
+    assert view["scopes_granted"] == ["user.info.basic", "video.list"]
+
+
+def test_a_scope_upgrade_answered_by_another_account_changes_nothing(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    before = item(connection_id)
+    result = connect(browser, tiktok, user="bob", connection_id=connection_id)
+    assert result["status"] == ["error"] and result["error"] == ["account_mismatch"]
+    assert item(connection_id)["token_version"] == before["token_version"]
+    assert len(boto3.client("dynamodb").scan(TableName=os.environ["CONNECTIONS_TABLE"])["Items"]) == 1
+
+
+def test_a_scope_upgrade_must_name_a_connection_of_that_owner(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    assert create_session(owner_id="owner-2", connection_id=connection_id)["statusCode"] == 404
+    assert create_session(connection_id="con_" + "b" * 32)["statusCode"] == 404
+    assert create_session(connection_id="not-an-id")["statusCode"] == 400
+
+
+# -- TikTok's webhook ---------------------------------------------------------------------------------------
+def webhook(body: bytes, headers: dict) -> tuple[int, dict]:
+    return call("POST", "/webhooks/tiktok", body=body.decode(), headers=headers, caller_arn=None)
+
+
+def test_authorization_removed_disconnects_every_connection_of_that_account_once(stack, tiktok, browser):
+    mine = connect(browser, tiktok)["connection_id"][0]
+    theirs = connect(browser, tiktok, owner_id="owner-2")["connection_id"][0]
+    stack.received_events()
+    body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id, reason=1)
+    status, answer = webhook(body, headers)
+    assert status == 200 and answer["disconnected"] == 2
+    for connection_id in (mine, theirs):
+        stored = item(connection_id)
+        assert stored["status"]["S"] == "disconnected" and stored["status_reason"]["S"] == "user_revoked"
+        assert "tokens" not in stored
+    events = stack.received_events()
+    assert [e["detail"]["reason"] for e in events] == ["user_revoked", "user_revoked"]
+    assert events[0]["detail"]["provider_reason"] == 1
+    assert webhook(body, headers) == (200, {"received": True, "handled": True, "disconnected": 0})  # redelivery
+    assert stack.received_events() == []
+
+
+@pytest.mark.parametrize("tamper", ["body", "signature", "stale", "missing", "other_secret"])
+def test_a_bad_or_stale_signature_is_401_and_changes_nothing(stack, tiktok, browser, clock, tamper):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    open_id = tiktok.users["alice"].open_id
+    body, headers = tiktok.signed_webhook(open_id)
+    if tamper == "body":
+        body = body.replace(b"authorization.removed", b"authorization.removeD")
+    elif tamper == "signature":
+        headers["TikTok-Signature"] = headers["TikTok-Signature"][:-4] + "0000"
+    elif tamper == "stale":
+        body, headers = tiktok.signed_webhook(open_id, timestamp=int(clock.now()) - 301)
+    elif tamper == "missing":
+        headers.pop("TikTok-Signature")
+    else:
+        tiktok.rotate_client_secret("someone-else")
+        body, headers = tiktok.signed_webhook(open_id)
+    status, answer = webhook(body, headers)
+    assert status == 401 and answer["error"]["code"] in ("invalid_signature", "stale_signature")
+    assert item(connection_id)["status"]["S"] == "active"
