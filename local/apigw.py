@@ -16,7 +16,7 @@ from local import cfn
 
 LOCAL_ACCOUNT = "123456789012"
 _IMPORT_LOCK = threading.RLock()
-LOCAL_CALLER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/local-backend"
+LOCAL_CALLER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/local-backend"  # the same identity local/sigv4.py knows
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ app.exception_handler(Exception)(web.unexpected_html)
 def get_callback(provider: str):
     event = app.current_event
     result = complete_callback(provider, parse_query(event.raw_query_string), web.request_cookies(event.cookies))
-    return web.redirect(result.location, cookies=[web.expired_cookie(result.cookie_name)])
+    cookies = [web.expired_cookie(result.cookie_name)]
+    if result.mode == "popup":
+        return web.popup_result(result.origin, result.message, result.location, cookies=cookies)
+    return web.redirect(result.location, cookies=cookies)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

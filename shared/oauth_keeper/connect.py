@@ -15,6 +15,7 @@ from .oauth import TokenSet, authorize_url, new_code_verifier, new_secret
 from .observability import MetricUnit, logger, metrics
 from .runtime import services
 from .schedule import plan_next_refresh
+from .settings import normalize_origin
 from .validation import checked_return_to, parse_connect_request, requested_scopes
 
 COOKIE_PREFIX = "__Host-okf-"
@@ -56,6 +57,21 @@ class CallbackResult:
     def location(self) -> str:
         return with_query(self.return_to, self.params)
 
+    @property
+    def origin(self) -> str:
+        return normalize_origin(self.return_to)
+
+    @property
+    def message(self) -> dict[str, object]:
+        """What a pop-up posts to its opener: the same facts as the redirect's query."""
+        message: dict[str, object] = dict(self.params)
+        if "retryable" in message:
+            message["retryable"] = message["retryable"] == "true"
+        for name in ("missing_scopes", "granted_scopes"):
+            if name in message:
+                message[name] = str(message[name]).split(",")
+        return message
+
 
 def flow_cookie_name(state: str) -> str:
     """Per-flow cookie name, derived one-way from the state: two tabs connecting at once each keep theirs."""
@@ -82,7 +98,7 @@ def create_connect_session(body: dict, base_url: str) -> dict[str, str]:
     token = new_secret()
     session = ConnectSession(
         owner_id=request.owner_id, provider=profile.name, return_to=return_to, scopes=scopes,
-        expires_at=int(now) + SESSION_TTL, connection_id=request.connection_id,
+        expires_at=int(now) + SESSION_TTL, connection_id=request.connection_id, mode=request.mode,
     )
     svc.flows.put_session(token, session)
     logger.info("Connect session created", extra={"owner_id": request.owner_id, "provider": profile.name})

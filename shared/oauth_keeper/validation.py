@@ -17,7 +17,8 @@ MAX_URL_LENGTH = 2048
 MAX_SCOPES = 20
 OWNER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: UUIDs, emails, "tenant:user"
 _FORBIDDEN_IN_URL = re.compile(r"[\s\\\x00-\x1f\x7f]")
-_CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id"}
+_CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id", "mode"}
+MODES = ("redirect", "popup")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ConnectRequest:
     return_to: str
     scopes: tuple[str, ...] | None
     connection_id: str | None = None  # an existing connection to upgrade (more scopes)
+    mode: str = "redirect"  # popup: the callback posts the result to window.opener and closes itself
 
 
 def parse_json_object(body: str | bytes | None) -> dict[str, Any]:
@@ -69,8 +71,11 @@ def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
     if connection_id is not None and (not isinstance(connection_id, str)
                                       or not re.fullmatch(r"con_[a-z2-7]{32}", connection_id)):
         raise InvalidInput("connection_id must be a connection id returned by this service.", field="connection_id")
+    mode = data.get("mode", "redirect")
+    if mode not in MODES:
+        raise InvalidInput("mode must be 'redirect' or 'popup'.", field="mode")
     return ConnectRequest(owner_id=owner_id, provider=provider, return_to=return_to, scopes=scopes,
-                          connection_id=connection_id)
+                          connection_id=connection_id, mode=mode)
 
 
 def checked_return_to(url: str, allowed_origins: frozenset[str]) -> str:

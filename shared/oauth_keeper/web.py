@@ -46,6 +46,38 @@ def html_page(status: int, title: str, message: str, *, cookies: list[Cookie] | 
                     headers=dict(SECURITY_HEADERS), cookies=cookies or [])
 
 
+# The pop-up's only script: constant, so the CSP can allow exactly it by hash. The result travels as JSON
+# data (never executed) and goes to the app's exact origin only.
+_POPUP_SCRIPT = (
+    "var d=JSON.parse(document.getElementById('result').textContent);"
+    "if(window.opener&&!window.opener.closed){window.opener.postMessage(d.message,d.origin);window.close();}"
+    "else{window.location.replace(d.fallback);}"
+)
+_POPUP_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_POPUP_SCRIPT.encode()).digest()).decode()
+POPUP_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "default-src 'none';", f"default-src 'none'; script-src 'sha256-{_POPUP_SCRIPT_HASH}';"
+)
+
+
+def popup_result(origin: str, message: dict[str, Any], fallback: str, *,
+                 cookies: list[Cookie] | None = None) -> Response:
+    """Post the result to the window that opened us (only at `origin`) and close; without an opener, fall
+    back to the full-page redirect."""
+    data = json.dumps({"origin": origin, "message": message, "fallback": fallback})
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # inert in <script>
+    title = "Connected" if message.get("status") == "connected" else "Connection not completed"
+    body = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{title}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{title}</h1><p>You can close this window and go back to the app.</p>"
+        f"<script type=application/json id=result>{data}</script><script>{_POPUP_SCRIPT}</script>"
+        "</body></html>"
+    )
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": POPUP_CONTENT_SECURITY_POLICY}
+    return Response(status_code=200, content_type="text/html; charset=utf-8", body=body, headers=headers,
+                    cookies=cookies or [])
+
+
 def redirect(location: str, *, cookies: list[Cookie] | None = None) -> Response:
     return Response(status_code=302, headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies or [])
 

@@ -364,3 +364,47 @@ def test_return_to_origin_must_be_on_the_allow_list(stack):
     response = create_session(return_to=APP_ORIGIN.replace("app.", "other.") + "/x")
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["code"] == "return_to_not_allowed"
+
+
+def popup_page_data(response) -> dict:
+    import re
+
+    found = re.search(r"<script type=application/json id=result>(.*?)</script>", response["body"])
+    return json.loads(found.group(1))
+
+
+def test_popup_mode_posts_the_result_to_the_opener_at_return_tos_exact_origin(stack, tiktok, browser):
+    created = json.loads(create_session(mode="popup")["body"])
+    authorize = browser.get(created["connect_url"])
+    response = browser.get(tiktok.approve(authorize["headers"]["Location"], scopes=["user.info.basic"]))
+    assert response["statusCode"] == 200 and "text/html" in response["headers"]["Content-Type"]
+    data = popup_page_data(response)
+    assert data["origin"] == APP_ORIGIN  # postMessage's targetOrigin: never "*"
+    assert data["message"]["status"] == "connected" and data["message"]["connection_id"].startswith("con_")
+    assert data["message"]["missing_scopes"] == ["video.list"]
+    assert data["fallback"].startswith(RETURN_TO + "&status=connected")  # no opener: the redirect instead
+    csp = response["headers"]["Content-Security-Policy"]
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp
+    assert_security_headers(response)
+    assert any("Max-Age=0" in c for c in response["cookies"])
+
+
+def test_popup_mode_reports_a_cancel_with_its_reason(stack, tiktok, browser):
+    created = json.loads(create_session(mode="popup")["body"])
+    authorize = browser.get(created["connect_url"])
+    data = popup_page_data(browser.get(tiktok.deny(authorize["headers"]["Location"])))
+    assert data["message"] == {"status": "error", "error": "access_denied", "retryable": False}
+
+
+def test_popup_page_data_cannot_break_out_of_its_script_block(stack, tiktok, browser):
+    from oauth_keeper.web import popup_result
+
+    page = popup_result("https://app.example.com", {"status": "</script><script>alert(1)</script>"},
+                        "https://app.example.com/?a=1&b=2")
+    assert "</script><script>alert(1)" not in page.body
+    assert popup_page_data({"body": page.body})["message"]["status"].startswith("</script>")
+
+
+def test_an_unknown_mode_is_refused(stack):
+    response = create_session(mode="iframe")
+    assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["field"] == "mode"
