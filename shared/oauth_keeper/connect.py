@@ -34,6 +34,7 @@ CALLBACK_ERRORS: dict[str, bool] = {
     "provider_config": False,  # our client configuration is wrong: an operator must fix it
     "account_unavailable": True,  # the provider did not say which account was connected
     "account_mismatch": True,  # a scope upgrade came back for another account than the connection's
+    "issuer_mismatch": False,  # the response names another authorization server (RFC 9207 mix-up defence)
     "provider_error": True,
 }
 
@@ -178,6 +179,13 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
         return CallbackResult(flow.return_to, {"status": "error", "error": error,
                                                "retryable": str(CALLBACK_ERRORS[error]).lower()},
                               cookie_name, flow.mode)
+
+    # RFC 9207: a response carrying another issuer's `iss` (or none, when this server promised it) may come
+    # from a mix-up attack: never send its code to this provider's token endpoint.
+    issuer = _single(query, "iss")
+    if profile.issuer and (issuer != profile.issuer if issuer is not None else profile.require_iss):
+        logger.warning("Authorization response from an unexpected issuer refused", extra={"owner_id": flow.owner_id})
+        return fail("issuer_mismatch")
 
     provider_error = _single(query, "error")
     if provider_error is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -114,28 +115,20 @@ class TokenEndpoint:
         code_verifier: str | None,
     ) -> TokenSet:
         form = {
-            profile.client_id_param: creds.client_id,
-            "client_secret": creds.client_secret,
             "code": code,  # already decoded once from the callback query; httpx form-encodes it once
             "grant_type": "authorization_code",
             "redirect_uri": redirect_uri,
         }
         if code_verifier:
             form["code_verifier"] = code_verifier
-        return self._token_request(profile, form)
+        return self._token_request(profile, creds, form)
 
     def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str) -> TokenSet:
-        form = {
-            profile.client_id_param: creds.client_id,
-            "client_secret": creds.client_secret,
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-        }
-        return self._token_request(profile, form)
+        return self._token_request(profile, creds, {"grant_type": "refresh_token", "refresh_token": refresh_token})
 
-    def _token_request(self, profile: ProviderProfile, form: dict[str, str]) -> TokenSet:
+    def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str]) -> TokenSet:
         sent_at = int(self._now())
-        body, status = self._post_form(profile, profile.token_url, form)
+        body, status = self._post_form(profile, profile.token_url, form, creds)
         access = body.get(profile.token_fields.access_token) if isinstance(body, dict) else None
         if not access or not isinstance(access, str):
             # Success is the presence of an access token, whatever the status says (TikTok's are undocumented).
@@ -146,9 +139,7 @@ class TokenEndpoint:
         """Revoke a grant at the provider (form body, credentials in it). Returns the provider's log id."""
         if not profile.revoke_url:
             return None
-        form = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret,
-                "token": access_token}
-        body, status = self._post_form(profile, profile.revoke_url, form)
+        body, status = self._post_form(profile, profile.revoke_url, {"token": access_token}, creds)
         code = body.get("error") if isinstance(body, dict) else None
         if status >= 400 or code:
             raise _provider_error(profile, body, status)
@@ -187,9 +178,17 @@ class TokenEndpoint:
             avatar_url=_str_or_none(_dig(body, fields.avatar_url)),
         )
 
-    def _post_form(self, profile: ProviderProfile, url: str, form: dict[str, str]) -> tuple[Any, int]:
+    def _post_form(self, profile: ProviderProfile, url: str, form: dict[str, str],
+                   creds: ClientCredentials) -> tuple[Any, int]:
+        """POST a form body with the client authenticated as the profile says (RFC 6749 section 2.3.1)."""
+        headers = {"Accept": "application/json"}
+        if profile.client_auth == "client_secret_basic":
+            pair = f"{quote(creds.client_id, safe='')}:{quote(creds.client_secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        else:  # client_secret_post: everything in the body (TikTok takes nothing else)
+            form = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret, **form}
         try:
-            response = self._http.post(url, data=form, headers={"Accept": "application/json"})
+            response = self._http.post(url, data=form, headers=headers)
         except httpx.TimeoutException as exc:
             raise ProviderError(
                 f"{profile.display_name} did not answer in time.", code="timeout", kind=ProviderError.TRANSIENT
@@ -215,9 +214,31 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
         access_expires_at=_expiry(sent_at, body.get(f.expires_in)),
         refresh_expires_at=_expiry(sent_at, body.get(f.refresh_expires_in)) if f.refresh_expires_in else None,
         scopes=profile.split_scopes(body.get(f.scope) if isinstance(body.get(f.scope), str) else None),
-        account_id=_str_or_none(body.get(f.account_id)) if f.account_id else None,
+        account_id=_account_id(body, f.account_id),
         issued_at=sent_at,
     )
+
+
+def _account_id(body: dict[str, Any], path: str | None) -> str | None:
+    """The account the tokens belong to: a response field, or a claim of the id_token (`id_token.sub`).
+
+    The id_token came straight from the token endpoint over TLS to an authenticated client, so OIDC Core
+    3.1.3.7 lets us read it without checking its signature; we only need its subject.
+    """
+    if not path:
+        return None
+    if path.startswith("id_token."):
+        return _str_or_none(_dig(_jwt_claims(body.get("id_token")), path[len("id_token."):]))
+    return _str_or_none(_dig(body, path))
+
+
+def _jwt_claims(token: Any) -> dict[str, Any]:
+    try:
+        payload = str(token).split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return data if isinstance(data, dict) else {}
+    except (IndexError, ValueError):
+        return {}
 
 
 def _expiry(sent_at: int, seconds: Any) -> int | None:

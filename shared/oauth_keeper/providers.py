@@ -1,9 +1,18 @@
-"""Provider profiles: everything provider-specific, as data. TikTok is one profile, not code branches."""
+"""Provider profiles: everything provider-specific, as data (profiles/*.json). TikTok is one profile.
+
+A deployment enables providers by name (PROVIDERS=tiktok,acme). A name with a file in profiles/ uses it; any
+other name is built on the generic RFC 6749 profile (`<NAME>_PROFILE=generic`). `<NAME>_<KEY>` settings
+override endpoints, scopes, PKCE, client authentication, issuer and discovery without code changes.
+"""
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from .errors import NotFound, ProviderError
 from .settings import PKCE_MODES, REFRESH_POLICIES, Settings
@@ -11,6 +20,8 @@ from .settings import PKCE_MODES, REFRESH_POLICIES, Settings
 TRANSIENT, TERMINAL, OPERATOR, REJECTED = (
     ProviderError.TRANSIENT, ProviderError.TERMINAL, ProviderError.OPERATOR, ProviderError.REJECTED,
 )
+_PROFILES = Path(__file__).with_name("profiles")
+CLIENT_AUTH = ("client_secret_post", "client_secret_basic")
 
 # RFC 6749 section 5.2 and 4.1.2.1 errors, with what each means for us.
 STANDARD_ERRORS: dict[str, str] = {
@@ -29,7 +40,7 @@ STANDARD_ERRORS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class TokenFields:
-    """Where a token response keeps each value."""
+    """Where a token response keeps each value. `account_id` may point into the id_token (`id_token.sub`)."""
 
     access_token: str = "access_token"
     refresh_token: str = "refresh_token"
@@ -37,7 +48,7 @@ class TokenFields:
     refresh_expires_in: str | None = None
     scope: str = "scope"
     token_type: str = "token_type"
-    account_id: str | None = None  # when the token response names the account (TikTok: open_id)
+    account_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,16 @@ class UserInfoFields:
 
 
 @dataclass(frozen=True)
+class WebhookFields:
+    """A provider's deauthorization webhook: signed `t=<unix>,s=<hex HMAC-SHA256(secret, t.body)>`."""
+
+    signature_header: str
+    account_field: str
+    removed_events: tuple[str, ...]
+    reason_field: str | None = None  # dotted; a JSON string on the way is decoded
+
+
+@dataclass(frozen=True)
 class ProviderProfile:
     name: str
     display_name: str
@@ -61,6 +82,7 @@ class ProviderProfile:
     revoke_url: str | None
     userinfo_url: str | None
     client_id_param: str = "client_id"
+    client_auth: str = "client_secret_post"
     scope_separator: str = " "
     granted_scopes_param: str | None = None  # callback query parameter listing granted scopes
     pkce: str = "s256"
@@ -70,7 +92,11 @@ class ProviderProfile:
     userinfo: UserInfoFields = UserInfoFields()
     error_classes: dict[str, str] = field(default_factory=lambda: dict(STANDARD_ERRORS))
     rotates_refresh_tokens: bool = True
-    refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive sweep
+    refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive
+    issuer: str | None = None  # RFC 9207: the `iss` the authorization response must carry, when it carries one
+    require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
+    discovery: bool = False  # fill endpoints from <issuer>/.well-known/openid-configuration
+    webhook: WebhookFields | None = None
 
     def classify(self, error_code: str | None, http_status: int | None) -> str:
         """Whose problem an error is. HTTP 429 and 5xx are transient whatever the body says."""
@@ -88,56 +114,56 @@ class ProviderProfile:
         return tuple(dict.fromkeys(p for p in (s.strip() for s in parts) if p))
 
 
-TIKTOK = ProviderProfile(
-    name="tiktok",
-    display_name="TikTok",
-    authorize_url="https://www.tiktok.com/v2/auth/authorize/",
-    token_url="https://open.tiktokapis.com/v2/oauth/token/",
-    revoke_url="https://open.tiktokapis.com/v2/oauth/revoke/",
-    userinfo_url="https://open.tiktokapis.com/v2/user/info/",
-    client_id_param="client_key",
-    scope_separator=",",
-    granted_scopes_param="scopes",
-    pkce="s256-hex",
-    default_scopes=("user.info.basic",),
-    always_granted_scopes=("user.info.basic",),
-    token_fields=TokenFields(refresh_expires_in="refresh_expires_in", account_id="open_id"),
-    userinfo=UserInfoFields(
-        query={"fields": "open_id,union_id,avatar_url,display_name"},
-        success_path="error.code",
-        success_value="ok",
-        account_id="data.user.open_id",
-        display_name="data.user.display_name",
-        avatar_url="data.user.avatar_url",
-    ),
-    error_classes={**STANDARD_ERRORS, "access_token_invalid": TERMINAL},
-    rotates_refresh_tokens=True,
-)
-
-_BUILTIN = {p.name: p for p in (TIKTOK,)}
-
 SCOPE_PATTERN = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 
 
-def known_providers() -> tuple[str, ...]:
-    return tuple(_BUILTIN)
+@cache
+def _profile_file(name: str) -> dict[str, Any] | None:
+    path = _PROFILES / f"{name}.json"
+    if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
+    """A profile from its JSON form; unknown keys are an error, so a typo never passes silently."""
+    known = {f.name for f in fields(ProviderProfile)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown profile keys: {sorted(unknown)}")
+    values = dict(data)
+    values["token_fields"] = TokenFields(**(data.get("token_fields") or {}))
+    values["userinfo"] = UserInfoFields(**(data.get("userinfo") or {}))
+    values["error_classes"] = {**STANDARD_ERRORS, **(data.get("error_classes") or {})}
+    webhook = data.get("webhook")
+    values["webhook"] = WebhookFields(**{**webhook, "removed_events": tuple(webhook["removed_events"])}) \
+        if webhook else None
+    for name in ("default_scopes", "always_granted_scopes"):
+        values[name] = tuple(data.get(name) or ())
+    return ProviderProfile(**values)
 
 
 def profile_for(name: str, settings: Settings) -> ProviderProfile:
-    """The profile with the deployment's overrides (scopes, PKCE mode, endpoint URLs) applied."""
-    base = _BUILTIN.get(name)
-    if base is None:
+    """The named profile with the deployment's overrides applied; NotFound for a provider not enabled."""
+    if name not in settings.providers:
         raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
     overrides = settings.provider_overrides.get(name, {})
-    changes: dict[str, object] = {k: v for k, v in overrides.items() if k.endswith("_url")}
+    data = _profile_file(overrides.get("profile", name)) or (
+        _profile_file("generic") if overrides.get("profile") == "generic" else None
+    )
+    if data is None:
+        raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
+    base = profile_from_data({**data, "name": name})
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if k.endswith("_url") or k in ("issuer",)}
+    if "display_name" in overrides:
+        changes["display_name"] = overrides["display_name"]
     if "scopes" in overrides:
-        changes["default_scopes"] = base.split_scopes(overrides["scopes"])
-    if "refresh_policy" in overrides:
-        if overrides["refresh_policy"] not in REFRESH_POLICIES:
-            raise ValueError(f"refresh policy must be one of {REFRESH_POLICIES}")
-        changes["refresh_policy"] = overrides["refresh_policy"]
-    if "pkce" in overrides:
-        if overrides["pkce"] not in PKCE_MODES:
-            raise ValueError(f"PKCE mode must be one of {PKCE_MODES}")
-        changes["pkce"] = overrides["pkce"]
+        changes["default_scopes"] = base.split_scopes(overrides["scopes"].replace(",", base.scope_separator))
+    for key, allowed in (("pkce", PKCE_MODES), ("refresh_policy", REFRESH_POLICIES), ("client_auth", CLIENT_AUTH)):
+        if key in overrides:
+            if overrides[key] not in allowed:
+                raise ValueError(f"{name}: {key} must be one of {allowed}")
+            changes[key] = overrides[key]
+    if "discovery" in overrides:
+        changes["discovery"] = overrides["discovery"].lower() in ("1", "true", "yes")
     return replace(base, **changes) if changes else base

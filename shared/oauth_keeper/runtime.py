@@ -43,7 +43,13 @@ class Services:
 
     def profile(self, provider: str) -> ProviderProfile:
         if provider not in self._profiles:  # settings never change in a container: build each profile once
-            self._profiles[provider] = profile_for(provider, self.settings)
+            profile = profile_for(provider, self.settings)
+            if profile.discovery:
+                from .discovery import discovered
+
+                self.token_endpoint  # noqa: B018 - makes sure the HTTP client exists
+                profile = discovered(profile, self.http)
+            self._profiles[provider] = profile
         return self._profiles[provider]
 
     def credentials(self, profile: ProviderProfile, *, with_id: bool = True, with_secret: bool = True,

@@ -25,6 +25,7 @@ class Settings:
     expiry_warning: int = 14 * 86400  # "Connection Expiring" when the refresh token ends within this
     refresh_concurrency: int = 8  # concurrent provider calls inside one worker invocation
     refresh_queue_url: str = ""
+    providers: tuple[str, ...] = ("tiktok",)  # enabled provider names
     # Per-provider overrides, e.g. {"tiktok": {"scopes": "...", "pkce": "s256-hex", "token_url": "..."}}
     provider_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -46,6 +47,7 @@ class Settings:
             expiry_warning=86400 * int(env.get("EXPIRY_WARNING_DAYS", "14")),
             refresh_concurrency=int(env.get("REFRESH_CONCURRENCY", "8")),
             refresh_queue_url=env.get("REFRESH_QUEUE_URL", ""),
+            providers=_providers(env),
             provider_overrides=_provider_overrides(env),
         )
 
@@ -59,17 +61,27 @@ _PROVIDER_KEYS = {
     "REVOKE_URL": "revoke_url",
     "USERINFO_URL": "userinfo_url",
     "REFRESH_POLICY": "refresh_policy",
+    "PROFILE": "profile",
+    "ISSUER": "issuer",
+    "DISCOVERY": "discovery",
+    "CLIENT_AUTH": "client_auth",
+    "DISPLAY_NAME": "display_name",
 }
-_PROVIDERS = ("TIKTOK",)
+
+
+def _providers(env: dict[str, str]) -> tuple[str, ...]:
+    names = [n.strip().lower() for n in env.get("PROVIDERS", "tiktok").split(",") if n.strip()]
+    return tuple(dict.fromkeys(names)) or ("tiktok",)
 
 
 def _provider_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
     overrides: dict[str, dict[str, str]] = {}
-    for provider in _PROVIDERS:
+    for provider in _providers(env):
+        prefix = provider.upper().replace("-", "_")
         for suffix, key in _PROVIDER_KEYS.items():
-            value = env.get(f"{provider}_{suffix}", "").strip()
+            value = env.get(f"{prefix}_{suffix}", "").strip()
             if value:
-                overrides.setdefault(provider.lower(), {})[key] = value
+                overrides.setdefault(provider, {})[key] = value
     return overrides
 
 

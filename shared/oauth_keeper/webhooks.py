@@ -1,4 +1,8 @@
-"""Provider webhooks: TikTok's `authorization.removed`, authenticated by its HMAC signature, not IAM."""
+"""Provider webhooks (TikTok's `authorization.removed`), authenticated by the provider's HMAC signature, not IAM.
+
+What the signature header is called, which events mean "the user removed the app" and where the account
+and reason are in the body all come from the provider's profile.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,10 @@ from .runtime import services
 
 TOLERANCE = 300  # seconds between the signature's timestamp and now
 MAX_BODY = 64 * 1024
-SIGNATURE_HEADER = "tiktok-signature"
 
 
 def verify_signature(secret: str, header: str | None, body: bytes, now: float) -> None:
-    """`TikTok-Signature: t=<unix>,s=<hex>` with s = HMAC-SHA256(secret, t + "." + raw body)."""
+    """`<Header>: t=<unix>,s=<hex>` with s = HMAC-SHA256(secret, t + "." + raw body)."""
     parts = dict(p.split("=", 1) for p in (header or "").split(",") if "=" in p)
     timestamp, signature = parts.get("t", ""), parts.get("s", "")
     if not timestamp.isdigit() or not signature:
@@ -31,35 +34,45 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: float) -
 
 def receive(provider: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     svc = services()
-    if provider != "tiktok":
+    profile = svc.profile(provider)
+    hook = profile.webhook
+    if hook is None:
         raise NotFound("This provider sends no webhooks here.", code="unknown_provider", field="provider")
     if len(body) > MAX_BODY:
         raise InvalidInput("The body is too large.", code="too_large", field="body")
-    profile = svc.profile(provider)
     secret = svc.credentials(profile, with_id=False).client_secret
     lowered = {k.lower(): v for k, v in headers.items()}
-    verify_signature(secret, lowered.get(SIGNATURE_HEADER), body, svc.now())
+    verify_signature(secret, lowered.get(hook.signature_header.lower()), body, svc.now())
     try:
         payload = json.loads(body)
         if not isinstance(payload, dict):
             raise ValueError
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("The body is not a JSON object.", field="body") from exc
-    if payload.get("event") != "authorization.removed":
+    if payload.get("event") not in hook.removed_events:
         return {"received": True, "handled": False}
-    open_id = payload.get("user_openid")
-    if not isinstance(open_id, str) or not 0 < len(open_id) <= 128:
-        raise InvalidInput("user_openid is missing.", field="user_openid")
-    disconnected = _disconnect_account(provider, open_id, _reason_code(payload.get("content")))
+    account_id = payload.get(hook.account_field)
+    if not isinstance(account_id, str) or not 0 < len(account_id) <= 128:
+        raise InvalidInput(f"{hook.account_field} is missing.", field=hook.account_field)
+    reason = _reason_code(payload, hook.reason_field)
+    disconnected = _disconnect_account(provider, account_id, reason)
     return {"received": True, "handled": True, "disconnected": disconnected}
 
 
-def _reason_code(content: Any) -> int | None:
+def _reason_code(payload: dict[str, Any], path: str | None) -> int | None:
+    """The provider's reason number at a dotted path; a JSON string on the way is decoded (TikTok's
+    `content` is JSON inside JSON)."""
+    data: Any = payload
+    for key in (path or "").split(".") if path else []:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                return None
+        data = data.get(key) if isinstance(data, dict) else None
     try:
-        data = json.loads(content) if isinstance(content, str) else content
-        reason = data.get("reason") if isinstance(data, dict) else None
-        return int(reason) if reason is not None else None
-    except (ValueError, TypeError):
+        return int(data) if data is not None else None
+    except (TypeError, ValueError):
         return None
 
 

@@ -408,3 +408,27 @@ def test_popup_page_data_cannot_break_out_of_its_script_block(stack, tiktok, bro
 def test_an_unknown_mode_is_refused(stack):
     response = create_session(mode="iframe")
     assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["field"] == "mode"
+
+
+def test_an_authorization_response_from_another_issuer_is_refused_before_any_exchange(stack, tiktok, browser,
+                                                                                      monkeypatch):
+    import os
+
+    from oauth_keeper import runtime
+    from oauth_keeper.settings import Settings
+
+    monkeypatch.setenv("TIKTOK_ISSUER", "https://www.tiktok.com")  # as if TikTok sent RFC 9207's iss
+    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    created = json.loads(create_session()["body"])
+    authorize = browser.get(created["connect_url"])
+    callback_url = tiktok.approve(authorize["headers"]["Location"])
+    result = location_query(browser.get(callback_url + "&iss=https%3A%2F%2Fattacker.example"))
+    assert result["error"] == ["issuer_mismatch"] and result["retryable"] == ["false"]
+    assert tiktok.stats["token_requests"] == 0
+    assert raw_items("CONNECTIONS_TABLE") == []
+
+    created = json.loads(create_session()["body"])
+    authorize = browser.get(created["connect_url"])
+    callback_url = tiktok.approve(authorize["headers"]["Location"])
+    result = location_query(browser.get(callback_url + "&iss=https%3A%2F%2Fwww.tiktok.com"))
+    assert result["status"] == ["connected"]  # the right issuer, or none when none was promised, passes

@@ -5,11 +5,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from oauth_keeper.errors import NotFound, ProviderError
 from oauth_keeper.oauth import authorize_url, code_challenge, parse_token_response
-from oauth_keeper.providers import TIKTOK, profile_for
+from oauth_keeper.providers import profile_for
 from oauth_keeper.settings import Settings
 
 pytestmark = pytest.mark.unit
 VERIFIER = "v" * 64
+TIKTOK = profile_for("tiktok", Settings(connections_table="c", flows_table="f", token_key_arn="k", event_bus_name="b"))
 
 
 def settings(**env):

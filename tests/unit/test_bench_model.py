@@ -1,0 +1,129 @@
+"""The benchmark cost model's arithmetic: DynamoDB sizes and units, refreshes per month, prices."""
+
+import pytest
+
+from local.bench import model
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("size", "units"), [(0, 1), (1, 1), (1024, 1), (1025, 2), (2048, 2), (2049, 3)])
+def test_a_write_costs_one_unit_per_started_kilobyte(size, units):
+    assert model.write_units(size) == units
+
+
+def test_a_read_costs_one_unit_per_started_4_kb_and_half_when_eventually_consistent():
+    assert model.read_units(4096) == 1
+    assert model.read_units(4097) == 2
+    assert model.read_units(100, consistent=False) == 0.5
+    assert model.read_units(0) == 1  # a miss still costs a unit
+
+
+@pytest.mark.parametrize(("number", "size"), [
+    (7, 2), (123, 3), (1800000000, 2), (1800005700, 5), (0, 2), (-5, 2), (0.25, 2), (1234567890123, 8),
+])
+def test_numbers_cost_a_byte_per_two_significant_digits_plus_one(number, size):
+    assert model.number_size(number) == size
+
+
+def test_the_size_of_a_known_item():
+    item = {
+        "connection_id": "con_abc",  # 13 + 7
+        "revision": 7,  # 8 + 2
+        "tokens": b"\x00" * 100,  # 6 + 100
+        "refresh_in_doubt": True,  # 16 + 1
+        "scopes": ["a", "bb"],  # 6 + 3 + (1 + 1) + (1 + 2)
+        "m": {"a": 1},  # 1 + 3 + (1 + 1 + 2)
+        "lease_owner": None,  # absent
+        "name": "é",  # 4 + 2 (UTF-8 bytes)
+    }
+    assert model.item_size(item) == 20 + 10 + 106 + 17 + 14 + 8 + 6
+
+
+def test_a_1025_byte_item_write_costs_two_units_on_the_table():
+    before = {"connection_id": "c", "blob": b"x" * (1025 - len("connection_id") - 1 - len("blob"))}
+    assert model.item_size(before) == 1025
+    units = model.update_write_units(before, before, table_key="connection_id", indexes={})
+    assert units == {"table": 2}
+
+
+def test_an_update_pays_for_the_larger_of_the_item_before_and_after():
+    small = {"connection_id": "c", "blob": b"x" * 900}
+    large = {"connection_id": "c", "blob": b"x" * 1100}
+    assert model.update_write_units(large, small, table_key="connection_id", indexes={})["table"] == 2
+    assert model.update_write_units(None, small, table_key="connection_id", indexes={})["table"] == 1
+
+
+DUE = ("due_shard", "next_refresh_at")
+
+
+def test_a_changed_index_key_costs_a_delete_and_a_put_on_the_index():
+    before = {"connection_id": "con_a", "due_shard": 3, "next_refresh_at": 1_800_000_000, "status": "active"}
+    after = {**before, "next_refresh_at": 1_800_005_760}
+    assert model.index_write_units(before, after, table_key="connection_id", index_keys=DUE) == 2
+
+
+def test_keys_only_indexes_ignore_writes_that_leave_their_keys_alone():
+    before = {"connection_id": "con_a", "due_shard": 3, "next_refresh_at": 1_800_000_000}
+    after = {**before, "lease_owner": "w1", "lease_expires_at": 1_800_000_020}
+    assert model.index_write_units(before, after, table_key="connection_id", index_keys=DUE) == 0
+
+
+def test_sparse_index_entries_cost_one_write_to_enter_or_leave():
+    inside = {"connection_id": "con_a", "due_shard": 3, "next_refresh_at": 1_800_000_000}
+    outside = {"connection_id": "con_a", "status": "needs_reauth"}
+    assert model.index_write_units(outside, inside, table_key="connection_id", index_keys=DUE) == 1
+    assert model.index_write_units(inside, outside, table_key="connection_id", index_keys=DUE) == 1
+    assert model.index_write_units(None, outside, table_key="connection_id", index_keys=DUE) == 0
+
+
+def test_an_index_entry_is_its_keys_plus_100_bytes():
+    item = {"connection_id": "con_abc", "due_shard": 3, "next_refresh_at": 1_800_000_000, "tokens": b"x" * 5000}
+    assert model.index_entry_size(item, ("connection_id", *DUE)) == (13 + 7) + (9 + 2) + (15 + 2) + 100
+
+
+def test_two_hour_tokens_refresh_450_times_a_month_when_eager():
+    assert model.eager_refresh_interval(7200) == 96 * 60
+    assert model.eager_refreshes_per_month(7200) == pytest.approx(450)
+    # A 24 h token keeps the 20% margin: every 19.2 h.
+    assert model.eager_refreshes_per_month(86_400) == pytest.approx(30 * 86_400 / (0.8 * 86_400))
+    # A 1 h token keeps the 15 min floor: every 45 min.
+    assert model.eager_refreshes_per_month(3600) == pytest.approx(960)
+
+
+def test_on_demand_refreshes_are_the_reads_that_find_an_expired_token_plus_keep_alives():
+    assert model.on_demand_refreshes_per_month(3, 0) == 90
+    assert model.on_demand_refreshes_per_month(3, 1) == 120
+    assert model.on_demand_refreshes_per_month(3, 5) == 120  # at most one keep-alive a day
+    assert model.on_demand_refreshes_per_month(50, 0) == 30 * 12  # no more than one per token lifetime
+
+
+def test_worker_time_is_bound_by_cpu_or_by_waves_of_provider_waits():
+    # A full vCPU (1,769 MB), 1 ms CPU each: 10 refreshes wait 2 waves of 100 ms.
+    wait_bound = model.worker_seconds_per_refresh(cpu_ms=1, memory_mb=1769, wait_ms=100, concurrency=8, batch=10)
+    assert wait_bound == pytest.approx(0.020)
+    # 50 ms CPU each: 500 ms of CPU beats 200 ms of waiting.
+    cpu_bound = model.worker_seconds_per_refresh(cpu_ms=50, memory_mb=1769, wait_ms=100, concurrency=8, batch=10)
+    assert cpu_bound == pytest.approx(0.050)
+    assert model.lambda_cpu_share(256) == pytest.approx(256 / 1769)
+
+
+def test_cost_per_refresh_and_per_month():
+    usage = model.RefreshUsage(write_units=4, read_units=1, kms_requests=0.5, sqs_requests=2.1,
+                               lambda_gb_seconds=0.005, lambda_requests=0.1)
+    cost = model.cost_per_refresh(usage, model.Prices())
+    assert cost["dynamodb_writes"] == pytest.approx(2.5e-6)
+    assert cost["dynamodb_reads"] == pytest.approx(0.125e-6)
+    assert cost["kms"] == pytest.approx(1.5e-6)
+    assert cost["sqs"] == pytest.approx(0.84e-6)
+    assert cost["lambda_duration"] == pytest.approx(0.005 * 0.0000133334)
+    assert cost["lambda_requests"] == pytest.approx(0.02e-6)
+    assert model.monthly_cost(1_000_000, 450, 4e-6, fixed=1.0) == pytest.approx(1801.0)
+    assert model.sweeps_per_month(300) == 8640
+    assert model.scheduler_cost_per_month(model.Prices()) == pytest.approx(0.00864)
+
+
+def test_queries_pay_at_least_one_eventually_consistent_unit_each():
+    assert model.query_read_units(0, queries=32) == 16
+    assert model.query_read_units(3 * 4096, queries=1) == 1.5
+    assert model.query_read_units(0, queries=0) == 0
