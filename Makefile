@@ -27,6 +27,11 @@ lint: .venv/.synced
 
 setup: .venv/.synced $(SAM)
 
+# Benchmarks (cold imports, sweep reads, refresh throughput, cost model): figures printed, nothing asserted.
+.PHONY: bench
+bench: .venv/.synced
+	PYTHONPATH=shared:. $(UV) run --frozen python -m local.bench
+
 .venv/.synced: pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) sync --frozen

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
+@cache
+def _codecs() -> tuple[Any, Any]:
+    # Imported on first use: boto3 costs ~100 ms of cold start, which only paths that talk to AWS should pay.
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
 
 
 def to_item(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(_plain(v)) for k, v in data.items() if v is not None}
+    serializer = _codecs()[0]
+    return {k: serializer.serialize(_plain(v)) for k, v in data.items() if v is not None}
 
 
 def to_values(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(_plain(v)) for k, v in data.items()}
+    serializer = _codecs()[0]
+    return {k: serializer.serialize(_plain(v)) for k, v in data.items()}
 
 
 def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
-    return {k: _native(_deserializer.deserialize(v)) for k, v in item.items()}
+    deserializer = _codecs()[1]
+    return {k: _native(deserializer.deserialize(v)) for k, v in item.items()}
 
 
 def is_conditional_failure(exc: Exception) -> bool:

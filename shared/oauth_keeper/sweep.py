@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,19 +49,20 @@ class SqsRefreshQueue:
         self._url = queue_url
 
     def send(self, connection_ids: list[str]) -> int:
-        import json
+        """Batches go out from a few threads: at a million connections a sweep queues ~50,000 ids, and one
+        round trip after another would not fit the function's timeout."""
+        batches = [connection_ids[i : i + 10] for i in range(0, len(connection_ids), 10)]
+        with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
+            return sum(pool.map(self._send_batch, batches))
 
+    def _send_batch(self, batch: list[str]) -> int:
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"connection_id": cid})} for i, cid in enumerate(batch)]
         sent = 0
-        for start in range(0, len(connection_ids), 10):
-            batch = connection_ids[start : start + 10]
-            entries = [{"Id": str(i), "MessageBody": json.dumps({"connection_id": cid})} for i, cid in enumerate(batch)]
-            for _ in range(3):  # retry only the entries SQS refused
-                answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
-                sent += len(answer.get("Successful", []))
-                failed = {f["Id"] for f in answer.get("Failed", [])}
-                entries = [e for e in entries if e["Id"] in failed]
-                if not entries:
-                    break
-            if entries:  # let the scheduler's retry policy run the sweep again
-                raise RuntimeError(f"SQS refused {len(entries)} refresh messages")
-        return sent
+        for _ in range(3):  # retry only the entries SQS refused
+            answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
+            sent += len(answer.get("Successful", []))
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                return sent
+        raise RuntimeError(f"SQS refused {len(entries)} refresh messages")  # the scheduler retries the sweep

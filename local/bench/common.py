@@ -1,0 +1,161 @@
+"""Helpers every benchmark section shares: tables, quiet logs, an instrumented item store, worlds to run in."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from oauth_keeper.items import INDEXES, ItemStore
+from oauth_keeper.runtime import Services
+from oauth_keeper.settings import Settings
+
+from local.bench import model
+from local.simulation import FakeKms, World
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table, columns padded so it also reads in a terminal."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the layer's JSON logs and the EMF metric blobs Powertools prints every 100 values."""
+    from oauth_keeper.observability import logger
+
+    level = logger.log_level
+    logger.setLevel("CRITICAL")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class CountingItemStore:
+    """Wraps an ItemStore: counts every get/update/query and prices each one with the DynamoDB size rules.
+
+    Sizes come from peeking at the wrapped store before and after each write (peeks are not counted). A
+    failed conditional write is priced too: DynamoDB charges for it.
+    """
+
+    def __init__(self, inner: ItemStore) -> None:
+        self.inner = inner
+        self.key_name = inner.key_name
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.units: Counter[str] = Counter()  # "table_write", "<index>_write", "read", "query_items"
+        self.written_sizes: list[int] = []
+        self.log: list[dict[str, Any]] | None = None  # set to [] to record every call with its units
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
+        with self._lock:
+            return Counter(self.calls), Counter(self.units)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        item = self.inner.get(key)
+        with self._lock:
+            self.calls["get"] += 1
+            self.units["read"] += model.read_units(model.item_size(item or {}))  # a miss still costs a unit
+            if self.log is not None:
+                self.log.append({"op": "GetItem", "key": key, "size": model.item_size(item or {}),
+                                 "rru": model.read_units(model.item_size(item or {}))})
+        return item
+
+    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (), expect: dict[str, Any]) -> bool:
+        remove = list(remove)
+        before = self.inner.get(key)
+        done = self.inner.update(key, set=set, remove=remove, expect=expect)
+        after = self.inner.get(key) if done else before
+        units = model.update_write_units(before, after or {}, table_key=self.key_name,
+                                         indexes={n: tuple(k for k in keys if k) for n, keys in INDEXES.items()})
+        if not done:
+            units = {name: (count if name == "table" else 0) for name, count in units.items()}
+        units_copy = {name: count for name, count in units.items() if count}
+        with self._lock:
+            self.calls["update" if done else "update_failed"] += 1
+            self.units["table_write"] += units.pop("table")
+            for index, count in units.items():
+                self.units[f"{index}_write"] += count
+            if done and after is not None:
+                self.written_sizes.append(model.item_size(after))
+            if self.log is not None:
+                self.log.append({"op": "UpdateItem" if done else "UpdateItem (condition failed)", "key": key,
+                                 "size": max(model.item_size(before or {}), model.item_size(after or {})),
+                                 "attributes": sorted([*set, *remove]), "wru": units_copy})
+        return done
+
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
+              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        keys, cursor = self.inner.query(index, hash_value, range_max=range_max, limit=limit, start=start)
+        with self._lock:
+            self.calls[f"query_{index}"] += 1
+            self.units["query_items"] += len(keys)
+            if self.log is not None:
+                self.log.append({"op": f"Query {index}", "key": hash_value, "returned": len(keys)})
+        return keys, cursor
+
+    def items(self) -> list[dict[str, Any]]:
+        return self.inner.items()  # type: ignore[attr-defined]
+
+
+def world_services(world: World, *, items: ItemStore | None = None, http: Any = None, base_url: str | None = None,
+                   policy: str = "eager") -> Services:
+    """Services as World.create builds them, with parts swapped: the item store, the HTTP client, and the
+    TikTok endpoint URLs (a started FakeTikTok's base_url for real loopback HTTP)."""
+    old = world.services
+    overrides = dict(old.settings.provider_overrides.get("tiktok", {}))
+    overrides["refresh_policy"] = policy
+    if base_url:
+        overrides.update(token_url=f"{base_url}/v2/oauth/token/", authorize_url=f"{base_url}/v2/auth/authorize/",
+                         userinfo_url=f"{base_url}/v2/user/info/")
+    settings = Settings(connections_table="memory", flows_table="memory", token_key_arn="memory",
+                        event_bus_name="memory", provider_overrides={"tiktok": overrides})
+    from oauth_keeper.items import MemoryItemStore
+
+    world.services = Services(
+        settings=settings, clock=world.clock, items=items if items is not None else MemoryItemStore(),
+        http=http if http is not None else old.http, kms=FakeKms(), publisher_override=world.publisher,
+        credentials_override=old.credentials_override,
+    )
+    return world.services
+
+
+def records_for(connection_ids: list[str]) -> list[dict[str, Any]]:
+    """SQS records as the worker receives them."""
+    import json
+
+    return [{"messageId": f"m{i}", "body": json.dumps({"connection_id": cid})} for i, cid in enumerate(connection_ids)]
