@@ -289,6 +289,12 @@ class FakeTikTok:
         with self._lock:
             self._outage = kind
 
+    def clear_faults(self) -> None:
+        """No outage and no queued failures: TikTok behaves again from the next request."""
+        with self._lock:
+            self._outage = None
+            self._fail_queue.clear()
+
     def fail_next(self, n: int, kind: str) -> None:
         """The next n token-endpoint requests fail with `kind`, then it behaves again."""
         if kind not in FAULT_KINDS:

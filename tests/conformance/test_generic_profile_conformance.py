@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from the integration suite are parameters here
 """oauth-keeper's real handlers with the generic RFC 6749 profile against an independent server (oidc-provider):
 PKCE required, refresh-token rotation with reuse detection (reusing one revokes the grant), short access tokens.
 A healthy connection must never see invalid_grant."""
@@ -20,9 +21,7 @@ from oauth_keeper.worker import process_records
 from local import apigw
 from local.simulation import ListQueue
 from tests.conformance.oidc_server import consent
-from tests.integration.conftest import (  # noqa: F401 - fixtures
-    RETURN_TO, aws, browser, clock, location_query, stack, tiktok,
-)
+from tests.integration.conftest import RETURN_TO, aws, browser, clock, location_query, stack, tiktok  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -103,10 +102,14 @@ def test_the_sweeper_and_the_token_route_racing_on_one_connection(generic, brows
             sweep(runtime.services(), queue)
             process_records(queue.drain(), runtime.services().refresher, 8)
 
-        answers = []
+        answers: list[dict] = []
+
+        def read_token(answers=answers):
+            answers.append(apigw.invoke("GET", f"/connections/{connection_id}/token",
+                                        raw_query="min_valid_seconds=3600"))
+
         worker = threading.Thread(target=sweep_and_work)
-        reader = threading.Thread(target=lambda: answers.append(apigw.invoke(
-            "GET", f"/connections/{connection_id}/token", raw_query="min_valid_seconds=3600")))
+        reader = threading.Thread(target=read_token)
         worker.start()
         reader.start()
         worker.join()
