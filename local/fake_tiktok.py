@@ -574,15 +574,9 @@ class FakeTikTok:
         self._hold(self.latency)
         if fault:
             return self._token_fault(fault)
-        try:
-            form = self._token_form(headers, body)
-        except _BadRequest as exc:
-            return self._oauth_error("invalid_request", str(exc))
-        # Credentials only count in the body: TikTok takes no HTTP Basic auth.
-        key_ok = hmac.compare_digest(form.get("client_key", "").encode(), self.client_key.encode())
-        secret_ok = hmac.compare_digest(form.get("client_secret", "").encode(), self.client_secret.encode())
-        if not (key_ok and secret_ok):
-            return self._oauth_error("invalid_client", "client_key or client_secret is invalid")
+        form, refused = self._client_form(headers, body)
+        if refused:
+            return refused
         grant_type = form.get("grant_type", "")
         if grant_type == "authorization_code":
             return self._exchange_code(form)
@@ -757,19 +751,27 @@ class FakeTikTok:
         code = "temporarily_unavailable" if kind == "temporarily_unavailable" else "internal_error"
         return self._userinfo_error(503, code, f"Service unavailable (simulated {kind})")
 
+    def _client_form(self, headers: dict[str, str], body: bytes) -> tuple[dict[str, str], Response | None]:
+        """The form body and, when it must be refused, the answer. Credentials only count in the body:
+        TikTok takes no HTTP Basic auth."""
+        try:
+            form = self._token_form(headers, body)
+        except _BadRequest as exc:
+            return {}, self._oauth_error("invalid_request", str(exc))
+        key_ok = hmac.compare_digest(form.get("client_key", "").encode(), self.client_key.encode())
+        secret_ok = hmac.compare_digest(form.get("client_secret", "").encode(), self.client_secret.encode())
+        if not (key_ok and secret_ok):
+            return form, self._oauth_error("invalid_client", "client_key or client_secret is invalid")
+        return form, None
+
     def _revoke(self, query: str, headers: dict[str, str], body: bytes) -> Response:
         with self._lock:
             fault = self._outage
         if fault:
             return self._token_fault(fault)  # same host as the token endpoint, so the same outage
-        try:
-            form = self._token_form(headers, body)
-        except _BadRequest as exc:
-            return self._oauth_error("invalid_request", str(exc))
-        key_ok = hmac.compare_digest(form.get("client_key", "").encode(), self.client_key.encode())
-        secret_ok = hmac.compare_digest(form.get("client_secret", "").encode(), self.client_secret.encode())
-        if not (key_ok and secret_ok):
-            return self._oauth_error("invalid_client", "client_key or client_secret is invalid")
+        form, refused = self._client_form(headers, body)
+        if refused:
+            return refused
         if not form.get("token"):
             return self._oauth_error("invalid_request", "token is required")
         with self._lock:
