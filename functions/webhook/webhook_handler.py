@@ -4,6 +4,7 @@ import base64
 import binascii
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import web
 from oauth_keeper.errors import InvalidInput, OAuthKeeperError
@@ -12,6 +13,7 @@ from oauth_keeper.webhooks import MAX_BODY, receive
 
 app = APIGatewayHttpResolver(debug=False)
 app.exception_handler(OAuthKeeperError)(web.json_error)
+app.exception_handler(NotFoundError)(web.not_found_json)
 app.exception_handler(Exception)(web.unexpected_json)
 
 

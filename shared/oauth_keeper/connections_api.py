@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from . import events
@@ -21,7 +22,7 @@ from .errors import (
 from .observability import MetricUnit, logger, metrics
 from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN, RefreshOutcome
 from .runtime import services
-from .validation import OWNER_ID
+from .validation import OWNER_ID, OWNER_ID_RULE
 
 DEFAULT_MIN_VALID = 300
 MAX_MIN_VALID = 3600
@@ -70,7 +71,7 @@ def get_connection(connection_id: str) -> dict[str, Any]:
 
 def list_connections(owner_id: str | None, cursor: str | None, limit: str | None) -> dict[str, Any]:
     if not owner_id or not OWNER_ID.match(owner_id):
-        raise InvalidInput("owner_id is required: 1 to 128 visible ASCII characters.", field="owner_id")
+        raise InvalidInput("owner_id is required. " + OWNER_ID_RULE, field="owner_id")
     page_size = _int_param(limit, "limit", default=PAGE_SIZE, low=1, high=100)
     start = _decode_cursor(cursor)
     svc = services()
@@ -204,7 +205,7 @@ def mark_disconnected(connection_id: str, reason: str, *, provider_log_id: str |
 def erase_owner(owner_id: str) -> dict[str, Any]:
     """Data-protection erasure: disconnect (revoke, event) and delete every connection of one owner."""
     if not OWNER_ID.match(owner_id):
-        raise InvalidInput("owner_id must be 1 to 128 visible ASCII characters.", field="owner_id")
+        raise InvalidInput(OWNER_ID_RULE, field="owner_id")
     svc = services()
     erased, pending = 0, 0
     start = None
@@ -288,7 +289,7 @@ def _as(connection: Connection, **state: Any) -> Connection:
 def _int_param(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not re.fullmatch(r"[0-9]{1,6}", value) or not low <= int(value) <= high:  # ASCII digits only: not "²"
         raise InvalidInput(f"{name} must be a whole number from {low} to {high}.", field=name)
     return int(value)
 
@@ -305,9 +306,11 @@ def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        if not isinstance(data, dict) or not all(isinstance(v, str | int) for v in data.values()):
+        if not isinstance(data, dict) or set(data) != {"connection_id", "owner_id", "created_at"}:
             raise ValueError
-        if set(data) != {"connection_id", "owner_id", "created_at"}:
+        if not (isinstance(data["connection_id"], str) and len(data["connection_id"]) <= MAX_ID
+                and isinstance(data["owner_id"], str) and OWNER_ID.match(data["owner_id"])
+                and type(data["created_at"]) is int and 0 <= data["created_at"] < 2**53):
             raise ValueError
     except (ValueError, UnicodeError, TypeError) as exc:
         raise InvalidInput("cursor is not one this API returned.", code="invalid_cursor", field="cursor") from exc

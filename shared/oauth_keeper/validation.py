@@ -15,7 +15,10 @@ from .settings import normalize_origin
 MAX_BODY_BYTES = 8 * 1024
 MAX_URL_LENGTH = 2048
 MAX_SCOPES = 20
-OWNER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: UUIDs, emails, "tenant:user"
+OWNER_ID_RULE = "owner_id must be 1 to 128 letters, digits or ._~:@!$&'()*+,;=- characters."
+# UUIDs, emails, "tenant:user": the characters a URL path segment carries as they are (RFC 3986 pchar without
+# %), so every owner id also works in DELETE /owners/{owner_id}/connections.
+OWNER_ID = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,128}$")
 _FORBIDDEN_IN_URL = re.compile(r"[\s\\\x00-\x1f\x7f]")
 _CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id", "mode"}
 MODES = ("redirect", "popup")
@@ -52,7 +55,7 @@ def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
         raise InvalidInput(f"Unknown field {unknown[0]!r}.", code="unknown_field", field=unknown[0])
     owner_id = data.get("owner_id")
     if not isinstance(owner_id, str) or not OWNER_ID.match(owner_id):
-        raise InvalidInput("owner_id must be 1 to 128 visible ASCII characters.", field="owner_id")
+        raise InvalidInput(OWNER_ID_RULE, field="owner_id")
     provider = data.get("provider")
     if not isinstance(provider, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", provider):
         raise InvalidInput("provider must be a provider name such as 'tiktok'.", field="provider")

@@ -106,6 +106,15 @@ def html_error(exc: OAuthKeeperError) -> Response:
     return html_page(exc.status, title, exc.message + " Go back to the app and start again.")
 
 
+def not_found_json(exc: Exception) -> Response:
+    """No route matched (e.g. a path parameter with characters no route accepts): a 404, never a 500."""
+    return json_response(404, {"error": {"code": "not_found", "field": None, "message": "No such route."}})
+
+
+def not_found_html(exc: Exception) -> Response:
+    return html_page(404, "Not found", "This address is not part of the sign-in. Go back to the app and start again.")
+
+
 def unexpected_html(exc: Exception) -> Response:
     logger.exception("Unexpected failure")
     return html_page(500, "Something went wrong on our side", "Please go back to the app and try again later.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import Any
 
 from .errors import InvalidInput, NotFound, Unauthorized
@@ -23,7 +24,7 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: float) -
     """`<Header>: t=<unix>,s=<hex>` with s = HMAC-SHA256(secret, t + "." + raw body)."""
     parts = dict(p.split("=", 1) for p in (header or "").split(",") if "=" in p)
     timestamp, signature = parts.get("t", ""), parts.get("s", "")
-    if not timestamp.isdigit() or not signature:
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp) or not re.fullmatch(r"[0-9A-Fa-f]{64}", signature):
         raise Unauthorized("Missing or malformed signature.", code="invalid_signature")
     if abs(now - int(timestamp)) > TOLERANCE:
         raise Unauthorized("Signature timestamp is outside the tolerance.", code="stale_signature")

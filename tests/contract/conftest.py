@@ -1,0 +1,46 @@
+"""Contract tests reuse the integration world (moto with the template's resources, the simulated TikTok) and
+seed it with real connections made through the real connect flow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from oauth_keeper import runtime
+
+from local import apigw
+from tests.contract.support import SEEDED
+from tests.integration.conftest import (  # noqa: F401 - pytest fixtures
+    aws,
+    browser,
+    clock,
+    create_session,
+    location_query,
+    stack,
+    tiktok,
+)
+
+OWNER = "owner-1"
+
+
+def connect(browser, tiktok, user: str, owner_id: str) -> str:  # noqa: F811 - the fixtures' values
+    created = create_session(owner_id=owner_id)
+    assert created["statusCode"] == 201, created
+    authorize = browser.get(json.loads(created["body"])["connect_url"])
+    done = location_query(browser.get(tiktok.approve(authorize["headers"]["Location"], user=user)))
+    return done["connection_id"][0]
+
+
+@pytest.fixture
+def seeded(stack, tiktok, browser):  # noqa: F811
+    """owner-1 has an active connection (alice), a disconnected one (bob) and one that needs reauth (carol)."""
+    active = connect(browser, tiktok, "alice", OWNER)
+    disconnected = connect(browser, tiktok, "bob", OWNER)
+    needs_reauth = connect(browser, tiktok, "carol", OWNER)
+    assert apigw.invoke("DELETE", f"/connections/{disconnected}")["statusCode"] == 200
+    tiktok.revoke_user(tiktok.users["carol"].open_id)  # the user removed the app inside TikTok
+    runtime.services().refresher.refresh(needs_reauth, force=True)  # invalid_grant: the user must reconnect
+    SEEDED.fill(owner_id=OWNER, by_status={"active": active, "disconnected": disconnected,
+                                           "needs_reauth": needs_reauth})
+    yield SEEDED
+    SEEDED.clear()
