@@ -14,6 +14,11 @@ LAYER_PATH := shared:.
 demo: .venv/.synced
 	PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen python -m local.demo
 
+# The whole stack on http://127.0.0.1:3000 until Ctrl-C: gateway + dashboard (/dev/), moto, simulated TikTok.
+.PHONY: dev
+dev: .venv/.synced
+	PYTHONPATH=shared:. $(UV) run --frozen python -m local.dev
+
 test: .venv/.synced $(SAM)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen pytest

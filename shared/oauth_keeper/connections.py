@@ -64,6 +64,8 @@ class Connection:
     last_provider_log_id: str | None = None
     expiring_notified: bool = False
     outbox_seq: int = 0
+    revoke_failed: bool = False  # disconnected, but the provider's revoke kept failing
+    revoke_log_id: str | None = None
     erase_requested: bool = False  # data-protection erasure waiting for its last event to be published
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -94,7 +96,8 @@ class Connection:
             last_refresh_reason=item.get("last_refresh_reason"),
             last_provider_log_id=item.get("last_provider_log_id"),
             expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
-            erase_requested=bool(item.get("erase_requested")),
+            erase_requested=bool(item.get("erase_requested")), revoke_failed=bool(item.get("revoke_failed")),
+            revoke_log_id=item.get("revoke_log_id"),
             sealed_tokens=item.get("tokens"),
             outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
         )

@@ -55,6 +55,7 @@ def connection_view(connection: Connection, now: float) -> dict[str, Any]:
         "refresh_expires_at": iso8601(connection.refresh_expires_at),
         "next_refresh_at": iso8601(connection.next_refresh_at),
         "refresh_in_doubt": connection.in_doubt(now),
+        "revoke": {"failed": connection.revoke_failed, "provider_log_id": connection.revoke_log_id},
         "last_refresh": {
             "at": iso8601(connection.last_refresh_at),
             "outcome": connection.last_refresh_outcome,

@@ -193,6 +193,7 @@ def test_a_revoke_that_keeps_failing_is_recorded_and_the_tokens_are_erased_anywa
     stored = item(connection_id)
     assert stored["revoke_failed"]["BOOL"] is True and stored["revoke_log_id"]["S"]
     assert "tokens" not in stored
+    assert view["revoke"] == {"failed": True, "provider_log_id": stored["revoke_log_id"]["S"]}  # the app sees it
     assert tiktok.stats["faults_injected"] == 3  # retried within the request
 
 

@@ -1,0 +1,408 @@
+// The local dashboard. It holds no credentials: every call goes to /dev/api/ on this origin, whose server-side
+// proxy signs the IAM routes (local/dev.py). Untrusted text is only ever set with textContent.
+"use strict";
+
+const STATUS_TEXT = {
+  active: "active",
+  at_risk: "at risk",
+  needs_reauth: "needs reauthorization",
+  disconnected: "disconnected",
+};
+
+const REASON_TEXT = {
+  invalid_grant: "TikTok refused the refresh token: the user removed the app's access, or the grant ended",
+  rotation_lost: "a refresh may have rotated the token without us saving it",
+  refresh_token_expired: "the refresh token ran out",
+  provider_unavailable: "TikTok is failing or unreachable",
+  rate_limited: "TikTok is rate limiting us",
+  provider_config: "TikTok refuses the app's client credentials",
+  user_revoked: "the user removed the app inside TikTok",
+  app_disconnected: "the app disconnected it",
+};
+
+// What to tell the user after a connect attempt failed: what happened and what to do next.
+const ERROR_HELP = {
+  access_denied: "You chose Cancel on TikTok, so nothing was connected. Click Connect TikTok whenever you want to try again.",
+  invalid_scope: "TikTok refused the permissions the app asked for. Trying again won't help until the app's scope settings are fixed.",
+  invalid_request: "The sign-in request was not valid. Start again from the app; if it keeps happening, the app's configuration needs fixing.",
+  unauthorized_client: "TikTok doesn't let this app connect this account (in sandbox mode only target users can). An operator must fix the app's TikTok settings.",
+  unsupported_response_type: "TikTok refused the sign-in request. An operator must fix the app's TikTok settings.",
+  server_error: "TikTok had a problem. Wait a few minutes and try again.",
+  temporarily_unavailable: "TikTok is temporarily unavailable. Wait a few minutes and try again.",
+  exchange_failed: "TikTok didn't complete the sign-in (the code exchange failed). Wait a few minutes and try again.",
+  provider_config: "The app's TikTok credentials are wrong. This isn't your fault: an operator must fix them, then try again.",
+  account_unavailable: "TikTok didn't say which account was connected. Wait a few minutes and try again.",
+  account_mismatch: "You picked a different TikTok account than the one being upgraded. Try again and choose the same account.",
+  provider_error: "TikTok returned an unexpected error. Wait a few minutes and try again.",
+};
+
+let state = null;
+let popup = null;
+let popupWatch = null;
+let popupResultSeen = false;
+let loading = false;
+let loadAgain = false;
+let lastOutcome = null;  // the last connect result, re-rendered when the listing brings the account's name
+
+// -- small helpers ---------------------------------------------------------------------------------------------
+function $(id) { return document.getElementById(id); }
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "className") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (method !== "GET") {  // the proxy takes changes only as JSON (other sites can't send that without CORS)
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body === undefined ? {} : body);
+  }
+  const response = await fetch("/dev/api" + path, options);
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    const message = error.message || (data && data.message) || (data && data.error_description) || response.statusText;
+    const failure = new Error(message);
+    failure.status = response.status;
+    failure.code = error.code || (data && data.error) || "http_" + response.status;
+    failure.retryable = error.retryable;
+    throw failure;
+  }
+  return data;
+}
+
+function notice(message, kind) {
+  const box = $("notice");
+  box.textContent = message;
+  box.className = "notice" + (kind === "error" ? " error" : "");
+  box.hidden = false;
+  clearTimeout(notice.timer);
+  notice.timer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 9000 : 5000);
+}
+
+function duration(seconds) {
+  seconds = Math.abs(Math.round(seconds));
+  if (seconds < 60) return seconds + " s";
+  const days = Math.floor(seconds / 86400);
+  const hours = Math.floor((seconds % 86400) / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  if (days) return days + " d" + (hours ? " " + hours + " h" : "");
+  if (hours) return hours + " h" + (minutes ? " " + minutes + " min" : "");
+  return minutes + " min";
+}
+
+function epochOf(iso) { return iso ? Date.parse(iso) / 1000 : null; }
+
+function when(iso, { pastWord = "ago", expired = false } = {}) {
+  if (!iso || !state) return el("span", { className: "muted" }, "—");
+  const diff = epochOf(iso) - state.now_epoch;
+  if (Math.abs(diff) < 5) return el("span", { title: iso }, "just now");
+  const text = diff >= 0 ? "in " + duration(diff) : (expired ? "expired " : "") + duration(diff) + " " + pastWord;
+  return el("span", { title: iso, className: diff < 0 && expired ? "bad" : null }, text);
+}
+
+async function withButton(button, action) {
+  if (button) button.disabled = true;
+  try { await action(); }
+  catch (error) { notice(error.message || String(error), "error"); }
+  finally { if (button) button.disabled = false; await load(); }
+}
+
+// -- the connect result box --------------------------------------------------------------------------------------
+function showResult(kind, title, ...lines) {
+  const box = $("result");
+  box.replaceChildren(el("p", { className: "caption muted" }, "Last connect attempt"), el("h3", {}, title), ...lines.filter(Boolean).map((line) => (line instanceof Node ? line : el("p", {}, line))));
+  box.className = "result " + kind;
+  box.hidden = false;
+}
+
+function showOutcome(data) {
+  if (!lastOutcome || lastOutcome.data !== data) lastOutcome = { data };
+  if (data.status === "connected") {
+    const connection = ((state && state.connections) || []).find((c) => c.connection_id === data.connection_id);
+    const who = connection && connection.display_name ? " as " + connection.display_name : "";
+    const granted = [].concat(data.granted_scopes || []).join(", ");
+    const missing = [].concat(data.missing_scopes || []).filter(Boolean);
+    showResult("ok", "Connected" + who,
+      el("p", {}, "Connection ", el("code", {}, data.connection_id || "?"), granted ? " · granted: " + granted : ""),
+      missing.length ? "TikTok granted less than asked: " + missing.join(", ") + " missing. Connect again and keep those boxes ticked if the app needs them." : null);
+    return;
+  }
+  const code = data.error || "unknown_error";
+  const retryable = data.retryable === true || data.retryable === "true";
+  const help = ERROR_HELP[code] || (retryable ? "Wait a few minutes and try again." : "Start again from the app.");
+  showResult("error", "Not connected: " + code,
+    el("p", {}, help),
+    el("p", { className: "muted" }, retryable ? "Retryable: yes (trying again later can work)." : "Retryable: no (trying again as-is won't help)."));
+}
+
+function showPending(kind, title, ...lines) {
+  lastOutcome = null;
+  showResult(kind, title, ...lines);
+}
+
+function showPopupBlocked() {
+  showPending("warn", "Your browser blocked the pop-up",
+    "Allow pop-ups for " + window.location.host + " (the icon at the end of the address bar) and click Connect TikTok again, or connect in this tab instead:",
+    el("p", {}, el("a", { id: "blocked-connect-tab", className: "button", href: "/dev/connect" }, "Connect in this tab")));
+}
+
+// -- pop-up mode -------------------------------------------------------------------------------------------------
+async function connectInPopup(button) {
+  // Opened right away, inside the click, so pop-up blockers allow it; pointed at TikTok once the session exists.
+  const opened = window.open("", "oauth-keeper-connect", "popup,width=520,height=760");
+  if (!opened) { showPopupBlocked(); return; }
+  popup = opened;
+  popupResultSeen = false;
+  try { opened.document.title = "Connecting to TikTok…"; opened.document.body.textContent = "Opening TikTok…"; } catch (_) { /* fine */ }
+  showPending("pending", "Waiting for TikTok…", "Finish in the pop-up window. If you can't see it, it may be behind this window.");
+  if (button) button.disabled = true;
+  try {
+    const session = await api("POST", "/connect", { mode: "popup" });
+    opened.location.href = session.connect_url;
+  } catch (error) {
+    opened.close();
+    showPending("error", "Could not start connecting", error.message, "Try again in a moment.");
+    return;
+  } finally {
+    if (button) button.disabled = false;
+  }
+  clearInterval(popupWatch);
+  popupWatch = setInterval(() => {
+    if (!opened.closed) return;
+    clearInterval(popupWatch);
+    // The result message may still be on its way when the window closes.
+    setTimeout(() => {
+      if (!popupResultSeen && popup === opened) {
+        showPending("warn", "The pop-up was closed before TikTok finished",
+          "Nothing was connected. Click Connect TikTok to try again.");
+      }
+    }, 800);
+  }, 300);
+}
+
+window.addEventListener("message", (event) => {
+  // Only our own callback page may report a result (the API and the dashboard share this origin).
+  if (event.origin !== window.location.origin) return;
+  if (popup && event.source !== popup) return;
+  const data = event.data;
+  if (!data || typeof data !== "object" || typeof data.status !== "string") return;
+  popupResultSeen = true;
+  showOutcome(data);
+  load();
+});
+
+// -- full-page mode: the callback sent us back here with the result in the query ---------------------------------
+function resultFromQuery() {
+  const query = new URLSearchParams(window.location.search);
+  if (!query.has("status")) return null;
+  const data = { status: query.get("status") };
+  for (const name of ["connection_id", "error", "retryable"]) if (query.has(name)) data[name] = query.get(name);
+  for (const name of ["granted_scopes", "missing_scopes"]) if (query.has(name)) data[name] = query.get(name).split(",");
+  history.replaceState(null, "", window.location.pathname);
+  return data;
+}
+
+// -- rendering ---------------------------------------------------------------------------------------------------
+function renderClock() {
+  $("now").textContent = state.now.replace("T", " ").replace("Z", "");
+  const ahead = state.now_epoch - Date.now() / 1000;
+  $("offset").textContent = Math.abs(ahead) < 90 ? "in step with real time" : duration(ahead) + (ahead > 0 ? " ahead of" : " behind") + " real time";
+}
+
+function hintFor(c) {
+  const reason = c.status_reason ? (REASON_TEXT[c.status_reason] || c.status_reason) : null;
+  if (c.status === "needs_reauth") return el("p", { className: "hint bad" }, "TikTok no longer accepts this connection (" + (reason || "grant gone") + "). The user must reconnect: click Reconnect.");
+  if (c.status === "at_risk") return el("p", { className: "hint" }, "Refreshing keeps failing for a reason that isn't the user's (" + (reason || "unknown") + "). The keeper keeps retrying; posts may fail until it recovers.");
+  if (c.status === "disconnected") return el("p", { className: "hint muted" }, "Disconnected" + (reason ? ": " + reason : "") + ". Its tokens were erased; reconnect to use it again.");
+  if (c.refresh_in_doubt) return el("p", { className: "hint" }, "A refresh ended without an answer: TikTok may have rotated the token. The next refresh will tell.");
+  return null;
+}
+
+function lastRefresh(c) {
+  const last = c.last_refresh || {};
+  if (!last.outcome) return el("span", { className: "muted" }, "never (tokens from the connect)");
+  return el("span", {}, last.outcome + (last.reason ? " (" + last.reason + ")" : "") + " · ", when(last.at));
+}
+
+function scopes(list, missing) {
+  if (!list || !list.length) return el("span", { className: "muted" }, "—");
+  return list.map((s) => el("span", { className: "scope" + (missing ? " missing" : "") }, s));
+}
+
+function renderConnection(c) {
+  const id = c.connection_id;
+  const inactive = c.status === "needs_reauth" || c.status === "disconnected";
+  const buttons = [];
+  if (inactive) {
+    buttons.push(el("button", { type: "button", className: "primary reconnect", onclick: (e) => connectInPopup(e.currentTarget) }, "Reconnect"));
+  } else {
+    buttons.push(el("button", { type: "button", className: "refresh", onclick: (e) => refreshNow(e.currentTarget, c) }, "Refresh now"));
+  }
+  if (c.status !== "disconnected") {
+    buttons.push(el("button", { type: "button", className: "danger disconnect", onclick: (e) => disconnect(e.currentTarget, c) }, "Disconnect"));
+  }
+  return el("article", { className: "connection", dataset: { connectionId: id, status: c.status } },
+    el("header", {},
+      el("span", { className: "name" }, c.display_name || "TikTok account"),
+      el("span", { className: "badge status status-" + c.status }, STATUS_TEXT[c.status] || c.status)),
+    hintFor(c),
+    el("dl", {},
+      el("dt", {}, "Connection"), el("dd", {}, el("code", {}, id)),
+      el("dt", {}, "TikTok account"), el("dd", {}, el("code", {}, c.account_id)),
+      el("dt", {}, "Granted scopes"), el("dd", { className: "granted-scopes" }, scopes(c.scopes_granted)),
+      c.missing_scopes && c.missing_scopes.length ? [el("dt", {}, "Missing scopes"), el("dd", {}, scopes(c.missing_scopes, true))] : null,
+      el("dt", {}, "Access token"), el("dd", {}, inactive ? el("span", { className: "muted" }, "—") : when(c.access_expires_at, { expired: true })),
+      el("dt", {}, "Next refresh"), el("dd", { className: "next-refresh" }, c.next_refresh_at ? when(c.next_refresh_at, { pastWord: "overdue" }) : el("span", { className: "muted" }, "none scheduled")),
+      el("dt", {}, "Refresh token"), el("dd", {}, inactive ? el("span", { className: "muted" }, "—") : when(c.refresh_expires_at, { expired: true })),
+      el("dt", {}, "Last refresh"), el("dd", { className: "last-refresh" }, lastRefresh(c)),
+      el("dt", {}, "Connected"), el("dd", {}, when(c.connected_at))),
+    el("div", { className: "actions" }, buttons));
+}
+
+function renderConnections() {
+  const list = state.connections || [];
+  $("count").textContent = list.length ? "(" + list.length + ")" : "";
+  if (state.connections_error) {
+    $("connections").replaceChildren(el("p", { className: "bad" }, "Could not list connections: " + JSON.stringify(state.connections_error)));
+    return;
+  }
+  if (!list.length) {
+    $("connections").replaceChildren(el("p", { className: "muted" }, "No TikTok account connected yet. Click Connect TikTok above."));
+    return;
+  }
+  $("connections").replaceChildren(...list.map(renderConnection));
+}
+
+function renderTikTok() {
+  const t = state.tiktok;
+  const bits = [t.outage ? "Outage: " + t.outage : "Healthy"];
+  if (t.fail_next) bits.push(t.fail_next + " token call(s) will fail");
+  if (t.latency) bits.push("latency " + t.latency + " s");
+  const stats = t.stats || {};
+  bits.push((stats.refresh_successes || 0) + " refreshes, " + (stats.code_exchange_successes || 0) + " connects, " + (stats.token_errors || 0) + " token errors");
+  $("tiktok-status").textContent = bits.join(" · ");
+  if (document.activeElement !== $("outage")) $("outage").value = t.outage || "";
+  $("tiktok-users").replaceChildren(...t.users.map((u) => el("div", { className: "user" },
+    el("span", {}, u.display_name, " ", el("span", { className: "muted" }, "@" + u.handle)),
+    el("span", { className: "buttons" },
+      el("button", { type: "button", id: "revoke-" + u.handle, title: "The user removes the app in TikTok's settings",
+        onclick: (e) => simAction(e.currentTarget, "revoke", { open_id: u.open_id }, u.display_name + " removed the app's access at TikTok.") }, "Revoke app access"),
+      el("button", { type: "button", id: "expire-" + u.handle, title: "The user's refresh token reaches its end",
+        onclick: (e) => simAction(e.currentTarget, "expire-refresh", { open_id: u.open_id }, u.display_name + "'s refresh token has now expired at TikTok.") }, "Expire refresh token")))));
+}
+
+function renderEvents() {
+  const items = state.events || [];
+  if (!items.length) { $("events").replaceChildren(el("li", { className: "muted" }, "None yet.")); return; }
+  $("events").replaceChildren(...items.map((e) => el("li", {},
+    el("strong", {}, e.type), " · ", STATUS_TEXT[e.status] || e.status, e.reason ? " (" + e.reason + ")" : "",
+    el("br"), el("span", { className: "muted" }, (e.occurred_at || "").replace("T", " ").replace("Z", " UTC")))));
+}
+
+function renderSweep() {
+  const s = state.last_sweep;
+  if (!s) { $("sweep-result").textContent = "No sweep yet."; return; }
+  const parts = ["Last sweep at " + s.at.replace("T", " ").replace("Z", "") + ": " + s.due + " due, " + s.sent + " sent to the worker" + (s.failures ? ", " + s.failures + " crashed" : "") + "."];
+  for (const o of s.outcomes || []) {
+    parts.push((o.display_name || o.connection_id) + " → " + (STATUS_TEXT[o.status] || o.status) + (o.last_refresh && o.last_refresh.outcome ? " (" + o.last_refresh.outcome + (o.last_refresh.reason ? ": " + o.last_refresh.reason : "") + ")" : "") + ".");
+  }
+  if (!s.sent) parts.push("Nothing was due: advance the clock past a connection's next refresh first.");
+  $("sweep-result").textContent = parts.join(" ");
+}
+
+async function load() {
+  if (loading) { loadAgain = true; return; }  // the running load goes round once more: never a stale view
+  loading = true;
+  try {
+    do {
+      loadAgain = false;
+      state = await api("GET", "/state");
+      renderClock();
+      renderConnections();
+      renderTikTok();
+      renderEvents();
+      renderSweep();
+      if (lastOutcome && lastOutcome.data.status === "connected") showOutcome(lastOutcome.data);
+    } while (loadAgain);
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    $("connections").replaceChildren(el("p", { className: "bad" }, "The local stack doesn't answer (" + error.message + "). Is `make dev` still running?"));
+  } finally {
+    loading = false;
+  }
+}
+
+// -- actions -----------------------------------------------------------------------------------------------------
+function refreshNow(button, c) {
+  return withButton(button, async () => {
+    try {
+      const answer = await api("POST", "/connections/" + encodeURIComponent(c.connection_id) + "/refresh");
+      const now = answer.connection;
+      notice("Refresh: " + answer.result + " — " + (STATUS_TEXT[now.status] || now.status) + (now.last_refresh.reason ? " (" + now.last_refresh.reason + ")" : "") + ".");
+    } catch (error) {
+      if (error.status === 409) throw new Error("TikTok no longer accepts this connection: the user must reconnect. (" + error.message + ")");
+      if (error.status === 503) throw new Error("TikTok couldn't refresh it just now; the keeper will retry. (" + error.message + ")");
+      throw error;
+    }
+  });
+}
+
+function disconnect(button, c) {
+  return withButton(button, async () => {
+    const answer = await api("DELETE", "/connections/" + encodeURIComponent(c.connection_id));
+    notice((answer.display_name || "The account") + " is disconnected: its access was revoked at TikTok (best effort) and its tokens erased.");
+  });
+}
+
+function simAction(button, action, body, message) {
+  return withButton(button, async () => {
+    await api("POST", "/tiktok/" + action, body);
+    notice(message);
+  });
+}
+
+function advanceClock(button) {
+  const seconds = Number(button.dataset.seconds);
+  return withButton(button, async () => {
+    await api("POST", "/clock", { seconds });
+    notice("Clock moved forward " + duration(seconds) + ". Run a sweep to let the keeper catch up.");
+  });
+}
+
+function runSweep(button) {
+  return withButton(button, async () => {
+    await api("POST", "/sweep", {});
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("connect-popup").addEventListener("click", (e) => connectInPopup(e.currentTarget));
+  for (const id of ["advance-1h", "advance-1d", "advance-30d"]) $(id).addEventListener("click", (e) => advanceClock(e.currentTarget));
+  $("sweep").addEventListener("click", (e) => runSweep(e.currentTarget));
+  $("set-outage").addEventListener("click", (e) => {
+    const kind = $("outage").value || null;
+    simAction(e.currentTarget, "outage", { kind }, kind ? "TikTok now fails with " + kind + "." : "TikTok is healthy again.");
+  });
+  $("fail-next").addEventListener("click", (e) => {
+    const kind = $("fail-kind").value;
+    simAction(e.currentTarget, "fail-next", { n: 1, kind }, "TikTok's next token call will fail with " + kind + ".");
+  });
+  const fromRedirect = resultFromQuery();
+  if (fromRedirect) showOutcome(fromRedirect);
+  load();
+  setInterval(() => { if (!document.hidden) load(); }, 2000);
+});
