@@ -8,7 +8,7 @@ from oauth_keeper.connect import create_connect_session
 from oauth_keeper.errors import OAuthKeeperError
 from oauth_keeper.observability import logger, metrics
 from oauth_keeper.runtime import services
-from oauth_keeper.validation import parse_json_object
+from oauth_keeper.validation import MAX_BODY_BYTES, parse_json_object
 
 app = APIGatewayHttpResolver(debug=False)
 app.exception_handler(OAuthKeeperError)(web.json_error)
@@ -21,7 +21,7 @@ def post_connect_session():
     event = app.current_event
     logger.append_keys(caller=event.request_context.authorizer.iam.user_arn if event.request_context.authorizer
                        and event.request_context.authorizer.iam else None)
-    body = parse_json_object(event.decoded_body)
+    body = parse_json_object(web.raw_body(event.raw_event, MAX_BODY_BYTES))
     base = web.base_url(services().settings.public_base_url, event.raw_event.get("requestContext", {}))
     return web.json_response(201, create_connect_session(body, base))
 

@@ -164,7 +164,11 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
             "We couldn't confirm this sign-in was started in this browser (cookies may be blocked). "
             "Go back to the app and start again.", code="missing_cookie", status=403,
         )
+    # Read every parameter before consuming the flow: a malformed one must not use up the browser's flow.
     code = _single(query, "code")
+    issuer = _single(query, "iss")
+    provider_error = _single(query, "error")
+    granted_param = _single(query, profile.granted_scopes_param) if profile.granted_scopes_param else None
     now = svc.now()
     try:
         flow = svc.flows.take_flow(state, profile.name, nonce, now)
@@ -182,12 +186,10 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
 
     # RFC 9207: a response carrying another issuer's `iss` (or none, when this server promised it) may come
     # from a mix-up attack: never send its code to this provider's token endpoint.
-    issuer = _single(query, "iss")
     if profile.issuer and (issuer != profile.issuer if issuer is not None else profile.require_iss):
         logger.warning("Authorization response from an unexpected issuer refused", extra={"owner_id": flow.owner_id})
         return fail("issuer_mismatch")
 
-    provider_error = _single(query, "error")
     if provider_error is not None:
         error = provider_error if provider_error in CALLBACK_ERRORS else "provider_error"
         logger.info("Provider returned an error", extra={"owner_id": flow.owner_id, "error": error})
@@ -206,7 +208,7 @@ def complete_callback(provider: str, query: dict[str, list[str]], cookies: dict[
         })
         return fail("provider_config" if exc.kind == ProviderError.OPERATOR else "exchange_failed")
 
-    granted = tokens.scopes or profile.split_scopes(_single(query, profile.granted_scopes_param or ""))
+    granted = tokens.scopes or profile.split_scopes(granted_param)
     if not tokens.account_id:
         # Without the account id we cannot tell a reconnect from a new account; never guess.
         return fail("account_unavailable")
@@ -278,9 +280,11 @@ def parse_query(raw: str | None, *, max_length: int = 4096) -> dict[str, list[st
     if raw and len(raw) > max_length:
         raise InvalidInput("The query string is too long.", code="too_large", field="query")
     try:
-        pairs = parse_qsl(raw or "", keep_blank_values=True, max_num_fields=50)
-    except ValueError as exc:
-        raise InvalidInput("The query string has too many parameters.", field="query") from exc
+        # Strict UTF-8: a code decoded with replacement characters would reach the provider mangled.
+        pairs = parse_qsl(raw or "", keep_blank_values=True, max_num_fields=50, encoding="utf-8", errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The query string is malformed (too many parameters, or not UTF-8).",
+                           field="query") from exc
     result: dict[str, list[str]] = {}
     for key, value in pairs:
         result.setdefault(key, []).append(value)

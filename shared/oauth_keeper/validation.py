@@ -19,7 +19,7 @@ OWNER_ID_RULE = "owner_id must be 1 to 128 letters, digits or ._~:@!$&'()*+,;=- 
 # UUIDs, emails, "tenant:user": the characters a URL path segment carries as they are (RFC 3986 pchar without
 # %), so every owner id also works in DELETE /owners/{owner_id}/connections.
 OWNER_ID = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,128}$")
-_FORBIDDEN_IN_URL = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_FORBIDDEN_IN_URL = re.compile(r"[^\x21-\x7e]|\\")  # only visible ASCII (an IRI must be percent-encoded)
 _CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id", "mode"}
 MODES = ("redirect", "popup")
 
@@ -41,11 +41,19 @@ def parse_json_object(body: str | bytes | None) -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidInput(f"The body must be at most {MAX_BODY_BYTES} bytes.", code="too_large", field="body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("The body is not valid JSON.", field="body") from exc
+        raise InvalidInput("The body is not valid JSON (or repeats a key).", field="body") from exc
     if not isinstance(data, dict):
         raise InvalidInput("The body must be a JSON object.", field="body")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A repeated key is refused: a proxy reading the first and us the last would see different owners."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("repeated key")
     return data
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from .errors import FlowRejected, OAuthKeeperError
+from .errors import FlowRejected, InvalidInput, OAuthKeeperError
 from .observability import logger
 
 _STYLE = (
@@ -145,6 +145,22 @@ def request_cookies(cookie_list: list[str] | None) -> dict[str, str]:
             if sep and name and name not in cookies:
                 cookies[name] = value
     return cookies
+
+
+def raw_body(event: dict[str, Any], limit: int) -> bytes:
+    """The request body exactly as sent (API Gateway base64-encodes what is not text), refused when too large
+    or not valid base64. Never decoded as text here: a non-UTF-8 body is the parser's 400, not a crash."""
+    import binascii
+
+    body = event.get("body") or ""
+    if len(body) > limit * 2:
+        raise InvalidInput("The body is too large.", code="too_large", field="body")
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput("The body is not valid base64.", field="body") from exc
+    return body.encode("utf-8", "surrogateescape")
 
 
 def base_url(configured: str, request_context: dict[str, Any]) -> str:
