@@ -42,7 +42,8 @@ _MANAGED = "arn:aws:iam::aws:policy/service-role/"
 
 
 @pytest.fixture(scope="module")
-def generated(sam_python, tool_env) -> dict[str, Any]:
+def translated(sam_python, tool_env) -> dict[str, Any]:
+    """The whole CloudFormation template SAM generates (Globals and policy templates expanded)."""
     result = subprocess.run(
         [sam_python, "-c", _TRANSLATE, str(TEMPLATE)],
         cwd=ROOT,
@@ -53,7 +54,21 @@ def generated(sam_python, tool_env) -> dict[str, Any]:
         timeout=300,
     )
     assert result.returncode == 0, f"SAM transform failed\n{result.stderr[-6000:]}"
-    return json.loads(result.stdout)["Resources"]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def generated(translated) -> dict[str, Any]:
+    return translated["Resources"]
+
+
+def test_every_ref_getatt_and_sub_resolves_after_sams_own_translation(translated):
+    """cfn-lint and `sam validate --lint` miss a bad !Ref inside Globals or a policy-template parameter;
+    after SAM's translator has copied those into every function, the same reference check sees them."""
+    from tests.template.test_template_structure import reference_problems
+
+    problems = reference_problems(translated)
+    assert not problems, "\n".join(problems)
 
 
 def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
