@@ -8,6 +8,9 @@ SAM_VERSION := 1.170.0
 SAM     := $(HOME)/.local/bin/sam
 export PATH := $(HOME)/.local/bin:$(PATH)
 LAYER_PATH := shared:.
+# pip-audit needs PyPI's per-release JSON API; where it is unreachable, `warn` reports "not audited" loudly
+# instead of failing (real findings still fail). CI here sets it; elsewhere the default is to fail.
+AUDIT_UNREACHABLE ?= fail
 
 .PHONY: demo test test-fast lint setup tools clean
 
@@ -21,6 +24,7 @@ dev: .venv/.synced
 
 test: .venv/.synced $(SAM)
 	$(UV) run --frozen ruff check .
+	AUDIT_UNREACHABLE=$(AUDIT_UNREACHABLE) bash local/security_checks.sh
 	$(UV) run --frozen pytest
 
 # Unit and integration tests only (no sam build): the quick loop while coding.
