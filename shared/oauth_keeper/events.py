@@ -25,7 +25,7 @@ DISCONNECTED = "Connection Disconnected"
 REASONS = frozenset({
     "connected", "reconnected", "invalid_grant", "rotation_lost", "refresh_token_expired",
     "provider_unavailable", "rate_limited", "provider_config", "user_revoked", "app_disconnected",
-    "refreshed", "refresh_token_expiring", "revoke_failed",
+    "refreshed", "refresh_token_expiring", "revoke_failed", "token_unreadable",
 })
 
 

@@ -95,7 +95,7 @@ class Refresher:
         except TokenDecryptionError:
             logger.error("Stored tokens failed authentication; never served, user must reconnect",
                          extra={"connection_id": leased.connection_id})
-            return self._needs_reauth(leased, "invalid_grant", None, self._now())
+            return self._needs_reauth(leased, "token_unreadable", None, self._now())
         if not stored.get("refresh_token"):
             return self._needs_reauth(leased, "invalid_grant", None, self._now())
         started = time.perf_counter()

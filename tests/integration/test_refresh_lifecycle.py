@@ -103,3 +103,17 @@ def test_an_event_left_unpublished_by_a_crash_is_published_by_the_next_sweep():
     assert "outbox_shard" not in cleared and not any(k.startswith("ob_") for k in cleared)
     world.tick()
     assert len(world.publisher.events) == 1  # published once
+
+
+def test_tokens_that_fail_authentication_are_never_used_and_the_reason_says_so():
+    world = World.create()
+    connection = world.connect("alice")
+    item = world.store.items.get(connection.connection_id)
+    tampered = bytearray(item["tokens"])
+    tampered[-1] ^= 1
+    world.store.items.update(connection.connection_id, set={"tokens": bytes(tampered)}, expect={})
+    world.clock.advance(connection.next_refresh_at - world.clock.now())
+    world.tick()
+    ended = world.store.get(connection.connection_id)
+    assert ended.status == "needs_reauth" and ended.status_reason == "token_unreadable"
+    assert world.tiktok.stats["refreshes"] == 0  # nothing was sent with a token we could not trust
