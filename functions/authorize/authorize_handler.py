@@ -1,18 +1,12 @@
 """GET /connect/{provider}?session=...: the browser arrives with a connect link and is sent to the provider."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import web
 from oauth_keeper.connect import parse_query, start_authorization
-from oauth_keeper.errors import OAuthKeeperError
 from oauth_keeper.observability import logger, metrics
 from oauth_keeper.runtime import services
 
-app = APIGatewayHttpResolver(debug=False)
-app.exception_handler(OAuthKeeperError)(web.html_error)
-app.exception_handler(NotFoundError)(web.not_found_html)
-app.exception_handler(Exception)(web.unexpected_html)
+app = web.browser_app()
 
 
 @app.get("/connect/<provider>")

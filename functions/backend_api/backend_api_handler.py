@@ -1,18 +1,13 @@
 """The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import connections_api as api
 from oauth_keeper import web
 from oauth_keeper.connect import parse_query
-from oauth_keeper.errors import InvalidInput, OAuthKeeperError
+from oauth_keeper.errors import InvalidInput
 from oauth_keeper.observability import logger, metrics
 
-app = APIGatewayHttpResolver(debug=False)
-app.exception_handler(OAuthKeeperError)(web.json_error)
-app.exception_handler(NotFoundError)(web.not_found_json)
-app.exception_handler(Exception)(web.unexpected_json)
+app = web.api_app()
 
 
 def _caller() -> str | None:

@@ -1,17 +1,11 @@
 """GET /callback/{provider}: the provider sends the browser back with a code (or an error)."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import web
 from oauth_keeper.connect import complete_callback, parse_query
-from oauth_keeper.errors import OAuthKeeperError
 from oauth_keeper.observability import logger, metrics
 
-app = APIGatewayHttpResolver(debug=False)
-app.exception_handler(OAuthKeeperError)(web.html_error)
-app.exception_handler(NotFoundError)(web.not_found_html)
-app.exception_handler(Exception)(web.unexpected_html)
+app = web.browser_app()
 
 
 @app.get("/callback/<provider>")

@@ -1,19 +1,13 @@
 """POST /connect-sessions (IAM): the app's backend asks for a single-use connect link for one owner."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import web
 from oauth_keeper.connect import create_connect_session
-from oauth_keeper.errors import OAuthKeeperError
 from oauth_keeper.observability import logger, metrics
 from oauth_keeper.runtime import services
 from oauth_keeper.validation import MAX_BODY_BYTES, parse_json_object
 
-app = APIGatewayHttpResolver(debug=False)
-app.exception_handler(OAuthKeeperError)(web.json_error)
-app.exception_handler(NotFoundError)(web.not_found_json)
-app.exception_handler(Exception)(web.unexpected_json)
+app = web.api_app()
 
 
 @app.post("/connect-sessions")

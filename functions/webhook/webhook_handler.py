@@ -1,17 +1,11 @@
 """POST /webhooks/{provider}: the provider tells us a user removed the app (signed by the provider, not IAM)."""
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import web
-from oauth_keeper.errors import OAuthKeeperError
 from oauth_keeper.observability import logger, metrics
 from oauth_keeper.webhooks import MAX_BODY, receive
 
-app = APIGatewayHttpResolver(debug=False)
-app.exception_handler(OAuthKeeperError)(web.json_error)
-app.exception_handler(NotFoundError)(web.not_found_json)
-app.exception_handler(Exception)(web.unexpected_json)
+app = web.api_app()
 
 
 @app.post("/webhooks/<provider>")

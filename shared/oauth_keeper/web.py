@@ -8,7 +8,8 @@ import html
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from .errors import FlowRejected, InvalidInput, OAuthKeeperError
@@ -33,6 +34,24 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
+
+
+def api_app() -> APIGatewayHttpResolver:
+    """A resolver for JSON routes: every failure becomes the one error shape, never a stack trace."""
+    app = APIGatewayHttpResolver(debug=False)  # debug would print whole events, query strings included
+    app.exception_handler(NotFoundError)(not_found_json)
+    app.exception_handler(OAuthKeeperError)(json_error)
+    app.exception_handler(Exception)(unexpected_json)
+    return app
+
+
+def browser_app() -> APIGatewayHttpResolver:
+    """A resolver for browser routes: failures become small HTML pages that say what to do next."""
+    app = APIGatewayHttpResolver(debug=False)
+    app.exception_handler(NotFoundError)(not_found_html)
+    app.exception_handler(OAuthKeeperError)(html_error)
+    app.exception_handler(Exception)(unexpected_html)
+    return app
 
 
 def html_page(status: int, title: str, message: str, *, cookies: list[Cookie] | None = None) -> Response:
