@@ -1,4 +1,4 @@
-"""Read template.yaml as data: CloudFormation short tags become their long JSON forms."""
+"""Read template.yaml as data: CloudFormation short tags become their long JSON forms (via cfn-lint's decoder)."""
 
 from __future__ import annotations
 
@@ -6,47 +6,38 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 
-_SCALAR_TAGS = {"Ref": "Ref", "Condition": "Condition"}
-_FN_TAGS = (
-    "And", "Base64", "Cidr", "Equals", "FindInMap", "GetAtt", "GetAZs", "If", "ImportValue",
-    "Join", "Not", "Or", "Select", "Split", "Sub", "Transform",
-)
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct(name: str):
-    def build(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-            if name == "Fn::GetAtt":  # !GetAtt A.B is shorthand for [A, B]
-                value = value.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {name: value}
-
-    return build
-
-
-for _tag, _name in _SCALAR_TAGS.items():
-    _Loader.add_constructor(f"!{_tag}", _construct(_name))
-for _tag in _FN_TAGS:
-    _Loader.add_constructor(f"!{_tag}", _construct(f"Fn::{_tag}"))
-
 
 def load(path: Path = TEMPLATE) -> dict[str, Any]:
-    """The template as plain dicts and lists, intrinsics in their long form."""
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    """The template as plain dicts and lists, intrinsics in their long form (`!GetAtt A.B` is `["A", "B"]`).
+
+    Read by the decoder the `cfn-lint` run in the lint test uses, so both see the same template; unlike a bare
+    YAML load it refuses a duplicate key instead of keeping the last one. A template it cannot parse raises
+    ValueError with cfn-lint's findings.
+    """
+    # Imported here: `import cfnlint` loads all its rules (sympy included), about 2 s, and many importers of this
+    # module only want ROOT.
+    from cfnlint.decode import decode_str
+
+    decoded, problems = decode_str(Path(path).read_text(encoding="utf-8"))
+    if problems or not isinstance(decoded, dict):
+        findings = "; ".join(f"line {p.linenumber}: {p.message}" for p in problems) or "not a mapping"
+        raise ValueError(f"{path} is not a readable template: {findings}")
+    return _plain(decoded)
+
+
+def _plain(node: Any) -> Any:
+    # cfn-lint hands back str/dict/list subclasses carrying source positions (and a dict.get of their own);
+    # callers compare, hash and json.dumps the template, so give them the plain types.
+    if isinstance(node, dict):
+        return {_plain(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
 
 
 @cache

@@ -58,12 +58,11 @@ def main() -> int:
 
 
 def run(tiktok, moto_url: str) -> int:
-    from oauth_keeper import runtime
-    from oauth_keeper.clock import iso8601
-    from oauth_keeper.settings import Settings
+    from oauth_keeper import root
+    from oauth_keeper.domain.timestamps import iso8601
 
     from local import apigw
-    from local.stack import create_resources
+    from local.stack import create_resources, install_from_env
 
     step(0, f"Local AWS (moto) at {moto_url}, simulated TikTok at {tiktok.base_url}")
     resources = create_resources(
@@ -72,7 +71,7 @@ def run(tiktok, moto_url: str) -> int:
         scopes="user.info.basic,video.list,video.publish",
     )
     os.environ.update(resources.env)
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     print("    tables, KMS key, SSM client_key/client_secret and the event bus created from template.yaml")
 
     step(1, "The app's backend: POST /connect-sessions (IAM-signed)")
@@ -110,7 +109,7 @@ def run(tiktok, moto_url: str) -> int:
         return 1
 
     step(5, "The stored connection (DynamoDB via moto; tokens stay sealed)")
-    connection = runtime.services().connections.get(result["connection_id"][0])
+    connection = root.container().connections.get(result["connection_id"][0])
     shown = {k: v for k, v in vars(connection).items() if k not in ("sealed_tokens", "outbox")}
     shown["tokens"] = f"<AES-256-GCM envelope, {len(connection.sealed_tokens or b'')} bytes>"
     for key, value in shown.items():

@@ -64,7 +64,7 @@ class DevStack:
 
     base_url: str  # gateway + dashboard origin, e.g. http://127.0.0.1:3000
     moto_url: str
-    clock: Any  # oauth_keeper.clock.ManualClock
+    clock: Any  # local.memory.ManualClock
     tiktok: Any  # local.fake_tiktok.FakeTikTok
     resources: Any  # local.stack.LocalResources
     owner_id: str = OWNER_ID
@@ -146,13 +146,11 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
     httpx.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
 
     # 3. The simulated TikTok on the shared clock, with our exact redirect URI registered.
-    from oauth_keeper import aws, runtime
-    from oauth_keeper.clock import ManualClock
-    from oauth_keeper.credentials import forget_cached
-    from oauth_keeper.settings import Settings
+    from oauth_keeper import root
 
     from local.fake_tiktok import FakeTikTok
-    from local.stack import atomic_dynamodb, create_resources
+    from local.memory import ManualClock
+    from local.stack import atomic_dynamodb, create_resources, install_from_env
 
     clock = ManualClock()
     tiktok = FakeTikTok(clock=clock.now, redirect_uris=(f"{base_url}/callback/{PROVIDER}",))
@@ -161,9 +159,7 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
 
     # 4. The template's resources, the functions' environment, and the layer wired to them and to the clock.
     def forget_everything() -> None:
-        runtime.reset()
-        aws.reset()
-        forget_cached()
+        root.reset()
 
     forget_everything()
     stops.callback(forget_everything)
@@ -173,7 +169,7 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
         client_key=tiktok.client_key, client_secret=tiktok.client_secret, scopes=SCOPES,
     )
     _set_env(stops, resources.env)
-    runtime.use(settings=Settings.from_env(dict(os.environ)), clock=clock)
+    install_from_env(clock=clock)
 
     stack = DevStack(base_url=base_url, moto_url=moto_url, clock=clock, tiktok=tiktok, resources=resources,
                      _stops=stops)
@@ -379,22 +375,22 @@ class DevApp:
 
     def _sweep(self) -> dict[str, Any]:
         """What the schedule does: the sweeper reads the due index into the queue, a worker drains it."""
-        from oauth_keeper import runtime
-        from oauth_keeper.connections_api import connection_view
-        from oauth_keeper.sweep import sweep
-        from oauth_keeper.worker import process_records
+        from oauth_keeper import root
+        from oauth_keeper.usecases.connections import connection_view
+        from oauth_keeper.usecases.worker import process_records
 
         from local.simulation import ListQueue
+        from local.stack import sweep_into
 
         with self._sweep_lock:
-            svc = runtime.services()
+            svc = root.container()
             queue = ListQueue()
-            report = sweep(svc, queue)
+            report = sweep_into(queue, svc)
             records = queue.drain()
             result = process_records(records, svc.refresher, svc.settings.refresh_concurrency) if records \
                 else {"batchItemFailures": []}
             ids = [json.loads(r["body"])["connection_id"] for r in records]
-            now = svc.now()
+            now = svc.clock.now()
             outcomes = []
             for connection_id in ids:
                 connection = svc.connections.get(connection_id)
@@ -446,7 +442,7 @@ class DevApp:
 
 
 def _iso(epoch: float) -> str:
-    from oauth_keeper.clock import iso8601
+    from oauth_keeper.domain.timestamps import iso8601
 
     return iso8601(epoch) or ""
 

@@ -80,6 +80,7 @@ def create_resources(
     events.create_event_bus(Name=bus)
     sqs = boto3.client("sqs", region_name=REGION)
     queue_url = sqs.create_queue(QueueName=f"{name}-events")["QueueUrl"]
+    refresh_queue_url = sqs.create_queue(QueueName=f"{name}-refresh")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name=f"{name}-all", EventBusName=bus, EventPattern=json.dumps({"source": ["oauth-keeper"]}))
     events.put_targets(Rule=f"{name}-all", EventBusName=bus, Targets=[{"Id": "capture", "Arn": queue_arn}])
@@ -99,6 +100,7 @@ def create_resources(
         "TIKTOK_REVOKE_URL": f"{tiktok_base_url}/v2/oauth/revoke/",
         "TIKTOK_USERINFO_URL": f"{tiktok_base_url}/v2/user/info/",
         "DUE_SHARDS": "16",
+        "REFRESH_QUEUE_URL": refresh_queue_url,
         "POWERTOOLS_SERVICE_NAME": "oauth-keeper",
         "POWERTOOLS_METRICS_NAMESPACE": "OAuthKeeper",
     }
@@ -129,3 +131,34 @@ def atomic_dynamodb() -> Iterator[None]:
         yield
     finally:
         botocore.client.BaseClient._make_api_call = original
+
+
+def install_from_env(*, clock: Any = None, sleep: Any = None, **parts: Any) -> Any:
+    """A composition root built from the current environment, as a cold start builds it, with the given
+    clock (default: the installed container's) and in-memory parts; installed so the handlers use it."""
+    from oauth_keeper import root
+    from oauth_keeper.settings import Settings
+
+    if clock is None or sleep is None:
+        current = root._current  # noqa: SLF001 - keep the running world's clock and sleep
+        clock = clock if clock is not None else (current.clock if current else None)
+        sleep = sleep if sleep is not None else (current.sleep if current else None)
+    return root.install(root.Container(Settings.from_env(), clock=clock, sleep=sleep, **parts))
+
+
+def another_container() -> Any:
+    """A second warm container beside the installed one: same settings, clock and AWS, its own caches and
+    lease identity (another worker or API function running at the same time)."""
+    from oauth_keeper import root
+
+    current = root.container()
+    return root.Container(current.settings, clock=current.clock, sleep=current.sleep)
+
+
+def sweep_into(queue: Any, container: Any = None) -> Any:
+    """One sweep of the installed (or given) container's connections into `queue` (a local.memory.ListQueue)."""
+    from oauth_keeper import root
+    from oauth_keeper.usecases.sweep import Sweep
+
+    parts = container or root.container()
+    return Sweep(parts.connections, queue, parts.clock, parts.settings.sweep_interval).run()

@@ -1,12 +1,12 @@
 """SQS batch of connection ids: refresh each (single-flight, rotation-safe), report partial failures."""
 
+from oauth_keeper import root
 from oauth_keeper.observability import logger, metrics
-from oauth_keeper.runtime import services
-from oauth_keeper.worker import process_records
+
+root.container()  # cold start: missing configuration fails here, loudly
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event, context):
-    svc = services()
-    return process_records(event.get("Records", []), svc.refresher, svc.settings.refresh_concurrency)
+    return root.container().refresh_worker.process(event.get("Records", []))

@@ -1,9 +1,9 @@
 """EventBridge Scheduler tick: find the connections due for a refresh and queue them for the workers."""
 
-from oauth_keeper import aws
+from oauth_keeper import root
 from oauth_keeper.observability import logger, metrics
-from oauth_keeper.runtime import services
-from oauth_keeper.sweep import SqsRefreshQueue, sweep
+
+root.container()  # cold start: missing configuration fails here, loudly
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -11,5 +11,4 @@ from oauth_keeper.sweep import SqsRefreshQueue, sweep
 def handler(event, context):
     # Scheduler sends our Input, not the EventBridge envelope: the tick's own time and id.
     logger.append_keys(scheduled_time=event.get("scheduled_time"), execution_id=event.get("execution_id"))
-    svc = services()
-    return sweep(svc, SqsRefreshQueue(aws.client("sqs"), svc.settings.refresh_queue_url)).as_dict()
+    return root.container().sweep.run().as_dict()

@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from oauth_keeper.items import INDEXES, ItemStore
-from oauth_keeper.runtime import Services
+from oauth_keeper.ports import INDEXES, ItemStore, WriteResult
+from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
 
 from local.bench import model
@@ -95,7 +95,8 @@ class CountingItemStore:
                                  "rru": model.read_units(model.item_size(item or {}))})
         return item
 
-    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (), expect: dict[str, Any]) -> bool:
+    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
+               expect: dict[str, Any]) -> WriteResult:
         remove = list(remove)
         before = self.inner.get(key)
         done = self.inner.update(key, set=set, remove=remove, expect=expect)
@@ -133,8 +134,8 @@ class CountingItemStore:
 
 
 def world_services(world: World, *, items: ItemStore | None = None, http: Any = None, base_url: str | None = None,
-                   policy: str = "eager") -> Services:
-    """Services as World.create builds them, with parts swapped: the item store, the HTTP client, and the
+                   policy: str = "eager") -> Container:
+    """A container as World.create builds it, with parts swapped: the item store, the HTTP client, and the
     TikTok endpoint URLs (a started FakeTikTok's base_url for real loopback HTTP)."""
     old = world.services
     overrides = dict(old.settings.provider_overrides.get("tiktok", {}))
@@ -143,13 +144,13 @@ def world_services(world: World, *, items: ItemStore | None = None, http: Any = 
         overrides.update(token_url=f"{base_url}/v2/oauth/token/", authorize_url=f"{base_url}/v2/auth/authorize/",
                          userinfo_url=f"{base_url}/v2/user/info/")
     settings = Settings(connections_table="memory", flows_table="memory", token_key_arn="memory",
-                        event_bus_name="memory", provider_overrides={"tiktok": overrides})
-    from oauth_keeper.items import MemoryItemStore
+                        event_bus_name="memory", refresh_queue_url="memory", provider_overrides={"tiktok": overrides})
+    from local.memory import MemoryFlowStore, MemoryItemStore, no_sleep
 
-    world.services = Services(
-        settings=settings, clock=world.clock, items=items if items is not None else MemoryItemStore(),
-        http=http if http is not None else old.http, kms=FakeKms(), publisher_override=world.publisher,
-        credentials_override=old.credentials_override,
+    world.services = Container(
+        settings, clock=world.clock, items=items if items is not None else MemoryItemStore(),
+        flows=MemoryFlowStore(), http=http if http is not None else old.http, kms=FakeKms(),
+        publisher=world.publisher, queue=world.queue, credentials=old.credentials, sleep=no_sleep,
     )
     return world.services
 

@@ -15,14 +15,15 @@ import time
 from base64 import b64encode
 from typing import Any
 
-from oauth_keeper.items import DynamoItemStore, MemoryItemStore
-from oauth_keeper.sweep import SqsRefreshQueue
-from oauth_keeper.worker import process_records
+from oauth_keeper.adapters.dynamodb import DynamoItemStore
+from oauth_keeper.adapters.sqs import SqsRefreshQueue
+from oauth_keeper.usecases.worker import process_records
 
 from local import cfn
 from local.bench import model
 from local.bench.common import CountingItemStore, median, quiet, records_for, table, world_services
 from local.bench.sweep_reads import _dummy_aws_env
+from local.memory import MemoryItemStore
 from local.simulation import World
 
 CONNECTIONS = 200
@@ -54,13 +55,13 @@ def instrumented_run() -> dict[str, Any]:
     world = World.create()
     counting = CountingItemStore(MemoryItemStore())
     services = world_services(world, items=counting)
-    kms = services.kms
+    kms = services.data_keys
     with quiet():
         for i in range(CONNECTIONS):  # users connect over two hours, so refreshes spread like in life
             world.connect(f"user{i}", owner_id=f"owner{i}")
             world.clock.advance(7200 / CONNECTIONS)
     calls0, units0 = counting.snapshot()
-    kms0, refreshed0 = kms.calls, world.tiktok.stats["refresh_successes"]
+    kms0, refreshed0 = kms.kms_calls, world.tiktok.stats["refresh_successes"]
     counting.written_sizes.clear()
     ticks = HOURS * 3600 // services.settings.sweep_interval
     with quiet():
@@ -81,7 +82,7 @@ def instrumented_run() -> dict[str, Any]:
         services.refresher.refresh(connection.connection_id)
     log, counting.log = counting.log, None
     item = counting.inner.get(connection.connection_id)
-    return {"calls": calls, "units": units, "refreshes": refreshes, "ticks": ticks, "kms_calls": kms.calls - kms0,
+    return {"calls": calls, "units": units, "refreshes": refreshes, "ticks": ticks, "kms_calls": kms.kms_calls - kms0,
             "written_max": written_max, "log": log, "item": item}
 
 
@@ -156,7 +157,7 @@ def botocore_cpu(item: dict[str, Any]) -> dict[str, float]:
     with the HTTP exchange answered by a canned response at botocore's before-send hook: no server, no wait."""
     import boto3
     from botocore.awsrequest import AWSResponse
-    from oauth_keeper.dynamo import to_item
+    from oauth_keeper.adapters.dynamodb import to_item
 
     from local.stack import REGION
 

@@ -16,14 +16,15 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from oauth_keeper.connections import connection_id_for
-from oauth_keeper.items import DynamoItemStore, MemoryItemStore
-from oauth_keeper.sweep import sweep
+from oauth_keeper.adapters.dynamodb import DynamoItemStore
+from oauth_keeper.domain.connection import connection_id_for
 
 from local import cfn
 from local.bench import model
 from local.bench.common import CountingItemStore, quiet, table, world_services
+from local.memory import MemoryItemStore
 from local.simulation import ListQueue, World
+from local.stack import sweep_into
 
 SIZES = (10_000, 100_000)
 DUE_SHARE = 0.01
@@ -74,7 +75,7 @@ def run_memory(count: int, template: dict[str, Any], rng: random.Random) -> dict
     counting = CountingItemStore(inner)
     world = World.create(direct_http=True)
     services = world_services(world, items=counting)
-    now = int(services.now())
+    now = int(services.clock.now())
     items, due = build_items(count, template, services.connections, now, rng)
     for item in items:
         key = item["connection_id"]
@@ -83,7 +84,7 @@ def run_memory(count: int, template: dict[str, Any], rng: random.Random) -> dict
     queue = ListQueue()
     started = time.perf_counter()
     with quiet():
-        report = sweep(services, queue)
+        report = sweep_into(queue, services)
     elapsed = time.perf_counter() - started
     queries = sum(v for k, v in counting.calls.items() if k.startswith("query_"))
     return {
@@ -114,7 +115,7 @@ def _dummy_aws_env():
 def run_moto(items: list[dict[str, Any]], due: set[str], now: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
-    from oauth_keeper.dynamo import to_item
+    from oauth_keeper.adapters.dynamodb import to_item
 
     from local.stack import REGION
 
@@ -135,7 +136,7 @@ def run_moto(items: list[dict[str, Any]], due: set[str], now: int) -> dict[str, 
         services = world_services(world, items=store)
         queue = ListQueue()
         with quiet():
-            report = sweep(services, queue)
+            report = sweep_into(queue, services)
         return {"returned": store.read_items, "queued": len(queue.messages), "same_ids": set(queue.messages) == due,
                 "write_seconds": write_seconds, "report": report.as_dict()}
 

@@ -17,8 +17,8 @@ from functools import partial
 from typing import Any
 
 import httpx
-from oauth_keeper.oauth import HTTP_TIMEOUT
-from oauth_keeper.worker import process_records
+from oauth_keeper.adapters.provider_http import HTTP_TIMEOUT
+from oauth_keeper.usecases.worker import process_records
 
 from local.bench.common import median, quiet, records_for, table, world_services
 from local.simulation import World

@@ -1,13 +1,16 @@
-"""Deployment configuration, read from the environment once at the edge into a typed, immutable value."""
+"""Deployment configuration, read from the environment once per cold start into a typed, immutable value."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-PKCE_MODES = ("none", "s256", "s256-hex")
-REFRESH_POLICIES = ("eager", "on_demand")
+from .domain.errors import ConfigurationError
+from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES
+from .domain.validation import normalize_origin
+
+# What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
+REQUIRED = ("CONNECTIONS_TABLE", "FLOWS_TABLE", "TOKEN_KEY_ARN", "EVENT_BUS_NAME", "REFRESH_QUEUE_URL")
 
 
 @dataclass(frozen=True)
@@ -31,25 +34,41 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Settings from `env` (default: the process environment).
+
+        Raises ConfigurationError naming every required variable that is missing or empty, and any number or
+        provider option outside its allowed values, so a broken deployment fails at cold start, loudly."""
         env = dict(os.environ if env is None else env)
+        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigurationError(f"Missing configuration: {', '.join(missing)} (set by template.yaml).")
         return cls(
-            connections_table=env.get("CONNECTIONS_TABLE", ""),
-            flows_table=env.get("FLOWS_TABLE", ""),
-            token_key_arn=env.get("TOKEN_KEY_ARN", ""),
-            event_bus_name=env.get("EVENT_BUS_NAME", ""),
+            connections_table=env["CONNECTIONS_TABLE"].strip(),
+            flows_table=env["FLOWS_TABLE"].strip(),
+            token_key_arn=env["TOKEN_KEY_ARN"].strip(),
+            event_bus_name=env["EVENT_BUS_NAME"].strip(),
             ssm_prefix=env.get("SSM_PREFIX", "/oauth-keeper").rstrip("/"),
             public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
             allowed_return_origins=frozenset(
                 normalize_origin(o) for o in env.get("ALLOWED_RETURN_ORIGINS", "").split(",") if o.strip()
             ),
-            due_shards=int(env.get("DUE_SHARDS", "16")),
-            sweep_interval=60 * int(env.get("SWEEP_INTERVAL_MINUTES", "5")),
-            expiry_warning=86400 * int(env.get("EXPIRY_WARNING_DAYS", "14")),
-            refresh_concurrency=int(env.get("REFRESH_CONCURRENCY", "8")),
-            refresh_queue_url=env.get("REFRESH_QUEUE_URL", ""),
+            due_shards=_number(env, "DUE_SHARDS", 16, low=1, high=1000),
+            sweep_interval=60 * _number(env, "SWEEP_INTERVAL_MINUTES", 5, low=1, high=60),
+            expiry_warning=86400 * _number(env, "EXPIRY_WARNING_DAYS", 14, low=0, high=365),
+            refresh_concurrency=_number(env, "REFRESH_CONCURRENCY", 8, low=1, high=64),
+            refresh_queue_url=env["REFRESH_QUEUE_URL"].strip(),
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
         )
+
+
+def _number(env: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigurationError(f"{name} must be a whole number from {low} to {high}.")
+    return int(raw)
 
 
 # Provider settings come as <PROVIDER>_<KEY>, e.g. TIKTOK_SCOPES, TIKTOK_PKCE_MODE, TIKTOK_TOKEN_URL.
@@ -81,16 +100,11 @@ def _provider_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
         for suffix, key in _PROVIDER_KEYS.items():
             value = env.get(f"{prefix}_{suffix}", "").strip()
             if value:
+                allowed = _CHOICES.get(key)
+                if allowed and value not in allowed:
+                    raise ConfigurationError(f"{prefix}_{suffix} must be one of {', '.join(allowed)}.")
                 overrides.setdefault(provider, {})[key] = value
     return overrides
 
 
-def normalize_origin(origin: str) -> str:
-    """scheme://host[:port], lower-cased, default ports dropped: the form browsers compare."""
-    parts = urlsplit(origin.strip())
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    scheme = parts.scheme.lower()
-    default = {"https": 443, "http": 80}.get(scheme)
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    return f"{scheme}://{netloc}"
+_CHOICES = {"pkce": PKCE_MODES, "refresh_policy": REFRESH_POLICIES, "client_auth": CLIENT_AUTH}

@@ -13,13 +13,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import boto3
 import httpx
 import pytest
-from oauth_keeper import runtime
-from oauth_keeper.settings import Settings
-from oauth_keeper.sweep import sweep
-from oauth_keeper.worker import process_records
+from oauth_keeper import root
+from oauth_keeper.usecases.worker import process_records
 
 from local import apigw
 from local.simulation import ListQueue
+from local.stack import install_from_env, sweep_into
 from tests.conformance.oidc_server import consent
 from tests.integration.conftest import RETURN_TO, aws, browser, clock, location_query, stack, tiktok  # noqa: F401
 
@@ -38,7 +37,7 @@ def generic(stack, oidc, monkeypatch):
     ssm = boto3.client("ssm")
     ssm.put_parameter(Name="/oauth-keeper/oidc/client_id", Value=oidc.client_id, Type="String")
     ssm.put_parameter(Name="/oauth-keeper/oidc/client_secret", Value=oidc.client_secret, Type="SecureString")
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     return oidc
 
 
@@ -58,7 +57,7 @@ def connect(browser, server, login="alice") -> str:
 
 
 def userinfo_works(server, connection_id: str) -> bool:
-    store = runtime.services().connections
+    store = root.container().connections
     token = store.open_tokens(store.get(connection_id))["access_token"]
     with httpx.Client() as http:
         document = http.get(server.discovery_url).json()
@@ -75,32 +74,32 @@ def test_connect_with_pkce_and_iss_through_the_real_handlers(generic, browser):
     assert parse_qs(urlsplit(callback).query)["iss"] == [generic.issuer]
     result = location_query(browser.get(callback))
     assert result["status"] == ["connected"]
-    connection = runtime.services().connections.get(result["connection_id"][0])
+    connection = root.container().connections.get(result["connection_id"][0])
     assert connection.provider == "oidc" and connection.account_id == "alice"  # the id_token's subject
     assert connection.status == "active" and userinfo_works(generic, connection.connection_id)
 
 
 def test_fifty_refresh_cycles_under_strict_rotation_never_see_invalid_grant(generic, browser):
     connection_id = connect(browser, generic)
-    refresher = runtime.services().refresher
+    refresher = root.container().refresher
     for cycle in range(50):
         outcome = refresher.refresh(connection_id, force=True)
         assert outcome.result == "refreshed", (cycle, outcome)
-    connection = runtime.services().connections.get(connection_id)
+    connection = root.container().connections.get(connection_id)
     assert connection.status == "active" and connection.token_version == 51
     assert userinfo_works(generic, connection_id)  # the grant is alive: no reuse ever revoked it
 
 
 def test_the_sweeper_and_the_token_route_racing_on_one_connection(generic, browser, clock):
     connection_id = connect(browser, generic)
-    store = runtime.services().connections
+    store = root.container().connections
     for _ in range(10):
         clock.advance(store.get(connection_id).next_refresh_at - clock.now())
         queue = ListQueue()
 
         def sweep_and_work(queue=queue):
-            sweep(runtime.services(), queue)
-            process_records(queue.drain(), runtime.services().refresher, 8)
+            sweep_into(queue)
+            process_records(queue.drain(), root.container().refresher, 8)
 
         answers: list[dict] = []
 
@@ -134,9 +133,7 @@ def test_a_replayed_code_never_reaches_the_server_twice(generic, browser):
 def test_a_wrong_client_secret_is_a_configuration_error_not_the_users(generic, browser):
     boto3.client("ssm").put_parameter(Name="/oauth-keeper/oidc/client_secret", Value="wrong",
                                       Type="SecureString", Overwrite=True)
-    from oauth_keeper.credentials import forget_cached
-
-    forget_cached()
+    root.container().credentials.forget_cached()
     result = location_query(browser.get(consent(start_connect(browser))))
     assert result["error"] == ["provider_config"] and result["retryable"] == ["false"]
     assert boto3.client("dynamodb").scan(TableName=os.environ["CONNECTIONS_TABLE"])["Items"] == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from oauth_keeper import runtime
+from oauth_keeper import root
 
 from local import apigw
 from tests.contract.support import SEEDED
@@ -39,7 +39,7 @@ def seeded(stack, tiktok, browser):  # noqa: F811
     needs_reauth = connect(browser, tiktok, "carol", OWNER)
     assert apigw.invoke("DELETE", f"/connections/{disconnected}")["statusCode"] == 200
     tiktok.revoke_user(tiktok.users["carol"].open_id)  # the user removed the app inside TikTok
-    runtime.services().refresher.refresh(needs_reauth, force=True)  # invalid_grant: the user must reconnect
+    root.container().refresher.refresh(needs_reauth, force=True)  # invalid_grant: the user must reconnect
     SEEDED.fill(owner_id=OWNER, by_status={"active": active, "disconnected": disconnected,
                                            "needs_reauth": needs_reauth})
     yield SEEDED

@@ -105,9 +105,9 @@ def test_the_connection_schema_has_every_field_connection_view_returns(document)
     import ast
     import inspect
 
-    from oauth_keeper import connections_api
+    from oauth_keeper.usecases import connections
 
-    tree = ast.parse(inspect.getsource(connections_api.connection_view))
+    tree = ast.parse(inspect.getsource(connections.connection_view))
     returned = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Return))
     keys = {k.value for k in returned.keys}
     nested = next(v for k, v in zip(returned.keys, returned.values, strict=True) if k.value == "last_refresh")
@@ -119,7 +119,7 @@ def test_the_connection_schema_has_every_field_connection_view_returns(document)
 
 
 def test_the_connect_session_request_schema_matches_the_fields_the_handler_accepts(document):
-    from oauth_keeper import validation
+    from oauth_keeper.domain import validation
 
     schema = document["components"]["schemas"]["ConnectSessionRequest"]
     assert set(schema["properties"]) == validation._CONNECT_FIELDS
@@ -130,12 +130,12 @@ def test_the_connect_session_request_schema_matches_the_fields_the_handler_accep
 
 
 def test_query_parameter_bounds_match_the_handlers(document):
-    from oauth_keeper import connections_api as api
+    from oauth_keeper.usecases import connections, tokens
 
     def param(path: str, name: str) -> dict:
         return next(p for p in document["paths"][path]["get"]["parameters"] if p.get("name") == name)["schema"]
 
     token = param("/connections/{connection_id}/token", "min_valid_seconds")
-    assert (token["minimum"], token["maximum"], token["default"]) == (0, api.MAX_MIN_VALID, api.DEFAULT_MIN_VALID)
+    assert (token["minimum"], token["maximum"], token["default"]) == (0, tokens.MAX_MIN_VALID, tokens.DEFAULT_MIN_VALID)
     limit = param("/connections", "limit")
-    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 100, api.PAGE_SIZE)
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 100, connections.PAGE_SIZE)

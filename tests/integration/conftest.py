@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from moto import mock_aws
-from oauth_keeper import runtime
-from oauth_keeper.clock import ManualClock
-from oauth_keeper.credentials import forget_cached
-from oauth_keeper.settings import Settings
+from oauth_keeper import root
 
 from local import apigw
 from local.fake_tiktok import FakeTikTok
-from local.stack import DUMMY_CREDENTIALS, LocalResources, atomic_dynamodb, create_resources
+from local.memory import ManualClock
+from local.stack import DUMMY_CREDENTIALS, LocalResources, atomic_dynamodb, create_resources, install_from_env
 
 BASE_URL = "https://keeper.example.com"
 APP_ORIGIN = "https://app.example.com"
@@ -41,11 +38,9 @@ def aws(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws(), atomic_dynamodb():
-        runtime.reset()
-        forget_cached()
+        root.reset()
         yield
-    runtime.reset()
-    forget_cached()
+    root.reset()
 
 
 @pytest.fixture
@@ -57,7 +52,7 @@ def stack(aws, tiktok, clock, monkeypatch) -> LocalResources:
     )
     for name, value in resources.env.items():
         monkeypatch.setenv(name, value)
-    runtime.use(settings=Settings.from_env(dict(os.environ)), clock=clock)
+    install_from_env(clock=clock)
     return resources
 
 

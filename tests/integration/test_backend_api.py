@@ -9,10 +9,11 @@ import time
 
 import boto3
 import pytest
-from oauth_keeper import runtime
-from oauth_keeper.refresh import Refresher
+from oauth_keeper import root
 
 from local import apigw
+from local.memory import no_sleep
+from local.stack import another_container, install_from_env
 from tests.integration.conftest import create_session, location_query
 
 pytestmark = pytest.mark.integration
@@ -72,9 +73,9 @@ def test_token_route_waits_for_a_refresh_already_in_flight_instead_of_refreshing
     connection_id = connect(browser, tiktok)["connection_id"][0]
     clock.advance(7200 - 100)
     tiktok.latency = 1.0  # the sweep's refresh is slow to answer
-    sweep_refresh = threading.Thread(target=Refresher(runtime.services()).refresh, args=(connection_id,))
+    sweep_refresh = threading.Thread(target=another_container().refresher.refresh, args=(connection_id,))
     sweep_refresh.start()
-    store = runtime.services().connections
+    store = root.container().connections
     while not store.get(connection_id).lease_owner:  # the sweep's worker holds the lease now
         time.sleep(0.01)
     status, body = call("GET", f"/connections/{connection_id}/token")
@@ -186,7 +187,7 @@ def test_disconnect_revokes_at_tiktok_erases_tokens_and_is_idempotent(stack, tik
 
 def test_a_revoke_that_keeps_failing_is_recorded_and_the_tokens_are_erased_anyway(stack, tiktok, browser):
     connection_id = connect(browser, tiktok)["connection_id"][0]
-    runtime.use(pauser=lambda seconds: None)
+    install_from_env(sleep=no_sleep)
     tiktok.set_outage("5xx")
     status, view = call("DELETE", f"/connections/{connection_id}")
     assert status == 200 and view["status"] == "disconnected"

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-from oauth_keeper import runtime
-from oauth_keeper.errors import ProviderError
+from oauth_keeper import root
+from oauth_keeper.domain.errors import ProviderError
 
 from local import apigw
 from tests.integration.conftest import (
@@ -334,7 +334,7 @@ def test_a_wrong_client_secret_is_reported_as_configuration_not_retryable(stack,
 
 
 def test_a_user_info_failure_never_loses_the_connection(stack, tiktok, browser, monkeypatch):
-    endpoint = runtime.services().token_endpoint
+    endpoint = root.container().provider
 
     def broken(*args, **kwargs):
         raise ProviderError("down", code="server_error", kind=ProviderError.TRANSIENT)
@@ -348,12 +348,11 @@ def test_a_user_info_failure_never_loses_the_connection(stack, tiktok, browser, 
 
 
 def test_pkce_can_be_turned_off_for_a_provider_by_configuration(stack, tiktok, browser, monkeypatch):
-    import os
 
-    from oauth_keeper.settings import Settings
+    from local.stack import install_from_env
 
     monkeypatch.setenv("TIKTOK_PKCE_MODE", "none")
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     tiktok.pkce = "none"
     callback, location = connect(browser, tiktok)
     assert "code_challenge" not in location
@@ -397,7 +396,7 @@ def test_popup_mode_reports_a_cancel_with_its_reason(stack, tiktok, browser):
 
 
 def test_popup_page_data_cannot_break_out_of_its_script_block(stack, tiktok, browser):
-    from oauth_keeper.web import popup_result
+    from oauth_keeper.http.responses import popup_result
 
     page = popup_result("https://app.example.com", {"status": "</script><script>alert(1)</script>"},
                         "https://app.example.com/?a=1&b=2")
@@ -412,13 +411,11 @@ def test_an_unknown_mode_is_refused(stack):
 
 def test_an_authorization_response_from_another_issuer_is_refused_before_any_exchange(stack, tiktok, browser,
                                                                                       monkeypatch):
-    import os
 
-    from oauth_keeper import runtime
-    from oauth_keeper.settings import Settings
+    from local.stack import install_from_env
 
     monkeypatch.setenv("TIKTOK_ISSUER", "https://www.tiktok.com")  # as if TikTok sent RFC 9207's iss
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     created = json.loads(create_session()["body"])
     authorize = browser.get(created["connect_url"])
     callback_url = tiktok.approve(authorize["headers"]["Location"])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from oauth_keeper import events, runtime
-from oauth_keeper.connections import Grant, connection_id_for
-from oauth_keeper.oauth import TokenSet
+from oauth_keeper import root
+from oauth_keeper.domain.connection import Grant, connection_id_for
+from oauth_keeper.domain.tokens import TokenSet
+from oauth_keeper.usecases.connect import save_grant
 
 from tests.integration.conftest import START
 
@@ -20,20 +21,15 @@ def grant(refresh_token: str | None, *, refresh_expires_at: int | None, access: 
                  scopes_requested=("user.info.basic",), scopes_granted=("user.info.basic",))
 
 
-def no_schedule(provider, tokens, now):
-    return None
-
-
-def created_event(connection, created, previous):
-    return events.connection_event(events.CREATED if created else events.RECONNECTED, connection,
-                                   reason="connected" if created else "reconnected", occurred_at=START)
+def save(store, granted: Grant, now: int):
+    return save_grant(store, granted, next_refresh_at=None, missing_scopes=[], now=now)
 
 
 def test_a_reconnect_without_a_refresh_token_keeps_the_stored_one(stack):
-    store = runtime.services().connections
-    store.save_grant(grant("rft.first", refresh_expires_at=START + 1000), START, created_event, no_schedule)
+    store = root.container().connections
+    save(store, grant("rft.first", refresh_expires_at=START + 1000), START)
     without_refresh = grant(None, refresh_expires_at=None, access="act.2")
-    saved = store.save_grant(without_refresh, START + 10, created_event, no_schedule)
+    saved = save(store, without_refresh, START + 10)
     assert not saved.created
     tokens = store.open_tokens(store.get(saved.connection.connection_id))
     assert tokens == {"access_token": "act.2", "refresh_token": "rft.first", "token_type": "Bearer"}
@@ -49,14 +45,14 @@ def test_connection_ids_are_one_per_owner_provider_and_account():
 
 
 def test_an_unpublished_event_stays_in_the_outbox_until_sent(stack, monkeypatch):
-    publisher = runtime.services().publisher
+    publisher = root.container().publisher
     monkeypatch.setattr(publisher, "publish", lambda pending: [])  # EventBridge down
-    store = runtime.services().connections
-    saved = store.save_grant(grant("rft.1", refresh_expires_at=START + 1000), START, created_event, no_schedule)
+    store = root.container().connections
+    saved = save(store, grant("rft.1", refresh_expires_at=START + 1000), START)
     stored = store.get(saved.connection.connection_id)
     assert len(stored.outbox) == 1
     (pending,) = stored.outbox.values()
     assert pending["detail_type"] == "Connection Created"
     # a reconnect keeps the older pending event beside its own
-    again = store.save_grant(grant("rft.2", refresh_expires_at=START + 2000), START + 5, created_event, no_schedule)
+    again = save(store, grant("rft.2", refresh_expires_at=START + 2000), START + 5)
     assert len(store.get(again.connection.connection_id).outbox) == 2

@@ -8,13 +8,12 @@ import threading
 
 import boto3
 import pytest
-from oauth_keeper import runtime
-from oauth_keeper.credentials import forget_cached
-from oauth_keeper.refresh import Refresher
-from oauth_keeper.sweep import SqsRefreshQueue, sweep
-from oauth_keeper.worker import process_records
+from oauth_keeper import root
+from oauth_keeper.adapters.sqs import SqsRefreshQueue
+from oauth_keeper.usecases.worker import process_records
 
 from local.simulation import ListQueue
+from local.stack import another_container, install_from_env, sweep_into
 from tests.integration.conftest import create_session, location_query
 
 pytestmark = pytest.mark.integration
@@ -28,20 +27,20 @@ def connect(browser, tiktok, user="alice", owner_id="owner-1") -> str:
 
 
 def stored_refresh_token(connection_id: str) -> str:
-    store = runtime.services().connections
+    store = root.container().connections
     return store.open_tokens(store.get(connection_id))["refresh_token"]
 
 
 def run_tick(queue=None) -> dict:
-    svc = runtime.services()
+    svc = root.container()
     queue = queue or ListQueue()
-    sweep(svc, queue)
+    sweep_into(queue, svc)
     return process_records(queue.drain(), svc.refresher, 8)
 
 
 def test_a_due_connection_is_refreshed_and_the_rotated_token_is_what_gets_stored(stack, tiktok, browser, clock):
     connection_id = connect(browser, tiktok)
-    store = runtime.services().connections
+    store = root.container().connections
     before = store.get(connection_id)
     assert run_tick() == {"batchItemFailures": []}
     assert tiktok.stats["refreshes"] == 0  # not due yet: nothing to do
@@ -60,24 +59,24 @@ def test_a_due_connection_is_refreshed_and_the_rotated_token_is_what_gets_stored
 
 def test_duplicate_ticks_and_duplicate_deliveries_cause_one_provider_refresh(stack, tiktok, browser, clock):
     connection_id = connect(browser, tiktok)
-    clock.advance(runtime.services().connections.get(connection_id).next_refresh_at - clock.now())
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
     queue = ListQueue()
-    svc = runtime.services()
-    sweep(svc, queue)
-    sweep(svc, queue)  # the scheduler delivered the tick twice
+    svc = root.container()
+    sweep_into(queue, svc)
+    sweep_into(queue, svc)  # the scheduler delivered the tick twice
     records = queue.drain()
     records += records  # and SQS delivered every message twice
     assert len(records) == 4
     assert process_records(records, svc.refresher, 8) == {"batchItemFailures": []}
-    process_records(records, Refresher(svc), 8)  # a second worker container gets them again later
+    process_records(records, another_container().refresher, 8)  # a second worker container gets them again later
     assert tiktok.stats["refreshes"] == 1
-    assert runtime.services().connections.get(connection_id).status == "active"
+    assert root.container().connections.get(connection_id).status == "active"
 
 
 def test_twenty_concurrent_refreshers_make_one_provider_refresh_per_round(stack, tiktok, browser, clock):
     connection_id = connect(browser, tiktok)
-    svc = runtime.services()
-    refreshers = [Refresher(svc) for _ in range(20)]  # twenty worker containers
+    svc = root.container()
+    refreshers = [another_container().refresher for _ in range(20)]  # twenty worker containers
     for round_number in range(1, 101):
         clock.advance(svc.connections.get(connection_id).next_refresh_at - clock.now())
         barrier = threading.Barrier(20)
@@ -102,7 +101,7 @@ def test_a_grant_revoked_at_tiktok_needs_reauth_and_leaves_the_due_index(stack, 
     connection_id = connect(browser, tiktok)
     stack.received_events()
     tiktok.revoke_user(tiktok.users["alice"].open_id)
-    clock.advance(runtime.services().connections.get(connection_id).next_refresh_at - clock.now())
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
     run_tick()
     item = boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
                                              Key={"connection_id": {"S": connection_id}})["Item"]
@@ -120,7 +119,7 @@ def test_a_grant_revoked_at_tiktok_needs_reauth_and_leaves_the_due_index(stack, 
 def test_a_wrong_secret_fixed_in_ssm_is_picked_up_by_the_breaker_probe(stack, tiktok, browser, clock):
     connection_id = connect(browser, tiktok)
     tiktok.rotate_client_secret("rotated-in-the-portal")
-    store = runtime.services().connections
+    store = root.container().connections
     clock.advance(store.get(connection_id).next_refresh_at - clock.now())
     run_tick()
     paused = store.get(connection_id)
@@ -133,7 +132,6 @@ def test_a_wrong_secret_fixed_in_ssm_is_picked_up_by_the_breaker_probe(stack, ti
     healed = store.get(connection_id)
     assert healed.status == "active" and healed.last_refresh_outcome == "succeeded"
     assert tiktok.stats["refresh_successes"] == 1
-    forget_cached()
 
 
 def test_sweeper_and_worker_handlers_run_on_their_sample_events(stack, tiktok, browser, clock, monkeypatch):
@@ -143,11 +141,11 @@ def test_sweeper_and_worker_handlers_run_on_their_sample_events(stack, tiktok, b
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="refresh")["QueueUrl"]
     monkeypatch.setenv("REFRESH_QUEUE_URL", queue_url)
-    from oauth_keeper.settings import Settings
+    pass
 
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     connection_id = connect(browser, tiktok)
-    clock.advance(runtime.services().connections.get(connection_id).next_refresh_at - clock.now())
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
 
     import refresh_worker_handler
     import sweeper_handler
@@ -176,7 +174,7 @@ def test_sqs_queue_adapter_sends_every_id_in_batches_of_ten(stack):
 
 
 def test_events_left_in_the_outbox_are_published_by_the_next_sweep(stack, tiktok, browser, monkeypatch):
-    from oauth_keeper.events import EventPublisher
+    from oauth_keeper.adapters.eventbridge import EventBridgePublisher as EventPublisher
 
     monkeypatch.setattr(EventPublisher, "publish", lambda self, pending: [])  # EventBridge down at commit
     connection_id = connect(browser, tiktok)
@@ -187,12 +185,12 @@ def test_events_left_in_the_outbox_are_published_by_the_next_sweep(stack, tiktok
     monkeypatch.undo()
 
     queue = ListQueue()
-    report = sweep(runtime.services(), queue)
+    report = sweep_into(queue)
     assert report.pending_events == 1 and report.due == 0
-    process_records(queue.drain(), runtime.services().refresher, 8)
+    process_records(queue.drain(), root.container().refresher, 8)
     (event,) = stack.received_events()
     assert event["detail-type"] == "Connection Created"
-    assert sweep(runtime.services(), ListQueue()).pending_events == 0
+    assert sweep_into(ListQueue()).pending_events == 0
     assert tiktok.stats["refreshes"] == 0  # publishing a pending event is not a reason to refresh
 
 
@@ -200,7 +198,7 @@ def test_the_worker_emits_refresh_metrics_the_alarms_read(stack, tiktok, browser
     from local.apigw import LambdaContext
 
     connection_id = connect(browser, tiktok)
-    clock.advance(runtime.services().connections.get(connection_id).next_refresh_at - clock.now())
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
     import refresh_worker_handler
 
     capfd.readouterr()

@@ -10,9 +10,9 @@ import random
 from collections import Counter
 
 import pytest
-from oauth_keeper import events
+from oauth_keeper.domain import events
 from oauth_keeper.observability import logger
-from oauth_keeper.refresh import LEASE_SECONDS, Refresher
+from oauth_keeper.usecases.refresh import LEASE_SECONDS, Refresher
 
 from local.simulation import World
 

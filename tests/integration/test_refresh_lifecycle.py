@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from oauth_keeper import events
+from oauth_keeper.domain import events
 from oauth_keeper.observability import logger
 
 from local.simulation import World

@@ -36,12 +36,10 @@ def run(name: str, event: dict) -> dict:
 
 def test_sample_connect_session_event_creates_a_session(stack, monkeypatch):
     monkeypatch.setenv("ALLOWED_RETURN_ORIGINS", "https://app.example.com")
-    import os
 
-    from oauth_keeper import runtime
-    from oauth_keeper.settings import Settings
+    from local.stack import install_from_env
 
-    runtime.use(settings=Settings.from_env(dict(os.environ)))
+    install_from_env()
     response = run("connect_sessions", load("connect_sessions"))
     assert response["statusCode"] == 201
     assert json.loads(response["body"])["connect_url"].startswith("https://keeper.example.com/connect/tiktok?")

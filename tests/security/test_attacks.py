@@ -15,11 +15,11 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauth_keeper import runtime
-from oauth_keeper.connect import flow_cookie_name, with_query
-from oauth_keeper.flows import SESSION_TTL, OAuthFlow, secret_hash
-from oauth_keeper.oauth import new_secret
-from oauth_keeper.settings import normalize_origin
+from oauth_keeper import root
+from oauth_keeper.domain.flows import SESSION_TTL, OAuthFlow, secret_hash
+from oauth_keeper.domain.protocol import new_secret
+from oauth_keeper.domain.validation import normalize_origin
+from oauth_keeper.usecases.connect import flow_cookie_name, with_query
 
 from local import apigw
 from tests.integration.conftest import APP_ORIGIN, BASE_URL, RETURN_TO, create_session
@@ -143,8 +143,8 @@ def test_a_flow_started_for_another_provider_is_refused_on_tiktoks_callback_with
     """A flow stored for provider "other" (as a second provider's authorize would) presented on /callback/tiktok,
     with its own browser's cookie: wrong_provider, and the flow stays for its own callback."""
     state, nonce = new_secret(), new_secret()
-    now = int(runtime.services().now())
-    runtime.services().flows.put_flow(state, OAuthFlow(
+    now = int(root.container().clock.now())
+    root.container().flows.put_flow(state, OAuthFlow(
         provider="other", owner_id="owner-1", return_to=RETURN_TO, scopes=("profile",),
         redirect_uri=f"{BASE_URL}/callback/other", code_verifier=new_secret(),
         nonce_hash=secret_hash("nonce", nonce), expires_at=now + SESSION_TTL,

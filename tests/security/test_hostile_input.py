@@ -20,8 +20,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauth_keeper.connect import flow_cookie_name
-from oauth_keeper.flows import secret_hash
+from oauth_keeper.domain.flows import secret_hash
+from oauth_keeper.usecases.connect import flow_cookie_name
 
 from local import apigw
 from tests.integration.conftest import APP_ORIGIN, RETURN_TO

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from oauth_keeper import runtime
-from oauth_keeper.connect import flow_cookie_name
-from oauth_keeper.flows import SESSION_TTL, OAuthFlow, secret_hash
-from oauth_keeper.settings import normalize_origin
+from oauth_keeper import root
+from oauth_keeper.domain.flows import SESSION_TTL, OAuthFlow, secret_hash
+from oauth_keeper.domain.validation import normalize_origin
+from oauth_keeper.usecases.connect import flow_cookie_name
 
 from local import apigw
 from tests.integration.conftest import APP_ORIGIN, BASE_URL, RETURN_TO, create_session
@@ -105,7 +105,7 @@ def every_browser_answer(tiktok, clock, monkeypatch) -> list[Answer]:
     answers.append(Answer(callback_route, "unknown provider", callback(query, [flow.cookie], provider="myspace"),
                           secrets))
     other_state, other_nonce = "o" * 43, "n" * 43
-    runtime.services().flows.put_flow(other_state, OAuthFlow(
+    root.container().flows.put_flow(other_state, OAuthFlow(
         provider="other", owner_id="owner-1", return_to=RETURN_TO, scopes=("x",), redirect_uri=f"{BASE_URL}/x",
         code_verifier="v" * 64, nonce_hash=secret_hash("nonce", other_nonce),
         expires_at=int(clock.now()) + SESSION_TTL))
@@ -144,7 +144,7 @@ def every_browser_answer(tiktok, clock, monkeypatch) -> list[Answer]:
     def broken(state, *args, **kwargs):
         raise RuntimeError(f"boom while taking {state}")
 
-    monkeypatch.setattr(runtime.services().flows, "take_flow", broken)
+    monkeypatch.setattr(root.container().flows, "take_flow", broken)
     answers.append(Answer(callback_route, "unexpected failure", callback(query, [flow.cookie]), secrets))
     return answers
 

@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauth_keeper import runtime
-from oauth_keeper.errors import TokenDecryptionError
+from oauth_keeper import root
+from oauth_keeper.domain.errors import TokenDecryptionError
 
 from local import apigw
 from tests.security.support import connection_item, query_of, raw_items, start_flow
@@ -78,7 +78,7 @@ def test_no_stored_attribute_holds_a_plaintext_token_after_connects_reconnects_a
     connect(tiktok, "owner-2", "bob")
     connect(tiktok, "owner-1", "alice")  # a reconnect: a new grant, the same connection
     clock.advance(3 * 3600)
-    assert runtime.services().refresher.refresh(alice, force=True).result == "refreshed"
+    assert root.container().refresher.refresh(alice, force=True).result == "refreshed"
     secrets = every_token_issued(tiktok)
     assert len(secrets) >= 6 and any("rotated" in name for name in secrets)  # what we look for exists
     secrets["client secret"] = tiktok.client_secret
@@ -104,7 +104,7 @@ def tamper(connection_id: str, position: int, mask: int) -> bytes:
 
 
 def open_stored(connection_id: str) -> dict:
-    store = runtime.services().connections
+    store = root.container().connections
     return store.open_tokens(store.get(connection_id))
 
 
@@ -168,7 +168,7 @@ def test_a_ciphertext_moved_to_another_connection_does_not_open(stack, tiktok):
             ExpressionAttributeValues={":t": {"B": sealed}})
         with pytest.raises(TokenDecryptionError):
             open_stored(target)
-    store = runtime.services().connections
+    store = root.container().connections
     connection = store.get(alice)
     with pytest.raises(TokenDecryptionError):  # the provider is bound in too
         store.open_tokens(dataclasses.replace(connection, provider="other"))
@@ -181,7 +181,7 @@ def test_a_tampered_ciphertext_is_never_sent_to_tiktok_by_a_refresh(stack, tikto
     tamper(connection_id, regions(blob)["ciphertext and tag"][-1], 0x80)
     before = tiktok.stats["token_requests"]
     clock.advance(3 * 3600)
-    outcome = runtime.services().refresher.refresh(connection_id, force=True)
+    outcome = root.container().refresher.refresh(connection_id, force=True)
     assert tiktok.stats["token_requests"] == before  # nothing was sent: there was nothing to send
     item = connection_item(connection_id)
     assert item["status"]["S"] == "needs_reauth" and outcome.result != "refreshed"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from oauth_keeper.refresh import LEASE_SECONDS
+from oauth_keeper.usecases.refresh import LEASE_SECONDS
 
 from local.cfn import ROOT, http_routes, resources_of_type, table_definition, template
 

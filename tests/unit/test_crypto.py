@@ -1,9 +1,9 @@
 import pytest
-from oauth_keeper.clock import ManualClock
-from oauth_keeper.crypto import DataKeys, TokenCipher
-from oauth_keeper.errors import TokenDecryptionError
+from oauth_keeper.adapters.kms import DataKeys
+from oauth_keeper.adapters.kms import EnvelopeCipher as TokenCipher
+from oauth_keeper.domain.errors import TokenDecryptionError
 
-from tests.fakes import FakeKms
+from local.memory import FakeKms, ManualClock
 
 pytestmark = pytest.mark.unit
 TOKENS = {"access_token": "act.secret-access", "refresh_token": "rft.secret-refresh", "token_type": "Bearer"}

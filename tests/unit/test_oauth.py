@@ -3,18 +3,24 @@ import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from oauth_keeper.errors import NotFound, ProviderError
-from oauth_keeper.oauth import authorize_url, code_challenge, parse_token_response
-from oauth_keeper.providers import profile_for
+from oauth_keeper.domain.errors import NotFound, ProviderError
+from oauth_keeper.domain.protocol import authorize_url, code_challenge, parse_token_response
+from oauth_keeper.domain.providers import profile_for as domain_profile_for
 from oauth_keeper.settings import Settings
 
 pytestmark = pytest.mark.unit
 VERIFIER = "v" * 64
-TIKTOK = profile_for("tiktok", Settings(connections_table="c", flows_table="f", token_key_arn="k", event_bus_name="b"))
+TIKTOK = domain_profile_for("tiktok", ("tiktok",), {})
+
+
+def profile_for(name: str, configured: Settings):
+    """The profile as a deployment with these settings builds it."""
+    return domain_profile_for(name, configured.providers, configured.provider_overrides)
 
 
 def settings(**env):
-    return Settings.from_env({"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", **env})
+    return Settings.from_env({"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k",
+                              "EVENT_BUS_NAME": "b", "REFRESH_QUEUE_URL": "q", **env})
 
 
 def test_tiktok_pkce_challenge_is_the_hex_digest_and_s256_is_base64url():

@@ -5,19 +5,27 @@ import json
 
 import httpx
 import pytest
-from oauth_keeper.discovery import discovered
-from oauth_keeper.errors import ConfigurationError, NotFound
-from oauth_keeper.oauth import ClientCredentials, TokenEndpoint
-from oauth_keeper.providers import profile_for, profile_from_data
+from oauth_keeper.adapters.discovery import discovered
+from oauth_keeper.adapters.provider_http import HttpProviderClient as TokenEndpoint
+from oauth_keeper.domain.errors import ConfigurationError, NotFound
+from oauth_keeper.domain.providers import profile_for as domain_profile_for
+from oauth_keeper.domain.providers import profile_from_data
+from oauth_keeper.domain.tokens import ClientCredentials
 from oauth_keeper.settings import Settings
 
 pytestmark = pytest.mark.unit
-BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f"}
+BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "EVENT_BUS_NAME": "b",
+            "REFRESH_QUEUE_URL": "q"}
 ACME = {
     "PROVIDERS": "tiktok,acme", "ACME_PROFILE": "generic", "ACME_ISSUER": "https://id.acme.test",
     "ACME_AUTHORIZE_URL": "https://id.acme.test/authorize", "ACME_TOKEN_URL": "https://id.acme.test/token",
     "ACME_SCOPES": "openid offline_access posts.write",
 }
+
+
+def profile_for(name: str, configured: Settings):
+    """The profile as a deployment with these settings builds it."""
+    return domain_profile_for(name, configured.providers, configured.provider_overrides)
 
 
 def settings(**env):
@@ -54,7 +62,9 @@ def test_a_typo_in_a_profile_is_an_error_not_a_silent_default():
         profile_from_data({"name": "x", "display_name": "X", "authorize_url": "", "token_url": "",
                            "revoke_url": None, "userinfo_url": None, "scope_seperator": ","})
     with pytest.raises(ValueError):
-        profile_for("acme", settings(**ACME, ACME_CLIENT_AUTH="private_key_jwt"))
+        domain_profile_for("acme", ("acme",), {"acme": {"profile": "generic", "client_auth": "private_key_jwt"}})
+    with pytest.raises(ConfigurationError, match="ACME_CLIENT_AUTH"):  # and a deployment says so at cold start
+        settings(**ACME, ACME_CLIENT_AUTH="private_key_jwt")
 
 
 def capture_token_request(profile, body: dict):

@@ -1,9 +1,9 @@
 import pytest
-from oauth_keeper.connect import flow_cookie_name, parse_query, with_query
-from oauth_keeper.errors import InvalidInput
-from oauth_keeper.schedule import due_shard, next_refresh_at
-from oauth_keeper.settings import normalize_origin
-from oauth_keeper.validation import checked_return_to, parse_connect_request, parse_json_object
+from oauth_keeper.domain.errors import InvalidInput
+from oauth_keeper.domain.schedule import due_shard, next_refresh_at
+from oauth_keeper.domain.validation import checked_return_to, normalize_origin, parse_connect_request, parse_json_object
+from oauth_keeper.http.requests import parse_query
+from oauth_keeper.usecases.connect import flow_cookie_name, with_query
 
 pytestmark = pytest.mark.unit
 ALLOWED = frozenset({"https://app.example.com", "http://127.0.0.1:3000"})

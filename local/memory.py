@@ -1,0 +1,254 @@
+"""In-memory adapters for tests, `make dev` and the benchmarks: one of each port, in one place.
+
+Each keeps the contract of its AWS twin (atomic guarded writes, GSI-like partitions, single-use flows, KMS data
+keys), so the same use cases run on them for simulated days over thousands of connections in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from oauth_keeper.domain.errors import ConfigurationError, FlowRejection
+from oauth_keeper.domain.flows import ConnectSession, OAuthFlow, secret_hash
+from oauth_keeper.domain.providers import ProviderProfile
+from oauth_keeper.domain.tokens import ClientCredentials
+from oauth_keeper.ports import INDEXES, MISSING, WriteResult
+
+
+class ManualClock:
+    """A clock that only moves when told to (tests, the local stack's "advance the clock")."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+def no_sleep(seconds: float) -> None:
+    """A `Sleep` that returns at once: waits for siblings happen in simulated time."""
+
+
+class MemoryItemStore:
+    """The `ItemStore` port in memory, atomic under one lock: for simulations of days and thousands of items."""
+
+    def __init__(self, key_name: str = "connection_id") -> None:
+        self.key_name = key_name
+        self._items: dict[str, dict[str, Any]] = {}
+        # index -> hash value -> keys, kept like a GSI so a query reads one partition, not the table
+        self._partitions: dict[str, dict[Any, set[str]]] = {name: {} for name in INDEXES}
+        self._lock = threading.Lock()
+        self.read_items = 0
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            item = self._items.get(key)
+            return dict(item) if item is not None else None
+
+    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
+               expect: dict[str, Any]) -> WriteResult:
+        with self._lock:
+            current = self._items.get(key)
+            refused = WriteResult(False, dict(current) if current is not None else None)
+            for attr, value in expect.items():
+                actual = current.get(attr, MISSING) if current is not None else MISSING
+                if value is MISSING:
+                    if actual is not MISSING:
+                        return refused
+                elif actual is MISSING or actual != value:
+                    return refused
+            item = dict(current) if current is not None else {self.key_name: key}
+            for attr in remove:
+                item.pop(attr, None)
+            for attr, value in set.items():
+                if value is None:
+                    item.pop(attr, None)
+                else:
+                    item[attr] = value
+            self._reindex(key, current, item)
+            self._items[key] = item
+            return WriteResult(True)
+
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
+        with self._lock:
+            current = self._items.get(key)
+            if current is None:
+                return True
+            if any(current.get(attr, MISSING) != value for attr, value in expect.items()):
+                return False
+            self._reindex(key, current, {})
+            del self._items[key]
+            return True
+
+    def _reindex(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        for index, (hash_attr, _) in INDEXES.items():
+            before = (old or {}).get(hash_attr, MISSING)
+            after = new.get(hash_attr, MISSING)
+            if before == after:
+                continue
+            partitions = self._partitions[index]
+            if before is not MISSING:
+                partitions.get(before, set()).discard(key)
+            if after is not MISSING:
+                partitions.setdefault(after, set()).add(key)
+
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
+              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        hash_attr, range_attr = INDEXES[index]
+        with self._lock:
+            partition = [self._items[k] for k in self._partitions[index].get(hash_value, ())]
+            matches = [
+                item for item in partition
+                if (range_attr is None or range_attr in item)
+                and (range_max is None or range_attr is None or item[range_attr] <= range_max)
+            ]
+        matches.sort(key=lambda i: (i.get(range_attr, 0) if range_attr else 0, i[self.key_name]))
+        if start:
+            keys = [m[self.key_name] for m in matches]
+            matches = matches[keys.index(start[self.key_name]) + 1:] if start[self.key_name] in keys else []
+        page = matches[:limit] if limit else matches
+        cursor = {self.key_name: page[-1][self.key_name]} if limit and len(matches) > limit else None
+        self.read_items += len(page)
+        return [m[self.key_name] for m in page], cursor
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(i) for i in self._items.values()]
+
+
+class MemoryFlowStore:
+    """The `FlowStore` port in memory: records keyed by the secret's hash, consumed once under one lock."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def put_session(self, token: str, session: ConnectSession) -> None:
+        self._put(secret_hash("session", token), session)
+
+    def take_session(self, token: str, provider: str, now: float) -> ConnectSession | None:
+        with self._lock:
+            key = secret_hash("session", token)
+            record = self._records.get(key)
+            session = record[1] if record else None
+            if session is None or session.provider != provider or session.expires_at <= int(now):
+                return None
+            del self._records[key]
+            return session
+
+    def put_flow(self, state: str, flow: OAuthFlow) -> None:
+        self._put(secret_hash("state", state), flow)
+
+    def take_flow(self, state: str, provider: str, nonce: str, now: float) -> OAuthFlow:
+        with self._lock:
+            key = secret_hash("state", state)
+            record = self._records.get(key)
+            flow: OAuthFlow | None = record[1] if record else None
+            if flow is None:
+                raise FlowRejection("unknown")
+            if flow.expires_at <= int(now):
+                raise FlowRejection("expired")
+            if flow.provider != provider:
+                raise FlowRejection("wrong_provider")
+            if flow.nonce_hash != secret_hash("nonce", nonce):
+                raise FlowRejection("foreign_browser")
+            del self._records[key]
+            return flow
+
+    def _put(self, key: str, record: Any) -> None:
+        with self._lock:
+            if key in self._records:
+                raise ValueError("a record with this secret exists")  # DynamoDB's attribute_not_exists guard
+            self._records[key] = (key, record)
+
+
+class FakeKms:
+    """KMS's data-key calls in memory: data keys wrapped under a local master key (never leaves the process).
+
+    A blob it did not wrap raises `InvalidCiphertextException`, as KMS does."""
+
+    class InvalidCiphertextException(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self._master = AESGCM(AESGCM.generate_key(bit_length=256))
+        self.calls: list[str] = []
+
+    def generate_data_key(self, KeyId: str, KeySpec: str) -> dict[str, bytes]:  # noqa: N803 - boto3's names
+        self.calls.append("GenerateDataKey")
+        key, nonce = os.urandom(32), os.urandom(12)
+        return {"Plaintext": key, "CiphertextBlob": nonce + self._master.encrypt(nonce, key, KeyId.encode())}
+
+    def decrypt(self, CiphertextBlob: bytes, KeyId: str) -> dict[str, bytes]:  # noqa: N803
+        self.calls.append("Decrypt")
+        try:
+            key = self._master.decrypt(CiphertextBlob[:12], CiphertextBlob[12:], KeyId.encode())
+        except InvalidTag as exc:
+            raise FakeKms.InvalidCiphertextException() from exc
+        return {"Plaintext": key}
+
+
+class MemoryPublisher:
+    """The `EventPublisher` port in memory; `down` makes it refuse everything (EventBridge unavailable)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.down = False
+
+    def publish(self, pending: list[Any]) -> list[str]:
+        if self.down:
+            return []
+        self.events.extend(pending)
+        return [e["event_id"] for e in pending]
+
+    def of_type(self, detail_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["detail_type"] == detail_type]
+
+
+class ListQueue:
+    """The `RefreshQueue` port as a list; `drain` hands the messages over as SQS records."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def send(self, connection_ids: list[str]) -> int:
+        self.messages.extend(connection_ids)
+        return len(connection_ids)
+
+    def drain(self) -> list[dict[str, Any]]:
+        records = [{"messageId": f"m{i}", "body": json.dumps({"connection_id": cid})}
+                   for i, cid in enumerate(self.messages)]
+        self.messages = []
+        return records
+
+
+class StaticCredentials:
+    """The `Credentials` port from a dict the test can change (`values["client_secret"] = ...`).
+
+    `values` maps `client_id` (or the profile's client id parameter) and `client_secret`; a missing one is
+    a ConfigurationError, as a missing SSM parameter is."""
+
+    def __init__(self, values: dict[str, str] | Callable[[], dict[str, str]]) -> None:
+        self._values = values
+
+    def credentials(self, profile: ProviderProfile, *, with_id: bool = True, with_secret: bool = True,
+                    fresh: bool = False) -> ClientCredentials:
+        values = self._values() if callable(self._values) else self._values
+        client_id = values.get(profile.client_id_param, values.get("client_id"))
+        secret = values.get("client_secret")
+        if (with_id and not client_id) or (with_secret and not secret):
+            raise ConfigurationError(f"Client credentials for {profile.name} are missing.")
+        return ClientCredentials(client_id=client_id or "", client_secret=secret or "")

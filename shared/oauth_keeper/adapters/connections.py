@@ -1,0 +1,219 @@
+"""The `ConnectionRepository` port over any `ItemStore`: one item per connection, tokens sealed in one attribute.
+
+This module owns the item layout: attribute names, the sparse Due and Outbox index entries, one attribute
+per pending event. It runs unchanged on DynamoDB (`adapters/dynamodb.py`) and in memory (`local/memory.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import fields, replace
+from enum import Enum
+from typing import Any
+
+from ..domain.connection import DISCONNECTED, Connection, Status
+from ..domain.events import PendingEvent
+from ..domain.lifecycle import GrantPlan
+from ..domain.schedule import due_shard
+from ..ports import MISSING, ItemStore, TokenCipher
+
+OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
+
+# Attributes a reconnect clears: whatever the old grant's refresh history said no longer applies.
+_GRANT_RESETS = (
+    "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
+    "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
+)
+_FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
+
+
+def connection_from_item(item: dict[str, Any]) -> Connection:
+    """A stored item (plain Python values) as a Connection. Attributes a newer writer added are ignored."""
+    return Connection(
+        connection_id=item["connection_id"], owner_id=item["owner_id"], provider=item["provider"],
+        account_id=item["account_id"], status=Status(item["status"]), revision=int(item.get("revision", 0)),
+        token_version=int(item.get("token_version", 0)),
+        created_at=item["created_at"], updated_at=item["updated_at"],
+        scopes_requested=_split(item.get("scopes_requested")), scopes_granted=_split(item.get("scopes_granted")),
+        status_reason=item.get("status_reason"), connected_at=item.get("connected_at"),
+        access_expires_at=item.get("access_expires_at"), refresh_expires_at=item.get("refresh_expires_at"),
+        next_refresh_at=item.get("next_refresh_at"), display_name=item.get("display_name"),
+        avatar_url=item.get("avatar_url"), lease_owner=item.get("lease_owner"),
+        lease_expires_at=item.get("lease_expires_at"), refresh_in_doubt=bool(item.get("refresh_in_doubt")),
+        failures=int(item.get("failures", 0)), last_refresh_at=item.get("last_refresh_at"),
+        last_refresh_outcome=item.get("last_refresh_outcome"),
+        last_refresh_reason=item.get("last_refresh_reason"),
+        last_provider_log_id=item.get("last_provider_log_id"),
+        expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
+        erase_requested=bool(item.get("erase_requested")), revoke_failed=bool(item.get("revoke_failed")),
+        revoke_log_id=item.get("revoke_log_id"),
+        sealed_tokens=item.get("tokens"),
+        outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
+    )
+
+
+class ConnectionStore:
+    def __init__(self, items: ItemStore, cipher: TokenCipher, due_shards: int) -> None:
+        self.items = items
+        self._cipher = cipher
+        self._shards = due_shards
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def get(self, connection_id: str) -> Connection | None:
+        """The connection, read strongly consistent; None when unknown (or the id names a non-connection item)."""
+        item = self.items.get(connection_id)
+        return connection_from_item(item) if item and "owner_id" in item else None
+
+    def open_tokens(self, connection: Connection) -> dict[str, Any]:
+        if not connection.sealed_tokens:
+            return {}
+        return self._cipher.open(
+            connection.sealed_tokens, connection_id=connection.connection_id, provider=connection.provider
+        )
+
+    def seal_tokens(self, connection_id: str, provider: str, tokens: dict[str, Any]) -> bytes:
+        return self._cipher.seal(tokens, connection_id=connection_id, provider=provider)
+
+    def shard_of(self, connection_id: str) -> int:
+        return due_shard(connection_id, self._shards)
+
+    @property
+    def shards(self) -> int:
+        return self._shards
+
+    def due(self, shard: int, horizon: int, page_size: int = 500) -> Iterator[str]:
+        """Ids in one shard of the sparse due index with next_refresh_at <= horizon, every page."""
+        yield from self._pages("Due", shard, range_max=horizon, page_size=page_size)
+
+    def with_pending_events(self, shard: int) -> Iterator[str]:
+        yield from self._pages("Outbox", shard, page_size=500)
+
+    def owned_by(self, owner_id: str, *, limit: int, start: dict[str, Any] | None = None,
+                 ) -> tuple[list[str], dict[str, Any] | None]:
+        return self.items.query("ByOwner", owner_id, limit=limit, start=start)
+
+    def of_account(self, provider: str, account_id: str) -> Iterator[str]:
+        yield from self._pages("ByAccount", f"{provider}#{account_id}", page_size=100)
+
+    def _pages(self, index: str, hash_value: Any, *, range_max: Any = None, page_size: int) -> Iterator[str]:
+        cursor = None
+        while True:
+            keys, cursor = self.items.query(index, hash_value, range_max=range_max, limit=page_size, start=cursor)
+            yield from keys
+            if not cursor:
+                return
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def write_grant(self, plan: GrantPlan) -> Connection | None:
+        """Store a planned grant, its event in the outbox in the same write; None if the item moved meanwhile."""
+        connection = replace(plan.connection, outbox=dict(plan.connection.outbox))
+        connection_id = connection.connection_id
+        sealed = self.seal_tokens(connection_id, connection.provider, plan.tokens)
+        attributes = {
+            "owner_id": connection.owner_id, "provider": connection.provider, "account_id": connection.account_id,
+            "account_key": connection.account_key, "status": connection.status,
+            "revision": connection.revision, "token_version": connection.token_version,
+            "created_at": connection.created_at, "updated_at": connection.updated_at,
+            "connected_at": connection.connected_at,
+            "scopes_requested": ",".join(connection.scopes_requested),
+            "scopes_granted": ",".join(connection.scopes_granted),
+            "access_expires_at": connection.access_expires_at, "refresh_expires_at": connection.refresh_expires_at,
+            "tokens": sealed, **self.schedule_attributes(connection_id, connection.next_refresh_at),
+        }
+        attributes.update(self._outbox_attributes(connection, [plan.event]))
+        expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \
+            else {"connection_id": MISSING}
+        stale = [a for a in _GRANT_RESETS if a not in attributes]
+        if not self.items.update(connection_id, set=_plain(attributes), remove=stale, expect=expect):
+            return None
+        connection.sealed_tokens = sealed
+        connection.outbox_seq = attributes["outbox_seq"]
+        connection.outbox[plan.event["event_id"]] = plan.event
+        return connection
+
+    def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
+              events: Iterable[PendingEvent] = ()) -> Connection | None:
+        """One decision write: guarded on the revision `connection` was read at; None if it moved since."""
+        return self.claim(connection, changes, remove=remove, events=events)[0]
+
+    def claim(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
+              events: Iterable[PendingEvent] = ()) -> tuple[Connection | None, Connection | None]:
+        """`apply`, also giving back the competing connection when the guard failed: the failed write read it
+        (ReturnValuesOnConditionCheckFailure), so a lost lease needs no second GetItem."""
+        attributes = dict(changes)
+        attributes["revision"] = connection.revision + 1
+        event_list = list(events)
+        if event_list:
+            attributes.update(self._outbox_attributes(connection, event_list))
+        remove = list(remove)
+        written = self.items.update(connection.connection_id, set=_plain(attributes), remove=remove,
+                                    expect={"revision": connection.revision})
+        if not written:
+            current = written.current
+            return None, connection_from_item(current) if current and "owner_id" in current else None
+        # What was written, applied to a copy: no read-back on the refresh path.
+        updated = replace(connection, outbox=dict(connection.outbox))
+        for name, value in attributes.items():
+            if name == "tokens":
+                updated.sealed_tokens = value
+            elif name in _FIELDS:
+                setattr(updated, name, value if value is not None else _FIELDS[name])
+        for name in remove:
+            if name in _FIELDS:
+                setattr(updated, name, _FIELDS[name])
+        for event in event_list:
+            updated.outbox[event["event_id"]] = event
+        return updated, None
+
+    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]:
+        """The sparse due index: only connections that need refreshing carry its attributes (None removes)."""
+        if next_refresh_at is None:
+            return {"next_refresh_at": None, "due_shard": None}
+        return {"next_refresh_at": int(next_refresh_at), "due_shard": self.shard_of(connection_id)}
+
+    def erase(self, connection_id: str) -> bool:
+        """Delete a disconnected connection for good, once no event of it waits in the outbox."""
+        connection = self.get(connection_id)
+        if connection is None:
+            return True
+        if connection.status != DISCONNECTED or connection.outbox:
+            return False
+        return self.items.delete(connection_id, expect={"revision": connection.revision})
+
+    def set_profile(self, connection_id: str, display_name: str | None, avatar_url: str | None) -> None:
+        """Enrichment after the commit: never touches tokens or status, so it cannot clobber a refresh."""
+        values = {"display_name": display_name, "avatar_url": avatar_url}
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            self.items.update(connection_id, set=values, expect={"connection_id": connection_id})
+
+    def clear_outbox(self, connection: Connection, sent: list[str]) -> None:
+        """Drop published events; leave the Outbox index only if nothing new arrived meanwhile."""
+        if not sent:
+            return
+        attributes = [OUTBOX_PREFIX + event_id for event_id in sent]
+        if set(sent) >= set(connection.outbox) and self.items.update(
+            connection.connection_id, set={}, remove=[*attributes, "outbox_shard"],
+            expect={"outbox_seq": connection.outbox_seq},
+        ):
+            return
+        self.items.update(connection.connection_id, set={}, remove=attributes, expect={})
+
+    def _outbox_attributes(self, connection: Connection, events: list[PendingEvent]) -> dict[str, Any]:
+        """Pending events, and the sparse Outbox index entry the sweep uses to find ones left behind."""
+        attributes: dict[str, Any] = {
+            OUTBOX_PREFIX + e["event_id"]: json.dumps(e, separators=(",", ":")) for e in events
+        }
+        attributes["outbox_seq"] = connection.outbox_seq + 1
+        attributes["outbox_shard"] = self.shard_of(connection.connection_id)
+        return attributes
+
+
+def _plain(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Enum members (statuses, reasons) as their plain string values, as the table has always held them."""
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in attributes.items()}
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v for v in (value or "").split(",") if v)

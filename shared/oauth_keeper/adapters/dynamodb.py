@@ -1,0 +1,171 @@
+"""DynamoDB through the low-level client: the `ItemStore` port for the Connections table, and item codecs.
+
+Every write is conditional where the logic needs a guard, and a failed guard reads back the competing item
+in the same call (ReturnValuesOnConditionCheckFailure), never with a second GetItem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from ..ports import INDEXES, MISSING, WriteResult
+
+
+@cache
+def _codecs() -> tuple[Any, Any]:
+    # Imported on first use: boto3 costs ~100 ms of cold start, which only paths that talk to AWS should pay.
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    serializer = _codecs()[0]
+    return {k: serializer.serialize(_plain(v)) for k, v in data.items() if v is not None}
+
+
+def to_values(data: dict[str, Any]) -> dict[str, Any]:
+    serializer = _codecs()[0]
+    return {k: serializer.serialize(_plain(v)) for k, v in data.items()}
+
+
+def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    deserializer = _codecs()[1]
+    return {k: _native(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def is_conditional_failure(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def condition_failure_item(exc: Exception) -> dict[str, Any] | None:
+    """The item a failed conditional write found (asked for with ReturnValuesOnConditionCheckFailure=ALL_OLD);
+    None when there was no item."""
+    return from_item(getattr(exc, "response", {}).get("Item"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _native(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if hasattr(value, "value") and type(value).__name__ == "Binary":
+        return bytes(value.value)
+    return value
+
+
+class DynamoItemStore:
+    """The `ItemStore` port on one DynamoDB table (strongly consistent reads, conditional writes)."""
+
+    def __init__(self, dynamodb: Any, table: str, key_name: str = "connection_id") -> None:
+        self._db = dynamodb
+        self._table = table
+        self.key_name = key_name
+        self.read_items = 0  # what the index queries returned: the sweep's cost is proportional to it
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self._table, Key={self.key_name: {"S": key}}, ConsistentRead=True)
+        return from_item(answer.get("Item"))
+
+    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
+               expect: dict[str, Any]) -> WriteResult:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+
+        def name(attr: str) -> str:
+            placeholder = f"#n{len(names)}"
+            names[placeholder] = attr
+            return placeholder
+
+        sets, removes = [], [name(a) for a in remove]
+        for attr, value in set.items():
+            if value is None:
+                removes.append(name(attr))
+            else:
+                placeholder = f":v{len(values)}"
+                values[placeholder] = value
+                sets.append(f"{name(attr)} = {placeholder}")
+        conditions = []
+        for attr, value in expect.items():
+            if value is MISSING:
+                conditions.append(f"attribute_not_exists({name(attr)})")
+            else:
+                placeholder = f":v{len(values)}"
+                values[placeholder] = value
+                conditions.append(f"{name(attr)} = {placeholder}")
+        expression = " ".join(part for part in (
+            ("SET " + ", ".join(sets)) if sets else "",
+            ("REMOVE " + ", ".join(removes)) if removes else "",
+        ) if part)
+        args: dict[str, Any] = {
+            "TableName": self._table, "Key": {self.key_name: {"S": key}},
+            "UpdateExpression": expression, "ExpressionAttributeNames": names,
+        }
+        if values:
+            args["ExpressionAttributeValues"] = to_values(values)
+        if conditions:
+            args["ConditionExpression"] = " AND ".join(conditions)
+            args["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        try:
+            self._db.update_item(**args)
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return WriteResult(False, condition_failure_item(exc))
+            raise
+        return WriteResult(True)
+
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
+        names = {f"#e{i}": attr for i, attr in enumerate(expect)}
+        values = {f":e{i}": value for i, value in enumerate(expect.values())}
+        args: dict[str, Any] = {"TableName": self._table, "Key": {self.key_name: {"S": key}}}
+        if expect:
+            args["ConditionExpression"] = " AND ".join(f"#e{i} = :e{i}" for i in range(len(expect)))
+            args["ExpressionAttributeNames"] = names
+            args["ExpressionAttributeValues"] = to_values(values)
+        try:
+            self._db.delete_item(**args)
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
+              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        hash_attr, range_attr = INDEXES[index]
+        condition = "#h = :h"
+        names = {"#h": hash_attr}
+        values: dict[str, Any] = {":h": hash_value}
+        if range_max is not None and range_attr:
+            condition += " AND #r <= :r"
+            names["#r"] = range_attr
+            values[":r"] = range_max
+        args: dict[str, Any] = {
+            "TableName": self._table, "IndexName": index, "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": to_values(values),
+        }
+        if limit:
+            args["Limit"] = limit
+        if start:
+            args["ExclusiveStartKey"] = to_item(start)
+        answer = self._db.query(**args)
+        keys = [item[self.key_name]["S"] for item in answer.get("Items", [])]
+        self.read_items += len(keys)
+        last = answer.get("LastEvaluatedKey")
+        return keys, from_item(last) if last else None

@@ -1,0 +1,126 @@
+"""The `TokenCipher` port: envelope encryption with KMS data keys and AES-256-GCM, the connection bound in as AAD."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..domain.errors import TokenDecryptionError
+
+_FORMAT = 1
+_NONCE_BYTES = 12
+
+
+class DataKeys:
+    """Data keys from KMS, cached in the warm container.
+
+    A refresh would otherwise cost two KMS calls, about as much as all its DynamoDB writes. One data key
+    encrypts for a bounded time and number of uses (far below AES-GCM's random-nonce limit); unwrapped keys
+    are remembered (bounded, LRU) so reading a token usually needs no KMS call either.
+    """
+
+    def __init__(
+        self,
+        kms: Callable[[], Any],
+        key_arn: str,
+        now: Callable[[], float],
+        *,
+        max_age: float = 300.0,
+        max_uses: int = 10_000,
+        max_unwrapped: int = 256,
+    ) -> None:
+        self._kms = kms
+        self._key_arn = key_arn
+        self._now = now
+        self._max_age = max_age
+        self._max_uses = max_uses
+        self._max_unwrapped = max_unwrapped
+        self._current: tuple[bytes, bytes, float, int] | None = None  # plaintext, wrapped, born, uses
+        self._unwrapped: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.kms_calls = 0
+
+    def for_encryption(self) -> tuple[bytes, bytes]:
+        with self._lock:
+            now = self._now()
+            if self._current:
+                key, wrapped, born, uses = self._current
+                if uses < self._max_uses and now - born < self._max_age:
+                    self._current = (key, wrapped, born, uses + 1)
+                    return key, wrapped
+            answer = self._kms().generate_data_key(KeyId=self._key_arn, KeySpec="AES_256")
+            self.kms_calls += 1
+            key, wrapped = answer["Plaintext"], answer["CiphertextBlob"]
+            self._current = (key, wrapped, now, 1)
+            self._remember(wrapped, key, now)
+            return key, wrapped
+
+    def for_decryption(self, wrapped: bytes) -> bytes:
+        with self._lock:
+            now = self._now()
+            cached = self._unwrapped.get(wrapped)
+            if cached and now - cached[1] < 3600:
+                self._unwrapped.move_to_end(wrapped)
+                return cached[0]
+        try:
+            answer = self._kms().decrypt(CiphertextBlob=wrapped, KeyId=self._key_arn)
+        except Exception as exc:  # KMS refuses a blob it did not make: same outcome as a bad tag
+            if type(exc).__name__ in ("InvalidCiphertextException", "IncorrectKeyException"):
+                raise TokenDecryptionError("Stored token key could not be unwrapped.") from exc
+            raise
+        with self._lock:
+            self.kms_calls += 1
+            self._remember(wrapped, answer["Plaintext"], now)
+        return answer["Plaintext"]
+
+    def _remember(self, wrapped: bytes, key: bytes, now: float) -> None:
+        self._unwrapped[wrapped] = (key, now)
+        self._unwrapped.move_to_end(wrapped)
+        while len(self._unwrapped) > self._max_unwrapped:
+            self._unwrapped.popitem(last=False)
+
+
+def associated_data(connection_id: str, provider: str) -> bytes:
+    return f"oauth-keeper/v1|{provider}|{connection_id}".encode()
+
+
+class EnvelopeCipher:
+    """Seals a connection's tokens into one blob: format byte, wrapped key, nonce, AES-GCM ciphertext.
+
+    The associated data names the connection and provider, so a blob copied onto another item never opens."""
+
+    def __init__(self, keys: DataKeys) -> None:
+        self._keys = keys
+
+    def seal(self, tokens: dict[str, Any], *, connection_id: str, provider: str) -> bytes:
+        key, wrapped = self._keys.for_encryption()
+        nonce = os.urandom(_NONCE_BYTES)
+        plaintext = json.dumps(tokens, separators=(",", ":")).encode()
+        sealed = AESGCM(key).encrypt(nonce, plaintext, associated_data(connection_id, provider))
+        return bytes([_FORMAT]) + len(wrapped).to_bytes(2, "big") + wrapped + nonce + sealed
+
+    def open(self, blob: bytes, *, connection_id: str, provider: str) -> dict[str, Any]:
+        try:
+            if not blob or blob[0] != _FORMAT:
+                raise ValueError("unknown format")
+            size = int.from_bytes(blob[1:3], "big")
+            wrapped = blob[3 : 3 + size]
+            nonce = blob[3 + size : 3 + size + _NONCE_BYTES]
+            sealed = blob[3 + size + _NONCE_BYTES :]
+            if len(wrapped) != size or len(nonce) != _NONCE_BYTES or not sealed:
+                raise ValueError("truncated")
+        except (ValueError, IndexError) as exc:
+            raise TokenDecryptionError("Stored tokens are malformed.") from exc
+        key = self._keys.for_decryption(wrapped)
+        try:
+            plaintext = AESGCM(key).decrypt(nonce, sealed, associated_data(connection_id, provider))
+        except InvalidTag as exc:
+            raise TokenDecryptionError("Stored tokens failed authentication.") from exc
+        return json.loads(plaintext)

@@ -1,0 +1,34 @@
+"""The `RefreshQueue` port on SQS: connection ids, ten to a SendMessageBatch call, from a few threads."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+class SqsRefreshQueue:
+    """Connection ids to the refresh queue, ten to a SendMessageBatch call."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    def send(self, connection_ids: list[str]) -> int:
+        """Batches go out from a few threads: at a million connections a sweep queues ~50,000 ids, and one
+        round trip after another would not fit the function's timeout."""
+        batches = [connection_ids[i : i + 10] for i in range(0, len(connection_ids), 10)]
+        with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
+            return sum(pool.map(self._send_batch, batches))
+
+    def _send_batch(self, batch: list[str]) -> int:
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"connection_id": cid})} for i, cid in enumerate(batch)]
+        sent = 0
+        for _ in range(3):  # retry only the entries SQS refused
+            answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
+            sent += len(answer.get("Successful", []))
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                return sent
+        raise RuntimeError(f"SQS refused {len(entries)} refresh messages")  # the scheduler retries the sweep

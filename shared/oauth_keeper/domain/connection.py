@@ -1,0 +1,115 @@
+"""A connection: one owner's link to one provider account, its status, reasons and the refresh state it carries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from .tokens import TokenSet
+
+if TYPE_CHECKING:
+    from .events import PendingEvent
+
+
+class Status(StrEnum):
+    """The closed list of statuses the API and events show."""
+
+    ACTIVE = "active"  # the service holds a way to a valid access token
+    AT_RISK = "at_risk"  # refreshes keep failing for reasons that are not the user's
+    NEEDS_REAUTH = "needs_reauth"  # the grant is gone: only the user can bring it back
+    DISCONNECTED = "disconnected"  # the app or the user ended it; tokens erased
+
+
+ACTIVE, AT_RISK, NEEDS_REAUTH, DISCONNECTED = Status.ACTIVE, Status.AT_RISK, Status.NEEDS_REAUTH, Status.DISCONNECTED
+
+
+class Reason(StrEnum):
+    """The closed list of reasons a status or an event may carry."""
+
+    CONNECTED = "connected"
+    RECONNECTED = "reconnected"
+    REFRESHED = "refreshed"
+    INVALID_GRANT = "invalid_grant"  # the provider refused the refresh token (RFC 6749 section 5.2)
+    ROTATION_LOST = "rotation_lost"  # refused after a refresh whose answer we may never have saved
+    REFRESH_TOKEN_EXPIRED = "refresh_token_expired"
+    REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"
+    TOKEN_UNREADABLE = "token_unreadable"  # the stored ciphertext failed authentication
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_CONFIG = "provider_config"  # our client credentials were refused: an operator must act
+    USER_REVOKED = "user_revoked"
+    APP_DISCONNECTED = "app_disconnected"
+    REVOKE_FAILED = "revoke_failed"
+
+
+def connection_id_for(owner_id: str, provider: str, account_id: str) -> str:
+    """One connection per (owner, provider, account): concurrent callbacks for it land on the same item."""
+    # JSON keeps the three parts apart whatever characters they hold.
+    digest = hashlib.sha256(json.dumps([owner_id, provider, account_id]).encode()).digest()
+    return "con_" + base64.b32encode(digest[:20]).decode("ascii").lower()
+
+
+@dataclass
+class Connection:
+    """One connection as stored (times in epoch seconds). `sealed_tokens` is ciphertext; `outbox` holds events
+    written with the state they describe and not yet published, by event id."""
+
+    connection_id: str
+    owner_id: str
+    provider: str
+    account_id: str
+    status: Status
+    revision: int  # bumped by every decision write; each such write is guarded on the value it read
+    token_version: int  # bumped only when tokens change
+    created_at: int
+    updated_at: int
+    scopes_requested: tuple[str, ...] = ()
+    scopes_granted: tuple[str, ...] = ()
+    status_reason: str | None = None
+    connected_at: int | None = None
+    access_expires_at: int | None = None
+    refresh_expires_at: int | None = None
+    next_refresh_at: int | None = None
+    display_name: str | None = None
+    avatar_url: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    refresh_in_doubt: bool = False
+    failures: int = 0
+    last_refresh_at: int | None = None
+    last_refresh_outcome: str | None = None
+    last_refresh_reason: str | None = None
+    last_provider_log_id: str | None = None
+    expiring_notified: bool = False
+    outbox_seq: int = 0
+    revoke_failed: bool = False  # disconnected, but the provider's revoke kept failing
+    revoke_log_id: str | None = None
+    erase_requested: bool = False  # data-protection erasure waiting for its last event to be published
+    sealed_tokens: bytes | None = field(default=None, repr=False)
+    outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
+
+    @property
+    def account_key(self) -> str:
+        return f"{self.provider}#{self.account_id}"
+
+    def in_doubt(self, now: float) -> bool:
+        """The provider may hold a rotated token we never saved: flagged, or a lease expired uncommitted."""
+        return self.refresh_in_doubt or bool(self.lease_owner and (self.lease_expires_at or 0) <= now)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a completed authorization gives us, before it is stored."""
+
+    owner_id: str
+    provider: str
+    account_id: str
+    tokens: TokenSet
+    scopes_requested: tuple[str, ...]
+    scopes_granted: tuple[str, ...]
+
+

@@ -1,0 +1,176 @@
+"""Provider profiles: everything provider-specific, as data (profiles/*.json). TikTok is one profile.
+
+A deployment enables providers by name (PROVIDERS=tiktok,acme). A name with a file in profiles/ uses it; any
+other name is built on the generic RFC 6749 profile (`<NAME>_PROFILE=generic`). `<NAME>_<KEY>` settings
+override endpoints, scopes, PKCE, client authentication, issuer and discovery without code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .errors import FailureKind, NotFound
+
+TRANSIENT, TERMINAL, OPERATOR, REJECTED = (
+    FailureKind.TRANSIENT, FailureKind.TERMINAL, FailureKind.OPERATOR, FailureKind.REJECTED,
+)
+_PROFILES = Path(__file__).with_name("profiles")
+CLIENT_AUTH = ("client_secret_post", "client_secret_basic")  # RFC 6749 section 2.3.1
+PKCE_MODES = ("none", "s256", "s256-hex")
+# eager: keep access tokens fresh; on_demand: refresh when the token route asks, plus a daily keep-alive
+REFRESH_POLICIES = ("eager", "on_demand")
+
+# RFC 6749 section 5.2 and 4.1.2.1 errors, with what each means for us.
+STANDARD_ERRORS: dict[str, FailureKind] = {
+    "invalid_grant": TERMINAL,
+    "invalid_client": OPERATOR,
+    "unauthorized_client": OPERATOR,
+    "unsupported_grant_type": OPERATOR,
+    "invalid_scope": OPERATOR,
+    "invalid_request": REJECTED,
+    "server_error": TRANSIENT,
+    "temporarily_unavailable": TRANSIENT,
+    "rate_limit_exceeded": TRANSIENT,
+    "slow_down": TRANSIENT,
+}
+
+
+@dataclass(frozen=True)
+class TokenFields:
+    """Where a token response keeps each value. `account_id` may point into the id_token (`id_token.sub`)."""
+
+    access_token: str = "access_token"
+    refresh_token: str = "refresh_token"
+    expires_in: str = "expires_in"
+    refresh_expires_in: str | None = None
+    scope: str = "scope"
+    token_type: str = "token_type"
+    account_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserInfoFields:
+    """How to read the user-info answer: dotted paths into the JSON."""
+
+    query: dict[str, str] = field(default_factory=dict)
+    success_path: str | None = None  # e.g. "error.code"
+    success_value: str = "ok"
+    account_id: str = "sub"
+    display_name: str = "name"
+    avatar_url: str = "picture"
+
+
+@dataclass(frozen=True)
+class WebhookFields:
+    """A provider's deauthorization webhook: signed `t=<unix>,s=<hex HMAC-SHA256(secret, t.body)>`."""
+
+    signature_header: str
+    account_field: str
+    removed_events: tuple[str, ...]
+    reason_field: str | None = None  # dotted; a JSON string on the way is decoded
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    name: str
+    display_name: str
+    authorize_url: str
+    token_url: str
+    revoke_url: str | None
+    userinfo_url: str | None
+    client_id_param: str = "client_id"
+    client_auth: str = "client_secret_post"
+    scope_separator: str = " "
+    granted_scopes_param: str | None = None  # callback query parameter listing granted scopes
+    pkce: str = "s256"
+    default_scopes: tuple[str, ...] = ()
+    always_granted_scopes: tuple[str, ...] = ()
+    token_fields: TokenFields = TokenFields()
+    userinfo: UserInfoFields = UserInfoFields()
+    error_classes: dict[str, str] = field(default_factory=lambda: dict(STANDARD_ERRORS))
+    rotates_refresh_tokens: bool = True
+    refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive
+    issuer: str | None = None  # RFC 9207: the `iss` the authorization response must carry, when it carries one
+    require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
+    discovery: bool = False  # fill endpoints from <issuer>/.well-known/openid-configuration
+    webhook: WebhookFields | None = None
+
+    def classify(self, error_code: str | None, http_status: int | None) -> FailureKind:
+        """Whose problem an error is. HTTP 429 and 5xx are transient whatever the body says."""
+        if http_status == 429 or (http_status is not None and http_status >= 500):
+            return TRANSIENT
+        return FailureKind(self.error_classes.get(error_code or "", REJECTED))
+
+    def join_scopes(self, scopes: tuple[str, ...] | list[str]) -> str:
+        return self.scope_separator.join(scopes)
+
+    def split_scopes(self, value: str | None) -> tuple[str, ...]:
+        if not value:
+            return ()
+        parts = re.split(r"[,\s]+", value) if self.scope_separator.strip() == "," else value.split()
+        return tuple(dict.fromkeys(p for p in (s.strip() for s in parts) if p))
+
+
+SCOPE_PATTERN = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+
+
+@cache
+def _profile_file(name: str) -> dict[str, Any] | None:
+    path = _PROFILES / f"{name}.json"
+    if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
+    """A profile from its JSON form; unknown keys are an error, so a typo never passes silently."""
+    known = {f.name for f in fields(ProviderProfile)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown profile keys: {sorted(unknown)}")
+    values = dict(data)
+    values["token_fields"] = TokenFields(**(data.get("token_fields") or {}))
+    values["userinfo"] = UserInfoFields(**(data.get("userinfo") or {}))
+    values["error_classes"] = {**STANDARD_ERRORS, **(data.get("error_classes") or {})}
+    webhook = data.get("webhook")
+    values["webhook"] = WebhookFields(**{**webhook, "removed_events": tuple(webhook["removed_events"])}) \
+        if webhook else None
+    for name in ("default_scopes", "always_granted_scopes"):
+        values[name] = tuple(data.get(name) or ())
+    return ProviderProfile(**values)
+
+
+def profile_for(name: str, enabled: tuple[str, ...],
+                overrides_by_provider: Mapping[str, Mapping[str, str]]) -> ProviderProfile:
+    """The named profile with the deployment's overrides (`<NAME>_<KEY>` settings) applied.
+
+    Raises NotFound for a provider not enabled (or without a profile), ValueError for an override outside
+    its allowed values (PKCE mode, refresh policy, client authentication)."""
+    if name not in enabled:
+        raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
+    overrides = overrides_by_provider.get(name, {})
+    data = _profile_file(overrides.get("profile", name)) or (
+        _profile_file("generic") if overrides.get("profile") == "generic" else None
+    )
+    if data is None:
+        raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
+    base = profile_from_data({**data, "name": name})
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if k.endswith("_url") or k in ("issuer",)}
+    if "display_name" in overrides:
+        changes["display_name"] = overrides["display_name"]
+    if "scopes" in overrides:
+        changes["default_scopes"] = base.split_scopes(overrides["scopes"].replace(",", base.scope_separator))
+    for key, allowed in (("pkce", PKCE_MODES), ("refresh_policy", REFRESH_POLICIES), ("client_auth", CLIENT_AUTH)):
+        if key in overrides:
+            if overrides[key] not in allowed:
+                raise ValueError(f"{name}: {key} must be one of {allowed}")
+            changes[key] = overrides[key]
+    if "discovery" in overrides:
+        changes["discovery"] = overrides["discovery"].lower() in ("1", "true", "yes")
+    return replace(base, **changes) if changes else base

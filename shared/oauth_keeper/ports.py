@@ -1,0 +1,198 @@
+"""The ports: what the use cases need from the outside world, as `typing.Protocol`s. Adapters implement them.
+
+A use case receives these in its constructor (the composition root, `root.py`, passes the AWS and HTTP
+adapters; tests and `local/` pass the in-memory ones from `local/memory.py`). Nothing here touches AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .domain.connection import Connection
+from .domain.events import PendingEvent
+from .domain.flows import ConnectSession, OAuthFlow
+from .domain.lifecycle import GrantPlan
+from .domain.providers import ProviderProfile
+from .domain.tokens import ClientCredentials, TokenSet, UserProfile
+
+
+class Clock(Protocol):
+    """Now, in epoch seconds. Injected everywhere so tests move time instead of sleeping."""
+
+    def now(self) -> float: ...
+
+
+class Sleep(Protocol):
+    """Wait `seconds` for another worker (a sibling's lease, a revoke retry); never used to wait for an expiry."""
+
+    def __call__(self, seconds: float) -> None: ...
+
+
+# -- the item seam under the Connections table -------------------------------------------------------------------
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()  # an `expect` value meaning "this attribute must not exist"
+
+# index name -> (hash attribute, range attribute or None); template.yaml defines the same indexes.
+INDEXES: dict[str, tuple[str, str | None]] = {
+    "Due": ("due_shard", "next_refresh_at"),
+    "Outbox": ("outbox_shard", None),
+    "ByAccount": ("account_key", None),
+    "ByOwner": ("owner_id", "created_at"),
+}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """A guarded write's outcome. Falsy when the guard failed; `current` is then the competing item as the
+    failed write found it (DynamoDB's ReturnValuesOnConditionCheckFailure), or None when there was none."""
+
+    ok: bool
+    current: dict[str, Any] | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class ItemStore(Protocol):
+    """Get, guarded update, guarded delete, one-partition index queries: all the refresh logic needs of a table.
+
+    The same logic runs on DynamoDB (`adapters/dynamodb.py`) and on an in-memory table (`local/memory.py`)."""
+
+    key_name: str
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
+               expect: dict[str, Any]) -> WriteResult:
+        """Apply SETs (None removes) and REMOVEs only if every `expect` attribute has that value (MISSING:
+        absent). Nothing is written when the expectation fails."""
+        ...
+
+    def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
+
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
+              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        """Keys in one index partition (range <= range_max when given), one page; the cursor or None."""
+        ...
+
+
+# -- repositories ------------------------------------------------------------------------------------------------
+class ConnectionRepository(Protocol):
+    """Connections, one item each, tokens sealed; every decision write guarded on the revision it read."""
+
+    @property
+    def shards(self) -> int: ...
+
+    def get(self, connection_id: str) -> Connection | None: ...
+
+    def open_tokens(self, connection: Connection) -> dict[str, Any]:
+        """The stored tokens in clear ({} when none). Raises TokenDecryptionError when they fail authentication."""
+        ...
+
+    def seal_tokens(self, connection_id: str, provider: str, tokens: dict[str, Any]) -> bytes: ...
+
+    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]: ...
+
+    def write_grant(self, plan: GrantPlan) -> Connection | None:
+        """Store a prepared grant (new connection or reconnect) with its event in the outbox, guarded on the
+        revision the plan was made from. None when someone wrote in between: plan again."""
+        ...
+
+    def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
+              events: Iterable[PendingEvent] = ()) -> Connection | None:
+        """One decision write guarded on `connection.revision`; the connection as written, or None."""
+        ...
+
+    def claim(self, connection: Connection, changes: dict[str, Any]) -> tuple[Connection | None, Connection | None]:
+        """Like `apply`, for a lease: (written, None) or (None, the competing connection as the write found it)."""
+        ...
+
+    def erase(self, connection_id: str) -> bool: ...
+
+    def set_profile(self, connection_id: str, display_name: str | None, avatar_url: str | None) -> None: ...
+
+    def clear_outbox(self, connection: Connection, sent: list[str]) -> None: ...
+
+    def due(self, shard: int, horizon: int, page_size: int = 500) -> Iterator[str]: ...
+
+    def with_pending_events(self, shard: int) -> Iterator[str]: ...
+
+    def owned_by(self, owner_id: str, *, limit: int, start: dict[str, Any] | None = None,
+                 ) -> tuple[list[str], dict[str, Any] | None]:
+        """One page of an owner's connection ids (the ByOwner index) and the cursor of the next, or None."""
+        ...
+
+    def of_account(self, provider: str, account_id: str) -> Iterator[str]:
+        """Every connection id of one provider account, any owner (the ByAccount index)."""
+        ...
+
+
+class FlowStore(Protocol):
+    """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once."""
+
+    def put_session(self, token: str, session: ConnectSession) -> None: ...
+
+    def take_session(self, token: str, provider: str, now: float) -> ConnectSession | None: ...
+
+    def put_flow(self, state: str, flow: OAuthFlow) -> None: ...
+
+    def take_flow(self, state: str, provider: str, nonce: str, now: float) -> OAuthFlow:
+        """Consume the flow if the nonce, provider and expiry match. Raises FlowRejection with the reason."""
+        ...
+
+
+# -- the provider ------------------------------------------------------------------------------------------------
+class ProviderProfiles(Protocol):
+    def profile(self, provider: str) -> ProviderProfile:
+        """The enabled provider's profile. Raises NotFound for any other name, ConfigurationError when its
+        discovery document is unusable."""
+        ...
+
+
+class Credentials(Protocol):
+    def credentials(self, profile: ProviderProfile, *, with_id: bool = True, with_secret: bool = True,
+                    fresh: bool = False) -> ClientCredentials:
+        """The provider's client credentials; `fresh` skips any cache. Raises ConfigurationError."""
+        ...
+
+
+class ProviderClient(Protocol):
+    """The provider's token, revoke and user-info endpoints. Every failure is a classified ProviderError."""
+
+    def exchange_code(self, profile: ProviderProfile, creds: ClientCredentials, *, code: str, redirect_uri: str,
+                      code_verifier: str | None) -> TokenSet: ...
+
+    def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str) -> TokenSet: ...
+
+    def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str) -> str | None: ...
+
+    def fetch_user(self, profile: ProviderProfile, access_token: str) -> UserProfile: ...
+
+
+# -- outbound messages ---------------------------------------------------------------------------------------------
+class EventPublisher(Protocol):
+    def publish(self, pending: list[PendingEvent]) -> list[str]:
+        """Send events; return the ids accepted. The rest stay in the outbox for a later pass."""
+        ...
+
+
+class RefreshQueue(Protocol):
+    def send(self, connection_ids: list[str]) -> int:
+        """Queue ids for the refresh workers; return how many were accepted."""
+        ...
+
+
+class TokenCipher(Protocol):
+    """Seals a connection's tokens into one authenticated blob bound to the connection and provider."""
+
+    def seal(self, tokens: dict[str, Any], *, connection_id: str, provider: str) -> bytes: ...
+
+    def open(self, blob: bytes, *, connection_id: str, provider: str) -> dict[str, Any]:
+        """Raises TokenDecryptionError when the blob is malformed, tampered with or moved."""
+        ...

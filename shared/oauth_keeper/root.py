@@ -1,0 +1,239 @@
+"""The composition root: builds every use case from `Settings` once per warm container, wiring ports to adapters.
+
+Handlers ask `container()` for a use case, call one method and shape the answer. Every part is created on
+first use (boto3 and httpx cost cold-start time only on the paths that talk to AWS or a provider). Tests and
+`local/` build a `Container` with in-memory stand-ins and `install` it; unit tests skip the container and build
+use cases directly.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from functools import cached_property
+from typing import Any
+
+from .adapters import aws
+from .adapters.clock import SystemClock
+from .adapters.connections import ConnectionStore
+from .adapters.kms import DataKeys, EnvelopeCipher
+from .domain.providers import ProviderProfile, profile_for
+from .ports import Clock, Credentials, EventPublisher, FlowStore, ItemStore, ProviderClient, RefreshQueue, Sleep
+from .settings import Settings
+from .usecases.breaker import CircuitBreakers
+from .usecases.connect import Authorization, Callback, ConnectSessions
+from .usecases.connections import ConnectionQueries
+from .usecases.disconnect import Disconnection
+from .usecases.outbox import OutboxRelay
+from .usecases.refresh import Refresher
+from .usecases.sweep import Sweep
+from .usecases.tokens import TokenAccess
+from .usecases.webhooks import WebhookReceiver
+from .usecases.worker import RefreshWorker
+
+
+class Profiles:
+    """The `ProviderProfiles` port: each enabled provider's profile, built once (discovery fetched once)."""
+
+    def __init__(self, settings: Settings, http: Any) -> None:
+        self._settings = settings
+        self._http = http  # a callable giving the HTTP client: discovery is the only use here
+        self._built: dict[str, ProviderProfile] = {}
+        self._lock = threading.Lock()
+
+    def profile(self, provider: str) -> ProviderProfile:
+        with self._lock:
+            if provider in self._built:
+                return self._built[provider]
+        profile = profile_for(provider, self._settings.providers, self._settings.provider_overrides)
+        if profile.discovery:
+            from .adapters.discovery import discovered
+
+            profile = discovered(profile, self._http())
+        with self._lock:
+            return self._built.setdefault(provider, profile)
+
+
+class Container:
+    """One warm container's parts. Any keyword left None is the real AWS or HTTP adapter, built lazily."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, http: Any = None,
+                 items: ItemStore | None = None, flows: FlowStore | None = None, kms: Any = None,
+                 publisher: EventPublisher | None = None, credentials: Credentials | None = None,
+                 queue: RefreshQueue | None = None, sleep: Sleep | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.sleep: Sleep = sleep or time.sleep
+        self._http = http
+        self._items = items
+        self._flows = flows
+        self._kms = kms
+        self._publisher = publisher
+        self._credentials = credentials
+        self._queue = queue
+        self._rng = rng
+        self._lock = threading.Lock()
+
+    # -- adapters --------------------------------------------------------------------------------------------
+    @property
+    def http(self) -> Any:
+        """The pooled httpx client every provider call shares (created on first use)."""
+        with self._lock:
+            if self._http is None:
+                from .adapters.provider_http import new_http_client
+
+                self._http = new_http_client()
+            return self._http
+
+    @cached_property
+    def items(self) -> ItemStore:
+        if self._items is not None:
+            return self._items
+        from .adapters.dynamodb import DynamoItemStore
+
+        return DynamoItemStore(aws.client("dynamodb"), self.settings.connections_table)
+
+    @cached_property
+    def flows(self) -> FlowStore:
+        if self._flows is not None:
+            return self._flows
+        from .adapters.flows import DynamoFlowStore
+
+        return DynamoFlowStore(aws.client("dynamodb"), self.settings.flows_table)
+
+    @cached_property
+    def data_keys(self) -> DataKeys:
+        kms = self._kms
+        return DataKeys((lambda: kms) if kms is not None else (lambda: aws.client("kms")),
+                        self.settings.token_key_arn, self.clock.now)
+
+    @cached_property
+    def connections(self) -> ConnectionStore:
+        return ConnectionStore(self.items, EnvelopeCipher(self.data_keys), self.settings.due_shards)
+
+    @cached_property
+    def profiles(self) -> Profiles:
+        return Profiles(self.settings, lambda: self.http)
+
+    @cached_property
+    def credentials(self) -> Credentials:
+        if self._credentials is not None:
+            return self._credentials
+        from .adapters.ssm import SsmCredentials
+
+        return SsmCredentials(self.settings.ssm_prefix, lambda: aws.client("ssm"))
+
+    @cached_property
+    def provider(self) -> ProviderClient:
+        from .adapters.provider_http import HttpProviderClient
+
+        return HttpProviderClient(self.http, self.clock.now)
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        if self._publisher is not None:
+            return self._publisher
+        from .adapters.eventbridge import EventBridgePublisher
+
+        return EventBridgePublisher(aws.client("events"), self.settings.event_bus_name)
+
+    @cached_property
+    def queue(self) -> RefreshQueue:
+        if self._queue is not None:
+            return self._queue
+        from .adapters.sqs import SqsRefreshQueue
+
+        return SqsRefreshQueue(aws.client("sqs"), self.settings.refresh_queue_url)
+
+    # -- use cases -------------------------------------------------------------------------------------------
+    @cached_property
+    def outbox(self) -> OutboxRelay:
+        return OutboxRelay(self.connections, self.publisher)
+
+    @cached_property
+    def breakers(self) -> CircuitBreakers:
+        return CircuitBreakers(self.items, self.clock.now)
+
+    @cached_property
+    def refresher(self) -> Refresher:
+        return Refresher(connections=self.connections, breakers=self.breakers, profiles=self.profiles,
+                         credentials=self.credentials, provider=self.provider, outbox=self.outbox,
+                         clock=self.clock, sweep_interval=self.settings.sweep_interval,
+                         expiry_warning=self.settings.expiry_warning, rng=self._rng)
+
+    @cached_property
+    def refresh_worker(self) -> RefreshWorker:
+        return RefreshWorker(self.refresher, self.settings.refresh_concurrency)
+
+    @cached_property
+    def sweep(self) -> Sweep:
+        return Sweep(self.connections, self.queue, self.clock, self.settings.sweep_interval)
+
+    @cached_property
+    def connect_sessions(self) -> ConnectSessions:
+        return ConnectSessions(flows=self.flows, profiles=self.profiles, connections=self.connections,
+                               clock=self.clock, allowed_return_origins=self.settings.allowed_return_origins)
+
+    @cached_property
+    def authorization(self) -> Authorization:
+        return Authorization(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
+                             clock=self.clock)
+
+    @cached_property
+    def callback(self) -> Callback:
+        return Callback(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
+                        provider=self.provider, connections=self.connections, outbox=self.outbox,
+                        clock=self.clock, sleep=self.sleep)
+
+    @cached_property
+    def queries(self) -> ConnectionQueries:
+        return ConnectionQueries(self.connections, self.clock)
+
+    @cached_property
+    def tokens(self) -> TokenAccess:
+        return TokenAccess(connections=self.connections, refresher=self.refresher, clock=self.clock,
+                           sleep=self.sleep)
+
+    @cached_property
+    def disconnection(self) -> Disconnection:
+        return Disconnection(connections=self.connections, profiles=self.profiles, credentials=self.credentials,
+                             provider=self.provider, outbox=self.outbox, clock=self.clock, sleep=self.sleep)
+
+    @cached_property
+    def webhooks(self) -> WebhookReceiver:
+        return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
+                               disconnection=self.disconnection, clock=self.clock)
+
+
+_current: Container | None = None
+_current_lock = threading.Lock()
+
+
+def container() -> Container:
+    """This warm container's composition root, built from the environment on first call.
+
+    Raises ConfigurationError when the environment misses required configuration: handlers call this at
+    import, so a broken deployment fails its cold start instead of its first user."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Container(Settings.from_env())
+        return _current
+
+
+def install(new: Container) -> Container:
+    """Use `new` from now on (tests, `local/`): the handlers pick it up on their next invocation."""
+    global _current
+    with _current_lock:
+        _current = new
+    return new
+
+
+def reset() -> None:
+    """Forget the container and every AWS client (tests switch between moto contexts)."""
+    global _current
+    with _current_lock:
+        _current = None
+    aws.reset()

@@ -1,0 +1,377 @@
+"""Connecting an account: connect sessions, the authorize redirect and the callback (RFC 6749 section 4.1).
+
+Three use cases, one per step the browser takes: the app's backend creates a single-use connect session,
+the browser follows it to the provider's consent screen, and the provider sends the browser back to the
+callback, which exchanges the code and stores the connection before anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+from typing import TypedDict
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from ..domain.connection import Connection, Grant, connection_id_for
+from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError
+from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
+from ..domain.lifecycle import plan_grant
+from ..domain.protocol import authorize_url, new_code_verifier, new_secret
+from ..domain.schedule import plan_next_refresh
+from ..domain.timestamps import iso8601
+from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
+from ..observability import MetricUnit, logger, metrics
+from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
+from .outbox import OutboxRelay
+
+COOKIE_PREFIX = "__Host-okf-"
+MAX_SECRET_LENGTH = 512
+
+# The closed list of error codes the app may receive on return_to, and whether trying again can help.
+CALLBACK_ERRORS: dict[str, bool] = {
+    "access_denied": False,  # the user cancelled on the consent screen
+    "invalid_scope": False,
+    "invalid_request": False,
+    "unauthorized_client": False,
+    "unsupported_response_type": False,
+    "server_error": True,
+    "temporarily_unavailable": True,
+    "exchange_failed": True,  # the code exchange failed: wait a few minutes and try again
+    "provider_config": False,  # our client configuration is wrong: an operator must fix it
+    "account_unavailable": True,  # the provider did not say which account was connected
+    "account_mismatch": True,  # a scope upgrade came back for another account than the connection's
+    "issuer_mismatch": False,  # the response names another authorization server (RFC 9207 mix-up defence)
+    "provider_error": True,
+}
+
+
+_SAVE_ATTEMPTS = 12  # concurrent callbacks for one account: each retries on the other's write
+
+
+class ConnectLink(TypedDict):
+    """`POST /connect-sessions`' answer: the single-use link for the user's browser and when it ends."""
+
+    connect_url: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class AuthorizationRedirect:
+    location: str
+    cookie_name: str
+    cookie_value: str
+    max_age: int
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    return_to: str
+    params: dict[str, str]
+    cookie_name: str
+    mode: str
+
+    @property
+    def location(self) -> str:
+        return with_query(self.return_to, self.params)
+
+    @property
+    def origin(self) -> str:
+        return normalize_origin(self.return_to)
+
+    @property
+    def message(self) -> dict[str, object]:
+        """What a pop-up posts to its opener: the same facts as the redirect's query."""
+        message: dict[str, object] = dict(self.params)
+        if "retryable" in message:
+            message["retryable"] = message["retryable"] == "true"
+        for name in ("missing_scopes", "granted_scopes"):
+            if name in message:
+                message[name] = str(message[name]).split(",")
+        return message
+
+
+def flow_cookie_name(state: str) -> str:
+    """Per-flow cookie name, derived one-way from the state: two tabs connecting at once each keep theirs."""
+    return COOKIE_PREFIX + hashlib.sha256(f"cookie:{state}".encode()).hexdigest()[:20]
+
+
+def redirect_uri(base_url: str, provider: str) -> str:
+    return f"{base_url}/callback/{provider}"
+
+
+class ConnectSessions:
+    """Step 1, `POST /connect-sessions` (IAM): the app's backend asks for a connect link for one owner."""
+
+    def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, connections: ConnectionRepository,
+                 clock: Clock, allowed_return_origins: frozenset[str]) -> None:
+        self._flows = flows
+        self._profiles = profiles
+        self._connections = connections
+        self._clock = clock
+        self._allowed_origins = allowed_return_origins
+
+    def create(self, body: dict, base_url: str) -> ConnectLink:
+        """A single-use connect session (10 minutes) for `body`'s owner, provider, return_to and scopes.
+
+        `body` is the parsed JSON object; `base_url` the service's public origin. With `connection_id`, a
+        scope upgrade: the session asks for that connection's granted scopes plus the new ones.
+        Raises InvalidInput (400) for any bad field, NotFound for an unknown provider or connection."""
+        request = parse_connect_request(body)
+        profile = self._profiles.profile(request.provider)
+        return_to = checked_return_to(request.return_to, self._allowed_origins)
+        scopes = requested_scopes(profile, request.scopes)
+        if request.connection_id:  # a scope upgrade: ask for what it has plus what is wanted now
+            existing = self._connections.get(request.connection_id)
+            if existing is None or existing.owner_id != request.owner_id or existing.provider != profile.name:
+                raise NotFound("No such connection for this owner.", code="connection_not_found",
+                               field="connection_id")
+            scopes = tuple(dict.fromkeys((*existing.scopes_granted, *scopes)))
+        now = self._clock.now()
+        token = new_secret()
+        session = ConnectSession(
+            owner_id=request.owner_id, provider=profile.name, return_to=return_to, scopes=scopes,
+            expires_at=int(now) + SESSION_TTL, connection_id=request.connection_id, mode=request.mode,
+        )
+        self._flows.put_session(token, session)
+        logger.info("Connect session created", extra={"owner_id": request.owner_id, "provider": profile.name})
+        metrics.add_metric("ConnectSessionsCreated", MetricUnit.Count, 1)
+        return {
+            "connect_url": f"{base_url}/connect/{profile.name}?" + urlencode({"session": token}),
+            "expires_at": iso8601(session.expires_at) or "",
+        }
+
+
+class Authorization:
+    """Step 2, `GET /connect/{provider}?session=`: the browser is sent to the provider's consent screen."""
+
+    def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
+                 clock: Clock) -> None:
+        self._flows = flows
+        self._profiles = profiles
+        self._credentials = credentials
+        self._clock = clock
+
+    def start(self, provider: str, query: dict[str, list[str]], base_url: str) -> AuthorizationRedirect:
+        """Consume the connect session and create the OAuth flow (state and browser nonce stored as hashes,
+        a PKCE verifier per RFC 7636), then build the authorization request URL (RFC 6749 section 4.1.1).
+
+        Raises FlowRejected (an HTML page) for a missing, used or expired session; NotFound for a provider
+        that is not enabled."""
+        profile = self._profiles.profile(provider)
+        token = _single(query, "session")
+        if not token:
+            raise FlowRejected("This link is missing its connect session. Start again from the app.",
+                               code="missing_session")
+        now = self._clock.now()
+        session = self._flows.take_session(token, profile.name, now)
+        if session is None:
+            raise FlowRejected(
+                "This connect link has expired or was already used. Go back to the app and start again.",
+                code="session_invalid", status=410, title="This connect link is no longer valid",
+            )
+        state, nonce = new_secret(), new_secret()
+        verifier = new_code_verifier() if profile.pkce != "none" else None
+        uri = redirect_uri(base_url, profile.name)
+        self._flows.put_flow(state, OAuthFlow(
+            provider=profile.name, owner_id=session.owner_id, return_to=session.return_to, scopes=session.scopes,
+            redirect_uri=uri, code_verifier=verifier, nonce_hash=secret_hash("nonce", nonce),
+            expires_at=int(now) + SESSION_TTL, mode=session.mode, connection_id=session.connection_id,
+        ))
+        client = self._credentials.credentials(profile, with_secret=False)
+        location = authorize_url(profile, client_id=client.client_id, redirect_uri=uri, state=state,
+                                 scopes=session.scopes, code_verifier=verifier)
+        logger.info("Authorization started", extra={"owner_id": session.owner_id, "provider": profile.name})
+        return AuthorizationRedirect(location, flow_cookie_name(state), nonce, SESSION_TTL)
+
+
+_REJECTIONS = {
+    "unknown": (400, "This sign-in was already completed or is unknown. Go back to the app and start again."),
+    "expired": (410, "This sign-in took too long and has expired. Go back to the app and start again."),
+    "foreign_browser": (403, "This sign-in was started in another browser or window. Go back to the app "
+                             "and start again in this browser."),
+    "wrong_provider": (400, "This sign-in does not belong to this service. Go back to the app and start again."),
+}
+
+
+class Callback:
+    """Step 3, `GET /callback/{provider}`: the provider sends the browser back with a code or an error."""
+
+    def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
+                 provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
+                 sleep: Sleep = time.sleep) -> None:
+        self._flows = flows
+        self._profiles = profiles
+        self._credentials = credentials
+        self._provider = provider
+        self._connections = connections
+        self._outbox = outbox
+        self._clock = clock
+        self._sleep = sleep
+
+    def complete(self, provider: str, query: dict[str, list[str]], cookies: dict[str, str]) -> CallbackResult:
+        """Finish the authorization: consume the flow (one conditional delete needing this browser's cookie),
+        check the response (RFC 6749 section 4.1.2, RFC 9207 `iss`), exchange the code (section 4.1.3), store
+        the connection first, then enrich it and publish its event.
+
+        Returns where to send the browser back: `status=connected&connection_id=...` or
+        `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
+        stored, the provider not called) when there is no trustworthy flow to return to."""
+        profile = self._profiles.profile(provider)
+        state = _single(query, "state")
+        if not state:
+            raise FlowRejected("This sign-in link is incomplete. Go back to the app and start again.",
+                               code="missing_state")
+        cookie_name = flow_cookie_name(state)
+        nonce = cookies.get(cookie_name)
+        if not nonce or len(nonce) > MAX_SECRET_LENGTH:
+            raise FlowRejected(
+                "We couldn't confirm this sign-in was started in this browser (cookies may be blocked). "
+                "Go back to the app and start again.", code="missing_cookie", status=403,
+            )
+        # Read every parameter before consuming the flow: a malformed one must not use up the browser's flow.
+        code = _single(query, "code")
+        issuer = _single(query, "iss")
+        provider_error = _single(query, "error")
+        granted_param = _single(query, profile.granted_scopes_param) if profile.granted_scopes_param else None
+        now = self._clock.now()
+        try:
+            flow = self._flows.take_flow(state, profile.name, nonce, now)
+        except FlowRejection as rejection:
+            status, message = _REJECTIONS[rejection.reason]
+            logger.warning("Callback refused", extra={"provider": profile.name, "reason": rejection.reason})
+            metrics.add_metric("CallbacksRefused", MetricUnit.Count, 1)
+            raise FlowRejected(message, code=rejection.reason, status=status) from None
+
+        def fail(error: str) -> CallbackResult:
+            metrics.add_metric("ConnectFailed", MetricUnit.Count, 1)
+            return CallbackResult(flow.return_to, {"status": "error", "error": error,
+                                                   "retryable": str(CALLBACK_ERRORS[error]).lower()},
+                                  cookie_name, flow.mode)
+
+        # RFC 9207: a response carrying another issuer's `iss` (or none, when this server promised it) may come
+        # from a mix-up attack: never send its code to this provider's token endpoint.
+        if profile.issuer and (issuer != profile.issuer if issuer is not None else profile.require_iss):
+            logger.warning("Authorization response from an unexpected issuer refused",
+                           extra={"owner_id": flow.owner_id})
+            return fail("issuer_mismatch")
+
+        if provider_error is not None:
+            error = provider_error if provider_error in CALLBACK_ERRORS else "provider_error"
+            logger.info("Provider returned an error", extra={"owner_id": flow.owner_id, "error": error})
+            return fail(error)
+        if not code:
+            return fail("invalid_request")
+
+        try:
+            creds = self._credentials.credentials(profile)
+            tokens = self._provider.exchange_code(
+                profile, creds, code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier
+            )
+        except ProviderError as exc:
+            logger.warning("Code exchange failed", extra={
+                "owner_id": flow.owner_id, "provider_error": exc.code, "kind": exc.kind,
+                "provider_log_id": exc.log_id,
+            })
+            return fail("provider_config" if exc.kind == FailureKind.OPERATOR else "exchange_failed")
+
+        granted = tokens.scopes or profile.split_scopes(granted_param)
+        if not tokens.account_id:
+            # Without the account id we cannot tell a reconnect from a new account; never guess.
+            return fail("account_unavailable")
+        grant = Grant(owner_id=flow.owner_id, provider=profile.name, account_id=tokens.account_id, tokens=tokens,
+                      scopes_requested=flow.scopes, scopes_granted=granted or flow.scopes)
+        connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
+        if flow.connection_id and connection_id != flow.connection_id:
+            # The user picked another account while upgrading this connection's scopes.
+            logger.info("Scope upgrade with another account refused", extra={"owner_id": flow.owner_id})
+            return fail("account_mismatch")
+        missing = [s for s in flow.scopes if s not in grant.scopes_granted]
+        next_refresh_at = plan_next_refresh(profile.refresh_policy, issued_at=tokens.issued_at,
+                                            access_expires_at=tokens.access_expires_at,
+                                            refresh_expires_at=tokens.refresh_expires_at)
+
+        saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
+                           now=int(now), sleep=self._sleep)
+        connection, created = saved.connection, saved.created
+        logger.append_keys(connection_id=connection.connection_id)
+        logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": created})
+        metrics.add_metric("ConnectionsCreated" if created else "ConnectionsReconnected", MetricUnit.Count, 1)
+
+        self._enrich(connection, tokens.access_token)
+        self._outbox.publish(connection)
+
+        params = {"status": "connected", "connection_id": connection.connection_id,
+                  "granted_scopes": ",".join(grant.scopes_granted)}
+        if missing:
+            params["missing_scopes"] = ",".join(missing)
+        return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
+
+    def _enrich(self, connection: Connection, access_token: str) -> None:
+        """Display name and avatar: nice to have, so a failure here never loses the connection."""
+        profile = self._profiles.profile(connection.provider)
+        try:
+            user = self._provider.fetch_user(profile, access_token)
+            self._connections.set_profile(connection.connection_id, user.display_name, user.avatar_url)
+        except Exception as exc:  # noqa: BLE001 - enrichment must never fail the callback
+            logger.warning("Profile enrichment failed", extra={"error_type": type(exc).__name__})
+            return
+        try:
+            owners = {c.owner_id for c in map(self._connections.get, self._connections.of_account(
+                connection.provider, connection.account_id)) if c and c.status != "disconnected"}
+        except Exception:  # noqa: BLE001
+            return
+        if len(owners) > 1:
+            # TikTok may keep one grant per (app, user): another owner's refresh could rotate this one away.
+            logger.warning("Account connected by several owners", extra={"owners": len(owners)})
+            metrics.add_metric("AccountsSharedByOwners", MetricUnit.Count, 1)
+
+
+@dataclass(frozen=True)
+class SavedGrant:
+    connection: Connection  # as written, its new event still in the outbox
+    created: bool  # a new connection, not a reconnect
+
+
+def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
+               missing_scopes: list[str], now: int, sleep: Sleep = time.sleep) -> SavedGrant:
+    """Store a completed authorization: a new connection, or the existing one back to `active` (same id).
+
+    Planned on the item as read and written guarded on its revision, so two callbacks for the same account
+    never make two connections or lose a write; the Created/Reconnected event goes into the item's outbox in
+    the same write, so a crash after it cannot lose the event. A response without a refresh token keeps the
+    stored one. Raises TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when the
+    item keeps changing under twelve attempts."""
+    connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
+    for attempt in range(_SAVE_ATTEMPTS):
+        existing = connections.get(connection_id)
+        stored_refresh = connections.open_tokens(existing).get("refresh_token") \
+            if existing and not grant.tokens.refresh_token else None
+        plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
+                          next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now)
+        written = connections.write_grant(plan)
+        if written:
+            return SavedGrant(written, plan.created)
+        sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - de-synchronise contenders
+    raise RuntimeError("Connection kept changing while saving a grant.")
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise FlowRejected(f"The link carries '{name}' more than once. Go back to the app and start again.",
+                           code="duplicate_parameter")
+    if len(values[0]) > MAX_SECRET_LENGTH * 4:
+        raise FlowRejected("The link is malformed. Go back to the app and start again.", code="too_large")
+    return values[0]
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """Append our parameters to return_to, keeping its own query string."""
+    parts = urlsplit(url)
+    query = parts.query + ("&" if parts.query else "") + urlencode(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))

@@ -1,0 +1,331 @@
+"""Refreshing one connection under strict rotation: single-flight lease, commit first, classify failures.
+
+TikTok's refresh tokens rotate strictly: the previous one dies the moment a new one is issued. So only one
+refresh per connection may be in flight (a lease on the item), the provider's answer is committed before
+anything else happens, and a failure is classified by whose problem it is before anything is decided.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from ..domain import events
+from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
+from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
+from ..domain.events import PendingEvent
+from ..domain.schedule import backoff_delay, plan_next_refresh
+from ..domain.tokens import TokenSet
+from ..observability import MetricUnit, logger, metrics
+from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
+from .breaker import OPEN, PROBE, CircuitBreakers
+from .outbox import OutboxRelay
+
+# HTTP timeout (8 s a phase) < LEASE_SECONDS < function timeout (worker 60 s, API 25 s).
+LEASE_SECONDS = 20
+AT_RISK_AFTER_FAILURES = 3  # consecutive transient failures before "at risk", even with a valid access token
+BACKOFF_CAP = 1800  # while the access token is still valid; once expired, the sweep interval
+
+
+
+class RefreshResult(StrEnum):
+    """What one `Refresher.refresh` call ended in (the API's force-refresh route shows it as `result`)."""
+
+    REFRESHED = "refreshed"  # new tokens committed
+    NOT_DUE = "not_due"  # nothing to do yet
+    BUSY = "busy"  # another refresher holds the lease
+    SUPERSEDED = "superseded"  # someone stored other tokens meanwhile; ours were not written over theirs
+    RETRYING = "retrying"  # a transient failure: backoff scheduled
+    PAUSED = "paused"  # the provider's circuit breaker is open (our configuration)
+    NEEDS_USER = "needs_reauth"  # the grant is gone
+    INACTIVE = "inactive"  # needs_reauth or disconnected already (or erased)
+    UNKNOWN = "unknown"  # no such connection
+
+
+REFRESHED, NOT_DUE, BUSY, SUPERSEDED, RETRYING, PAUSED, NEEDS_USER, INACTIVE, UNKNOWN = tuple(RefreshResult)
+_LEASE = ("lease_owner", "lease_expires_at")
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """The result, the reason (a `Reason` or provider trouble) and the connection as last written or read."""
+
+    connection_id: str
+    result: RefreshResult
+    reason: str | None = None
+    connection: Connection | None = None
+
+    @property
+    def called_provider(self) -> bool:
+        return self.result in (REFRESHED, RETRYING, NEEDS_USER, SUPERSEDED) and self.reason != "refresh_token_expired"
+
+
+class Refresher:
+    """Refreshes one connection at a time, safely from many places at once (sweep workers, the token route)."""
+
+    def __init__(
+        self, *, connections: ConnectionRepository, breakers: CircuitBreakers, profiles: ProviderProfiles,
+        credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
+        sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
+    ) -> None:
+        """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
+        `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends."""
+        self._store = connections
+        self._breakers = breakers
+        self._profiles = profiles
+        self._credentials = credentials
+        self._provider = provider
+        self._outbox = outbox
+        self._clock = clock
+        self._sweep_interval = sweep_interval
+        self._expiry_warning = expiry_warning
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._owner = f"{uuid.uuid4()}"  # this refresher's lease identity
+
+    def refresh(self, connection_id: str, *, force: bool = False) -> RefreshOutcome:
+        """Refresh `connection_id` if due within one sweep interval (or `force`d) through the provider's token
+        endpoint (RFC 6749 section 6), under a lease so only one refresh per connection is ever in flight.
+
+        Returns a RefreshOutcome; every provider failure is decided (retry, pause, needs_reauth) and written,
+        never raised. Raises only for storage trouble (the SQS message is then retried)."""
+        now = self._now()
+        connection = self._store.get(connection_id)
+        if connection is None:
+            return RefreshOutcome(connection_id, UNKNOWN)
+        if connection.outbox:  # events a crashed function left behind
+            connection = self._outbox.publish(connection)
+        if connection.erase_requested and not connection.outbox:
+            self._store.erase(connection_id)  # an owner's erasure, finished once its last event is out
+            return RefreshOutcome(connection_id, INACTIVE, "erased")
+        if connection.status in (NEEDS_REAUTH, DISCONNECTED):
+            return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
+        horizon = now + self._sweep_interval
+        if not force and (connection.next_refresh_at is None or connection.next_refresh_at > horizon):
+            return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
+        if connection.lease_owner and (connection.lease_expires_at or 0) > now:
+            return RefreshOutcome(connection_id, BUSY, connection=connection)
+        if connection.refresh_expires_at and connection.refresh_expires_at <= now:
+            return self._needs_reauth(connection, Reason.REFRESH_TOKEN_EXPIRED, None, now)
+
+        state, open_until = self._breakers.check(connection.provider)
+        if state == OPEN:
+            return self._paused(connection, open_until, now)
+
+        # A lease still on the item expired without a commit: the provider may have rotated a token we
+        # never saved. Remember that, so a later invalid_grant is read as rotation_lost.
+        in_doubt = connection.refresh_in_doubt or bool(connection.lease_owner)
+        leased, competing = self._store.claim(connection, {
+            "lease_owner": self._owner, "lease_expires_at": now + LEASE_SECONDS,
+            "refresh_in_doubt": True if in_doubt else None,
+        })
+        if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
+            return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
+        return self._refresh_leased(leased, probe=state == PROBE)
+
+    # -- the provider call ---------------------------------------------------------------------------------
+    def _refresh_leased(self, leased: Connection, *, probe: bool) -> RefreshOutcome:
+        profile = self._profiles.profile(leased.provider)
+        try:
+            stored = self._store.open_tokens(leased)
+        except TokenDecryptionError:
+            logger.error("Stored tokens failed authentication; never served, user must reconnect",
+                         extra={"connection_id": leased.connection_id})
+            return self._needs_reauth(leased, Reason.TOKEN_UNREADABLE, None, self._now())
+        if not stored.get("refresh_token"):
+            return self._needs_reauth(leased, Reason.INVALID_GRANT, None, self._now())
+        started = time.perf_counter()
+        try:
+            credentials = self._credentials.credentials(profile, fresh=probe)
+            answer = self._provider.refresh(profile, credentials, stored["refresh_token"])
+        except ConfigurationError as exc:
+            return self._failed(leased, ProviderError(str(exc), code="provider_config",
+                                                      kind=FailureKind.OPERATOR), probe)
+        except ProviderError as exc:
+            return self._failed(leased, exc, probe)
+        metrics.add_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+        return self._commit(leased, answer, stored, probe)
+
+    def _commit(self, leased: Connection, answer: TokenSet, stored: dict[str, Any], probe: bool) -> RefreshOutcome:
+        """The first thing after the provider answers. Nothing (no user info, no event) comes before it."""
+        now = self._now()
+        rotated = bool(answer.refresh_token)
+        refresh_token = answer.refresh_token or stored["refresh_token"]  # an empty one never overwrites
+        refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
+            else leased.refresh_expires_at
+        sealed = self._store.seal_tokens(leased.connection_id, leased.provider, {
+            "access_token": answer.access_token, "refresh_token": refresh_token, "token_type": answer.token_type,
+        })
+        policy = self._profiles.profile(leased.provider).refresh_policy
+        next_at = plan_next_refresh(policy, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
+                                    refresh_expires_at=refresh_expires_at, rng=self._rng)
+        extended = bool(refresh_expires_at and refresh_expires_at > (leased.refresh_expires_at or 0) + 60)
+        changes: dict[str, Any] = {
+            "tokens": sealed, "token_version": leased.token_version + 1, "status": ACTIVE, "status_reason": None,
+            "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
+            "failures": None, "last_refresh_at": now, "last_refresh_outcome": "succeeded",
+            "last_refresh_reason": None, "last_provider_log_id": None, "updated_at": now,
+            **self._store.schedule_attributes(leased.connection_id, next_at),
+        }
+        if answer.scopes:
+            changes["scopes_granted"] = ",".join(answer.scopes)
+        if extended:
+            changes["expiring_notified"] = None
+
+        for attempt in range(3):
+            current = leased if attempt == 0 else self._store.get(leased.connection_id)
+            if current is None or current.status == DISCONNECTED or current.token_version != leased.token_version:
+                # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
+                logger.warning("Refresh result superseded", extra={"connection_id": leased.connection_id})
+                return RefreshOutcome(leased.connection_id, SUPERSEDED)
+            written_events = self._commit_events(current, answer.access_expires_at, refresh_expires_at, extended, now)
+            if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
+                changes["expiring_notified"] = True
+            # After a lost lease, still save: these are the newest tokens the provider issued.
+            written = self._store.apply(current, changes, remove=[*_LEASE, "refresh_in_doubt", "retry_at"],
+                                        events=written_events)
+            if written:
+                break
+        else:
+            raise RuntimeError("Connection kept changing while committing a refresh.")
+
+        if probe:
+            self._breakers.close(leased.provider)
+        metrics.add_metric("RefreshSucceeded", MetricUnit.Count, 1)
+        written = self._outbox.publish(written)
+        return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
+
+    def _commit_events(self, current: Connection, access_expires_at: int | None, refresh_expires_at: int | None,
+                       extended: bool, now: int) -> list[PendingEvent]:
+        found: list[PendingEvent] = []
+        after = {"status": ACTIVE, "status_reason": None, "access_expires_at": access_expires_at,
+                 "refresh_expires_at": refresh_expires_at}
+        if current.status in (AT_RISK, NEEDS_REAUTH):
+            found.append(self._event(events.RECOVERED, current, Reason.REFRESHED, now, **after))
+        warning = self._expiry_warning
+        if (refresh_expires_at and refresh_expires_at - now <= warning and not extended
+                and not current.expiring_notified):
+            # Refreshing no longer extends the grant: the app should ask for re-consent before it ends.
+            found.append(self._event(events.EXPIRING, current, Reason.REFRESH_TOKEN_EXPIRING, now, **after))
+        return found
+
+    # -- failures --------------------------------------------------------------------------------------------
+    def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
+        now = self._now()
+        metrics.add_metric("RefreshFailed", MetricUnit.Count, 1)
+        logger.warning("Refresh failed", extra={
+            "connection_id": leased.connection_id, "provider_error": error.code, "kind": error.kind,
+            "provider_log_id": error.log_id,
+        })
+        if error.kind == FailureKind.TERMINAL:
+            current = self._store.get(leased.connection_id)
+            if current is None or current.token_version != leased.token_version:
+                return RefreshOutcome(leased.connection_id, SUPERSEDED)  # a sibling rotated it a moment ago
+            if leased.refresh_in_doubt:
+                reason = Reason.ROTATION_LOST
+            elif leased.refresh_expires_at and leased.refresh_expires_at <= now:
+                reason = Reason.REFRESH_TOKEN_EXPIRED
+            else:
+                reason = Reason.INVALID_GRANT
+            return self._needs_reauth(current, reason, error.log_id, now)
+        if error.kind == FailureKind.OPERATOR:
+            metrics.add_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
+            open_until = self._breakers.trip(leased.provider, error.code)
+            logger.error("Provider refused our client credentials: refreshes paused for the provider",
+                         extra={"provider": leased.provider, "provider_error": error.code})
+            return self._paused(leased, open_until, now, release=True, outcome="operator_error",
+                                log_id=error.log_id)
+        return self._retry_later(leased, error, now)
+
+    def _retry_later(self, leased: Connection, error: ProviderError, now: int) -> RefreshOutcome:
+        failures = leased.failures + 1
+        reason = Reason.RATE_LIMITED if (error.http_status == 429 or error.code in ("rate_limit_exceeded",
+                                                                                   "slow_down")) \
+            else Reason.PROVIDER_UNAVAILABLE
+        # Under `eager`, an expired access token means the app cannot post: retry at least every sweep.
+        # Under `on_demand`, expired access tokens are normal; only repeated failures put it at risk.
+        access_expired = self._access_gone(leased, now)
+        cap = self._sweep_interval if access_expired else BACKOFF_CAP
+        next_at = now + backoff_delay(failures, cap=cap, rng=self._rng)
+        if leased.refresh_expires_at:
+            next_at = min(next_at, leased.refresh_expires_at)
+        at_risk = access_expired or failures >= AT_RISK_AFTER_FAILURES or leased.status == AT_RISK
+        changes: dict[str, Any] = {
+            "failures": failures, "status": AT_RISK if at_risk else leased.status,
+            "status_reason": reason if at_risk else None, "last_refresh_at": now,
+            "last_refresh_outcome": "transient_failure", "last_refresh_reason": reason,
+            "last_provider_log_id": error.log_id, "updated_at": now,
+            **self._store.schedule_attributes(leased.connection_id, next_at),
+        }
+        if error.code == "timeout":  # the request may have reached the provider and rotated the token
+            changes["refresh_in_doubt"] = True
+        found = []
+        if at_risk and leased.status != AT_RISK:
+            found.append(self._event(events.AT_RISK, leased, reason, now, status=AT_RISK, retryable=True,
+                                     log_id=error.log_id))
+        return self._write(leased, changes, found, RETRYING, reason, release=True)
+
+    def _paused(self, connection: Connection, open_until: int, now: int, *, release: bool = False,
+                outcome: str = "paused", log_id: str | None = None) -> RefreshOutcome:
+        """Provider-wide trouble with our configuration: keep the connection, never blame the user."""
+        at_risk = self._access_gone(connection, now) or connection.status == AT_RISK
+        next_at = open_until + self._rng.randint(0, 30)
+        if connection.refresh_expires_at:
+            next_at = min(next_at, connection.refresh_expires_at)
+        changes: dict[str, Any] = {
+            "status": AT_RISK if at_risk else connection.status,
+            "status_reason": Reason.PROVIDER_CONFIG if at_risk else None,
+            "last_refresh_outcome": outcome, "last_refresh_reason": Reason.PROVIDER_CONFIG,
+            **self._store.schedule_attributes(connection.connection_id, next_at),
+        }
+        if log_id:
+            changes["last_provider_log_id"] = log_id
+        found = []
+        if at_risk and connection.status != AT_RISK:
+            found.append(self._event(events.AT_RISK, connection, Reason.PROVIDER_CONFIG, now, status=AT_RISK,
+                                     retryable=True, log_id=log_id))
+        return self._write(connection, changes, found, PAUSED, Reason.PROVIDER_CONFIG, release=release)
+
+    def _needs_reauth(self, connection: Connection, reason: str, log_id: str | None, now: int) -> RefreshOutcome:
+        changes: dict[str, Any] = {
+            "status": NEEDS_REAUTH, "status_reason": reason, "last_refresh_at": now,
+            "last_refresh_outcome": "failed", "last_refresh_reason": reason, "last_provider_log_id": log_id,
+            "updated_at": now, **self._store.schedule_attributes(connection.connection_id, None),
+        }
+        event = self._event(events.NEEDS_REAUTH, connection, reason, now, status=NEEDS_REAUTH, log_id=log_id)
+        outcome = self._write(connection, changes, [event], NEEDS_USER, reason, release=True)
+        if outcome.connection is not None:
+            metrics.add_metric("NeedsReauthTransitions", MetricUnit.Count, 1)
+            logger.warning("Connection needs reauthorization", extra={
+                "connection_id": connection.connection_id, "reason": reason, "provider_log_id": log_id})
+        return outcome
+
+    def _write(self, connection: Connection, changes: dict[str, Any], found: list[PendingEvent], result: str,
+               reason: str, *, release: bool) -> RefreshOutcome:
+        written = self._store.apply(connection, changes, remove=_LEASE if release else (), events=found)
+        if written is None:  # someone moved it meanwhile: they decide; nothing of ours is lost
+            return RefreshOutcome(connection.connection_id, BUSY, reason)
+        if any(e["detail_type"] == events.AT_RISK for e in found):
+            metrics.add_metric("ConnectionsAtRisk", MetricUnit.Count, 1)
+        written = self._outbox.publish(written)
+        return RefreshOutcome(connection.connection_id, result, reason, written)
+
+    def _access_gone(self, connection: Connection, now: int) -> bool:
+        """The app can no longer get a working token without a refresh (eager policy only)."""
+        if self._profiles.profile(connection.provider).refresh_policy != "eager":
+            return False
+        return not connection.access_expires_at or connection.access_expires_at <= now
+
+    # -- events ------------------------------------------------------------------------------------------------
+    def _event(self, detail_type: str, connection: Connection, reason: str, now: int, *,
+               retryable: bool = False, log_id: str | None = None, **state: Any) -> PendingEvent:
+        """An event describing the connection as it will be once this write lands (`state` overrides)."""
+        snapshot = replace(connection, **state)
+        return events.connection_event(detail_type, snapshot, reason=reason, occurred_at=now, retryable=retryable,
+                                       provider_log_id=log_id)
+
+    def _now(self) -> int:
+        return int(self._clock.now())

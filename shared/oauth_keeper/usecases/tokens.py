@@ -1,0 +1,126 @@
+"""Tokens on demand for the app's backend: a valid access token (refreshed first when needed), or a forced refresh.
+
+`TokenAccess.token_for` is the one place the service hands out a token (the design allows no other).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TypedDict
+
+from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
+from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
+from ..domain.timestamps import iso8601
+from ..domain.validation import int_param
+from ..observability import MetricUnit, logger, metrics
+from ..ports import Clock, ConnectionRepository, Sleep
+from .connections import ConnectionView, connection_view, existing, usable
+from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN, Refresher, RefreshOutcome
+
+DEFAULT_MIN_VALID = 300
+MAX_MIN_VALID = 3600
+WAIT_STEP = 0.25
+WAIT_LIMIT = 22.0  # a sibling's lease lasts at most 20 s; API Gateway gives up at 30 s
+
+
+class TokenAnswer(TypedDict):
+    """`GET /connections/{id}/token`'s answer (RFC 6750 bearer token); `expires_at` ISO 8601 UTC."""
+
+    access_token: str
+    token_type: str
+    expires_at: str | None
+    scopes: list[str]
+    account_id: str
+
+
+class RefreshAnswer(TypedDict):
+    result: str
+    connection: ConnectionView
+
+
+class TokenAccess:
+    def __init__(self, *, connections: ConnectionRepository, refresher: Refresher, clock: Clock,
+                 sleep: Sleep = time.sleep) -> None:
+        self._connections = connections
+        self._refresher = refresher
+        self._clock = clock
+        self._sleep = sleep
+
+    def token_for(self, connection_id: str, min_valid_seconds: str | None, caller: str | None) -> TokenAnswer:
+        """A valid access token for at least `min_valid_seconds` (0-3600, default 300). When it would end
+        sooner it is refreshed first through the refresher's single-flight; a refresh already in flight is
+        waited for (at most ~22 s) instead of started again. Every read is audited (never the token).
+
+        Raises NotFound, InvalidInput, ConnectionUnavailable (409: needs_reauth or disconnected),
+        TemporarilyUnavailable (503: the provider could not refresh and no valid token is left),
+        TokenDecryptionError (the stored tokens failed authentication; never served)."""
+        min_valid = int_param(min_valid_seconds, "min_valid_seconds", default=DEFAULT_MIN_VALID, low=0,
+                              high=MAX_MIN_VALID)
+        connection = usable(existing(self._connections, connection_id))
+        now = self._clock.now()
+        if not _valid_for(connection, now, min_valid):
+            connection = self._refreshed(connection)
+        try:
+            tokens = self._connections.open_tokens(connection)
+        except TokenDecryptionError:
+            logger.error("Stored tokens failed authentication; not served", extra={"connection_id": connection_id})
+            metrics.add_metric("TokenUnreadable", MetricUnit.Count, 1)
+            raise
+        # The audit trail of token reads: who, which connection, when. Never the token.
+        logger.info("Token read", extra={"audit": "token_read", "caller": caller, "connection_id": connection_id,
+                                         "owner_id": connection.owner_id, "at": iso8601(self._clock.now())})
+        metrics.add_metric("TokenReads", MetricUnit.Count, 1)
+        return {
+            "access_token": tokens["access_token"],
+            "token_type": tokens.get("token_type") or "Bearer",
+            "expires_at": iso8601(connection.access_expires_at),
+            "scopes": list(connection.scopes_granted),
+            "account_id": connection.account_id,
+        }
+
+    def force_refresh(self, connection_id: str) -> RefreshAnswer:
+        """Refresh now, whatever the schedule says (same single-flight). Raises NotFound, ConnectionUnavailable."""
+        connection = usable(existing(self._connections, connection_id))
+        outcome = self._refresher.refresh(connection.connection_id, force=True)
+        if outcome.result == BUSY:
+            outcome = RefreshOutcome(connection_id, REFRESHED, connection=self._wait_for_sibling(connection))
+        current = outcome.connection or existing(self._connections, connection_id)
+        if outcome.result in (NEEDS_USER, INACTIVE):
+            usable(current)
+        return {"result": str(outcome.result), "connection": connection_view(current, self._clock.now())}
+
+    def _refreshed(self, connection: Connection) -> Connection:
+        outcome = self._refresher.refresh(connection.connection_id, force=True)
+        if outcome.result == REFRESHED and outcome.connection:
+            return outcome.connection
+        if outcome.result in (BUSY, SUPERSEDED):
+            current = self._wait_for_sibling(connection)
+        elif outcome.result in (NEEDS_USER, INACTIVE, UNKNOWN):
+            current = existing(self._connections, connection.connection_id)
+            usable(current)
+        else:  # retrying or paused: provider trouble
+            current = outcome.connection or existing(self._connections, connection.connection_id)
+        current = usable(current)
+        if _valid_for(current, self._clock.now(), 0):
+            return current  # still valid, if for less than asked: better than failing the post
+        raise TemporarilyUnavailable(
+            f"{current.provider} could not refresh this connection just now; try again in a minute.",
+            extra={"retryable": True, "status": str(current.status), "reason": current.last_refresh_reason},
+        )
+
+    def _wait_for_sibling(self, connection: Connection) -> Connection:
+        """Another refresher holds the lease: wait (bounded) for its result instead of refreshing again."""
+        waited = 0.0
+        while waited < WAIT_LIMIT:
+            self._sleep(WAIT_STEP)
+            waited += WAIT_STEP
+            current = existing(self._connections, connection.connection_id)
+            settled = current.token_version != connection.token_version or current.status in (NEEDS_REAUTH,
+                                                                                              DISCONNECTED)
+            if settled or not current.lease_owner or (current.lease_expires_at or 0) <= self._clock.now():
+                return current
+        return existing(self._connections, connection.connection_id)
+
+
+def _valid_for(connection: Connection, now: float, seconds: int) -> bool:
+    return bool(connection.access_expires_at and connection.access_expires_at - now > seconds)

@@ -1,0 +1,66 @@
+"""The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypedDict
+
+from ..observability import logger
+from .refresh import Refresher, RefreshOutcome
+
+MAX_ID_LENGTH = 64
+
+
+class BatchResponse(TypedDict):
+    """SQS's partial-batch response: the message ids to deliver again."""
+
+    batchItemFailures: list[dict[str, str]]
+
+
+def connection_id_of(body: str) -> str | None:
+    """The connection id a refresh message (`{"connection_id": "con_..."}`) names; None when malformed."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return None
+    value = data.get("connection_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+class RefreshWorker:
+    def __init__(self, refresher: Refresher, concurrency: int) -> None:
+        """`concurrency`: provider calls in flight at once inside one invocation."""
+        self._refresher = refresher
+        self._concurrency = concurrency
+
+    def process(self, records: list[dict[str, Any]]) -> BatchResponse:
+        """Refresh each SQS record's connection; see `process_records`."""
+        return process_records(records, self._refresher, self._concurrency)
+
+
+def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int) -> BatchResponse:
+    """Refresh each record's connection; return SQS's partial-batch response.
+
+    A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
+    schedule lives on the item, not in the queue. Only an unexpected error sends the message back.
+    """
+    jobs: list[tuple[str, str]] = []
+    for record in records:
+        connection_id = connection_id_of(record.get("body", ""))
+        if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
+            logger.error("Malformed refresh message dropped", extra={"message_id": record.get("messageId")})
+            continue
+        jobs.append((record["messageId"], connection_id))
+
+    failures: list[dict[str, str]] = []
+    outcomes: dict[str, RefreshOutcome] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
+        futures = [(message_id, pool.submit(refresher.refresh, cid)) for message_id, cid in jobs]
+        for message_id, future in futures:
+            try:
+                outcomes[message_id] = future.result()
+            except Exception:  # noqa: BLE001 - reported per message; SQS retries it, then the DLQ
+                logger.exception("Refresh crashed", extra={"message_id": message_id})
+                failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}
