@@ -24,6 +24,7 @@ dev: .venv/.synced
 
 test: .venv/.synced $(SAM)
 	$(UV) run --frozen ruff check .
+	PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen lint-imports
 	AUDIT_UNREACHABLE=$(AUDIT_UNREACHABLE) bash local/security_checks.sh
 	$(UV) run --frozen pytest
 
@@ -33,6 +34,7 @@ test-fast: .venv/.synced
 
 lint: .venv/.synced
 	$(UV) run --frozen ruff check .
+	PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen lint-imports
 
 setup: .venv/.synced $(SAM)
 

@@ -379,7 +379,7 @@ class DevApp:
         from oauth_keeper.usecases.connections import connection_view
         from oauth_keeper.usecases.worker import process_records
 
-        from local.simulation import ListQueue
+        from local.memory import ListQueue
         from local.stack import sweep_into
 
         with self._sweep_lock:

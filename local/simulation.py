@@ -33,7 +33,6 @@ from local.memory import (
 from local.sim_transport import DirectClient, in_process_client
 
 REDIRECT_URI = "https://keeper.example.com/callback/tiktok"
-__all__ = ["World", "FakeKms", "ListQueue", "MemoryPublisher", "REDIRECT_URI"]
 
 
 @dataclass

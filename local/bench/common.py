@@ -15,7 +15,8 @@ from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
 
 from local.bench import model
-from local.simulation import FakeKms, World
+from local.memory import FakeKms
+from local.simulation import World
 
 
 def median(values: Iterable[float]) -> float:

@@ -41,6 +41,15 @@ print("BENCH " + __import__("json").dumps({{"ms": ms, "boto3": "boto3" in sys.mo
 """
 
 
+# What template.yaml's Globals give every function (placeholder values: nothing is called at import).
+FUNCTION_ENV = {
+    "CONNECTIONS_TABLE": "bench-connections", "FLOWS_TABLE": "bench-flows",
+    "TOKEN_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/bench", "EVENT_BUS_NAME": "bench-bus",
+    "REFRESH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/bench-refresh",
+    "ALLOWED_RETURN_ORIGINS": "https://app.example.com", "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 @dataclass(frozen=True)
 class Target:
     label: str
@@ -117,6 +126,7 @@ def build_layer_dir(into: Path) -> list[str]:
 
 def _env(path: list[str], pycache: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(FUNCTION_ENV)  # handlers build their settings at import, as in Lambda: give them a deployment's
     env["PYTHONPATH"] = os.pathsep.join(path)
     if pycache is None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -22,8 +22,8 @@ from oauth_keeper.domain.connection import connection_id_for
 from local import cfn
 from local.bench import model
 from local.bench.common import CountingItemStore, quiet, table, world_services
-from local.memory import MemoryItemStore
-from local.simulation import ListQueue, World
+from local.memory import ListQueue, MemoryItemStore
+from local.simulation import World
 from local.stack import sweep_into
 
 SIZES = (10_000, 100_000)

@@ -17,7 +17,7 @@ from oauth_keeper import root
 from oauth_keeper.usecases.worker import process_records
 
 from local import apigw
-from local.simulation import ListQueue
+from local.memory import ListQueue
 from local.stack import install_from_env, sweep_into
 from tests.conformance.oidc_server import consent
 from tests.integration.conftest import RETURN_TO, aws, browser, clock, location_query, stack, tiktok  # noqa: F401

@@ -12,7 +12,7 @@ from oauth_keeper import root
 from oauth_keeper.adapters.sqs import SqsRefreshQueue
 from oauth_keeper.usecases.worker import process_records
 
-from local.simulation import ListQueue
+from local.memory import ListQueue
 from local.stack import another_container, install_from_env, sweep_into
 from tests.integration.conftest import create_session, location_query
 

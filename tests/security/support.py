@@ -169,7 +169,7 @@ def header(response: dict[str, Any], name: str) -> str | None:
 
 
 def browser_answer_problems(response: dict[str, Any]) -> list[str]:
-    """The headers every page and redirect of a browser route must carry (design.md, "Security rules")."""
+    """The headers every page and redirect of a browser route must carry (docs/architecture.md, "Security rules")."""
     problems = []
     if header(response, "Cache-Control") != "no-store":
         problems.append(f"Cache-Control is {header(response, 'Cache-Control')!r}, not 'no-store'")

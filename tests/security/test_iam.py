@@ -97,8 +97,8 @@ def _decrypt_secure_string_through_ssm(st: Statement) -> bool:
 
 
 def _provider_segment_of_client_credentials(resource: str) -> bool:
-    """<SsmPrefix>/<provider>/client_key|client_id|client_secret: providers are data (design.md), so the provider
-    is the one path segment left open; the leaf names and the prefix are fixed."""
+    """<SsmPrefix>/<provider>/client_key|client_id|client_secret: providers are data (docs/architecture.md), so
+    the provider is the one path segment left open; the leaf names and the prefix are fixed."""
     return bool(_SSM_CLIENT_CREDENTIAL.match(resource))
 
 

@@ -170,8 +170,9 @@ def test_the_layer_holds_the_oauth_keeper_package(arm64_build):
     package = arm64_build / LAYER / "python" / "oauth_keeper"
     layer = sorted(os.listdir(arm64_build / LAYER))
     assert (package / "__init__.py").is_file(), f"{package} missing; the layer holds {layer}"
-    sources = {p.name for p in (ROOT / "shared" / "oauth_keeper").glob("*.py")}
-    built = {p.name for p in package.glob("*.py")}
+    source_root = ROOT / "shared" / "oauth_keeper"
+    sources = {str(p.relative_to(source_root)) for pattern in ("*.py", "*.json") for p in source_root.rglob(pattern)}
+    built = {str(p.relative_to(package)) for pattern in ("*.py", "*.json") for p in package.rglob(pattern)}
     assert sources <= built, f"missing from the layer: {sorted(sources - built)}"
 
 

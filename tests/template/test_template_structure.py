@@ -411,7 +411,7 @@ def test_no_route_cuts_its_function_short_with_a_shorter_integration_timeout():
 
 @pytest.mark.parametrize("function", LEASE_HOLDERS)
 def test_a_function_taking_a_refresh_lease_outlives_the_lease(function):
-    # HTTP timeout < lease < function timeout (design.md): Lambda must not cut off an invocation
+    # HTTP timeout < lease < function timeout (docs/architecture.md, "Deadlines"): Lambda must not cut off an invocation
     # that still holds the lease, between the provider's answer and the commit.
     assert _timeout(function) > LEASE_SECONDS, (function, LEASE_SECONDS, _timeout(function))
 
