@@ -145,7 +145,7 @@ class Authority:
         self.pkce = pkce
         self.extend_refresh_on_rotation = extend_refresh_on_rotation
         self.revoke_grant_on_reuse = revoke_grant_on_reuse
-        # The open question in design.md: does a new consent kill the user's older grant for this app?
+        # Unverified at TikTok: does a new consent kill the user's older grant for this app? This mode says yes.
         self.single_grant_per_user = single_grant_per_user
         self.users: dict[str, TikTokUser] = {}
         for handle, name in (("alice", "Alice Example"), ("bob", "Bob Example"), ("carol", "Carol Example")):

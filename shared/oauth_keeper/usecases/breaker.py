@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from ..ports import ItemStore
@@ -16,7 +17,14 @@ from ..ports import ItemStore
 PROBE_INTERVAL = 300  # seconds between probes while open
 _CACHE_SECONDS = 5  # a warm container re-reads the breaker at most this often
 
-CLOSED, OPEN, PROBE = "closed", "open", "probe"
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # refresh as usual
+    OPEN = "open"  # our credentials were refused: pause this provider's refreshes until the next probe
+    PROBE = "probe"  # this caller may try one request; its success closes the breaker
+
+
+CLOSED, OPEN, PROBE = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.PROBE
 
 
 class CircuitBreakers:
@@ -32,7 +40,7 @@ class CircuitBreakers:
     def key(provider: str) -> str:
         return f"_breaker#{provider}"
 
-    def check(self, provider: str) -> tuple[str, int]:
+    def check(self, provider: str) -> tuple[BreakerState, int]:
         """CLOSED, OPEN (with when to look again) or PROBE (this caller may try one request)."""
         now = int(self._now())
         state = self._read(provider, now)

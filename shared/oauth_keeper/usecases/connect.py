@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..domain.connection import Connection, Grant, connection_id_for
+from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
 from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
 from ..domain.lifecycle import plan_grant
@@ -319,7 +319,7 @@ class Callback:
             return
         try:
             owners = {c.owner_id for c in map(self._connections.get, self._connections.of_account(
-                connection.provider, connection.account_id)) if c and c.status != "disconnected"}
+                connection.provider, connection.account_id)) if c and c.status != DISCONNECTED}
         except Exception:  # noqa: BLE001
             return
         if len(owners) > 1:
