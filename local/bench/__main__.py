@@ -33,7 +33,7 @@ def summary(results: dict[str, Any]) -> list[str]:
             lines.append(f"(a) handler imports {min(handlers.values()):.0f}-{max(handlers.values()):.0f} ms "
                          f"(layer-only, bytecode cached); a bare `import boto3` is {boto3:.0f} ms and "
                          f"{len(a['chains'])} of {len(handlers)} handlers pull boto3 in at import time "
-                         "(oauth_keeper.dynamo imports boto3.dynamodb.types).")
+                         "(see the chains above).")
     b = results.get("b")
     if b:
         biggest = max(b["runs"], key=lambda r: r["count"])

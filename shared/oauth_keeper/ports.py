@@ -109,7 +109,8 @@ class ConnectionRepository(Protocol):
         """One decision write guarded on `connection.revision`; the connection as written, or None."""
         ...
 
-    def claim(self, connection: Connection, changes: dict[str, Any]) -> tuple[Connection | None, Connection | None]:
+    def claim(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
+              events: Iterable[PendingEvent] = ()) -> tuple[Connection | None, Connection | None]:
         """Like `apply`, for a lease: (written, None) or (None, the competing connection as the write found it)."""
         ...
 

@@ -18,7 +18,7 @@ from .adapters import aws
 from .adapters.clock import SystemClock
 from .adapters.connections import ConnectionStore
 from .adapters.kms import DataKeys, EnvelopeCipher
-from .domain.providers import ProviderProfile, profile_for
+from .adapters.profiles import Profiles
 from .ports import Clock, Credentials, EventPublisher, FlowStore, ItemStore, ProviderClient, RefreshQueue, Sleep
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
@@ -31,28 +31,6 @@ from .usecases.sweep import Sweep
 from .usecases.tokens import TokenAccess
 from .usecases.webhooks import WebhookReceiver
 from .usecases.worker import RefreshWorker
-
-
-class Profiles:
-    """The `ProviderProfiles` port: each enabled provider's profile, built once (discovery fetched once)."""
-
-    def __init__(self, settings: Settings, http: Any) -> None:
-        self._settings = settings
-        self._http = http  # a callable giving the HTTP client: discovery is the only use here
-        self._built: dict[str, ProviderProfile] = {}
-        self._lock = threading.Lock()
-
-    def profile(self, provider: str) -> ProviderProfile:
-        with self._lock:
-            if provider in self._built:
-                return self._built[provider]
-        profile = profile_for(provider, self._settings.providers, self._settings.provider_overrides)
-        if profile.discovery:
-            from .adapters.discovery import discovered
-
-            profile = discovered(profile, self._http())
-        with self._lock:
-            return self._built.setdefault(provider, profile)
 
 
 class Container:
@@ -115,7 +93,7 @@ class Container:
 
     @cached_property
     def profiles(self) -> Profiles:
-        return Profiles(self.settings, lambda: self.http)
+        return Profiles(self.settings.providers, self.settings.provider_overrides, lambda: self.http)
 
     @cached_property
     def credentials(self) -> Credentials:

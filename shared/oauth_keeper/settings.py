@@ -15,6 +15,8 @@ REQUIRED = ("CONNECTIONS_TABLE", "FLOWS_TABLE", "TOKEN_KEY_ARN", "EVENT_BUS_NAME
 
 @dataclass(frozen=True)
 class Settings:
+    """One deployment's configuration (template.yaml's Globals). Times are seconds; names are AWS resource names."""
+
     connections_table: str
     flows_table: str
     token_key_arn: str
