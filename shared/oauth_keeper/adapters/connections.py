@@ -26,6 +26,7 @@ _GRANT_RESETS = (
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
 )
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
+_LISTS = ("scopes_requested", "scopes_granted")
 
 
 def connection_from_item(item: dict[str, Any]) -> Connection:
@@ -157,6 +158,8 @@ class ConnectionStore:
         for name, value in attributes.items():
             if name == "tokens":
                 updated.sealed_tokens = value
+            elif name in _LISTS and isinstance(value, str):  # stored comma-joined, held as a tuple
+                setattr(updated, name, _split(value))
             elif name in _FIELDS:
                 setattr(updated, name, value if value is not None else _FIELDS[name])
         for name in remove:
