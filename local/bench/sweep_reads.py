@@ -3,7 +3,7 @@
 The connections are written straight into a MemoryItemStore (GSI-like partitions; `read_items` counts what
 the queries returned) with the attributes the code writes: a real connection item, taken from the simulated
 world after a refresh, cloned with new ids and ConnectionStore.schedule_attributes / shard_of. 1% of them
-are due. Then `oauth_keeper.sweep.sweep` runs once with a list queue. The 10,000 case runs once more on
+are due. Then `oauth_keeper.usecases.sweep.Sweep.run` runs once with a list queue. The 10,000 case runs once more on
 moto's DynamoDB (the template's own table definition, DynamoItemStore) to show DynamoDB's path returns the
 same ids; moto walks every item for a query, so only its counts mean anything, not its time.
 """

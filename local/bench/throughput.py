@@ -1,6 +1,6 @@
 """(c) Refresh throughput of one worker invocation, against a naive sequential refresher.
 
-`oauth_keeper.worker.process_records` runs on a batch of queued connections (10: the template's SQS batch
+`oauth_keeper.usecases.worker.process_records` runs on a batch of queued connections (10: the template's SQS batch
 size; 50: to see the concurrency bound) against the simulated TikTok over real loopback HTTP (a started
 FakeTikTok, a real httpx.Client) with 100 ms added to every token answer. The baseline calls
 `refresher.refresh(cid)` one after another on the same connections. Connections become due by moving the
