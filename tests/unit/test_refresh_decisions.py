@@ -122,9 +122,11 @@ class WorkerDied(Exception):
     """The function died mid-request (timeout, out of memory): nothing after the provider call ran."""
 
 
-def transient(code: str = "server_error", http_status: int | None = 503) -> ProviderError:
+def transient(code: str = "server_error", http_status: int | None = 503, *,
+              maybe_processed: bool = False) -> ProviderError:
+    """As the HTTP adapter raises it: `maybe_processed` when the request may have reached the provider."""
     return ProviderError("provider trouble", code=code, kind=FailureKind.TRANSIENT, http_status=http_status,
-                         log_id="log-transient")
+                         log_id="log-transient", maybe_processed=maybe_processed)
 
 
 def invalid_grant() -> ProviderError:
@@ -430,7 +432,7 @@ def test_invalid_grant_needs_reauth_leaves_the_due_index_and_sends_one_event(wor
 def test_a_timeout_marks_the_refresh_in_doubt_so_a_later_invalid_grant_is_rotation_lost(world):
     cid = world.connect()
     world.advance_to(T0 + FIRST_DUE)
-    world.provider.script(transient("timeout", None))
+    world.provider.script(transient("timeout", None, maybe_processed=True))
 
     outcome = world.refresher.refresh(cid)
 

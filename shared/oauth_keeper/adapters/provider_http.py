@@ -9,14 +9,36 @@ from urllib.parse import quote
 
 import httpx
 
-from ..domain.errors import ProviderError
-from ..domain.protocol import dig, log_id_of, parse_token_response, provider_error, str_or_none
+from ..domain.errors import FailureKind, ProviderError
+from ..domain.protocol import (
+    MAX_ACCOUNT_ID_LENGTH,
+    MAX_DISPLAY_NAME_LENGTH,
+    bounded_text,
+    bounded_url,
+    dig,
+    log_id_of,
+    provider_error,
+    token_answer,
+)
 from ..domain.providers import ProviderProfile
 from ..domain.tokens import ClientCredentials, TokenSet, UserProfile
+from ..observability import MetricUnit, logger, metrics
 
 # HTTP timeout < refresh lease < function timeout (docs/architecture.md, "Deadlines"). 8 s a phase stays well
 # inside the API function's 25 s.
 HTTP_TIMEOUT = httpx.Timeout(8.0, connect=3.0)
+MAX_ANSWER_BYTES = 256 * 1024  # a provider answer is a few hundred bytes; anything huge is not parsed
+
+
+def _json_body(response: Any) -> Any:
+    """The answer's JSON, or {} when it is not JSON or too large to be a real answer."""
+    content = getattr(response, "content", None)
+    if isinstance(content, bytes) and len(content) > MAX_ANSWER_BYTES:
+        return {}
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
 
 
 def new_http_client() -> httpx.Client:
@@ -63,11 +85,12 @@ class HttpProviderClient:
     def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str]) -> TokenSet:
         sent_at = int(self._now())
         body, status = self._post_form(profile, profile.token_url, form, creds)
-        access = body.get(profile.token_fields.access_token) if isinstance(body, dict) else None
-        if not access or not isinstance(access, str):
-            # Success is the presence of an access token, whatever the status says (TikTok's are undocumented).
-            raise provider_error(profile, body, status)
-        return parse_token_response(profile, body, sent_at)
+        tokens = token_answer(profile, body, status, sent_at)
+        if tokens.anomalies:  # names of fields only, never values
+            logger.warning("Provider answer corrected", extra={"provider": profile.name,
+                                                                "anomalies": list(tokens.anomalies)})
+            metrics.add_metric("ProviderAnswerAnomalies", MetricUnit.Count, len(tokens.anomalies))
+        return tokens
 
     def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str) -> str | None:
         """Revoke a grant at the provider (form body, credentials in it). Returns the provider's log id."""
@@ -89,8 +112,8 @@ class HttpProviderClient:
                 params=profile.userinfo.query or None,
                 headers={"Authorization": f"Bearer {access_token}"},
             )
-            body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            body = _json_body(response)
+        except httpx.HTTPError as exc:
             raise ProviderError(
                 "User info unavailable.", code="provider_unavailable", kind=ProviderError.TRANSIENT
             ) from exc
@@ -108,9 +131,9 @@ class HttpProviderClient:
                 http_status=response.status_code,
             )
         return UserProfile(
-            account_id=str_or_none(dig(body, fields.account_id)),
-            display_name=str_or_none(dig(body, fields.display_name)),
-            avatar_url=str_or_none(dig(body, fields.avatar_url)),
+            account_id=bounded_text(dig(body, fields.account_id), MAX_ACCOUNT_ID_LENGTH),
+            display_name=bounded_text(dig(body, fields.display_name), MAX_DISPLAY_NAME_LENGTH),
+            avatar_url=bounded_url(dig(body, fields.avatar_url)),
         )
 
     def _post_form(self, profile: ProviderProfile, url: str, form: dict[str, str],
@@ -125,16 +148,16 @@ class HttpProviderClient:
         try:
             response = self._http.post(url, data=form, headers=headers)
         except httpx.TimeoutException as exc:
+            # Only a connect (or pool) timeout proves the request never left; any later one may have been processed.
             raise ProviderError(
-                f"{profile.display_name} did not answer in time.", code="timeout", kind=ProviderError.TRANSIENT
+                f"{profile.display_name} did not answer in time.", code="timeout", kind=FailureKind.TRANSIENT,
+                maybe_processed=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
             ) from exc
         except httpx.HTTPError as exc:
             raise ProviderError(
-                f"{profile.display_name} could not be reached.", code="network_error", kind=ProviderError.TRANSIENT
+                f"{profile.display_name} could not be reached.", code="network_error", kind=FailureKind.TRANSIENT,
+                maybe_processed=not isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol),
             ) from exc
-        try:
-            return response.json(), response.status_code
-        except ValueError:
-            return {}, response.status_code
+        return _json_body(response), response.status_code
 
 

@@ -38,8 +38,10 @@ class Reason(StrEnum):
     REFRESH_TOKEN_EXPIRED = "refresh_token_expired"
     REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"
     TOKEN_UNREADABLE = "token_unreadable"  # the stored ciphertext failed authentication
-    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # timeouts, network errors, 5xx
     RATE_LIMITED = "rate_limited"
+    REQUEST_REJECTED = "request_rejected"  # the provider refused the request as malformed (invalid_request, 4xx)
+    INVALID_ANSWER = "invalid_answer"  # the provider answered success with something we cannot use
     PROVIDER_CONFIG = "provider_config"  # our client credentials were refused: an operator must act
     USER_REVOKED = "user_revoked"
     APP_DISCONNECTED = "app_disconnected"

@@ -83,12 +83,17 @@ class ProviderError(OAuthKeeperError):
     REJECTED = FailureKind.REJECTED
 
     def __init__(
-        self, message: str, *, code: str, kind: str, log_id: str | None = None, http_status: int | None = None
+        self, message: str, *, code: str, kind: str, log_id: str | None = None, http_status: int | None = None,
+        maybe_processed: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.kind = FailureKind(kind)
         self.log_id = log_id
         self.http_status = http_status
+        # The provider may have processed the request (and, for a refresh, rotated the token) although we hold
+        # no usable answer: the request was sent and then timed out or was cut, a 5xx came back from something
+        # that may sit in front of the provider, or a 2xx carried an answer we cannot use.
+        self.maybe_processed = maybe_processed
 
     @property
     def retryable(self) -> bool:

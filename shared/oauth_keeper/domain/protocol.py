@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from .errors import ProviderError
-from .providers import ProviderProfile
+from .errors import FailureKind, ProviderError
+from .providers import SCOPE_PATTERN, LifetimeBounds, ProviderProfile
 from .tokens import TokenSet
 
 
@@ -67,23 +68,116 @@ def authorize_url(
     return profile.authorize_url + separator + urlencode(params)
 
 
+MAX_TOKEN_LENGTH = 4096  # characters of an access or refresh token (JWTs included); longer is not stored
+MAX_ACCOUNT_ID_LENGTH = 256
+MAX_DISPLAY_NAME_LENGTH = 256
+MAX_URL_LENGTH = 2048
+MAX_TOKEN_TYPE_LENGTH = 32
+MAX_SCOPE_TEXT_LENGTH = 4096
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")  # RFC 6749 appendix A: tokens are VSCHAR (visible ASCII)
+
+
+def token_answer(profile: ProviderProfile, body: Any, status: int, sent_at: int) -> TokenSet:
+    """What the token endpoint said (RFC 6749 sections 5.1 and 5.2), parsed, typed and bounded.
+
+    Success is the presence of an access token, whatever the status says (TikTok's statuses are undocumented).
+    Returns a TokenSet; raises ProviderError for an error answer (classified by the profile) and for a success
+    answer that cannot be used (`invalid_answer`, transient, `maybe_processed`: the provider may have rotated)."""
+    f = profile.token_fields
+    access = body.get(f.access_token) if isinstance(body, dict) else None
+    if access not in (None, ""):
+        return parse_token_response(profile, body, sent_at)
+    if _error_code(body) is None and 200 <= status < 300:
+        raise invalid_answer(profile, body, status, "no access token")
+    raise provider_error(profile, body, status)
+
+
 def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at: int) -> TokenSet:
     """A successful token response (RFC 6749 section 5.1) as a TokenSet, mapped by the profile's field names.
 
     Expiries count from `sent_at` (epoch seconds, when the request left), so a slow answer never stretches
-    them. An empty or missing refresh token becomes None: it never overwrites a stored one."""
+    them; each lifetime is bounded by the profile (`LifetimeBounds`), and a value that is missing, not a number
+    or implausible becomes the profile's shortest documented lifetime, named in `anomalies`. An empty or missing
+    refresh token becomes None: it never overwrites a stored one. Raises ProviderError (`invalid_answer`) when
+    a token is of the wrong type, too long or not visible ASCII: such an answer cannot be stored."""
     f = profile.token_fields
-    refresh = body.get(f.refresh_token)
+    anomalies: list[str] = []
+    access = _token(profile, body, f.access_token, sent_at)
+    if access is None:
+        raise invalid_answer(profile, body, 200, "no usable access token")
+    refresh = _token(profile, body, f.refresh_token, sent_at)
+    access_lifetime = bounded_lifetime(body.get(f.expires_in), profile.access_lifetime, f.expires_in, anomalies)
+    refresh_expires_at = None
+    if refresh and f.refresh_expires_in:
+        refresh_expires_at = sent_at + bounded_lifetime(body.get(f.refresh_expires_in), profile.refresh_lifetime,
+                                                        f.refresh_expires_in, anomalies)
+    token_type = body.get(f.token_type)
+    if not (isinstance(token_type, str) and 0 < len(token_type) <= MAX_TOKEN_TYPE_LENGTH
+            and token_type.isascii() and token_type.isalnum()):
+        if token_type is not None:
+            anomalies.append(f"{f.token_type}:invalid")
+        token_type = "Bearer"
+    scope_text = body.get(f.scope)
+    scopes: tuple[str, ...] = ()
+    if isinstance(scope_text, str) and len(scope_text) <= MAX_SCOPE_TEXT_LENGTH:
+        split = profile.split_scopes(scope_text)
+        scopes = tuple(s for s in split if SCOPE_PATTERN.match(s))
+        if len(scopes) != len(split):
+            anomalies.append(f"{f.scope}:invalid_entries")
+    elif scope_text is not None:
+        anomalies.append(f"{f.scope}:invalid")
+    account_id = _account_id(body, f.account_id)
+    if account_id is not None and (len(account_id) > MAX_ACCOUNT_ID_LENGTH or not account_id.isprintable()):
+        anomalies.append("account_id:invalid")
+        account_id = None  # the callback then refuses the connect (account_unavailable): never guess
     return TokenSet(
-        access_token=body[f.access_token],
-        refresh_token=refresh if isinstance(refresh, str) and refresh else None,  # empty never overwrites
-        token_type=str(body.get(f.token_type) or "Bearer"),
-        access_expires_at=_expiry(sent_at, body.get(f.expires_in)),
-        refresh_expires_at=_expiry(sent_at, body.get(f.refresh_expires_in)) if f.refresh_expires_in else None,
-        scopes=profile.split_scopes(body.get(f.scope) if isinstance(body.get(f.scope), str) else None),
-        account_id=_account_id(body, f.account_id),
+        access_token=access,
+        refresh_token=refresh,
+        token_type=token_type,
+        access_expires_at=sent_at + access_lifetime,
+        refresh_expires_at=refresh_expires_at,
+        scopes=scopes,
+        account_id=account_id,
         issued_at=sent_at,
+        anomalies=tuple(anomalies),
     )
+
+
+def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: list[str]) -> int:
+    """A provider's lifetime in seconds (an integer, or a string of ASCII digits), trusted only inside `bounds`;
+    otherwise `bounds.fallback`, with `<name>:missing`, `:unparsable` or `:out_of_bounds` added to `anomalies`."""
+    if value is None or value == "":
+        anomalies.append(f"{name}:missing")
+        return bounds.fallback
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        anomalies.append(f"{name}:unparsable")
+        return bounds.fallback
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= 18):
+            anomalies.append(f"{name}:unparsable")
+            return bounds.fallback
+        value = int(value)
+    if not bounds.minimum <= value <= bounds.maximum:
+        anomalies.append(f"{name}:out_of_bounds")
+        return bounds.fallback
+    return value
+
+
+def _token(profile: ProviderProfile, body: dict[str, Any], name: str, sent_at: int) -> str | None:
+    """A token field: None when absent, null or empty; raises `invalid_answer` when present but unusable."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not _PRINTABLE.match(value):
+        raise invalid_answer(profile, body, 200, f"unusable {name}")
+    return value
+
+
+def invalid_answer(profile: ProviderProfile, body: Any, status: int, what: str) -> ProviderError:
+    """A success answer we cannot use. The provider may have issued (and rotated) tokens we never saw."""
+    return ProviderError(f"{profile.display_name} answered the token request with {what}.", code="invalid_answer",
+                         kind=FailureKind.TRANSIENT, log_id=log_id_of(body), http_status=status,
+                         maybe_processed=True)
 
 
 def _account_id(body: dict[str, Any], path: str | None) -> str | None:
@@ -95,8 +189,8 @@ def _account_id(body: dict[str, Any], path: str | None) -> str | None:
     if not path:
         return None
     if path.startswith("id_token."):
-        return str_or_none(dig(_jwt_claims(body.get("id_token")), path[len("id_token."):]))
-    return str_or_none(dig(body, path))
+        return _scalar_text(dig(_jwt_claims(body.get("id_token")), path[len("id_token."):]))
+    return _scalar_text(dig(body, path))
 
 
 def _jwt_claims(token: Any) -> dict[str, Any]:
@@ -108,27 +202,31 @@ def _jwt_claims(token: Any) -> dict[str, Any]:
         return {}
 
 
-def _expiry(sent_at: int, seconds: Any) -> int | None:
-    try:
-        value = int(seconds)
-    except (TypeError, ValueError):
-        return None
-    return sent_at + value if value > 0 else None
-
-
 def provider_error(profile: ProviderProfile, body: Any, status: int) -> ProviderError:
-    """An error answer (RFC 6749 section 5.2, or a nested `{"error": {"code"}}`) as a classified ProviderError."""
-    code = body.get("error") if isinstance(body, dict) else None
-    if isinstance(code, dict):  # some APIs nest {"error": {"code": ...}}
-        code = code.get("code")
-    code = str(code) if code else ("http_" + str(status))
+    """An error answer (RFC 6749 section 5.2, or a nested `{"error": {"code"}}`) as a classified ProviderError.
+
+    A 5xx may come from something in front of the provider after the provider processed the request:
+    `maybe_processed` says so."""
+    code = _error_code(body) or ("http_" + str(status))
     return ProviderError(
         f"{profile.display_name} refused the token request ({code}).",
         code=code,
         kind=profile.classify(code, status),
         log_id=log_id_of(body),
         http_status=status,
+        maybe_processed=status >= 500,
     )
+
+
+def _error_code(body: Any) -> str | None:
+    """The error code of an error answer: `error`, or a nested `error.code`; a short printable string or None."""
+    code = body.get("error") if isinstance(body, dict) else None
+    if isinstance(code, dict):  # some APIs nest {"error": {"code": ...}}
+        code = code.get("code")
+    if not isinstance(code, str | int) or isinstance(code, bool) or code == "":
+        return None
+    code = str(code)
+    return code if len(code) <= 64 and code.isascii() and code.isprintable() else "unrecognised_error"
 
 
 def log_id_of(body: Any) -> str | None:
@@ -136,7 +234,10 @@ def log_id_of(body: Any) -> str | None:
     if not isinstance(body, dict):
         return None
     value = body.get("log_id") or dig(body, "error.log_id")
-    return str(value) if value else None
+    if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+        return None
+    value = str(value)
+    return value if len(value) <= 128 and value.isascii() and value.isprintable() else None
 
 
 def dig(data: Any, path: str) -> Any:
@@ -148,5 +249,20 @@ def dig(data: Any, path: str) -> Any:
     return data
 
 
-def str_or_none(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _scalar_text(value: Any) -> str | None:
+    """A JSON string or integer as text; None for anything else (an object is never an id)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value) or None
+
+
+def bounded_text(value: Any, limit: int) -> str | None:
+    """A printable string of at most `limit` characters, else None: display names and ids from a provider."""
+    text = _scalar_text(value)
+    return text if text is not None and len(text) <= limit and text.isprintable() else None
+
+
+def bounded_url(value: Any) -> str | None:
+    """An absolute https URL of visible ASCII, at most MAX_URL_LENGTH long, else None (avatars)."""
+    text = bounded_text(value, MAX_URL_LENGTH)
+    return text if text and text.startswith("https://") and _PRINTABLE.match(text) else None

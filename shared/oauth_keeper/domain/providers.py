@@ -77,6 +77,23 @@ class WebhookFields:
 
 
 @dataclass(frozen=True)
+class LifetimeBounds:
+    """What a provider's `expires_in`-style value may plausibly be, in seconds.
+
+    A value that is missing, not a number, or outside [minimum, maximum] is not trusted: the token is taken to
+    live `fallback` seconds, the provider's shortest documented lifetime (a token thought to die sooner than it
+    does costs one early refresh; the other way round, a failed post)."""
+
+    minimum: int
+    maximum: int
+    fallback: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.minimum <= self.fallback <= self.maximum:
+            raise ValueError(f"lifetime bounds need 0 < minimum <= fallback <= maximum, got {self}")
+
+
+@dataclass(frozen=True)
 class ProviderProfile:
     name: str
     display_name: str
@@ -95,6 +112,10 @@ class ProviderProfile:
     userinfo: UserInfoFields = UserInfoFields()
     error_classes: dict[str, str] = field(default_factory=lambda: dict(STANDARD_ERRORS))
     rotates_refresh_tokens: bool = True
+    # The provider issues refresh tokens with the code exchange: without one, a connect cannot stay connected.
+    issues_refresh_tokens: bool = True
+    access_lifetime: LifetimeBounds = LifetimeBounds(minimum=30, maximum=366 * 86_400, fallback=600)
+    refresh_lifetime: LifetimeBounds = LifetimeBounds(minimum=60, maximum=10 * 366 * 86_400, fallback=86_400)
     refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive
     issuer: str | None = None  # RFC 9207: the `iss` the authorization response must carry, when it carries one
     require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
@@ -138,6 +159,9 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
     values["token_fields"] = TokenFields(**(data.get("token_fields") or {}))
     values["userinfo"] = UserInfoFields(**(data.get("userinfo") or {}))
     values["error_classes"] = {**STANDARD_ERRORS, **(data.get("error_classes") or {})}
+    for name in ("access_lifetime", "refresh_lifetime"):
+        if data.get(name) is not None:
+            values[name] = LifetimeBounds(**data[name])
     webhook = data.get("webhook")
     values["webhook"] = WebhookFields(**{**webhook, "removed_events": tuple(webhook["removed_events"])}) \
         if webhook else None

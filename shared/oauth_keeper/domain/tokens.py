@@ -28,12 +28,13 @@ class TokenSet:
     scopes: tuple[str, ...]
     account_id: str | None
     issued_at: int  # when the request was sent: expiries count from here, never from when it arrived
+    anomalies: tuple[str, ...] = ()  # fields the provider got wrong and what was assumed instead (no values)
 
     def __repr__(self) -> str:
         return (
             f"TokenSet(access_token=***, refresh_token={'***' if self.refresh_token else None}, "
             f"access_expires_at={self.access_expires_at}, refresh_expires_at={self.refresh_expires_at}, "
-            f"scopes={self.scopes}, account_id={self.account_id!r})"
+            f"scopes={self.scopes}, account_id={self.account_id!r}, anomalies={self.anomalies})"
         )
 
 

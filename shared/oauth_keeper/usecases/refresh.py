@@ -64,6 +64,17 @@ class RefreshOutcome:
         return self.result in (REFRESHED, RETRYING, NEEDS_USER, SUPERSEDED) and self.reason != "refresh_token_expired"
 
 
+def failure_reason(error: ProviderError) -> Reason:
+    """What actually happened, for a failure that is nobody's fault yet (transient or one refused request)."""
+    if error.http_status == 429 or error.code in ("rate_limit_exceeded", "slow_down"):
+        return Reason.RATE_LIMITED
+    if error.code == "invalid_answer":
+        return Reason.INVALID_ANSWER
+    if error.kind == FailureKind.REJECTED:
+        return Reason.REQUEST_REJECTED
+    return Reason.PROVIDER_UNAVAILABLE
+
+
 class Refresher:
     """Refreshes one connection at a time, safely from many places at once (sweep workers, the token route)."""
 
@@ -242,9 +253,7 @@ class Refresher:
 
     def _retry_later(self, leased: Connection, error: ProviderError, now: int) -> RefreshOutcome:
         failures = leased.failures + 1
-        reason = Reason.RATE_LIMITED if (error.http_status == 429 or error.code in ("rate_limit_exceeded",
-                                                                                   "slow_down")) \
-            else Reason.PROVIDER_UNAVAILABLE
+        reason = failure_reason(error)
         # Under `eager`, an expired access token means the app cannot post: retry at least every sweep.
         # Under `on_demand`, expired access tokens are normal; only repeated failures put it at risk.
         access_expired = self._access_gone(leased, now)
@@ -260,7 +269,7 @@ class Refresher:
             "last_provider_log_id": error.log_id, "updated_at": now,
             **self._store.schedule_attributes(leased.connection_id, next_at),
         }
-        if error.code == "timeout":  # the request may have reached the provider and rotated the token
+        if error.maybe_processed:  # the provider may have rotated the token: a later invalid_grant is ours
             changes["refresh_in_doubt"] = True
         found = []
         if at_risk and leased.status != AT_RISK:
