@@ -105,8 +105,9 @@ class MemoryItemStore:
             if after is not MISSING:
                 partitions.setdefault(after, set()).add(key)
 
-    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
-              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
+              limit: int | None = None, start: dict[str, Any] | None = None,
+              ) -> tuple[list[str], dict[str, Any] | None]:
         hash_attr, range_attr = INDEXES[index]
         with self._lock:
             partition = [self._items[k] for k in self._partitions[index].get(hash_value, ())]
@@ -114,6 +115,7 @@ class MemoryItemStore:
                 item for item in partition
                 if (range_attr is None or range_attr in item)
                 and (range_max is None or range_attr is None or item[range_attr] <= range_max)
+                and (range_min is None or range_attr is None or item[range_attr] >= range_min)
             ]
         matches.sort(key=lambda i: (i.get(range_attr, 0) if range_attr else 0, i[self.key_name]))
         if start:

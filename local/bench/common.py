@@ -120,9 +120,11 @@ class CountingItemStore:
                                  "attributes": sorted([*set, *remove]), "wru": units_copy})
         return done
 
-    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
-              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
-        keys, cursor = self.inner.query(index, hash_value, range_max=range_max, limit=limit, start=start)
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
+              limit: int | None = None, start: dict[str, Any] | None = None,
+              ) -> tuple[list[str], dict[str, Any] | None]:
+        keys, cursor = self.inner.query(index, hash_value, range_max=range_max, range_min=range_min, limit=limit,
+                                        start=start)
         with self._lock:
             self.calls[f"query_{index}"] += 1
             self.units["query_items"] += len(keys)

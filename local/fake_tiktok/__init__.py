@@ -28,7 +28,7 @@ from .authority import (
     pkce_challenge,
 )
 from .consent import AUTHORIZE_PARAMS
-from .faults import FAULT_KINDS, Faults
+from .faults import FAULT_KINDS, AnswerChange, Faults
 from .server import (
     AUTHORIZE_PATH,
     REVOKE_PATH,
@@ -254,3 +254,11 @@ class FakeTikTok:
     def fail_next(self, n: int, kind: str) -> None:
         """The next n token-endpoint requests fail with `kind`, then it behaves again."""
         self._faults.fail_next(n, kind)
+
+    def change_next_answers(self, n: int = 1, *, patch: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
+                            status: int | None = None, raw: bytes | None = None, fault: str | None = None) -> None:
+        """The next n successful token answers are processed (tokens issued, the old refresh token rotated
+        away), then changed on the way back: fields set or dropped, another status, a raw body, or lost to a
+        "timeout" or a "5xx" from something in front of TikTok."""
+        self._faults.change_next(n, AnswerChange(patch=dict(patch or {}), drop=tuple(drop), status=status,
+                                                 raw=raw, fault=fault))

@@ -3,10 +3,34 @@ held answers, and the TikTok-shaped answer each kind of fault produces."""
 
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
-from .wire import OAuthErrors, Response, userinfo_error
+from .wire import OAuthErrors, Response, json_response, userinfo_error
 
 FAULT_KINDS = ("5xx", "temporarily_unavailable", "timeout", "429")
+
+
+@dataclass(frozen=True)
+class AnswerChange:
+    """How a token answer TikTok already made (tokens issued, the old refresh token rotated away) is changed
+    on its way back: the hostile world after the provider processed the request."""
+
+    patch: dict[str, Any] = field(default_factory=dict)  # fields set to these values (any JSON, absurd ones too)
+    drop: tuple[str, ...] = ()  # fields removed
+    status: int | None = None  # another HTTP status for the same body
+    raw: bytes | None = None  # the whole body replaced (not JSON, truncated, HTML from a proxy...)
+    fault: str | None = None  # "timeout" or "5xx": the answer is lost after TikTok processed the request
+
+    def apply(self, answer: dict[str, Any], faults: "Faults") -> Response:
+        if self.fault:
+            return faults.token_answer(self.fault)
+        body = {k: v for k, v in answer.items() if k not in self.drop}
+        body.update(self.patch)
+        response = json_response(self.status or 200, body)
+        if self.raw is not None:
+            response = Response(self.status or 200, self.raw, {"Content-Type": "application/json"})
+        return response
 
 
 class Faults:
@@ -21,6 +45,7 @@ class Faults:
         self._oauth_error = oauth_error
         self._outage: str | None = None
         self._fail_queue: list[str] = []
+        self._changes: list[AnswerChange] = []
         self._released = threading.Event()  # set while the server stops, so nothing stays held
 
     # ---- controls --------------------------------------------------------------------------------
@@ -48,6 +73,7 @@ class Faults:
         with self._lock:
             self._outage = None
             self._fail_queue.clear()
+            self._changes.clear()
 
     def fail_next(self, n: int, kind: str) -> None:
         """The next n token-endpoint requests fail with `kind`, then it behaves again."""
@@ -55,6 +81,17 @@ class Faults:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}")
         with self._lock:
             self._fail_queue.extend([kind] * n)
+
+    def change_next(self, n: int, change: AnswerChange) -> None:
+        """The next n successful token answers are processed by TikTok, then changed on the way back."""
+        if change.fault is not None and change.fault not in ("timeout", "5xx"):
+            raise ValueError("an answer lost after processing is a 'timeout' or a '5xx'")
+        with self._lock:
+            self._changes.extend([change] * n)
+
+    def take_change(self) -> AnswerChange | None:
+        with self._lock:
+            return self._changes.pop(0) if self._changes else None
 
     def take_token_fault(self) -> str | None:
         """The fault this token request meets: a queued failure (used up) first, else the outage, if any."""

@@ -141,9 +141,11 @@ class Endpoints:
         if fault:
             return self._faults.token_answer(fault)
         try:
-            return json_response(200, self._authority.token(self._client_form(headers, body)))
+            answer = self._authority.token(self._client_form(headers, body))
         except OAuthError as exc:
             return self._oauth_error(exc.error, exc.description)
+        change = self._faults.take_change()
+        return change.apply(answer, self._faults) if change else json_response(200, answer)
 
     def _revoke(self, query: str, headers: dict[str, str], body: bytes) -> Response:
         fault = self._faults.outage

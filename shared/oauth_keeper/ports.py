@@ -76,9 +76,11 @@ class ItemStore(Protocol):
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
 
-    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
-              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
-        """Keys in one index partition (range <= range_max when given), one page; the cursor or None."""
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
+              limit: int | None = None, start: dict[str, Any] | None = None,
+              ) -> tuple[list[str], dict[str, Any] | None]:
+        """Keys in one index partition (range_min <= range <= range_max, each bound when given), one page; the
+        cursor of the next page or None."""
         ...
 
 
@@ -121,6 +123,11 @@ class ConnectionRepository(Protocol):
     def clear_outbox(self, connection: Connection, sent: list[str]) -> None: ...
 
     def due(self, shard: int, horizon: int, page_size: int = 500) -> Iterator[str]: ...
+
+    def scheduled_after(self, shard: int, moment: int) -> Iterator[str]:
+        """Ids in one shard of the due index planned at or after `moment` (implausibly far: stored by an older
+        version from an absurd provider answer)."""
+        ...
 
     def with_pending_events(self, shard: int) -> Iterator[str]: ...
 

@@ -171,8 +171,8 @@ class Container:
 
     @cached_property
     def tokens(self) -> TokenAccess:
-        return TokenAccess(connections=self.connections, refresher=self.refresher, clock=self.clock,
-                           sleep=self.sleep)
+        return TokenAccess(connections=self.connections, refresher=self.refresher, profiles=self.profiles,
+                           clock=self.clock, sleep=self.sleep)
 
     @cached_property
     def disconnection(self) -> Disconnection:

@@ -87,6 +87,9 @@ class ConnectionStore:
         """Ids in one shard of the sparse due index with next_refresh_at <= horizon, every page."""
         yield from self._pages("Due", shard, range_max=horizon, page_size=page_size)
 
+    def scheduled_after(self, shard: int, moment: int) -> Iterator[str]:
+        yield from self._pages("Due", shard, range_min=moment, page_size=500)
+
     def with_pending_events(self, shard: int) -> Iterator[str]:
         yield from self._pages("Outbox", shard, page_size=500)
 
@@ -97,10 +100,12 @@ class ConnectionStore:
     def of_account(self, provider: str, account_id: str) -> Iterator[str]:
         yield from self._pages("ByAccount", f"{provider}#{account_id}", page_size=100)
 
-    def _pages(self, index: str, hash_value: Any, *, range_max: Any = None, page_size: int) -> Iterator[str]:
+    def _pages(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
+               page_size: int) -> Iterator[str]:
         cursor = None
         while True:
-            keys, cursor = self.items.query(index, hash_value, range_max=range_max, limit=page_size, start=cursor)
+            keys, cursor = self.items.query(index, hash_value, range_max=range_max, range_min=range_min,
+                                            limit=page_size, start=cursor)
             yield from keys
             if not cursor:
                 return

@@ -146,16 +146,24 @@ class DynamoItemStore:
             raise
         return True
 
-    def query(self, index: str, hash_value: Any, *, range_max: Any = None, limit: int | None = None,
-              start: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
+              limit: int | None = None, start: dict[str, Any] | None = None,
+              ) -> tuple[list[str], dict[str, Any] | None]:
         hash_attr, range_attr = INDEXES[index]
         condition = "#h = :h"
         names = {"#h": hash_attr}
         values: dict[str, Any] = {":h": hash_value}
-        if range_max is not None and range_attr:
-            condition += " AND #r <= :r"
+        if range_attr and (range_max is not None or range_min is not None):
             names["#r"] = range_attr
-            values[":r"] = range_max
+            if range_max is not None and range_min is not None:
+                condition += " AND #r BETWEEN :lo AND :r"
+                values[":lo"], values[":r"] = range_min, range_max
+            elif range_max is not None:
+                condition += " AND #r <= :r"
+                values[":r"] = range_max
+            else:
+                condition += " AND #r >= :lo"
+                values[":lo"] = range_min
         args: dict[str, Any] = {
             "TableName": self._table, "IndexName": index, "KeyConditionExpression": condition,
             "ExpressionAttributeNames": names, "ExpressionAttributeValues": to_values(values),

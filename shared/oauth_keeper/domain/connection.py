@@ -37,6 +37,9 @@ class Reason(StrEnum):
     ROTATION_LOST = "rotation_lost"  # refused after a refresh whose answer we may never have saved
     REFRESH_TOKEN_EXPIRED = "refresh_token_expired"
     REFRESH_TOKEN_EXPIRING = "refresh_token_expiring"
+    ACCESS_TOKEN_EXPIRING = "access_token_expiring"  # a provider without refresh tokens: the grant's end is near
+    ACCESS_TOKEN_EXPIRED = "access_token_expired"  # ...and it has come: only the user can connect again
+    NO_REFRESH_TOKEN = "no_refresh_token"  # stored without the refresh token the provider should have issued
     TOKEN_UNREADABLE = "token_unreadable"  # the stored ciphertext failed authentication
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # timeouts, network errors, 5xx
     RATE_LIMITED = "rate_limited"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .connection import ACTIVE, Connection, Grant, Reason, Status
+from .connection import ACTIVE, DISCONNECTED, NEEDS_REAUTH, Connection, Grant, Reason, Status
 from .events import CREATED, RECONNECTED, PendingEvent, connection_event
 
 
@@ -26,6 +26,11 @@ class GrantPlan:
         return self.expected_revision is None
 
 
+class NoUsableRefreshToken(Exception):
+    """The answer carried no refresh token and none usable is stored, for a provider that issues them: such a
+    connection could not stay connected, so it must not be stored as `active`."""
+
+
 def plan_grant(
     existing: Connection | None,
     grant: Grant,
@@ -35,6 +40,7 @@ def plan_grant(
     next_refresh_at: int | None,
     missing_scopes: list[str],
     now: int,
+    requires_refresh_token: bool = True,
 ) -> GrantPlan:
     """A new connection, or the existing one brought back to `active` with the new tokens.
 
@@ -42,11 +48,18 @@ def plan_grant(
     overwrites a stored one (its expiry is kept too). `next_refresh_at` (epoch seconds) is the schedule
     planned for the new tokens; it applies only when a refresh token is held. The event is Connection Created
     or Connection Reconnected (reason `connected` / `reconnected`), with the granted and missing scopes.
+
+    A stored refresh token is usable only while its connection is live (not needs_reauth or disconnected)
+    and it has not ended. Raises NoUsableRefreshToken when `requires_refresh_token` and none is held. Without
+    refresh tokens at all (`requires_refresh_token` false), the sweep looks at the connection at once to plan
+    its end (Expiring, then needs_reauth when the access token ends).
     """
     tokens = grant.tokens
     refresh_token, refresh_expires_at = tokens.refresh_token, tokens.refresh_expires_at
-    if not refresh_token and existing:
+    if not refresh_token and existing and _still_usable(existing, now):
         refresh_token, refresh_expires_at = stored_refresh_token, existing.refresh_expires_at
+    if not refresh_token and requires_refresh_token:
+        raise NoUsableRefreshToken(connection_id)
     connection = Connection(
         connection_id=connection_id, owner_id=grant.owner_id, provider=grant.provider,
         account_id=grant.account_id, status=ACTIVE,
@@ -55,7 +68,7 @@ def plan_grant(
         created_at=existing.created_at if existing else now, updated_at=now, connected_at=now,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
-        next_refresh_at=next_refresh_at if refresh_token else None,
+        next_refresh_at=next_refresh_at if refresh_token else (None if requires_refresh_token else now),
         display_name=existing.display_name if existing else None,
         avatar_url=existing.avatar_url if existing else None,
         outbox_seq=existing.outbox_seq if existing else 0,
@@ -73,3 +86,9 @@ def plan_grant(
         tokens={"access_token": tokens.access_token, "refresh_token": refresh_token, "token_type": tokens.token_type},
         event=event, expected_revision=existing.revision if existing else None, previous_status=previous,
     )
+
+
+def _still_usable(connection: Connection, now: int) -> bool:
+    """A stored refresh token can still be used: the grant was never refused or ended and has not expired."""
+    return connection.status not in (NEEDS_REAUTH, DISCONNECTED) and not (
+        connection.refresh_expires_at and connection.refresh_expires_at <= now)

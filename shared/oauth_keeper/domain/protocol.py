@@ -74,7 +74,7 @@ MAX_DISPLAY_NAME_LENGTH = 256
 MAX_URL_LENGTH = 2048
 MAX_TOKEN_TYPE_LENGTH = 32
 MAX_SCOPE_TEXT_LENGTH = 4096
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")  # RFC 6749 appendix A: tokens are VSCHAR (visible ASCII)
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")  # RFC 6749 appendix A: tokens are VSCHAR (visible ASCII)
 
 
 def token_answer(profile: ProviderProfile, body: Any, status: int, sent_at: int) -> TokenSet:
@@ -168,7 +168,7 @@ def _token(profile: ProviderProfile, body: dict[str, Any], name: str, sent_at: i
     value = body.get(name)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not _PRINTABLE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not _PRINTABLE.fullmatch(value):
         raise invalid_answer(profile, body, 200, f"unusable {name}")
     return value
 
@@ -265,4 +265,4 @@ def bounded_text(value: Any, limit: int) -> str | None:
 def bounded_url(value: Any) -> str | None:
     """An absolute https URL of visible ASCII, at most MAX_URL_LENGTH long, else None (avatars)."""
     text = bounded_text(value, MAX_URL_LENGTH)
-    return text if text and text.startswith("https://") and _PRINTABLE.match(text) else None
+    return text if text and text.startswith("https://") and _PRINTABLE.fullmatch(text) else None

@@ -56,3 +56,13 @@ def backoff_delay(failures: int, *, cap: int, base: int = 30, rng: random.Random
 def due_shard(connection_id: str, shards: int) -> int:
     """A stable shard so the sweep can read the due index in parallel partitions."""
     return int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:4], "big") % max(1, shards)
+
+
+# No plan is ever this far ahead (refresh tokens live at most ~a year): a stored plan beyond it came from an
+# absurd provider answer that an older version trusted, and is looked at as due.
+PLAUSIBLE_HORIZON = 400 * 86_400
+
+
+def implausible(moment: int | None, now: float, limit: int = PLAUSIBLE_HORIZON) -> bool:
+    """`moment` (epoch seconds) lies further than `limit` seconds ahead of `now`."""
+    return moment is not None and moment - now > limit

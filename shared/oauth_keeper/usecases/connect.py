@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
 from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
-from ..domain.lifecycle import plan_grant
+from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
 from ..domain.protocol import authorize_url, new_code_verifier, new_secret
 from ..domain.schedule import plan_next_refresh
 from ..domain.timestamps import iso8601
@@ -44,6 +44,9 @@ CALLBACK_ERRORS: dict[str, bool] = {
     "account_mismatch": True,  # a scope upgrade came back for another account than the connection's
     "issuer_mismatch": False,  # the response names another authorization server (RFC 9207 mix-up defence)
     "provider_error": True,
+    # The provider issued no refresh token (and none usable is stored): the connection could not stay
+    # connected, so nothing was stored. Trying again usually gets a complete answer.
+    "incomplete_grant": True,
 }
 
 
@@ -292,8 +295,16 @@ class Callback:
                                             access_expires_at=tokens.access_expires_at,
                                             refresh_expires_at=tokens.refresh_expires_at)
 
-        saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
-                           now=int(now), sleep=self._sleep)
+        try:
+            saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
+                               now=int(now), sleep=self._sleep, requires_refresh_token=profile.issues_refresh_tokens)
+        except NoUsableRefreshToken:
+            # Never `active` without a way to a valid access token. The grant the provider made is orphaned:
+            # revoking it is background work (not inside the browser's request).
+            logger.warning("Connect refused: no refresh token issued", extra={"owner_id": flow.owner_id,
+                                                                               "provider": profile.name})
+            metrics.add_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
+            return fail("incomplete_grant")
         connection, created = saved.connection, saved.created
         logger.append_keys(connection_id=connection.connection_id)
         logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": created})
@@ -335,21 +346,24 @@ class SavedGrant:
 
 
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
-               missing_scopes: list[str], now: int, sleep: Sleep = time.sleep) -> SavedGrant:
+               missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
+               requires_refresh_token: bool = True) -> SavedGrant:
     """Store a completed authorization: a new connection, or the existing one back to `active` (same id).
 
     Planned on the item as read and written guarded on its revision, so two callbacks for the same account
     never make two connections or lose a write; the Created/Reconnected event goes into the item's outbox in
     the same write, so a crash after it cannot lose the event. A response without a refresh token keeps the
-    stored one. Raises TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when the
-    item keeps changing under twelve attempts."""
+    stored one while it is usable. Raises NoUsableRefreshToken when no refresh token would be held and
+    `requires_refresh_token`, TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when
+    the item keeps changing under twelve attempts."""
     connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
     for attempt in range(_SAVE_ATTEMPTS):
         existing = connections.get(connection_id)
         stored_refresh = connections.open_tokens(existing).get("refresh_token") \
             if existing and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
-                          next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now)
+                          next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
+                          requires_refresh_token=requires_refresh_token)
         written = connections.write_grant(plan)
         if written:
             return SavedGrant(written, plan.created)

@@ -18,7 +18,7 @@ from ..domain import events
 from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
-from ..domain.schedule import backoff_delay, plan_next_refresh
+from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, metrics
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
@@ -115,12 +115,16 @@ class Refresher:
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
         horizon = now + self._sweep_interval
-        if not force and (connection.next_refresh_at is None or connection.next_refresh_at > horizon):
+        due = connection.next_refresh_at is not None and (
+            connection.next_refresh_at <= horizon or implausible(connection.next_refresh_at, now))
+        if not force and not due:
             return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
             return RefreshOutcome(connection_id, BUSY, connection=connection)
         if connection.refresh_expires_at and connection.refresh_expires_at <= now:
             return self._needs_reauth(connection, Reason.REFRESH_TOKEN_EXPIRED, None, now)
+        if not self._profiles.profile(connection.provider).issues_refresh_tokens:
+            return self._toward_the_end(connection, now)
 
         state, open_until = self._breakers.check(connection.provider)
         if state == OPEN:
@@ -146,8 +150,8 @@ class Refresher:
             logger.error("Stored tokens failed authentication; never served, user must reconnect",
                          extra={"connection_id": leased.connection_id})
             return self._needs_reauth(leased, Reason.TOKEN_UNREADABLE, None, self._now())
-        if not stored.get("refresh_token"):
-            return self._needs_reauth(leased, Reason.INVALID_GRANT, None, self._now())
+        if not stored.get("refresh_token"):  # stored before connects without one were refused: nothing to refresh
+            return self._needs_reauth(leased, Reason.NO_REFRESH_TOKEN, None, self._now())
         started = time.perf_counter()
         try:
             credentials = self._credentials.credentials(profile, fresh=probe)
@@ -163,14 +167,17 @@ class Refresher:
     def _commit(self, leased: Connection, answer: TokenSet, stored: dict[str, Any], probe: bool) -> RefreshOutcome:
         """The first thing after the provider answers. Nothing (no user info, no event) comes before it."""
         now = self._now()
+        profile = self._profiles.profile(leased.provider)
         rotated = bool(answer.refresh_token)
         refresh_token = answer.refresh_token or stored["refresh_token"]  # an empty one never overwrites
         refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
             else leased.refresh_expires_at
+        if implausible(refresh_expires_at, now, profile.refresh_lifetime.maximum):  # stored by an older version
+            refresh_expires_at = now + profile.refresh_lifetime.fallback
         sealed = self._store.seal_tokens(leased.connection_id, leased.provider, {
             "access_token": answer.access_token, "refresh_token": refresh_token, "token_type": answer.token_type,
         })
-        policy = self._profiles.profile(leased.provider).refresh_policy
+        policy = profile.refresh_policy
         next_at = plan_next_refresh(policy, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
                                     refresh_expires_at=refresh_expires_at, rng=self._rng)
         extended = bool(refresh_expires_at and refresh_expires_at > (leased.refresh_expires_at or 0) + 60)
@@ -222,6 +229,21 @@ class Refresher:
             # Refreshing no longer extends the grant: the app should ask for re-consent before it ends.
             found.append(self._event(events.EXPIRING, current, Reason.REFRESH_TOKEN_EXPIRING, now, **after))
         return found
+
+    def _toward_the_end(self, connection: Connection, now: int) -> RefreshOutcome:
+        """A provider without refresh tokens: the grant ends with its access token. Say so early (Connection
+        Expiring, once, within the warning window), then honestly (needs_reauth, `access_token_expired`)."""
+        ends = connection.access_expires_at or now
+        if ends <= now:
+            return self._needs_reauth(connection, Reason.ACCESS_TOKEN_EXPIRED, None, now)
+        warn_at = ends - self._expiry_warning
+        changes: dict[str, Any] = {**self._store.schedule_attributes(connection.connection_id,
+                                                                       ends if now >= warn_at else warn_at)}
+        found: list[PendingEvent] = []
+        if now >= warn_at and not connection.expiring_notified:
+            changes["expiring_notified"] = True
+            found.append(self._event(events.EXPIRING, connection, Reason.ACCESS_TOKEN_EXPIRING, now))
+        return self._write(connection, changes, found, NOT_DUE, Reason.ACCESS_TOKEN_EXPIRING, release=False)
 
     # -- failures --------------------------------------------------------------------------------------------
     def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:

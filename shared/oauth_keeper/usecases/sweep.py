@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
+from ..domain.schedule import PLAUSIBLE_HORIZON
 from ..observability import MetricUnit, logger, metrics
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 
@@ -40,11 +41,17 @@ class Sweep:
         A duplicate tick sends the same ids again, which is harmless: the worker re-reads each connection and
         the lease makes refreshes single. Raises when the queue refuses ids (the scheduler retries the tick)."""
         store = self._connections
-        horizon = int(self._clock.now()) + self._sweep_interval
+        now = int(self._clock.now())
+        horizon = now + self._sweep_interval
         due: list[str] = []
         pending: list[str] = []
+        # Once an hour, also what an older version planned implausibly far ahead (an absurd provider answer):
+        # the refresher treats those as due and plans them afresh.
+        hourly = now // 3600 != (now - self._sweep_interval) // 3600
         for shard in range(store.shards):
             due.extend(store.due(shard, horizon))
+            if hourly:
+                due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
         ids = list(dict.fromkeys([*due, *pending]))
         sent = self._queue.send(ids) if ids else 0

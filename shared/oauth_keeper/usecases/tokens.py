@@ -10,10 +10,11 @@ from typing import TypedDict
 
 from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
 from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
+from ..domain.schedule import implausible
 from ..domain.timestamps import iso8601
 from ..domain.validation import int_param
 from ..observability import MetricUnit, logger, metrics
-from ..ports import Clock, ConnectionRepository, Sleep
+from ..ports import Clock, ConnectionRepository, ProviderProfiles, Sleep
 from .connections import ConnectionView, connection_view, existing, usable
 from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN, Refresher, RefreshOutcome
 
@@ -39,9 +40,10 @@ class RefreshAnswer(TypedDict):
 
 
 class TokenAccess:
-    def __init__(self, *, connections: ConnectionRepository, refresher: Refresher, clock: Clock,
-                 sleep: Sleep = time.sleep) -> None:
+    def __init__(self, *, connections: ConnectionRepository, refresher: Refresher, profiles: ProviderProfiles,
+                 clock: Clock, sleep: Sleep = time.sleep) -> None:
         self._connections = connections
+        self._profiles = profiles
         self._refresher = refresher
         self._clock = clock
         self._sleep = sleep
@@ -58,7 +60,11 @@ class TokenAccess:
                               high=MAX_MIN_VALID)
         connection = usable(existing(self._connections, connection_id))
         now = self._clock.now()
-        if not _valid_for(connection, now, min_valid):
+        # An expiry further ahead than the provider's tokens ever live was stored from an absurd answer by an
+        # older version: the token may be dead already, so it is refreshed first.
+        trusted = not implausible(connection.access_expires_at, now,
+                                  self._profiles.profile(connection.provider).access_lifetime.maximum)
+        if not (trusted and _valid_for(connection, now, min_valid)):
             connection = self._refreshed(connection)
         try:
             tokens = self._connections.open_tokens(connection)
