@@ -44,6 +44,7 @@ class DataKeys:
         self._max_unwrapped = max_unwrapped
         self._current: tuple[bytes, bytes, float, int] | None = None  # plaintext, wrapped, born, uses
         self._unwrapped: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._in_flight: dict[bytes, _Flight] = {}
         self._lock = threading.Lock()
         self.kms_calls = 0
 
@@ -63,12 +64,36 @@ class DataKeys:
             return key, wrapped
 
     def for_decryption(self, wrapped: bytes) -> bytes:
+        """The plaintext data key for a wrapped one: from the cache, else one KMS Decrypt however many threads
+        of a cold batch ask for the same key at once (the others wait for its answer).
+
+        Raises TokenDecryptionError when KMS refuses the blob (not ours, or another key)."""
         with self._lock:
             now = self._now()
             cached = self._unwrapped.get(wrapped)
             if cached and now - cached[1] < 3600:
                 self._unwrapped.move_to_end(wrapped)
                 return cached[0]
+            flight = self._in_flight.get(wrapped)
+            leader = flight is None
+            if flight is None:
+                flight = self._in_flight[wrapped] = _Flight()
+        if not leader:
+            return flight.result()
+        try:
+            key = self._unwrap(wrapped)
+        except BaseException as exc:
+            with self._lock:
+                self._in_flight.pop(wrapped, None)
+            flight.fail(exc)
+            raise
+        with self._lock:  # cached before the flight ends: a thread arriving now finds the key, not a new flight
+            self._remember(wrapped, key, now)
+            self._in_flight.pop(wrapped, None)
+        flight.succeed(key)
+        return key
+
+    def _unwrap(self, wrapped: bytes) -> bytes:
         try:
             answer = self._kms().decrypt(CiphertextBlob=wrapped, KeyId=self._key_arn)
         except Exception as exc:  # KMS refuses a blob it did not make: same outcome as a bad tag
@@ -77,7 +102,6 @@ class DataKeys:
             raise
         with self._lock:
             self.kms_calls += 1
-            self._remember(wrapped, answer["Plaintext"], now)
         return answer["Plaintext"]
 
     def _remember(self, wrapped: bytes, key: bytes, now: float) -> None:
@@ -85,6 +109,30 @@ class DataKeys:
         self._unwrapped.move_to_end(wrapped)
         while len(self._unwrapped) > self._max_unwrapped:
             self._unwrapped.popitem(last=False)
+
+
+class _Flight:
+    """One KMS Decrypt in progress, its answer shared with every thread that asked for the same key meanwhile."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._key: bytes | None = None
+        self._error: BaseException | None = None
+
+    def succeed(self, key: bytes) -> None:
+        self._key = key
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def result(self) -> bytes:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._key is not None
+        return self._key
 
 
 def associated_data(connection_id: str, provider: str) -> bytes:

@@ -22,7 +22,7 @@ from ..domain.protocol import (
 )
 from ..domain.providers import ProviderProfile
 from ..domain.tokens import ClientCredentials, TokenSet, UserProfile
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 
 # HTTP timeout < refresh lease < function timeout (docs/architecture.md, "Deadlines"). 8 s a phase stays well
 # inside the API function's 25 s.
@@ -89,7 +89,7 @@ class HttpProviderClient:
         if tokens.anomalies:  # names of fields only, never values
             logger.warning("Provider answer corrected", extra={"provider": profile.name,
                                                                 "anomalies": list(tokens.anomalies)})
-            metrics.add_metric("ProviderAnswerAnomalies", MetricUnit.Count, len(tokens.anomalies))
+            record_metric("ProviderAnswerAnomalies", MetricUnit.Count, len(tokens.anomalies))
         return tokens
 
     def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str) -> str | None:

@@ -22,7 +22,7 @@ from ..domain.protocol import authorize_url, new_code_verifier, new_secret
 from ..domain.schedule import plan_next_refresh
 from ..domain.timestamps import iso8601
 from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
 from .outbox import OutboxRelay
 
@@ -139,7 +139,7 @@ class ConnectSessions:
         )
         self._flows.put_session(token, session)
         logger.info("Connect session created", extra={"owner_id": request.owner_id, "provider": profile.name})
-        metrics.add_metric("ConnectSessionsCreated", MetricUnit.Count, 1)
+        record_metric("ConnectSessionsCreated", MetricUnit.Count, 1)
         return {
             "connect_url": f"{base_url}/connect/{profile.name}?" + urlencode({"session": token}),
             "expires_at": iso8601(session.expires_at) or "",
@@ -244,11 +244,11 @@ class Callback:
         except FlowRejection as rejection:
             status, message = _REJECTIONS[rejection.reason]
             logger.warning("Callback refused", extra={"provider": profile.name, "reason": rejection.reason})
-            metrics.add_metric("CallbacksRefused", MetricUnit.Count, 1)
+            record_metric("CallbacksRefused", MetricUnit.Count, 1)
             raise FlowRejected(message, code=rejection.reason, status=status) from None
 
         def fail(error: str) -> CallbackResult:
-            metrics.add_metric("ConnectFailed", MetricUnit.Count, 1)
+            record_metric("ConnectFailed", MetricUnit.Count, 1)
             return CallbackResult(flow.return_to, {"status": "error", "error": error,
                                                    "retryable": str(CALLBACK_ERRORS[error]).lower()},
                                   cookie_name, flow.mode)
@@ -303,12 +303,12 @@ class Callback:
             # revoking it is background work (not inside the browser's request).
             logger.warning("Connect refused: no refresh token issued", extra={"owner_id": flow.owner_id,
                                                                                "provider": profile.name})
-            metrics.add_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
+            record_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
             return fail("incomplete_grant")
         connection, created = saved.connection, saved.created
         logger.append_keys(connection_id=connection.connection_id)
         logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": created})
-        metrics.add_metric("ConnectionsCreated" if created else "ConnectionsReconnected", MetricUnit.Count, 1)
+        record_metric("ConnectionsCreated" if created else "ConnectionsReconnected", MetricUnit.Count, 1)
 
         self._enrich(connection, tokens.access_token)
         self._outbox.publish(connection)
@@ -336,7 +336,7 @@ class Callback:
         if len(owners) > 1:
             # TikTok may keep one grant per (app, user): another owner's refresh could rotate this one away.
             logger.warning("Account connected by several owners", extra={"owners": len(owners)})
-            metrics.add_metric("AccountsSharedByOwners", MetricUnit.Count, 1)
+            record_metric("AccountsSharedByOwners", MetricUnit.Count, 1)
 
 
 @dataclass(frozen=True)

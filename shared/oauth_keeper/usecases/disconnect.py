@@ -10,7 +10,7 @@ from ..domain import events
 from ..domain.connection import DISCONNECTED, Connection, Reason
 from ..domain.errors import FailureKind, InvalidInput, ProviderError, TokenDecryptionError
 from ..domain.validation import OWNER_ID, OWNER_ID_RULE
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles, Sleep
 from .connections import ConnectionView, connection_view, existing
 from .outbox import OutboxRelay
@@ -71,7 +71,7 @@ class Disconnection:
             written = store.apply(connection, changes, remove=("lease_owner", "lease_expires_at"), events=[event])
             if written:
                 written = self._outbox.publish(written)
-                metrics.add_metric("ConnectionsDisconnected", MetricUnit.Count, 1)
+                record_metric("ConnectionsDisconnected", MetricUnit.Count, 1)
                 logger.info("Connection disconnected", extra={"connection_id": connection_id, "reason": reason,
                                                               "revoke_failed": revoke_failed})
                 return written
@@ -137,5 +137,5 @@ class Disconnection:
             except Exception:  # noqa: BLE001 - revoking is best effort; erasing the tokens is not
                 logger.exception("Revoke failed")
                 break
-        metrics.add_metric("RevokeFailed", MetricUnit.Count, 1)
+        record_metric("RevokeFailed", MetricUnit.Count, 1)
         return log_id, True

@@ -20,7 +20,7 @@ from ..domain.errors import ConfigurationError, FailureKind, ProviderError, Toke
 from ..domain.events import PendingEvent
 from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
 from ..domain.tokens import TokenSet
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
 from .breaker import OPEN, PROBE, CircuitBreakers
 from .outbox import OutboxRelay
@@ -161,7 +161,7 @@ class Refresher:
                                                       kind=FailureKind.OPERATOR), probe)
         except ProviderError as exc:
             return self._failed(leased, exc, probe)
-        metrics.add_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+        record_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
         return self._commit(leased, answer, stored, probe)
 
     def _commit(self, leased: Connection, answer: TokenSet, stored: dict[str, Any], probe: bool) -> RefreshOutcome:
@@ -212,7 +212,7 @@ class Refresher:
 
         if probe:
             self._breakers.close(leased.provider)
-        metrics.add_metric("RefreshSucceeded", MetricUnit.Count, 1)
+        record_metric("RefreshSucceeded", MetricUnit.Count, 1)
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
 
@@ -248,7 +248,7 @@ class Refresher:
     # -- failures --------------------------------------------------------------------------------------------
     def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
         now = self._now()
-        metrics.add_metric("RefreshFailed", MetricUnit.Count, 1)
+        record_metric("RefreshFailed", MetricUnit.Count, 1)
         logger.warning("Refresh failed", extra={
             "connection_id": leased.connection_id, "provider_error": error.code, "kind": error.kind,
             "provider_log_id": error.log_id,
@@ -265,7 +265,7 @@ class Refresher:
                 reason = Reason.INVALID_GRANT
             return self._needs_reauth(current, reason, error.log_id, now)
         if error.kind == FailureKind.OPERATOR:
-            metrics.add_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
+            record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
             open_until = self._breakers.trip(leased.provider, error.code)
             logger.error("Provider refused our client credentials: refreshes paused for the provider",
                          extra={"provider": leased.provider, "provider_error": error.code})
@@ -329,7 +329,7 @@ class Refresher:
         event = self._event(events.NEEDS_REAUTH, connection, reason, now, status=NEEDS_REAUTH, log_id=log_id)
         outcome = self._write(connection, changes, [event], NEEDS_USER, reason, release=True)
         if outcome.connection is not None:
-            metrics.add_metric("NeedsReauthTransitions", MetricUnit.Count, 1)
+            record_metric("NeedsReauthTransitions", MetricUnit.Count, 1)
             logger.warning("Connection needs reauthorization", extra={
                 "connection_id": connection.connection_id, "reason": reason, "provider_log_id": log_id})
         return outcome
@@ -340,7 +340,7 @@ class Refresher:
         if written is None:  # someone moved it meanwhile: they decide; nothing of ours is lost
             return RefreshOutcome(connection.connection_id, BUSY, reason)
         if any(e["detail_type"] == events.AT_RISK for e in found):
-            metrics.add_metric("ConnectionsAtRisk", MetricUnit.Count, 1)
+            record_metric("ConnectionsAtRisk", MetricUnit.Count, 1)
         written = self._outbox.publish(written)
         return RefreshOutcome(connection.connection_id, result, reason, written)
 

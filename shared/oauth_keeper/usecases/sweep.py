@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from ..domain.schedule import PLAUSIBLE_HORIZON
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 
 
@@ -55,6 +55,6 @@ class Sweep:
             pending.extend(store.with_pending_events(shard))
         ids = list(dict.fromkeys([*due, *pending]))
         sent = self._queue.send(ids) if ids else 0
-        metrics.add_metric("ConnectionsDue", MetricUnit.Count, len(due))
+        record_metric("ConnectionsDue", MetricUnit.Count, len(due))
         logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent})
         return SweepReport(due=len(due), pending_events=len(pending), sent=sent)

@@ -13,7 +13,7 @@ from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
 from ..domain.schedule import implausible
 from ..domain.timestamps import iso8601
 from ..domain.validation import int_param
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, ProviderProfiles, Sleep
 from .connections import ConnectionView, connection_view, existing, usable
 from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN, Refresher, RefreshOutcome
@@ -70,12 +70,12 @@ class TokenAccess:
             tokens = self._connections.open_tokens(connection)
         except TokenDecryptionError:
             logger.error("Stored tokens failed authentication; not served", extra={"connection_id": connection_id})
-            metrics.add_metric("TokenUnreadable", MetricUnit.Count, 1)
+            record_metric("TokenUnreadable", MetricUnit.Count, 1)
             raise
         # The audit trail of token reads: who, which connection, when. Never the token.
         logger.info("Token read", extra={"audit": "token_read", "caller": caller, "connection_id": connection_id,
                                          "owner_id": connection.owner_id, "at": iso8601(self._clock.now())})
-        metrics.add_metric("TokenReads", MetricUnit.Count, 1)
+        record_metric("TokenReads", MetricUnit.Count, 1)
         return {
             "access_token": tokens["access_token"],
             "token_type": tokens.get("token_type") or "Bearer",

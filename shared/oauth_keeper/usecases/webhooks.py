@@ -12,7 +12,7 @@ from typing import Any, NotRequired, TypedDict
 from ..domain.connection import Reason
 from ..domain.errors import InvalidInput, NotFound
 from ..domain.signatures import verify_signature
-from ..observability import MetricUnit, logger, metrics
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, Credentials, ProviderProfiles
 from .disconnect import Disconnection
 
@@ -62,7 +62,7 @@ class WebhookReceiver:
         provider_reason = _reason_code(payload, hook.reason_field)
         disconnected = self._disconnection.disconnect_account(provider, account_id, Reason.USER_REVOKED,
                                                               extra={"provider_reason": provider_reason})
-        metrics.add_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
+        record_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
         logger.info("Authorization removed at the provider", extra={"provider": provider,
                                                                      "connections": disconnected})
         return {"received": True, "handled": True, "disconnected": disconnected}
