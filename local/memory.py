@@ -6,7 +6,6 @@ keys), so the same use cases run on them for simulated days over thousands of co
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -224,16 +223,20 @@ class ListQueue:
     """The `RefreshQueue` port as a list; `drain` hands the messages over as SQS records."""
 
     def __init__(self) -> None:
-        self.messages: list[str] = []
+        self.messages: list[str] = []  # connection ids, in the order sent
+        self.forced: list[bool] = []  # ...and whether each was sent to be refreshed whatever its schedule
 
-    def send(self, connection_ids: list[str]) -> int:
+    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
         self.messages.extend(connection_ids)
+        self.forced.extend([force] * len(connection_ids))
         return len(connection_ids)
 
     def drain(self) -> list[dict[str, Any]]:
-        records = [{"messageId": f"m{i}", "body": json.dumps({"connection_id": cid})}
-                   for i, cid in enumerate(self.messages)]
-        self.messages = []
+        from oauth_keeper.adapters.sqs import refresh_message
+
+        records = [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}
+                   for i, (cid, force) in enumerate(zip(self.messages, self.forced, strict=True))]
+        self.messages, self.forced = [], []
         return records
 
 

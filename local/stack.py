@@ -161,4 +161,5 @@ def sweep_into(queue: Any, container: Any = None) -> Any:
     from oauth_keeper.usecases.sweep import Sweep
 
     parts = container or root.container()
-    return Sweep(parts.connections, queue, parts.clock, parts.settings.sweep_interval).run()
+    return Sweep(parts.connections, queue, parts.clock, parts.settings.sweep_interval, breakers=parts.breakers,
+                 providers=parts.settings.providers).run()

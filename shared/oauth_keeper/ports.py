@@ -124,6 +124,11 @@ class ConnectionRepository(Protocol):
 
     def due(self, shard: int, horizon: int, page_size: int = 500) -> Iterator[str]: ...
 
+    def scheduled_between(self, shard: int, low: int, high: int, *, limit: int | None = None) -> Iterator[str]:
+        """Ids in one shard of the due index planned within [low, high] (epoch seconds), earliest first;
+        at most `limit` of them when given."""
+        ...
+
     def scheduled_after(self, shard: int, moment: int) -> Iterator[str]:
         """Ids in one shard of the due index planned at or after `moment` (implausibly far: stored by an older
         version from an absurd provider answer)."""
@@ -191,8 +196,9 @@ class EventPublisher(Protocol):
 
 
 class RefreshQueue(Protocol):
-    def send(self, connection_ids: list[str]) -> int:
-        """Queue ids for the refresh workers; return how many were accepted."""
+    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
+        """Queue ids for the refresh workers (`force`: refresh whatever the schedule says); return how many
+        were accepted."""
         ...
 
 

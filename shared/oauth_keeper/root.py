@@ -147,7 +147,8 @@ class Container:
 
     @cached_property
     def sweep(self) -> Sweep:
-        return Sweep(self.connections, self.queue, self.clock, self.settings.sweep_interval)
+        return Sweep(self.connections, self.queue, self.clock, self.settings.sweep_interval,
+                     breakers=self.breakers, providers=self.settings.providers)
 
     @cached_property
     def connect_sessions(self) -> ConnectSessions:

@@ -179,3 +179,55 @@ def test_a_refused_connection_attempt_is_not_in_doubt(stack, tiktok, browser, cl
     run_tick()
     connection = root.container().connections.get(connection_id)
     assert connection.last_refresh_reason == "rate_limited" and not connection.refresh_in_doubt
+
+
+# -- 7. a provider-wide outage, through the real sweeper and worker on moto -----------------------------------
+def scheduled_tick(clock) -> dict:
+    """What one EventBridge Scheduler tick sets off: the sweeper, then the workers on every queued message."""
+    import os
+
+    import refresh_worker_handler
+    import sweeper_handler
+
+    from local.apigw import LambdaContext
+
+    report = sweeper_handler.handler({"scheduled_time": "", "execution_id": "tick"}, LambdaContext("SweeperFunction"))
+    sqs = boto3.client("sqs")
+    while True:
+        messages = sqs.receive_message(QueueUrl=os.environ["REFRESH_QUEUE_URL"], MaxNumberOfMessages=10,
+                                       VisibilityTimeout=0).get("Messages", [])
+        if not messages:
+            break
+        records = [{"messageId": m["MessageId"], "body": m["Body"]} for m in messages]
+        result = refresh_worker_handler.handler({"Records": records}, LambdaContext("RefreshWorkerFunction"))
+        assert result == {"batchItemFailures": []}
+        for message in messages:
+            sqs.delete_message(QueueUrl=os.environ["REFRESH_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"])
+    clock.advance(300)
+    return report
+
+
+def test_a_six_hour_outage_on_moto_pauses_the_provider_and_every_connection_heals(stack, tiktok, browser, clock):
+    users = [f"user{i}" for i in range(20)]
+    for user in users:
+        tiktok.add_user(user)
+        connect(browser, tiktok, user=user)
+        clock.advance(300)  # connects spread over 100 minutes, so refreshes spread out too
+    store = root.container().connections
+    calls_before = tiktok.stats["token_requests"]
+    tiktok.set_outage("5xx")
+    for _ in range(6 * 12):
+        scheduled_tick(clock)
+    calls = tiktok.stats["token_requests"] - calls_before
+    assert calls / (6 * 60) <= 2
+    connections = [store.get(cid) for cid in store.owned_by("owner-1", limit=100)[0]]
+    assert {c.status for c in connections} == {"at_risk"}
+    assert {c.status_reason for c in connections} == {"provider_unavailable"}
+
+    tiktok.set_outage(None)
+    for _ in range(3):  # 15 minutes
+        scheduled_tick(clock)
+    healed = [store.get(c.connection_id) for c in connections]
+    assert {c.status for c in healed} == {"active"}
+    assert all(stored_refresh_token(c.connection_id) == tiktok.grants_for(c.account_id)[0].refresh_token
+               for c in healed)

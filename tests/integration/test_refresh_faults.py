@@ -74,6 +74,41 @@ def test_six_hour_outage_over_1000_connections_loses_none_and_recovers_within_30
     assert {e["detail"]["reason"] for e in world.publisher.of_type(events.AT_RISK)} == {"provider_unavailable"}
 
 
+def test_a_six_hour_outage_costs_tiktok_two_calls_a_minute_at_most_and_heals_within_15_minutes():
+    """Issue 11: once transient failures dominate, the provider's breaker opens for everyone; due connections
+    are parked (not queued again each sweep), one probe a minute at most goes out, and after the outage
+    every connection is refreshed, oldest expiry first."""
+    world = World.create(revoke_grant_on_reuse=True)
+    populate(world, 1000)
+    run(world, 2 * HOUR)
+    assert world.statuses() == {"active": 1000}
+
+    calls_before = world.tiktok.stats["token_requests"]
+    queued = 0
+    for half_hour in range(12):  # six hours of 5xx and timeouts, alternating
+        world.tiktok.set_outage("5xx" if half_hour % 2 == 0 else "timeout")
+        for _ in range(HOUR // 2 // world.services.settings.sweep_interval):
+            queued += world.tick()["processed"]
+    calls = world.tiktok.stats["token_requests"] - calls_before
+    print(f"outage: {calls} calls to TikTok in 6 h ({calls / 360:.2f}/min), {queued} messages processed")
+    assert calls / (6 * 60) <= 2  # on average, fleet-wide
+    assert queued <= 3 * 1000  # a few times per connection (due, token end, resume), not every sweep (~50,000)
+    assert set(world.statuses()) == {"at_risk"}  # every access token ended meanwhile: told, not blamed
+    assert {c.status_reason for c in world.connections()} == {"provider_unavailable"}
+
+    world.tiktok.set_outage(None)
+    ended = world.clock.now()
+    while world.statuses() != {"active": 1000}:
+        assert world.clock.now() - ended <= 15 * 60, world.statuses()
+        world.tick()
+    print(f"healthy {world.clock.now() - ended:.0f} s after the outage ended")
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)
+    at_risk = Counter(e["detail"]["connection_id"] for e in world.publisher.of_type(events.AT_RISK))
+    assert len(at_risk) == 1000 and set(at_risk.values()) == {1}
+    assert Counter(e["detail"]["connection_id"] for e in world.publisher.of_type(events.RECOVERED)) == at_risk
+
+
 def test_429_bursts_are_backed_off_and_nothing_is_lost():
     world = World.create()
     populate(world, 200)

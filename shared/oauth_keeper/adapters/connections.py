@@ -87,6 +87,13 @@ class ConnectionStore:
         """Ids in one shard of the sparse due index with next_refresh_at <= horizon, every page."""
         yield from self._pages("Due", shard, range_max=horizon, page_size=page_size)
 
+    def scheduled_between(self, shard: int, low: int, high: int, *, limit: int | None = None) -> Iterator[str]:
+        if limit:
+            keys, _ = self.items.query("Due", shard, range_min=low, range_max=high, limit=limit)
+            yield from keys
+            return
+        yield from self._pages("Due", shard, range_min=low, range_max=high, page_size=500)
+
     def scheduled_after(self, shard: int, moment: int) -> Iterator[str]:
         yield from self._pages("Due", shard, range_min=moment, page_size=500)
 

@@ -84,8 +84,13 @@ class HttpProviderClient:
 
     def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str]) -> TokenSet:
         sent_at = int(self._now())
-        body, status = self._post_form(profile, profile.token_url, form, creds)
-        tokens = token_answer(profile, body, status, sent_at)
+        body, status, retry_after = self._post_form(profile, profile.token_url, form, creds)
+        try:
+            tokens = token_answer(profile, body, status, sent_at)
+        except ProviderError as exc:
+            if status == 429:
+                exc.retry_after = retry_after
+            raise
         if tokens.anomalies:  # names of fields only, never values
             logger.warning("Provider answer corrected", extra={"provider": profile.name,
                                                                 "anomalies": list(tokens.anomalies)})
@@ -96,7 +101,7 @@ class HttpProviderClient:
         """Revoke a grant at the provider (form body, credentials in it). Returns the provider's log id."""
         if not profile.revoke_url:
             return None
-        body, status = self._post_form(profile, profile.revoke_url, {"token": access_token}, creds)
+        body, status, _ = self._post_form(profile, profile.revoke_url, {"token": access_token}, creds)
         code = body.get("error") if isinstance(body, dict) else None
         if status >= 400 or code:
             raise provider_error(profile, body, status)
@@ -137,7 +142,7 @@ class HttpProviderClient:
         )
 
     def _post_form(self, profile: ProviderProfile, url: str, form: dict[str, str],
-                   creds: ClientCredentials) -> tuple[Any, int]:
+                   creds: ClientCredentials) -> tuple[Any, int, int | None]:
         """POST a form body with the client authenticated as the profile says (RFC 6749 section 2.3.1)."""
         headers = {"Accept": "application/json"}
         if profile.client_auth == "client_secret_basic":
@@ -158,6 +163,23 @@ class HttpProviderClient:
                 f"{profile.display_name} could not be reached.", code="network_error", kind=FailureKind.TRANSIENT,
                 maybe_processed=not isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol),
             ) from exc
-        return _json_body(response), response.status_code
+        return _json_body(response), response.status_code, self._retry_after(response)
+
+    def _retry_after(self, response: Any) -> int | None:
+        """Seconds from an HTTP Retry-After header (RFC 9110 section 10.2.3: seconds or an HTTP-date); None
+        when absent or unreadable. Bounding it is the breaker's business."""
+        value = (getattr(response, "headers", None) or {}).get("retry-after")
+        if not isinstance(value, str) or not value.strip():
+            return None
+        value = value.strip()
+        if value.isascii() and value.isdigit() and len(value) <= 9:
+            return int(value) or None
+        try:
+            from email.utils import parsedate_to_datetime
+
+            seconds = int(parsedate_to_datetime(value).timestamp() - self._now())
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+        return seconds if seconds > 0 else None
 
 

@@ -7,6 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
+def refresh_message(connection_id: str, *, force: bool = False) -> str:
+    """A refresh message's body: `{"connection_id": ...}`, plus `"force": true` to ignore the schedule."""
+    return json.dumps({"connection_id": connection_id, **({"force": True} if force else {})})
+
+
 class SqsRefreshQueue:
     """Connection ids to the refresh queue, ten to a SendMessageBatch call."""
 
@@ -14,15 +19,16 @@ class SqsRefreshQueue:
         self._sqs = sqs
         self._url = queue_url
 
-    def send(self, connection_ids: list[str]) -> int:
+    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
         """Batches go out from a few threads: at a million connections a sweep queues ~50,000 ids, and one
-        round trip after another would not fit the function's timeout."""
+        round trip after another would not fit the function's timeout. `force`: refresh whatever the schedule
+        says (a probe of an open breaker, a connection parked during an outage)."""
         batches = [connection_ids[i : i + 10] for i in range(0, len(connection_ids), 10)]
         with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
-            return sum(pool.map(self._send_batch, batches))
+            return sum(pool.map(lambda batch: self._send_batch(batch, force), batches))
 
-    def _send_batch(self, batch: list[str]) -> int:
-        entries = [{"Id": str(i), "MessageBody": json.dumps({"connection_id": cid})} for i, cid in enumerate(batch)]
+    def _send_batch(self, batch: list[str], force: bool) -> int:
+        entries = [{"Id": str(i), "MessageBody": refresh_message(cid, force=force)} for i, cid in enumerate(batch)]
         sent = 0
         for _ in range(3):  # retry only the entries SQS refused
             answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)

@@ -84,7 +84,7 @@ class ProviderError(OAuthKeeperError):
 
     def __init__(
         self, message: str, *, code: str, kind: str, log_id: str | None = None, http_status: int | None = None,
-        maybe_processed: bool = False,
+        maybe_processed: bool = False, retry_after: int | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.kind = FailureKind(kind)
@@ -94,6 +94,7 @@ class ProviderError(OAuthKeeperError):
         # no usable answer: the request was sent and then timed out or was cut, a 5xx came back from something
         # that may sit in front of the provider, or a 2xx carried an answer we cannot use.
         self.maybe_processed = maybe_processed
+        self.retry_after = retry_after  # seconds the provider asked us to wait (HTTP Retry-After), if it did
 
     @property
     def retryable(self) -> bool:

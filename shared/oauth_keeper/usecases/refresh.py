@@ -22,7 +22,7 @@ from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
-from .breaker import OPEN, PROBE, CircuitBreakers
+from .breaker import OPEN, PROBE, Breaker, Cause, CircuitBreakers
 from .outbox import OutboxRelay
 
 # HTTP timeout (8 s a phase) < LEASE_SECONDS < function timeout (worker 60 s, API 25 s).
@@ -126,9 +126,9 @@ class Refresher:
         if not self._profiles.profile(connection.provider).issues_refresh_tokens:
             return self._toward_the_end(connection, now)
 
-        state, open_until = self._breakers.check(connection.provider)
+        state, _ = self._breakers.check(connection.provider)
         if state == OPEN:
-            return self._paused(connection, open_until, now)
+            return self._paused(connection, self._breakers.read(connection.provider), now)
 
         # A lease still on the item expired without a commit: the provider may have rotated a token we
         # never saved. Remember that, so a later invalid_grant is read as rotation_lost.
@@ -212,6 +212,7 @@ class Refresher:
 
         if probe:
             self._breakers.close(leased.provider)
+        self._breakers.observe(leased.provider, failed_transiently=False)
         record_metric("RefreshSucceeded", MetricUnit.Count, 1)
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
@@ -253,6 +254,8 @@ class Refresher:
             "connection_id": leased.connection_id, "provider_error": error.code, "kind": error.kind,
             "provider_log_id": error.log_id,
         })
+        if probe and error.kind in (FailureKind.TERMINAL, FailureKind.REJECTED):
+            self._breakers.close(leased.provider)  # a real answer: the provider and our credentials work again
         if error.kind == FailureKind.TERMINAL:
             current = self._store.get(leased.connection_id)
             if current is None or current.token_version != leased.token_version:
@@ -266,12 +269,25 @@ class Refresher:
             return self._needs_reauth(current, reason, error.log_id, now)
         if error.kind == FailureKind.OPERATOR:
             record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
-            open_until = self._breakers.trip(leased.provider, error.code)
+            self._breakers.trip(leased.provider, error.code, cause=Cause.OPERATOR)
             logger.error("Provider refused our client credentials: refreshes paused for the provider",
                          extra={"provider": leased.provider, "provider_error": error.code})
-            return self._paused(leased, open_until, now, release=True, outcome="operator_error",
-                                log_id=error.log_id)
-        return self._retry_later(leased, error, now)
+            return self._paused(leased, self._breakers.read(leased.provider), now, release=True,
+                                outcome="operator_error", log_id=error.log_id)
+        outcome = self._retry_later(leased, error, now)
+        self._trip_for_the_provider(leased.provider, error)
+        return outcome
+
+    def _trip_for_the_provider(self, provider: str, error: ProviderError) -> None:
+        """A 429 with Retry-After pauses the whole provider that long; transient failures that dominate this
+        container's recent calls mean the provider is down for everyone: pause it, and probe once a minute."""
+        if error.retry_after:
+            self._breakers.trip(provider, error.code, cause=Cause.RATE_LIMITED, open_for=error.retry_after)
+        elif self._breakers.observe(provider, failed_transiently=error.kind == FailureKind.TRANSIENT):
+            record_metric("ProviderOutage", MetricUnit.Count, 1)
+            logger.error("Provider unavailable for most calls: refreshes paused for the provider",
+                         extra={"provider": provider, "provider_error": error.code})
+            self._breakers.trip(provider, error.code, cause=Cause.OUTAGE)
 
     def _retry_later(self, leased: Connection, error: ProviderError, now: int) -> RefreshOutcome:
         failures = leased.failures + 1
@@ -299,26 +315,32 @@ class Refresher:
                                      log_id=error.log_id))
         return self._write(leased, changes, found, RETRYING, reason, release=True)
 
-    def _paused(self, connection: Connection, open_until: int, now: int, *, release: bool = False,
+    def _paused(self, connection: Connection, breaker: Breaker, now: int, *, release: bool = False,
                 outcome: str = "paused", log_id: str | None = None) -> RefreshOutcome:
-        """Provider-wide trouble with our configuration: keep the connection, never blame the user."""
+        """Provider-wide trouble (our configuration, an outage, a rate limit): keep the connection, never blame
+        the user. During an outage or a rate limit the connection is parked, so the sweep stops queueing it
+        until the breaker closes; it returns once at its access token's end, to be marked at risk."""
+        reason = breaker.cause.reason
         at_risk = self._access_gone(connection, now) or connection.status == AT_RISK
-        next_at = open_until + self._rng.randint(0, 30)
+        if breaker.cause.parks:
+            next_at = breaker.park_at(connection.access_expires_at, now) + self._rng.randint(0, 30)
+        else:
+            next_at = max(breaker.open_until, now) + self._rng.randint(0, 30)
         if connection.refresh_expires_at:
             next_at = min(next_at, connection.refresh_expires_at)
         changes: dict[str, Any] = {
             "status": AT_RISK if at_risk else connection.status,
-            "status_reason": Reason.PROVIDER_CONFIG if at_risk else None,
-            "last_refresh_outcome": outcome, "last_refresh_reason": Reason.PROVIDER_CONFIG,
+            "status_reason": reason if at_risk else None,
+            "last_refresh_outcome": outcome, "last_refresh_reason": reason,
             **self._store.schedule_attributes(connection.connection_id, next_at),
         }
         if log_id:
             changes["last_provider_log_id"] = log_id
         found = []
         if at_risk and connection.status != AT_RISK:
-            found.append(self._event(events.AT_RISK, connection, Reason.PROVIDER_CONFIG, now, status=AT_RISK,
-                                     retryable=True, log_id=log_id))
-        return self._write(connection, changes, found, PAUSED, Reason.PROVIDER_CONFIG, release=release)
+            found.append(self._event(events.AT_RISK, connection, reason, now, status=AT_RISK, retryable=True,
+                                     log_id=log_id))
+        return self._write(connection, changes, found, PAUSED, reason, release=release)
 
     def _needs_reauth(self, connection: Connection, reason: str, log_id: str | None, now: int) -> RefreshOutcome:
         changes: dict[str, Any] = {

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import TypedDict
 
 from ..domain.schedule import PLAUSIBLE_HORIZON
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
+from .breaker import CLOSED, OPEN, PARK_OFFSET, CircuitBreakers
+
+_JITTER = 60  # seconds of spread the refresher adds when it parks a connection
 
 
 class SweepSummary(TypedDict):
     due: int
     pending_events: int
     sent: int
+    probes: int
+    resumed: int
 
 
 @dataclass(frozen=True)
@@ -21,19 +27,27 @@ class SweepReport:
     due: int  # connections whose next refresh falls within the look-ahead
     pending_events: int  # connections with events a crashed function left unpublished
     sent: int  # ids handed to the workers
+    probes: int = 0  # parked connections sent to probe a provider whose breaker is open
+    resumed: int = 0  # parked connections brought back after their provider's breaker closed
 
     def as_dict(self) -> SweepSummary:
-        return {"due": self.due, "pending_events": self.pending_events, "sent": self.sent}
+        return {"due": self.due, "pending_events": self.pending_events, "sent": self.sent, "probes": self.probes,
+                "resumed": self.resumed}
 
 
 class Sweep:
     def __init__(self, connections: ConnectionRepository, queue: RefreshQueue, clock: Clock,
-                 sweep_interval: int) -> None:
-        """`sweep_interval` (seconds) is the schedule's rate: the sweep looks that far ahead."""
+                 sweep_interval: int, *, breakers: CircuitBreakers | None = None,
+                 providers: tuple[str, ...] = ()) -> None:
+        """`sweep_interval` (seconds) is the schedule's rate: the sweep looks that far ahead. With `breakers`,
+        the sweep also probes each of `providers` whose breaker waits for a probe, and brings back what an
+        outage parked once it is over."""
         self._connections = connections
         self._queue = queue
         self._clock = clock
         self._sweep_interval = sweep_interval
+        self._breakers = breakers
+        self._providers = providers
 
     def run(self) -> SweepReport:
         """Page through every shard of the Due and Outbox indexes (never a Scan) and queue the ids found.
@@ -55,6 +69,33 @@ class Sweep:
             pending.extend(store.with_pending_events(shard))
         ids = list(dict.fromkeys([*due, *pending]))
         sent = self._queue.send(ids) if ids else 0
+        probes, resumed = self._parked(now)
+        forced = [cid for cid in dict.fromkeys([*probes, *resumed]) if cid not in set(ids)]
+        sent += self._queue.send(forced, force=True) if forced else 0
         record_metric("ConnectionsDue", MetricUnit.Count, len(due))
-        logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent})
-        return SweepReport(due=len(due), pending_events=len(pending), sent=sent)
+        logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent,
+                                         "probes": len(probes), "resumed": len(resumed)})
+        return SweepReport(due=len(due), pending_events=len(pending), sent=sent, probes=len(probes),
+                           resumed=len(resumed))
+
+    def _parked(self, now: int) -> tuple[list[str], list[str]]:
+        """Connections an outage parked that need a worker now: one probe per provider whose breaker is due
+        for one (nobody else would call the provider: every due connection is parked), and, for an hour after a
+        breaker closed, every connection it parked, oldest access expiry first within each shard."""
+        probes: list[str] = []
+        resumed: list[list[str]] = []
+        for provider in self._providers if self._breakers else ():
+            breaker = self._breakers.read(provider)  # type: ignore[union-attr]
+            if not (breaker.cause.parks and breaker.park_base):
+                continue
+            low, high = breaker.park_base, breaker.park_base + PARK_OFFSET + _JITTER
+            if breaker.state is OPEN and breaker.open_until <= now:
+                probe = next((cid for shard in range(self._connections.shards)
+                              for cid in self._connections.scheduled_between(shard, low, high, limit=1)), None)
+                probes.extend([probe] if probe else [])
+            elif breaker.state is CLOSED and breaker.resume_until > now:
+                resumed.extend(list(self._connections.scheduled_between(shard, low, high))
+                               for shard in range(self._connections.shards))
+        # Round-robin over the shards: each is in expiry order, and so, roughly, is the whole.
+        order = [cid for wave in zip_longest(*resumed) for cid in wave if cid is not None]
+        return probes, order

@@ -20,12 +20,20 @@ class BatchResponse(TypedDict):
 
 def connection_id_of(body: str) -> str | None:
     """The connection id a refresh message (`{"connection_id": "con_..."}`) names; None when malformed."""
+    return refresh_request_of(body)[0]
+
+
+def refresh_request_of(body: str) -> tuple[str | None, bool]:
+    """(the connection id, whether to refresh whatever the schedule says) of a refresh message; the id is None
+    when the message is malformed. Messages from before `force` existed read as not forced."""
     try:
         data = json.loads(body)
     except (TypeError, ValueError):
-        return None
+        return None, False
     value = data.get("connection_id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH):
+        return None, False
+    return value, data.get("force") is True
 
 
 class RefreshWorker:
@@ -45,18 +53,18 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
     schedule lives on the item, not in the queue. Only an unexpected error sends the message back.
     """
-    jobs: list[tuple[str, str]] = []
+    jobs: list[tuple[str, str, bool]] = []
     for record in records:
-        connection_id = connection_id_of(record.get("body", ""))
+        connection_id, force = refresh_request_of(record.get("body", ""))
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
             logger.error("Malformed refresh message dropped", extra={"message_id": record.get("messageId")})
             continue
-        jobs.append((record["messageId"], connection_id))
+        jobs.append((record["messageId"], connection_id, force))
 
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
-        futures = [(message_id, pool.submit(refresher.refresh, cid)) for message_id, cid in jobs]
+        futures = [(message_id, pool.submit(refresher.refresh, cid, force=force)) for message_id, cid, force in jobs]
         for message_id, future in futures:
             try:
                 outcomes[message_id] = future.result()
