@@ -7,6 +7,9 @@ timeouts. A "timeout" fault becomes httpx.ReadTimeout at once; everything else i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 
 from local.fake_tiktok import FakeTikTok
@@ -37,46 +40,45 @@ def fake_base(fake: FakeTikTok) -> str:
 
 
 class _Answer:
-    def __init__(self, status: int, body: bytes) -> None:
+    """Just what HttpProviderClient reads of a streamed httpx response."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.status_code = status
         self._body = body
+        self.headers = {k.lower(): v for k, v in headers.items()}
 
-    def json(self) -> object:
-        import json
-
-        return json.loads(self._body)
+    def iter_bytes(self):
+        yield self._body
 
 
 class DirectClient:
-    """The two calls TokenEndpoint makes (POST a form, GET with a bearer token), straight into the simulator.
+    """The provider client's one call (`stream`), straight into the simulator.
 
     For month-long simulations only: httpx itself costs more than half of each simulated refresh. Everything
-    above the HTTP client (form fields, parsing, classification) is still the real code; the shorter fault
-    tests and the integration suite use real httpx.
+    above the HTTP client (form fields, parsing, classification, deadlines) is still the real code; the shorter
+    fault tests and the integration suite use real httpx.
     """
 
     def __init__(self, fake: FakeTikTok) -> None:
         self._fake = fake
         fake.timeout_delay = 0.0
 
-    def post(self, url: str, data: dict[str, str], headers: dict[str, str] | None = None) -> _Answer:
-        from urllib.parse import urlencode
-
-        body = urlencode(data).encode()
-        head = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
-        return self._answer("POST", url, self._fake.handle("POST", _target(url), head, body))
-
-    def get(self, url: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> _Answer:
+    @contextmanager
+    def stream(self, method: str, url: str, *, data: dict[str, str] | None = None,
+               params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+               timeout: object = None) -> Iterator[_Answer]:
         from urllib.parse import urlencode
 
         target = _target(url) + ("?" + urlencode(params) if params else "")
-        return self._answer("GET", url, self._fake.handle("GET", target, headers or {}, b""))
-
-    @staticmethod
-    def _answer(method: str, url: str, answer: object) -> _Answer:
-        if answer.headers.get("X-Sim-Fault") == "timeout":  # type: ignore[attr-defined]
+        head = dict(headers or {})
+        body = b""
+        if data is not None:
+            body = urlencode(data).encode()
+            head.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        answer = self._fake.handle(method, target, head, body)
+        if answer.headers.get("X-Sim-Fault") == "timeout":
             raise httpx.ReadTimeout("simulated timeout", request=httpx.Request(method, url))
-        return _Answer(answer.status, answer.body)  # type: ignore[attr-defined]
+        yield _Answer(answer.status, answer.body, answer.headers)
 
 
 def _target(url: str) -> str:

@@ -28,22 +28,25 @@ def get_connection(connection_id: str):
 def get_token(connection_id: str):
     caller = requests.caller_arn(app.current_event.raw_event.get("requestContext", {}))
     return responses.json_response(200, root.container().tokens.token_for(
-        connection_id, _query("min_valid_seconds"), caller))
+        connection_id, _query("min_valid_seconds"), caller, deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.post("/connections/<connection_id>/refresh")
 def refresh(connection_id: str):
-    return responses.json_response(200, root.container().tokens.force_refresh(connection_id))
+    return responses.json_response(200, root.container().tokens.force_refresh(
+        connection_id, deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.delete("/connections/<connection_id>")
 def disconnect(connection_id: str):
-    return responses.json_response(200, root.container().disconnection.disconnect(connection_id))
+    return responses.json_response(200, root.container().disconnection.disconnect(
+        connection_id, deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.delete("/owners/<owner_id>/connections")
 def erase_owner(owner_id: str):
-    return responses.json_response(200, root.container().disconnection.erase_owner(owner_id))
+    return responses.json_response(200, root.container().disconnection.erase_owner(
+        owner_id, deadline=root.deadline_of(app.lambda_context)))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -13,7 +13,8 @@ app = responses.browser_app()
 def get_callback(provider: str):
     event = app.current_event
     result = root.container().callback.complete(provider, requests.parse_query(event.raw_query_string),
-                                                requests.request_cookies(event.cookies))
+                                                requests.request_cookies(event.cookies),
+                                                deadline=root.deadline_of(app.lambda_context))
     cookies = [responses.expired_cookie(result.cookie_name)]
     if result.mode == "popup":
         return responses.popup_result(result.origin, result.message, result.location, cookies=cookies)

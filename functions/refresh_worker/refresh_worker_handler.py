@@ -9,4 +9,4 @@ root.container()  # cold start: missing configuration fails here, loudly
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event, context):
-    return root.container().refresh_worker.process(event.get("Records", []))
+    return root.container().refresh_worker.process(event.get("Records", []), deadline=root.deadline_of(context))

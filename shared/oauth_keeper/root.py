@@ -19,6 +19,7 @@ from .adapters.clock import SystemClock
 from .adapters.connections import ConnectionStore
 from .adapters.kms import DataKeys, EnvelopeCipher
 from .adapters.profiles import Profiles
+from .domain.deadlines import HANDLER_MARGIN
 from .ports import Clock, Credentials, EventPublisher, FlowStore, ItemStore, ProviderClient, RefreshQueue, Sleep
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
@@ -200,6 +201,15 @@ def container() -> Container:
         if _current is None:
             _current = Container(Settings.from_env())
         return _current
+
+
+def deadline_of(context: Any) -> float | None:
+    """When this invocation's work must be over (epoch seconds, per the container's clock): Lambda's remaining
+    time less a margin for shaping the answer. None without a usable context."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return container().clock.now() + remaining() / 1000 - HANDLER_MARGIN
 
 
 def install(new: Container) -> Container:

@@ -65,7 +65,7 @@ class ScriptedProvider:
         self.calls: list[tuple[Any, ...]] = []
 
     def exchange_code(self, profile: ProviderProfile, creds: ClientCredentials, *, code: str, redirect_uri: str,
-                      code_verifier: str | None) -> TokenSet:
+                      code_verifier: str | None, deadline: float | None = None) -> TokenSet:
         self.calls.append(("exchange_code", code, redirect_uri, code_verifier, creds.client_id))
         assert self.exchanges, "the code was exchanged but nothing was scripted"
         answer = self.exchanges.pop(0)
@@ -73,7 +73,8 @@ class ScriptedProvider:
             raise answer
         return answer
 
-    def fetch_user(self, profile: ProviderProfile, access_token: str) -> UserProfile:
+    def fetch_user(self, profile: ProviderProfile, access_token: str, *,
+                   deadline: float | None = None) -> UserProfile:
         self.calls.append(("fetch_user", access_token))
         return UserProfile(account_id=None, display_name="Creator One", avatar_url="https://cdn.example/a.jpg")
 

@@ -94,12 +94,15 @@ class ScriptedProvider:
     def __init__(self) -> None:
         self.answers: list[Answer] = []
         self.calls: list[str] = []
+        self.deadlines: list[float | None] = []
 
     def script(self, *answers: Answer) -> None:
         self.answers.extend(answers)
 
-    def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+    def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str, *,
+                deadline: float | None = None) -> TokenSet:
         self.calls.append(refresh_token)
+        self.deadlines.append(deadline)
         assert self.answers, "the provider was called but nothing was scripted"
         answer = self.answers.pop(0)
         if callable(answer):

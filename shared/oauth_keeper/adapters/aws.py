@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-# Seconds. One call's worst case: 3 attempts x (1 s connect + 2 s read) plus standard-mode backoff, well under
-# the shortest function timeout (10 s); DynamoDB, KMS, SQS, SSM and EventBridge answer in milliseconds.
-CONNECT_TIMEOUT = 1.0
-READ_TIMEOUT = 2.0
-MAX_ATTEMPTS = 3
+from ..domain.deadlines import AWS_ATTEMPTS, AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT
+
+# DynamoDB, KMS, SQS, SSM and EventBridge answer in milliseconds: one call's worst case (domain/deadlines.py,
+# AWS_CALL_LIMIT) stays far below the shortest function timeout.
+CONNECT_TIMEOUT = AWS_CONNECT_TIMEOUT
+READ_TIMEOUT = AWS_READ_TIMEOUT
+MAX_ATTEMPTS = AWS_ATTEMPTS
 
 _lock = threading.Lock()
 _session: Any = None

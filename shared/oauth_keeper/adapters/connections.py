@@ -48,6 +48,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         last_provider_log_id=item.get("last_provider_log_id"),
         expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
         erase_requested=bool(item.get("erase_requested")), revoke_failed=bool(item.get("revoke_failed")),
+        profile_pending=bool(item.get("profile_pending")),
         revoke_log_id=item.get("revoke_log_id"),
         sealed_tokens=item.get("tokens"),
         outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
@@ -72,6 +73,9 @@ class ConnectionStore:
         return self._cipher.open(
             connection.sealed_tokens, connection_id=connection.connection_id, provider=connection.provider
         )
+
+    def prepare_seal(self, for_seconds: float) -> None:
+        self._cipher.prepare(for_seconds)
 
     def seal_tokens(self, connection_id: str, provider: str, tokens: dict[str, Any]) -> bytes:
         return self._cipher.seal(tokens, connection_id=connection_id, provider=provider)
@@ -200,8 +204,12 @@ class ConnectionStore:
         """Enrichment after the commit: never touches tokens or status, so it cannot clobber a refresh."""
         values = {"display_name": display_name, "avatar_url": avatar_url}
         values = {k: v for k, v in values.items() if v is not None}
-        if values:
-            self.items.update(connection_id, set=values, expect={"connection_id": connection_id})
+        self.items.update(connection_id, set=values, remove=["profile_pending"],
+                          expect={"connection_id": connection_id})
+
+    def mark_profile_pending(self, connection_id: str) -> None:
+        """No time (or no answer) for the display name and avatar now: the next refresh fetches them."""
+        self.items.update(connection_id, set={"profile_pending": True}, expect={"connection_id": connection_id})
 
     def clear_outbox(self, connection: Connection, sent: list[str]) -> None:
         """Drop published events; leave the Outbox index only if nothing new arrived meanwhile."""

@@ -48,6 +48,17 @@ class DataKeys:
         self._lock = threading.Lock()
         self.kms_calls = 0
 
+    def prepare(self, for_seconds: float) -> None:
+        """Make sure a data key is at hand that stays usable `for_seconds` more: sealing within that time
+        needs no KMS call (the refresher calls this before taking a lease, so nothing under it waits on KMS)."""
+        with self._lock:
+            if self._current:
+                _, _, born, uses = self._current
+                if uses < self._max_uses - 100 and self._now() + for_seconds - born < self._max_age:
+                    return
+            self._current = None
+        self.for_encryption()
+
     def for_encryption(self) -> tuple[bytes, bytes]:
         with self._lock:
             now = self._now()
@@ -146,6 +157,10 @@ class EnvelopeCipher:
 
     def __init__(self, keys: DataKeys) -> None:
         self._keys = keys
+
+    def prepare(self, for_seconds: float) -> None:
+        """Sealing within the next `for_seconds` will need no KMS call."""
+        self._keys.prepare(for_seconds)
 
     def seal(self, tokens: dict[str, Any], *, connection_id: str, provider: str) -> bytes:
         key, wrapped = self._keys.for_encryption()

@@ -1,14 +1,24 @@
-"""The provider client over HTTP (httpx): token, revoke and user-info endpoints, TLS verified, deadlines set."""
+"""The provider client over HTTP (httpx): token, revoke and user-info endpoints, TLS verified, one total deadline.
+
+httpx's timeouts apply per phase and per socket read: a provider that drips its body a byte at a time, just
+inside the read timeout, would hold a call for minutes. Every call here gets one total budget instead: the
+smaller of PROVIDER_CALL_LIMIT and what the caller's deadline leaves. Each phase may use a quarter of it, and
+before every further read the call gives up if that read could end past the budget. Time is read from the
+injected clock, so simulated latencies in tests count exactly as real ones do.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from ..domain.deadlines import MIN_PROVIDER_CALL, PROVIDER_CALL_LIMIT
 from ..domain.errors import FailureKind, ProviderError
 from ..domain.protocol import (
     MAX_ACCOUNT_ID_LENGTH,
@@ -24,21 +34,8 @@ from ..domain.providers import ProviderProfile
 from ..domain.tokens import ClientCredentials, TokenSet, UserProfile
 from ..observability import MetricUnit, logger, record_metric
 
-# HTTP timeout < refresh lease < function timeout (docs/architecture.md, "Deadlines"). 8 s a phase stays well
-# inside the API function's 25 s.
-HTTP_TIMEOUT = httpx.Timeout(8.0, connect=3.0)
+HTTP_TIMEOUT = httpx.Timeout(PROVIDER_CALL_LIMIT / 4)  # the client's defaults; every call sets its own
 MAX_ANSWER_BYTES = 256 * 1024  # a provider answer is a few hundred bytes; anything huge is not parsed
-
-
-def _json_body(response: Any) -> Any:
-    """The answer's JSON, or {} when it is not JSON or too large to be a real answer."""
-    content = getattr(response, "content", None)
-    if isinstance(content, bytes) and len(content) > MAX_ANSWER_BYTES:
-        return {}
-    try:
-        return response.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
 
 
 def new_http_client() -> httpx.Client:
@@ -47,23 +44,29 @@ def new_http_client() -> httpx.Client:
                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: Any  # parsed JSON, or {} when it was not JSON or too large
+    retry_after: str | None
+
+
+class _Late(Exception):
+    """The next read could end past the call's budget."""
+
+
 class HttpProviderClient:
     """The `ProviderClient` port over HTTP: form bodies to the token and revoke endpoints (RFC 6749 section
-    4.1.3, 6; RFC 7009), a bearer GET to user info. Failures become `ProviderError` with a `FailureKind`."""
+    4.1.3, 6; RFC 7009), a bearer GET to user info. Failures become `ProviderError` with a `FailureKind`.
 
-    def __init__(self, http: httpx.Client, now: Callable[[], float]) -> None:
+    Every method takes `deadline`: epoch seconds (per the injected clock) by which the call must be over."""
+
+    def __init__(self, http: Any, now: Callable[[], float]) -> None:
         self._http = http
         self._now = now
 
-    def exchange_code(
-        self,
-        profile: ProviderProfile,
-        creds: ClientCredentials,
-        *,
-        code: str,
-        redirect_uri: str,
-        code_verifier: str | None,
-    ) -> TokenSet:
+    def exchange_code(self, profile: ProviderProfile, creds: ClientCredentials, *, code: str, redirect_uri: str,
+                      code_verifier: str | None, deadline: float | None = None) -> TokenSet:
         """Exchange an authorization code (RFC 6749 section 4.1.3, with RFC 7636's `code_verifier`).
 
         Raises ProviderError (kind from the profile's error table; `timeout`/`network_error` are transient)."""
@@ -74,66 +77,47 @@ class HttpProviderClient:
         }
         if code_verifier:
             form["code_verifier"] = code_verifier
-        return self._token_request(profile, creds, form)
+        return self._token_request(profile, creds, form, deadline)
 
-    def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+    def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str, *,
+                deadline: float | None = None) -> TokenSet:
         """Use a refresh token (RFC 6749 section 6). Under strict rotation the old one dies when this succeeds.
 
-        Raises ProviderError; a `timeout` may have reached the provider (the caller marks it in doubt)."""
-        return self._token_request(profile, creds, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+        Raises ProviderError; `maybe_processed` says the provider may have rotated (the caller marks it)."""
+        return self._token_request(profile, creds, {"grant_type": "refresh_token", "refresh_token": refresh_token},
+                                   deadline)
 
-    def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str]) -> TokenSet:
-        sent_at = int(self._now())
-        body, status, retry_after = self._post_form(profile, profile.token_url, form, creds)
-        try:
-            tokens = token_answer(profile, body, status, sent_at)
-        except ProviderError as exc:
-            if status == 429:
-                exc.retry_after = retry_after
-            raise
-        if tokens.anomalies:  # names of fields only, never values
-            logger.warning("Provider answer corrected", extra={"provider": profile.name,
-                                                                "anomalies": list(tokens.anomalies)})
-            record_metric("ProviderAnswerAnomalies", MetricUnit.Count, len(tokens.anomalies))
-        return tokens
-
-    def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str) -> str | None:
-        """Revoke a grant at the provider (form body, credentials in it). Returns the provider's log id."""
+    def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str, *,
+               deadline: float | None = None) -> str | None:
+        """Revoke a grant at the provider (RFC 7009; form body, credentials in it). Returns its log id."""
         if not profile.revoke_url:
             return None
-        body, status, _ = self._post_form(profile, profile.revoke_url, {"token": access_token}, creds)
-        code = body.get("error") if isinstance(body, dict) else None
-        if status >= 400 or code:
-            raise provider_error(profile, body, status)
-        return log_id_of(body)
+        answer = self._call(profile, "POST", profile.revoke_url, deadline,
+                            **self._form(profile, {"token": access_token}, creds))
+        code = answer.body.get("error") if isinstance(answer.body, dict) else None
+        if answer.status >= 400 or code:
+            raise provider_error(profile, answer.body, answer.status)
+        return log_id_of(answer.body)
 
-    def fetch_user(self, profile: ProviderProfile, access_token: str) -> UserProfile:
+    def fetch_user(self, profile: ProviderProfile, access_token: str, *,
+                   deadline: float | None = None) -> UserProfile:
         """The account's display name and avatar (TikTok's /v2/user/info/ or OIDC userinfo). Raises ProviderError."""
         if not profile.userinfo_url:
             return UserProfile(None, None, None)
-        try:
-            response = self._http.get(
-                profile.userinfo_url,
-                params=profile.userinfo.query or None,
-                headers={"Authorization": f"Bearer {access_token}"},
-            )
-            body = _json_body(response)
-        except httpx.HTTPError as exc:
-            raise ProviderError(
-                "User info unavailable.", code="provider_unavailable", kind=ProviderError.TRANSIENT
-            ) from exc
-        fields = profile.userinfo
-        ok = response.status_code < 400 and (
+        answer = self._call(profile, "GET", profile.userinfo_url, deadline, params=profile.userinfo.query or None,
+                            headers={"Authorization": f"Bearer {access_token}"})
+        body, fields = answer.body, profile.userinfo
+        ok = answer.status < 400 and (
             fields.success_path is None or dig(body, fields.success_path) == fields.success_value
         )
         if not ok:
             code = dig(body, "error.code") if isinstance(dig(body, "error"), dict) else dig(body, "error")
             raise ProviderError(
                 "User info refused.",
-                code=str(code or "userinfo_failed"),
-                kind=profile.classify(str(code or ""), response.status_code),
+                code=str(code or "userinfo_failed")[:64],
+                kind=profile.classify(str(code or ""), answer.status),
                 log_id=log_id_of(body),
-                http_status=response.status_code,
+                http_status=answer.status,
             )
         return UserProfile(
             account_id=bounded_text(dig(body, fields.account_id), MAX_ACCOUNT_ID_LENGTH),
@@ -141,18 +125,58 @@ class HttpProviderClient:
             avatar_url=bounded_url(dig(body, fields.avatar_url)),
         )
 
-    def _post_form(self, profile: ProviderProfile, url: str, form: dict[str, str],
-                   creds: ClientCredentials) -> tuple[Any, int, int | None]:
-        """POST a form body with the client authenticated as the profile says (RFC 6749 section 2.3.1)."""
+    # -- internals -------------------------------------------------------------------------------------------
+    def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str],
+                       deadline: float | None) -> TokenSet:
+        sent_at = int(self._now())
+        answer = self._call(profile, "POST", profile.token_url, deadline, **self._form(profile, form, creds))
+        try:
+            tokens = token_answer(profile, answer.body, answer.status, sent_at)
+        except ProviderError as exc:
+            if answer.status == 429:
+                exc.retry_after = self._retry_after(answer.retry_after)
+            raise
+        if tokens.anomalies:  # names of fields only, never values
+            logger.warning("Provider answer corrected", extra={"provider": profile.name,
+                                                                "anomalies": list(tokens.anomalies)})
+            record_metric("ProviderAnswerAnomalies", MetricUnit.Count, len(tokens.anomalies))
+        return tokens
+
+    @staticmethod
+    def _form(profile: ProviderProfile, form: dict[str, str], creds: ClientCredentials) -> dict[str, Any]:
+        """A form body with the client authenticated as the profile says (RFC 6749 section 2.3.1)."""
         headers = {"Accept": "application/json"}
         if profile.client_auth == "client_secret_basic":
             pair = f"{quote(creds.client_id, safe='')}:{quote(creds.client_secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         else:  # client_secret_post: everything in the body (TikTok takes nothing else)
             form = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret, **form}
+        return {"data": form, "headers": headers}
+
+    def _call(self, profile: ProviderProfile, method: str, url: str, deadline: float | None,
+              **request: Any) -> _Answer:
+        """One request within one total budget. Raises ProviderError: `no_time` (not sent), `timeout` or
+        `network_error` (`maybe_processed` unless the request provably never left)."""
+        started = self._now()
+        budget = PROVIDER_CALL_LIMIT if deadline is None else min(PROVIDER_CALL_LIMIT, deadline - started)
+        if budget < MIN_PROVIDER_CALL:  # too little to tell an answer from a hang: not started
+            raise ProviderError(f"No time left to call {profile.display_name}.", code="no_time",
+                                kind=FailureKind.TRANSIENT)
+        phase = budget / 4
+        chunks: list[bytes] = []
+        size = 0
         try:
-            response = self._http.post(url, data=form, headers=headers)
-        except httpx.TimeoutException as exc:
+            with self._http.stream(method, url, timeout=httpx.Timeout(phase), **request) as response:
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size <= MAX_ANSWER_BYTES:
+                        chunks.append(chunk)
+                    if self._now() - started + phase > budget:
+                        raise _Late
+                status, retry_after = response.status_code, response.headers.get("retry-after")
+            if self._now() - started > budget:  # the answer came, but later than a real client would wait
+                raise _Late
+        except (_Late, httpx.TimeoutException) as exc:
             # Only a connect (or pool) timeout proves the request never left; any later one may have been processed.
             raise ProviderError(
                 f"{profile.display_name} did not answer in time.", code="timeout", kind=FailureKind.TRANSIENT,
@@ -163,12 +187,11 @@ class HttpProviderClient:
                 f"{profile.display_name} could not be reached.", code="network_error", kind=FailureKind.TRANSIENT,
                 maybe_processed=not isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol),
             ) from exc
-        return _json_body(response), response.status_code, self._retry_after(response)
+        return _Answer(status, _json(b"".join(chunks)) if size <= MAX_ANSWER_BYTES else {}, retry_after)
 
-    def _retry_after(self, response: Any) -> int | None:
+    def _retry_after(self, value: str | None) -> int | None:
         """Seconds from an HTTP Retry-After header (RFC 9110 section 10.2.3: seconds or an HTTP-date); None
         when absent or unreadable. Bounding it is the breaker's business."""
-        value = (getattr(response, "headers", None) or {}).get("retry-after")
         if not isinstance(value, str) or not value.strip():
             return None
         value = value.strip()
@@ -183,3 +206,9 @@ class HttpProviderClient:
         return seconds if seconds > 0 else None
 
 
+def _json(content: bytes) -> Any:
+    """The answer's JSON, or {} when it is not JSON."""
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}

@@ -94,6 +94,7 @@ class Connection:
     revoke_failed: bool = False  # disconnected, but the provider's revoke kept failing
     revoke_log_id: str | None = None
     erase_requested: bool = False  # data-protection erasure waiting for its last event to be published
+    profile_pending: bool = False  # display name and avatar not fetched yet (no time at connect): the next refresh
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
 

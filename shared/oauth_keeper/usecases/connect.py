@@ -15,6 +15,7 @@ from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
+from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
 from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
 from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
@@ -213,10 +214,13 @@ class Callback:
         self._clock = clock
         self._sleep = sleep
 
-    def complete(self, provider: str, query: dict[str, list[str]], cookies: dict[str, str]) -> CallbackResult:
+    def complete(self, provider: str, query: dict[str, list[str]], cookies: dict[str, str], *,
+                 deadline: float | None = None) -> CallbackResult:
         """Finish the authorization: consume the flow (one conditional delete needing this browser's cookie),
         check the response (RFC 6749 section 4.1.2, RFC 9207 `iss`), exchange the code (section 4.1.3), store
-        the connection first, then enrich it and publish its event.
+        the connection first, then enrich it and publish its event. `deadline` (epoch seconds) is when the
+        invocation must be over: the exchange ends early enough for the grant to be stored, and the display name
+        is fetched only if time is left (else the next refresh fetches it).
 
         Returns where to send the browser back: `status=connected&connection_id=...` or
         `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
@@ -270,7 +274,8 @@ class Callback:
         try:
             creds = self._credentials.credentials(profile)
             tokens = self._provider.exchange_code(
-                profile, creds, code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier
+                profile, creds, code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier,
+                deadline=None if deadline is None else deadline - SAVE_RESERVE,
             )
         except ProviderError as exc:
             logger.warning("Code exchange failed", extra={
@@ -310,8 +315,11 @@ class Callback:
         logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": created})
         record_metric("ConnectionsCreated" if created else "ConnectionsReconnected", MetricUnit.Count, 1)
 
-        self._enrich(connection, tokens.access_token)
-        self._outbox.publish(connection)
+        self._outbox.publish(connection)  # the event first: it matters more than the display name
+        if budget(deadline, self._clock.now()) >= ENRICH_MIN:
+            self._enrich(connection, tokens.access_token, deadline)
+        else:
+            self._connections.mark_profile_pending(connection.connection_id)
 
         params = {"status": "connected", "connection_id": connection.connection_id,
                   "granted_scopes": ",".join(grant.scopes_granted)}
@@ -319,14 +327,19 @@ class Callback:
             params["missing_scopes"] = ",".join(missing)
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
 
-    def _enrich(self, connection: Connection, access_token: str) -> None:
-        """Display name and avatar: nice to have, so a failure here never loses the connection."""
+    def _enrich(self, connection: Connection, access_token: str, deadline: float | None) -> None:
+        """Display name and avatar: nice to have, so a failure here never loses the connection (the next
+        refresh tries again)."""
         profile = self._profiles.profile(connection.provider)
         try:
-            user = self._provider.fetch_user(profile, access_token)
+            user = self._provider.fetch_user(profile, access_token, deadline=deadline)
             self._connections.set_profile(connection.connection_id, user.display_name, user.avatar_url)
         except Exception as exc:  # noqa: BLE001 - enrichment must never fail the callback
             logger.warning("Profile enrichment failed", extra={"error_type": type(exc).__name__})
+            try:
+                self._connections.mark_profile_pending(connection.connection_id)
+            except Exception:  # noqa: BLE001
+                logger.warning("Could not mark the profile pending")
             return
         try:
             owners = {c.owner_id for c in map(self._connections.get, self._connections.of_account(

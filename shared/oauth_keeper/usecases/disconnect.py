@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 from ..domain import events
 from ..domain.connection import DISCONNECTED, Connection, Reason
+from ..domain.deadlines import ERASE_RESERVE, MIN_PROVIDER_CALL, budget
 from ..domain.errors import FailureKind, InvalidInput, ProviderError, TokenDecryptionError
 from ..domain.validation import OWNER_ID, OWNER_ID_RULE
 from ..observability import MetricUnit, logger, record_metric
@@ -35,12 +36,13 @@ class Disconnection:
         self._clock = clock
         self._sleep = sleep
 
-    def disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED) -> ConnectionView:
+    def disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED,
+                   deadline: float | None = None) -> ConnectionView:
         """Revoke at the provider (RFC 7009; best effort, retried 3 times), then erase the tokens whatever
         happened: `disconnected`, Connection Disconnected. Idempotent. Raises NotFound."""
         connection = existing(self._connections, connection_id)
         if connection.status != DISCONNECTED:
-            revoke_log_id, revoke_failed = self._revoke(connection)
+            revoke_log_id, revoke_failed = self._revoke(connection, deadline)
             connection = self.mark_disconnected(connection_id, reason, provider_log_id=revoke_log_id,
                                                 revoke_failed=revoke_failed) \
                 or existing(self._connections, connection_id)
@@ -77,7 +79,7 @@ class Disconnection:
                 return written
         raise RuntimeError("Connection kept changing while disconnecting.")
 
-    def erase_owner(self, owner_id: str) -> ErasureReport:
+    def erase_owner(self, owner_id: str, *, deadline: float | None = None) -> ErasureReport:
         """Data-protection erasure: disconnect (revoke, event) and delete every connection of one owner.
 
         Raises InvalidInput for an owner id outside the allowed characters."""
@@ -89,7 +91,7 @@ class Disconnection:
         while True:
             keys, start = store.owned_by(owner_id, limit=100, start=start)
             for key in keys:
-                self.disconnect(key)
+                self.disconnect(key, deadline=deadline)
                 if store.erase(key):
                     erased += 1
                     continue
@@ -114,7 +116,7 @@ class Disconnection:
                 count += 1
         return count
 
-    def _revoke(self, connection: Connection) -> tuple[str | None, bool]:
+    def _revoke(self, connection: Connection, deadline: float | None) -> tuple[str | None, bool]:
         """(the provider's log id, whether the revoke failed for good)."""
         try:
             access_token = self._connections.open_tokens(connection).get("access_token")
@@ -125,8 +127,11 @@ class Disconnection:
         profile = self._profiles.profile(connection.provider)
         log_id = None
         for attempt in range(REVOKE_ATTEMPTS):
+            if budget(deadline, self._clock.now()) < MIN_PROVIDER_CALL + ERASE_RESERVE:  # keep time to erase
+                break
             try:
-                return self._provider.revoke(profile, self._credentials.credentials(profile), access_token), False
+                return self._provider.revoke(profile, self._credentials.credentials(profile), access_token,
+                                             deadline=None if deadline is None else deadline - ERASE_RESERVE), False
             except ProviderError as exc:
                 log_id = exc.log_id
                 logger.warning("Revoke failed", extra={"connection_id": connection.connection_id,

@@ -7,6 +7,7 @@ anything else happens, and a failure is classified by whose problem it is before
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..domain import events
 from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
+from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, budget
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
 from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
@@ -25,8 +27,9 @@ from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, Pr
 from .breaker import OPEN, PROBE, Breaker, Cause, CircuitBreakers
 from .outbox import OutboxRelay
 
-# HTTP timeout (8 s a phase) < LEASE_SECONDS < function timeout (worker 60 s, API 25 s).
-LEASE_SECONDS = 20
+# LEASE_SECONDS is derived from every bound under the lease (domain/deadlines.py); it stays below the worker's
+# 60 s function timeout (a test checks both).
+COMMIT_ATTEMPTS = 2  # the commit, then once more after re-reading a connection someone wrote meanwhile
 AT_RISK_AFTER_FAILURES = 3  # consecutive transient failures before "at risk", even with a valid access token
 BACKOFF_CAP = 1800  # while the access token is still valid; once expired, the sweep interval
 
@@ -97,12 +100,14 @@ class Refresher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._owner = f"{uuid.uuid4()}"  # this refresher's lease identity
 
-    def refresh(self, connection_id: str, *, force: bool = False) -> RefreshOutcome:
+    def refresh(self, connection_id: str, *, force: bool = False, deadline: float | None = None) -> RefreshOutcome:
         """Refresh `connection_id` if due within one sweep interval (or `force`d) through the provider's token
         endpoint (RFC 6749 section 6), under a lease so only one refresh per connection is ever in flight.
 
-        Returns a RefreshOutcome; every provider failure is decided (retry, pause, needs_reauth) and written,
-        never raised. Raises only for storage trouble (the SQS message is then retried)."""
+        `deadline` (epoch seconds) is when the caller's invocation must be over: the provider call ends before
+        it, and before the lease leaves too little time to commit. Returns a RefreshOutcome; every provider
+        failure is decided (retry, pause, needs_reauth) and written, never raised. Raises only for storage
+        trouble (the SQS message is then retried)."""
         now = self._now()
         connection = self._store.get(connection_id)
         if connection is None:
@@ -130,8 +135,27 @@ class Refresher:
         if state == OPEN:
             return self._paused(connection, self._breakers.read(connection.provider), now)
 
+        # Everything that needs AWS besides the commit happens before the lease: under it, only the provider
+        # call and the commit, so the lease's length can be derived from their bounds (domain/deadlines.py).
+        profile = self._profiles.profile(connection.provider)
+        try:
+            stored = self._store.open_tokens(connection)
+        except TokenDecryptionError:
+            logger.error("Stored tokens failed authentication; never served, user must reconnect",
+                         extra={"connection_id": connection_id})
+            return self._needs_reauth(connection, Reason.TOKEN_UNREADABLE, None, now)
+        if not stored.get("refresh_token"):  # stored before connects without one were refused: nothing to refresh
+            return self._needs_reauth(connection, Reason.NO_REFRESH_TOKEN, None, now)
+        try:
+            credentials = self._credentials.credentials(profile, fresh=state == PROBE)
+        except ConfigurationError as exc:
+            return self._failed(connection, ProviderError(str(exc), code="provider_config",
+                                                          kind=FailureKind.OPERATOR), state == PROBE)
+        self._store.prepare_seal(LEASE_SECONDS)
+
         # A lease still on the item expired without a commit: the provider may have rotated a token we
         # never saved. Remember that, so a later invalid_grant is read as rotation_lost.
+        now = self._now()
         in_doubt = connection.refresh_in_doubt or bool(connection.lease_owner)
         leased, competing = self._store.claim(connection, {
             "lease_owner": self._owner, "lease_expires_at": now + LEASE_SECONDS,
@@ -139,30 +163,30 @@ class Refresher:
         })
         if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
             return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
-        return self._refresh_leased(leased, probe=state == PROBE)
-
-    # -- the provider call ---------------------------------------------------------------------------------
-    def _refresh_leased(self, leased: Connection, *, probe: bool) -> RefreshOutcome:
-        profile = self._profiles.profile(leased.provider)
-        try:
-            stored = self._store.open_tokens(leased)
-        except TokenDecryptionError:
-            logger.error("Stored tokens failed authentication; never served, user must reconnect",
-                         extra={"connection_id": leased.connection_id})
-            return self._needs_reauth(leased, Reason.TOKEN_UNREADABLE, None, self._now())
-        if not stored.get("refresh_token"):  # stored before connects without one were refused: nothing to refresh
-            return self._needs_reauth(leased, Reason.NO_REFRESH_TOKEN, None, self._now())
+        # The answer must come early enough for the commit to fit in the lease, and in the caller's invocation.
+        provider_deadline = min(now + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
+        probe = state == PROBE
         started = time.perf_counter()
         try:
-            credentials = self._credentials.credentials(profile, fresh=probe)
-            answer = self._provider.refresh(profile, credentials, stored["refresh_token"])
-        except ConfigurationError as exc:
-            return self._failed(leased, ProviderError(str(exc), code="provider_config",
-                                                      kind=FailureKind.OPERATOR), probe)
+            answer = self._provider.refresh(profile, credentials, stored["refresh_token"], deadline=provider_deadline)
         except ProviderError as exc:
             return self._failed(leased, exc, probe)
         record_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
-        return self._commit(leased, answer, stored, probe)
+        outcome = self._commit(leased, answer, stored, probe)
+        if outcome.connection is not None and outcome.connection.profile_pending:
+            self._enrich_later(outcome.connection, answer.access_token, deadline)
+        return outcome
+
+    def _enrich_later(self, connection: Connection, access_token: str, deadline: float | None) -> None:
+        """The display name and avatar the callback had no time for: after the commit, best effort."""
+        if budget(deadline, self._now()) < ENRICH_MIN:
+            return
+        try:
+            profile = self._profiles.profile(connection.provider)
+            user = self._provider.fetch_user(profile, access_token, deadline=deadline)
+            self._store.set_profile(connection.connection_id, user.display_name, user.avatar_url)
+        except Exception as exc:  # noqa: BLE001 - a refresh never fails for a display name
+            logger.warning("Deferred profile enrichment failed", extra={"error_type": type(exc).__name__})
 
     def _commit(self, leased: Connection, answer: TokenSet, stored: dict[str, Any], probe: bool) -> RefreshOutcome:
         """The first thing after the provider answers. Nothing (no user info, no event) comes before it."""
@@ -193,7 +217,7 @@ class Refresher:
         if extended:
             changes["expiring_notified"] = None
 
-        for attempt in range(3):
+        for attempt in range(COMMIT_ATTEMPTS):
             current = leased if attempt == 0 else self._store.get(leased.connection_id)
             if current is None or current.status == DISCONNECTED or current.token_version != leased.token_version:
                 # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
@@ -230,6 +254,10 @@ class Refresher:
             # Refreshing no longer extends the grant: the app should ask for re-consent before it ends.
             found.append(self._event(events.EXPIRING, current, Reason.REFRESH_TOKEN_EXPIRING, now, **after))
         return found
+
+    def now(self) -> float:
+        """The refresher's clock, for callers that budget around it."""
+        return self._clock.now()
 
     def _toward_the_end(self, connection: Connection, now: int) -> RefreshOutcome:
         """A provider without refresh tokens: the grant ends with its access token. Say so early (Connection

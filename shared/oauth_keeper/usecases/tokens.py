@@ -9,6 +9,7 @@ import time
 from typing import TypedDict
 
 from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
+from ..domain.deadlines import budget
 from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
 from ..domain.schedule import implausible
 from ..domain.timestamps import iso8601
@@ -48,14 +49,16 @@ class TokenAccess:
         self._clock = clock
         self._sleep = sleep
 
-    def token_for(self, connection_id: str, min_valid_seconds: str | None, caller: str | None) -> TokenAnswer:
+    def token_for(self, connection_id: str, min_valid_seconds: str | None, caller: str | None, *,
+                  deadline: float | None = None) -> TokenAnswer:
         """A valid access token for at least `min_valid_seconds` (0-3600, default 300). When it would end
         sooner it is refreshed first through the refresher's single-flight; a refresh already in flight is
         waited for (at most ~22 s) instead of started again. Every read is audited (never the token).
 
         Raises NotFound, InvalidInput, ConnectionUnavailable (409: needs_reauth or disconnected),
         TemporarilyUnavailable (503: the provider could not refresh and no valid token is left),
-        TokenDecryptionError (the stored tokens failed authentication; never served)."""
+        TokenDecryptionError (the stored tokens failed authentication; never served). `deadline` (epoch
+        seconds): when the invocation must be over; refreshing and waiting for a sibling end before it."""
         min_valid = int_param(min_valid_seconds, "min_valid_seconds", default=DEFAULT_MIN_VALID, low=0,
                               high=MAX_MIN_VALID)
         connection = usable(existing(self._connections, connection_id))
@@ -65,7 +68,7 @@ class TokenAccess:
         trusted = not implausible(connection.access_expires_at, now,
                                   self._profiles.profile(connection.provider).access_lifetime.maximum)
         if not (trusted and _valid_for(connection, now, min_valid)):
-            connection = self._refreshed(connection)
+            connection = self._refreshed(connection, deadline)
         try:
             tokens = self._connections.open_tokens(connection)
         except TokenDecryptionError:
@@ -84,23 +87,24 @@ class TokenAccess:
             "account_id": connection.account_id,
         }
 
-    def force_refresh(self, connection_id: str) -> RefreshAnswer:
+    def force_refresh(self, connection_id: str, *, deadline: float | None = None) -> RefreshAnswer:
         """Refresh now, whatever the schedule says (same single-flight). Raises NotFound, ConnectionUnavailable."""
         connection = usable(existing(self._connections, connection_id))
-        outcome = self._refresher.refresh(connection.connection_id, force=True)
+        outcome = self._refresher.refresh(connection.connection_id, force=True, deadline=deadline)
         if outcome.result == BUSY:
-            outcome = RefreshOutcome(connection_id, REFRESHED, connection=self._wait_for_sibling(connection))
+            outcome = RefreshOutcome(connection_id, REFRESHED,
+                                     connection=self._wait_for_sibling(connection, deadline))
         current = outcome.connection or existing(self._connections, connection_id)
         if outcome.result in (NEEDS_USER, INACTIVE):
             usable(current)
         return {"result": str(outcome.result), "connection": connection_view(current, self._clock.now())}
 
-    def _refreshed(self, connection: Connection) -> Connection:
-        outcome = self._refresher.refresh(connection.connection_id, force=True)
+    def _refreshed(self, connection: Connection, deadline: float | None) -> Connection:
+        outcome = self._refresher.refresh(connection.connection_id, force=True, deadline=deadline)
         if outcome.result == REFRESHED and outcome.connection:
             return outcome.connection
         if outcome.result in (BUSY, SUPERSEDED):
-            current = self._wait_for_sibling(connection)
+            current = self._wait_for_sibling(connection, deadline)
         elif outcome.result in (NEEDS_USER, INACTIVE, UNKNOWN):
             current = existing(self._connections, connection.connection_id)
             usable(current)
@@ -114,10 +118,11 @@ class TokenAccess:
             extra={"retryable": True, "status": str(current.status), "reason": current.last_refresh_reason},
         )
 
-    def _wait_for_sibling(self, connection: Connection) -> Connection:
+    def _wait_for_sibling(self, connection: Connection, deadline: float | None) -> Connection:
         """Another refresher holds the lease: wait (bounded) for its result instead of refreshing again."""
         waited = 0.0
-        while waited < WAIT_LIMIT:
+        limit = min(WAIT_LIMIT, budget(deadline, self._clock.now()) - 1.0)  # a second left to answer
+        while waited < limit:
             self._sleep(WAIT_STEP)
             waited += WAIT_STEP
             current = existing(self._connections, connection.connection_id)

@@ -6,6 +6,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
+from ..domain.deadlines import COMMIT_RESERVE, MIN_PROVIDER_CALL, budget
 from ..observability import logger
 from .refresh import Refresher, RefreshOutcome
 
@@ -42,12 +43,14 @@ class RefreshWorker:
         self._refresher = refresher
         self._concurrency = concurrency
 
-    def process(self, records: list[dict[str, Any]]) -> BatchResponse:
+    def process(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> BatchResponse:
         """Refresh each SQS record's connection; see `process_records`."""
-        return process_records(records, self._refresher, self._concurrency)
+        return process_records(records, self._refresher, self._concurrency, deadline=deadline,
+                               now=self._refresher.now)
 
 
-def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int) -> BatchResponse:
+def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int, *,
+                    deadline: float | None = None, now: Any = None) -> BatchResponse:
     """Refresh each record's connection; return SQS's partial-batch response.
 
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
@@ -64,11 +67,28 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
-        futures = [(message_id, pool.submit(refresher.refresh, cid, force=force)) for message_id, cid, force in jobs]
+        futures = [(message_id, pool.submit(_refresh_in_time, refresher, cid, force, deadline, now))
+                   for message_id, cid, force in jobs]
         for message_id, future in futures:
             try:
                 outcomes[message_id] = future.result()
+            except _NoTimeLeft:
+                logger.info("Refresh left for the next invocation", extra={"message_id": message_id})
+                failures.append({"itemIdentifier": message_id})
             except Exception:  # noqa: BLE001 - reported per message; SQS retries it, then the DLQ
                 logger.exception("Refresh crashed", extra={"message_id": message_id})
                 failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+class _NoTimeLeft(Exception):
+    """Too little of the invocation is left to refresh safely: the message goes back to the queue."""
+
+
+def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, deadline: float | None,
+                     now: Any) -> RefreshOutcome:
+    # A refresh started this late could not commit before Lambda cuts the invocation off: SQS delivers the
+    # message again (a batch item failure), and the next invocation has the time.
+    if deadline is not None and now is not None and budget(deadline, now()) < COMMIT_RESERVE + MIN_PROVIDER_CALL:
+        raise _NoTimeLeft(connection_id)
+    return refresher.refresh(connection_id, force=force, deadline=deadline)
