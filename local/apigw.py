@@ -139,7 +139,15 @@ class LambdaContext:
         self.log_stream_name = "local"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+        """The whole of the function's Timeout in template.yaml: the invocation has just started (the harness
+        in local/lambda_harness.py counts it down in simulated time)."""
+        return int(_timeout(self.function_name) * 1000)
+
+
+def _timeout(function: str) -> float:
+    resources = cfn.template()["Resources"]
+    props = resources[function]["Properties"] if function in resources else {}
+    return float(props.get("Timeout") or cfn.template()["Globals"]["Function"]["Timeout"])
 
 
 def invoke(method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 httpx's timeouts apply per phase and per socket read: a provider that drips its body a byte at a time, just
 inside the read timeout, would hold a call for minutes. Every call here gets one total budget instead: the
-smaller of PROVIDER_CALL_LIMIT and what the caller's deadline leaves. Each phase may use a quarter of it, and
-before every further read the call gives up if that read could end past the budget. Time is read from the
-injected clock, so simulated latencies in tests count exactly as real ones do.
+smaller of PROVIDER_CALL_LIMIT and what the caller's deadline leaves. The caller waits for the request at most
+that long; the request stops between reads once the budget is spent. Time is read from the injected clock, so
+simulated latencies in tests count exactly as real ones do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +37,8 @@ from ..domain.providers import ProviderProfile
 from ..domain.tokens import ClientCredentials, TokenSet, UserProfile
 from ..observability import MetricUnit, logger, record_metric
 
-HTTP_TIMEOUT = httpx.Timeout(PROVIDER_CALL_LIMIT / 4)  # the client's defaults; every call sets its own
+CONNECT_LIMIT = 3.0  # seconds to open a connection (within the call's budget)
+HTTP_TIMEOUT = httpx.Timeout(PROVIDER_CALL_LIMIT, connect=CONNECT_LIMIT)  # defaults; every call sets its own
 MAX_ANSWER_BYTES = 256 * 1024  # a provider answer is a few hundred bytes; anything huge is not parsed
 
 
@@ -156,25 +160,38 @@ class HttpProviderClient:
     def _call(self, profile: ProviderProfile, method: str, url: str, deadline: float | None,
               **request: Any) -> _Answer:
         """One request within one total budget. Raises ProviderError: `no_time` (not sent), `timeout` or
-        `network_error` (`maybe_processed` unless the request provably never left)."""
+        `network_error` (`maybe_processed` unless the request provably never left).
+
+        The request runs on a pool thread and the caller waits at most the budget for it: however the provider
+        drips its answer, the caller is free in time. The thread itself stops at the budget too (it checks the
+        clock between reads), or at one read timeout after it, when a read stalls."""
         started = self._now()
         budget = PROVIDER_CALL_LIMIT if deadline is None else min(PROVIDER_CALL_LIMIT, deadline - started)
         if budget < MIN_PROVIDER_CALL:  # too little to tell an answer from a hang: not started
             raise ProviderError(f"No time left to call {profile.display_name}.", code="no_time",
                                 kind=FailureKind.TRANSIENT)
-        phase = budget / 4
+        future = _calls().submit(self._exchange, profile, method, url, started, budget, request)
+        try:
+            return future.result(timeout=budget)
+        except FutureTimeout:
+            raise ProviderError(f"{profile.display_name} did not answer in time.", code="timeout",
+                                kind=FailureKind.TRANSIENT, maybe_processed=True) from None
+
+    def _exchange(self, profile: ProviderProfile, method: str, url: str, started: float, budget: float,
+                  request: dict[str, Any]) -> _Answer:
         chunks: list[bytes] = []
         size = 0
+        timeout = httpx.Timeout(budget, connect=min(budget, CONNECT_LIMIT))
         try:
-            with self._http.stream(method, url, timeout=httpx.Timeout(phase), **request) as response:
+            with self._http.stream(method, url, timeout=timeout, **request) as response:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size <= MAX_ANSWER_BYTES:
                         chunks.append(chunk)
-                    if self._now() - started + phase > budget:
+                    if self._now() - started > budget:
                         raise _Late
                 status, retry_after = response.status_code, response.headers.get("retry-after")
-            if self._now() - started > budget:  # the answer came, but later than a real client would wait
+            if self._now() - started > budget:  # the answer came, but later than the caller may wait
                 raise _Late
         except (_Late, httpx.TimeoutException) as exc:
             # Only a connect (or pool) timeout proves the request never left; any later one may have been processed.
@@ -204,6 +221,12 @@ class HttpProviderClient:
         except (TypeError, ValueError, OverflowError, IndexError):
             return None
         return seconds if seconds > 0 else None
+
+
+@cache
+def _calls() -> ThreadPoolExecutor:
+    """The threads provider calls run on (the refresh worker runs up to RefreshConcurrency calls at once)."""
+    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="provider-call")
 
 
 def _json(content: bytes) -> Any:
