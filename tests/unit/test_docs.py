@@ -26,11 +26,8 @@ def test_every_file_a_doc_names_exists(doc):
     names = set(FILE.findall(doc.read_text(encoding="utf-8")))
     missing = []
     for name in names:
-        if "/" in name:
-            found = any((base / name).exists() for base in BASES)
-        else:
-            found = any(p.name == name for p in SEARCHED)
-        if not found:
+        where_named = [base / name for base in BASES] if "/" in name else [p for p in SEARCHED if p.name == name]
+        if not any(p.exists() for p in where_named):
             missing.append(name)
     assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {sorted(missing)}"
 
