@@ -214,6 +214,21 @@ class RefreshQueue(Protocol):
         ...
 
 
+class KeyService(Protocol):
+    """The two KMS calls envelope encryption needs, under boto3's names (a KMS client, or `local.memory.FakeKms`)."""
+
+    def generate_data_key(self, *, KeyId: str, KeySpec: str) -> dict[str, Any]: ...  # noqa: N803
+
+    def decrypt(self, *, CiphertextBlob: bytes, KeyId: str) -> dict[str, Any]: ...  # noqa: N803
+
+
+class HttpClient(Protocol):
+    """What the provider client needs of an HTTP client: an `httpx.Client`, or a simulation's stand-in. `stream`
+    is a context manager giving a response with `status_code`, `headers` and `iter_bytes()`."""
+
+    def stream(self, method: str, url: str, **request: Any) -> Any: ...
+
+
 class TokenCipher(Protocol):
     """Seals a connection's tokens into one authenticated blob bound to the connection and provider."""
 

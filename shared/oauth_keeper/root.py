@@ -20,7 +20,18 @@ from .adapters.connections import ConnectionStore
 from .adapters.kms import DataKeys, EnvelopeCipher
 from .adapters.profiles import Profiles
 from .domain.deadlines import HANDLER_MARGIN
-from .ports import Clock, Credentials, EventPublisher, FlowStore, ItemStore, ProviderClient, RefreshQueue, Sleep
+from .ports import (
+    Clock,
+    Credentials,
+    EventPublisher,
+    FlowStore,
+    HttpClient,
+    ItemStore,
+    KeyService,
+    ProviderClient,
+    RefreshQueue,
+    Sleep,
+)
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
 from .usecases.connect import Authorization, Callback, ConnectSessions
@@ -37,8 +48,8 @@ from .usecases.worker import RefreshWorker
 class Container:
     """One warm container's parts. Any keyword left None is the real AWS or HTTP adapter, built lazily."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None, http: Any = None,
-                 items: ItemStore | None = None, flows: FlowStore | None = None, kms: Any = None,
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, http: HttpClient | None = None,
+                 items: ItemStore | None = None, flows: FlowStore | None = None, kms: KeyService | None = None,
                  publisher: EventPublisher | None = None, credentials: Credentials | None = None,
                  queue: RefreshQueue | None = None, sleep: Sleep | None = None,
                  rng: random.Random | None = None) -> None:
@@ -57,7 +68,7 @@ class Container:
 
     # -- adapters --------------------------------------------------------------------------------------------
     @property
-    def http(self) -> Any:
+    def http(self) -> HttpClient:
         """The pooled httpx client every provider call shares (created on first use)."""
         with self._lock:
             if self._http is None:

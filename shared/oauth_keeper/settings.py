@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from .domain.errors import ConfigurationError
-from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES
+from .domain.errors import ConfigurationError, NotFound
+from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES, profile_for
 from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
@@ -44,7 +45,7 @@ class Settings:
         missing = [name for name in REQUIRED if not env.get(name, "").strip()]
         if missing:
             raise ConfigurationError(f"Missing configuration: {', '.join(missing)} (set by template.yaml).")
-        return cls(
+        settings = cls(
             connections_table=env["CONNECTIONS_TABLE"].strip(),
             flows_table=env["FLOWS_TABLE"].strip(),
             token_key_arn=env["TOKEN_KEY_ARN"].strip(),
@@ -62,6 +63,10 @@ class Settings:
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
         )
+        _check_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
+        for provider in settings.providers:
+            _check_profile(provider, settings)
+        return settings
 
 
 def _number(env: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
@@ -110,3 +115,27 @@ def _provider_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 _CHOICES = {"pkce": PKCE_MODES, "refresh_policy": REFRESH_POLICIES, "client_auth": CLIENT_AUTH}
+
+
+def _check_origins(raw: str) -> None:
+    for origin in (o.strip() for o in raw.split(",") if o.strip()):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigurationError(
+                f"ALLOWED_RETURN_ORIGINS holds {origin!r}: each must be like https://app.example.com.")
+
+
+def _check_profile(provider: str, settings: Settings) -> None:
+    """The provider can be used: it has a profile, options in range and (generic) its endpoints."""
+    prefix = provider.upper().replace("-", "_")
+    try:
+        profile = profile_for(provider, settings.providers, settings.provider_overrides)
+    except NotFound:
+        raise ConfigurationError(f"{provider} has no profile: add profiles/{provider}.json or set "
+                                 f"{prefix}_PROFILE=generic.") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"{prefix}: {exc}") from None
+    if profile.discovery and not profile.issuer:
+        raise ConfigurationError(f"{prefix}_DISCOVERY needs {prefix}_ISSUER.")
+    if not profile.discovery and not (profile.authorize_url and profile.token_url):
+        raise ConfigurationError(f"{provider} needs {prefix}_AUTHORIZE_URL and {prefix}_TOKEN_URL, or discovery.")

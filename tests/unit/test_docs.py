@@ -39,3 +39,13 @@ def test_the_import_contract_quoted_in_the_architecture_is_the_one_that_runs():
     quoted = tomllib.loads(block.group(1))["tool"]["importlinter"]
     running = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
     assert quoted == running
+
+
+def test_the_layer_package_itself_imports_nothing():
+    """The contract's layers hold every submodule; the package's own `__init__` is outside them, so it stays
+    empty of imports (one that imported boto3 would load it in every handler, unseen by the contract)."""
+    import ast
+
+    init = ROOT / "shared" / "oauth_keeper" / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]

@@ -53,8 +53,10 @@ def test_a_generic_provider_is_added_by_configuration_alone():
 def test_providers_not_enabled_are_unknown():
     with pytest.raises(NotFound):
         profile_for("acme", settings())  # not in PROVIDERS
-    with pytest.raises(NotFound):
-        profile_for("other", settings(PROVIDERS="tiktok,other"))  # no profile file and no PROFILE=generic
+    with pytest.raises(NotFound):  # no profile file and no PROFILE=generic...
+        domain_profile_for("other", ("tiktok", "other"), {})
+    with pytest.raises(ConfigurationError, match="OTHER_PROFILE=generic"):  # ...and a deployment says so at once
+        settings(PROVIDERS="tiktok,other")
 
 
 def test_a_typo_in_a_profile_is_an_error_not_a_silent_default():

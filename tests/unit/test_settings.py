@@ -70,3 +70,22 @@ def test_a_handler_without_its_configuration_fails_at_cold_start(handler):
     with_config = subprocess.run([sys.executable, "-c", f"import {handler}"], env={**env, **COMPLETE},
                                  capture_output=True, text=True, timeout=60, check=False)
     assert with_config.returncode == 0, with_config.stderr
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"PROVIDERS": "tiktok,acme"}, "ACME_PROFILE=generic"),
+    ({"PROVIDERS": "acme", "ACME_PROFILE": "generic"}, "ACME_AUTHORIZE_URL"),
+    ({"PROVIDERS": "acme", "ACME_PROFILE": "generic", "ACME_DISCOVERY": "true"}, "ACME_ISSUER"),
+    ({"ALLOWED_RETURN_ORIGINS": "app.example.com"}, "ALLOWED_RETURN_ORIGINS"),
+    ({"ALLOWED_RETURN_ORIGINS": "https://app.example.com,ftp://files.example.com"}, "ALLOWED_RETURN_ORIGINS"),
+])
+def test_a_provider_or_origin_that_could_never_work_fails_the_cold_start(changes, named):
+    with pytest.raises(ConfigurationError, match=named):
+        Settings.from_env({**COMPLETE, **changes})
+
+
+def test_a_generic_provider_with_its_endpoints_or_discovery_is_accepted():
+    Settings.from_env({**COMPLETE, "PROVIDERS": "acme", "ACME_PROFILE": "generic",
+                       "ACME_AUTHORIZE_URL": "https://id.acme.test/a", "ACME_TOKEN_URL": "https://id.acme.test/t"})
+    Settings.from_env({**COMPLETE, "PROVIDERS": "acme", "ACME_PROFILE": "generic", "ACME_DISCOVERY": "true",
+                       "ACME_ISSUER": "https://id.acme.test"})

@@ -114,3 +114,25 @@ def test_due_shards_are_stable_and_spread():
     shards = {due_shard(f"con_{i}", 16) for i in range(500)}
     assert shards == set(range(16))
     assert due_shard("con_x", 16) == due_shard("con_x", 16)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"owner_id": "user-1\n"}, "owner_id"), ({"scopes": ["video.list\n"]}, "scopes"),
+])
+def test_a_trailing_newline_never_passes_as_a_valid_id_or_scope(changes, field):
+    """`$` in a Python pattern matches before a final newline: every check is a full match."""
+    body = {"owner_id": "user-1", "provider": "tiktok", "return_to": "https://app.example.com/x", **changes}
+    with pytest.raises(InvalidInput) as refused:
+        parse_connect_request(body)
+    assert refused.value.field == field
+
+
+def test_an_owner_id_with_a_trailing_newline_cannot_list_or_erase(monkeypatch):
+    from oauth_keeper.usecases.connections import ConnectionQueries
+    from oauth_keeper.usecases.disconnect import Disconnection
+
+    with pytest.raises(InvalidInput):
+        ConnectionQueries(connections=None, clock=None).list("user-1\n", None, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        Disconnection(connections=None, profiles=None, credentials=None, provider=None, outbox=None,  # type: ignore[arg-type]
+                      clock=None).erase_owner("user-1\n")

@@ -63,7 +63,7 @@ def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
     if unknown:
         raise InvalidInput(f"Unknown field {unknown[0]!r}.", code="unknown_field", field=unknown[0])
     owner_id = data.get("owner_id")
-    if not isinstance(owner_id, str) or not OWNER_ID.match(owner_id):
+    if not isinstance(owner_id, str) or not OWNER_ID.fullmatch(owner_id):
         raise InvalidInput(OWNER_ID_RULE, field="owner_id")
     provider = data.get("provider")
     if not isinstance(provider, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", provider):
@@ -76,7 +76,7 @@ def parse_connect_request(data: dict[str, Any]) -> ConnectRequest:
         if not isinstance(scopes, list) or not scopes or len(scopes) > MAX_SCOPES:
             raise InvalidInput(f"scopes must be a list of 1 to {MAX_SCOPES} scope names.", field="scopes")
         for scope in scopes:
-            if not isinstance(scope, str) or not SCOPE_PATTERN.match(scope):
+            if not isinstance(scope, str) or not SCOPE_PATTERN.fullmatch(scope):
                 raise InvalidInput("Each scope must be a scope name such as 'video.publish'.", field="scopes")
         scopes = tuple(dict.fromkeys(scopes))
     connection_id = data.get("connection_id")
@@ -157,7 +157,7 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         if not isinstance(data, dict) or set(data) != {"connection_id", "owner_id", "created_at"}:
             raise ValueError
         if not (isinstance(data["connection_id"], str) and len(data["connection_id"]) <= MAX_CONNECTION_ID
-                and isinstance(data["owner_id"], str) and OWNER_ID.match(data["owner_id"])
+                and isinstance(data["owner_id"], str) and OWNER_ID.fullmatch(data["owner_id"])
                 and type(data["created_at"]) is int and 0 <= data["created_at"] < 2**53):
             raise ValueError
     except (ValueError, UnicodeError, TypeError) as exc:

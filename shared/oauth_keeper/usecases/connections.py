@@ -120,7 +120,7 @@ class ConnectionQueries:
     def list(self, owner_id: str | None, cursor: str | None, limit: str | None) -> ConnectionPage:
         """One page (`limit` 1-100, default 50) of an owner's connections, oldest first, and the opaque cursor
         of the next page. Raises InvalidInput for a bad owner id, limit or cursor."""
-        if not owner_id or not OWNER_ID.match(owner_id):
+        if not owner_id or not OWNER_ID.fullmatch(owner_id):
             raise InvalidInput("owner_id is required. " + OWNER_ID_RULE, field="owner_id")
         page_size = int_param(limit, "limit", default=PAGE_SIZE, low=1, high=100)
         start = decode_cursor(cursor)

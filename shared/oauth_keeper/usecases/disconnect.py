@@ -83,7 +83,7 @@ class Disconnection:
         """Data-protection erasure: disconnect (revoke, event) and delete every connection of one owner.
 
         Raises InvalidInput for an owner id outside the allowed characters."""
-        if not OWNER_ID.match(owner_id):
+        if not OWNER_ID.fullmatch(owner_id):
             raise InvalidInput(OWNER_ID_RULE, field="owner_id")
         store = self._connections
         erased, pending = 0, 0
