@@ -115,6 +115,7 @@ def test_a_2xx_without_an_access_token_or_an_error_may_have_rotated(body):
     (401, {"error": "invalid_client"}, "invalid_client", FailureKind.OPERATOR, False),
     (429, {"error": "rate_limit_exceeded"}, "rate_limit_exceeded", FailureKind.TRANSIENT, False),
     (502, "<html>Bad Gateway</html>", "http_502", FailureKind.TRANSIENT, True),
+    (302, "", "http_302", FailureKind.REJECTED, True),  # found by the hostile-provider property suite
     (503, {"error": "server_error"}, "server_error", FailureKind.TRANSIENT, True),
     (400, {"error": {"code": "x" * 500}}, "unrecognised_error", FailureKind.REJECTED, False),
     (404, {"error": ["nested"]}, "http_404", FailureKind.REJECTED, False),

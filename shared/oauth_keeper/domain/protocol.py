@@ -205,8 +205,8 @@ def _jwt_claims(token: Any) -> dict[str, Any]:
 def provider_error(profile: ProviderProfile, body: Any, status: int) -> ProviderError:
     """An error answer (RFC 6749 section 5.2, or a nested `{"error": {"code"}}`) as a classified ProviderError.
 
-    A 5xx may come from something in front of the provider after the provider processed the request:
-    `maybe_processed` says so."""
+    A 5xx or a redirect may come from something in front of the provider after the provider processed the
+    request: `maybe_processed` says so."""
     code = _error_code(body) or ("http_" + str(status))
     return ProviderError(
         f"{profile.display_name} refused the token request ({code}).",
@@ -214,7 +214,9 @@ def provider_error(profile: ProviderProfile, body: Any, status: int) -> Provider
         kind=profile.classify(code, status),
         log_id=log_id_of(body),
         http_status=status,
-        maybe_processed=status >= 500,
+        # A 5xx may come from something in front of the provider after it processed the request, and so may a
+        # redirect no token endpoint sends by itself: either may hide a rotation.
+        maybe_processed=status >= 500 or 300 <= status < 400,
     )
 
 
