@@ -151,7 +151,7 @@ def test_sweeper_and_worker_handlers_run_on_their_sample_events(stack, tiktok, b
     import sweeper_handler
 
     report = sweeper_handler.handler(load("sweeper"), LambdaContext("SweeperFunction"))
-    assert report == {"due": 1, "pending_events": 0, "sent": 1}
+    assert report == {"due": 1, "pending_events": 0, "sent": 1, "probes": 0, "resumed": 0}
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     event = load("refresh_worker")
     event["Records"][0]["body"] = messages[0]["Body"]

@@ -147,7 +147,7 @@ class Refresher:
         if not stored.get("refresh_token"):  # stored before connects without one were refused: nothing to refresh
             return self._needs_reauth(connection, Reason.NO_REFRESH_TOKEN, None, now)
         try:
-            credentials = self._credentials.credentials(profile, fresh=state == PROBE)
+            credentials = self._credentials.credentials(profile, fresh=state == PROBE)  # a probe reads SSM afresh
         except ConfigurationError as exc:
             return self._failed(connection, ProviderError(str(exc), code="provider_config",
                                                           kind=FailureKind.OPERATOR), state == PROBE)
@@ -163,9 +163,20 @@ class Refresher:
         })
         if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
             return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
+        # A sibling in this container may have tripped the breaker since the first look: look again (cached,
+        # no read) rather than add one more call to a provider that refuses us or is down.
+        again, _ = self._breakers.check(connection.provider) if state != PROBE else (PROBE, 0)
+        if again == OPEN:
+            return self._paused(leased, self._breakers.read(connection.provider), now, release=True)
+        probe = PROBE in (state, again)
+        if again == PROBE and state != PROBE:  # the probe fell to us after all: it reads the secret afresh
+            try:
+                credentials = self._credentials.credentials(profile, fresh=True)
+            except ConfigurationError as exc:
+                return self._failed(leased, ProviderError(str(exc), code="provider_config",
+                                                          kind=FailureKind.OPERATOR), probe)
         # The answer must come early enough for the commit to fit in the lease, and in the caller's invocation.
         provider_deadline = min(now + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
-        probe = state == PROBE
         started = time.perf_counter()
         try:
             answer = self._provider.refresh(profile, credentials, stored["refresh_token"], deadline=provider_deadline)
