@@ -37,6 +37,7 @@ from .usecases.breaker import CircuitBreakers
 from .usecases.connect import Authorization, Callback, ConnectSessions
 from .usecases.connections import ConnectionQueries
 from .usecases.disconnect import Disconnection
+from .usecases.orphans import OrphanGrants
 from .usecases.outbox import OutboxRelay
 from .usecases.refresh import Refresher
 from .usecases.sweep import Sweep
@@ -100,8 +101,12 @@ class Container:
                         self.settings.token_key_arn, self.clock.now)
 
     @cached_property
+    def cipher(self) -> EnvelopeCipher:
+        return EnvelopeCipher(self.data_keys)
+
+    @cached_property
     def connections(self) -> ConnectionStore:
-        return ConnectionStore(self.items, EnvelopeCipher(self.data_keys), self.settings.due_shards)
+        return ConnectionStore(self.items, self.cipher, self.settings.due_shards)
 
     @cached_property
     def profiles(self) -> Profiles:
@@ -154,8 +159,13 @@ class Container:
                          expiry_warning=self.settings.expiry_warning, rng=self._rng)
 
     @cached_property
+    def orphans(self) -> OrphanGrants:
+        return OrphanGrants(items=self.items, cipher=self.cipher, profiles=self.profiles, credentials=self.credentials,
+                            provider=self.provider, clock=self.clock, due_shards=self.settings.due_shards)
+
+    @cached_property
     def refresh_worker(self) -> RefreshWorker:
-        return RefreshWorker(self.refresher, self.settings.refresh_concurrency)
+        return RefreshWorker(self.refresher, self.settings.refresh_concurrency, orphans=self.orphans)
 
     @cached_property
     def sweep(self) -> Sweep:
@@ -176,7 +186,7 @@ class Container:
     def callback(self) -> Callback:
         return Callback(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
                         provider=self.provider, connections=self.connections, outbox=self.outbox,
-                        clock=self.clock, sleep=self.sleep)
+                        clock=self.clock, sleep=self.sleep, orphans=self.orphans)
 
     @cached_property
     def queries(self) -> ConnectionQueries:

@@ -35,7 +35,7 @@ def run_tick(queue=None) -> dict:
     svc = root.container()
     queue = queue or ListQueue()
     sweep_into(queue, svc)
-    return process_records(queue.drain(), svc.refresher, 8)
+    return svc.refresh_worker.process(queue.drain())  # as the worker function: connections and orphans
 
 
 def test_a_due_connection_is_refreshed_and_the_rotated_token_is_what_gets_stored(stack, tiktok, browser, clock):

@@ -22,9 +22,11 @@ from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
 from ..domain.protocol import authorize_url, new_code_verifier, new_secret
 from ..domain.schedule import plan_next_refresh
 from ..domain.timestamps import iso8601
+from ..domain.tokens import TokenSet
 from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
+from .orphans import OrphanGrants
 from .outbox import OutboxRelay
 
 COOKIE_PREFIX = "__Host-okf-"
@@ -204,7 +206,9 @@ class Callback:
 
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
                  provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
-                 sleep: Sleep = time.sleep) -> None:
+                 sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None) -> None:
+        """`orphans` takes the grants the provider made that no connection keeps, for revoking in the
+        background (None: they are left to expire)."""
         self._flows = flows
         self._profiles = profiles
         self._credentials = credentials
@@ -213,6 +217,7 @@ class Callback:
         self._outbox = outbox
         self._clock = clock
         self._sleep = sleep
+        self._orphans = orphans
 
     def complete(self, provider: str, query: dict[str, list[str]], cookies: dict[str, str], *,
                  deadline: float | None = None) -> CallbackResult:
@@ -294,6 +299,7 @@ class Callback:
         if flow.connection_id and connection_id != flow.connection_id:
             # The user picked another account while upgrading this connection's scopes.
             logger.info("Scope upgrade with another account refused", extra={"owner_id": flow.owner_id})
+            self._orphan(profile.name, tokens, "account_mismatch")
             return fail("account_mismatch")
         missing = [s for s in flow.scopes if s not in grant.scopes_granted]
         next_refresh_at = plan_next_refresh(profile.refresh_policy, issued_at=tokens.issued_at,
@@ -309,6 +315,7 @@ class Callback:
             logger.warning("Connect refused: no refresh token issued", extra={"owner_id": flow.owner_id,
                                                                                "provider": profile.name})
             record_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
+            self._orphan(profile.name, tokens, "incomplete_grant")
             return fail("incomplete_grant")
         connection, created = saved.connection, saved.created
         logger.append_keys(connection_id=connection.connection_id)
@@ -326,6 +333,15 @@ class Callback:
         if missing:
             params["missing_scopes"] = ",".join(missing)
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
+
+    def _orphan(self, provider: str, tokens: TokenSet, why: str) -> None:
+        """Hand a grant nobody keeps to the background revoke; the browser's answer never waits for it."""
+        if self._orphans is None:
+            return
+        try:
+            self._orphans.record(provider, tokens, why)
+        except Exception as exc:  # noqa: BLE001 - the user's answer matters more: the grant expires on its own
+            logger.warning("Could not record an orphaned grant", extra={"error_type": type(exc).__name__})
 
     def _enrich(self, connection: Connection, access_token: str, deadline: float | None) -> None:
         """Display name and avatar: nice to have, so a failure here never loses the connection (the next

@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 from ..domain.deadlines import COMMIT_RESERVE, MIN_PROVIDER_CALL, budget
 from ..observability import logger
+from .orphans import OrphanGrants, is_orphan
 from .refresh import Refresher, RefreshOutcome
 
 MAX_ID_LENGTH = 64
@@ -38,19 +39,22 @@ def refresh_request_of(body: str) -> tuple[str | None, bool]:
 
 
 class RefreshWorker:
-    def __init__(self, refresher: Refresher, concurrency: int) -> None:
-        """`concurrency`: provider calls in flight at once inside one invocation."""
+    def __init__(self, refresher: Refresher, concurrency: int, *, orphans: OrphanGrants | None = None) -> None:
+        """`concurrency`: provider calls in flight at once inside one invocation. `orphans` revokes the orphaned
+        grants the sweep queues beside the connections."""
         self._refresher = refresher
         self._concurrency = concurrency
+        self._orphans = orphans
 
     def process(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> BatchResponse:
         """Refresh each SQS record's connection; see `process_records`."""
         return process_records(records, self._refresher, self._concurrency, deadline=deadline,
-                               now=self._refresher.now)
+                               now=self._refresher.now, orphans=self._orphans)
 
 
 def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int, *,
-                    deadline: float | None = None, now: Any = None) -> BatchResponse:
+                    deadline: float | None = None, now: Any = None,
+                    orphans: OrphanGrants | None = None) -> BatchResponse:
     """Refresh each record's connection; return SQS's partial-batch response.
 
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
@@ -65,9 +69,10 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
         jobs.append((record["messageId"], connection_id, force))
 
     failures: list[dict[str, str]] = []
-    outcomes: dict[str, RefreshOutcome] = {}
+    outcomes: dict[str, RefreshOutcome | str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
-        futures = [(message_id, pool.submit(_refresh_in_time, refresher, cid, force, deadline, now))
+        futures = [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
+                     else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now))
                    for message_id, cid, force in jobs]
         for message_id, future in futures:
             try:
@@ -92,3 +97,7 @@ def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, dead
     if deadline is not None and now is not None and budget(deadline, now()) < COMMIT_RESERVE + MIN_PROVIDER_CALL:
         raise _NoTimeLeft(connection_id)
     return refresher.refresh(connection_id, force=force, deadline=deadline)
+
+
+def _orphan_revoke(orphans: OrphanGrants, key: str, deadline: float | None) -> str:
+    return orphans.revoke(key, deadline=deadline)
