@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from oauth_keeper.domain.deadlines import API_GATEWAY_LIMIT
+
 from local.apigw import LambdaContext, _timeout
 
-API_GATEWAY_LIMIT = 30.0
 # AWS operations that change something: one landing after the cut-off would be work Lambda never finished.
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem", "SendMessage",
           "SendMessageBatch", "PutEvents", "GenerateDataKey"}

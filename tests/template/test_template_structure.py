@@ -106,6 +106,7 @@ PERMISSIONS = {
     "SweeperFunction": {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Outbox"),
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),  # the breaker items only (a LeadingKeys condition)
         ("sqs:sendmessage", "RefreshQueue.Arn"),
     },
     "RefreshWorkerFunction": {
@@ -1262,3 +1263,9 @@ def test_each_url_to_register_at_tiktok_is_its_route_on_the_public_base_url(outp
 def test_the_webhook_url_output_tells_where_to_register_it():
     description = template()["Outputs"]["WebhookUrlTikTok"]["Description"]
     assert "TikTok" in description and "Webhook" in description
+
+
+def test_the_sweeper_may_read_the_provider_breakers_and_no_connection():
+    statements = resources_of_type(FUNCTION)["SweeperFunction"]["Properties"]["Policies"][0]["Statement"]
+    (reads,) = [s for s in statements if s.get("Action") == "dynamodb:GetItem"]
+    assert reads["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["_breaker#*"]}}

@@ -152,3 +152,43 @@ def test_a_stored_absurd_refresh_expiry_is_replaced_at_the_next_refresh(world):
     world.provider.script(answer)
     world.refresher.refresh(cid, force=True)
     assert world.at(cid).refresh_expires_at == world.now + 180 * DAY
+
+
+def test_a_stale_lease_cleared_by_a_pause_still_leaves_the_connection_in_doubt(world):
+    """Found in review: a missing credential paused the connection and removed an expired lease of a crashed
+    worker without remembering that its refresh may have rotated the token."""
+    from oauth_keeper.domain.errors import ConfigurationError
+
+    cid = world.connect()
+    world.store.apply(world.at(cid), {"lease_owner": "crashed-worker", "lease_expires_at": world.now - 1})
+
+    class Missing:
+        def credentials(self, *args, **kwargs):
+            raise ConfigurationError("missing")
+
+    world.credentials = Missing()
+    world.refresher = world.worker()
+    world.refresher.refresh(cid, force=True)
+    stored = world.at(cid)
+    assert stored.lease_owner is None and stored.refresh_in_doubt
+
+
+def test_too_little_time_left_is_not_a_provider_failure(world):
+    cid = world.connect()
+    outcome = world.refresher.refresh(cid, force=True, deadline=world.now + 5)
+    assert outcome.result == "busy" and outcome.reason == "no_time"
+    stored = world.at(cid)
+    assert world.provider.calls == [] and stored.failures == 0 and stored.lease_owner is None
+
+
+def test_a_trip_while_the_last_outage_is_still_resuming_keeps_its_parking_range(world):
+    from oauth_keeper.usecases.breaker import Cause, CircuitBreakers
+
+    breakers = CircuitBreakers(world.items, world.clock.now)
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)
+    first = breakers.read("tiktok").park_base
+    world.clock.advance(600)
+    breakers.close("tiktok")
+    world.clock.advance(60)
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)  # the outage came back within the resume hour
+    assert breakers.read("tiktok").park_base == first

@@ -6,8 +6,9 @@ sweep only adds load. When it answers 429 with Retry-After, it has said how long
 the provider's refreshes, let one caller probe now and then, close on the first answer that shows the provider
 is back. The state is one item beside the connections, so every worker container sees the same breaker.
 
-While an outage or a rate limit lasts, paused connections are parked (see `park_at`): they leave the due
-window, so the sweep stops queueing them, and come back through `resume` once the breaker has closed.
+While an outage or a rate limit lasts, paused connections are parked (see `Breaker.park_at`): they leave the
+due window, so the sweep stops queueing them, and the sweep brings them back for an hour after the breaker has
+closed (`resume_until`, read by `usecases/sweep.py`).
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ class CircuitBreakers:
         default = PROBE_INTERVAL if cause is Cause.OPERATOR else OUTAGE_PROBE_INTERVAL
         open_until = now + max(1, min(open_for or default, MAX_RETRY_AFTER))
         current = _breaker(self._items.get(self.key(provider)))
-        episode = current.state is not CLOSED
+        # Still open, or closed but still bringing back what it parked: the same episode, so connections parked
+        # before stay in the range the resume reads.
+        episode = current.state is not CLOSED or current.resume_until > now
         since = current.since if episode and current.since else now
         changes: dict[str, Any] = {
             "open_until": open_until, "last_error": error_code, "tripped_at": now, "cause": cause.value,

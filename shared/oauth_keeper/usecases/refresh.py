@@ -17,7 +17,7 @@ from typing import Any
 
 from ..domain import events
 from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
-from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, budget
+from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, MIN_PROVIDER_CALL, budget
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
 from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
@@ -131,6 +131,8 @@ class Refresher:
         if not self._profiles.profile(connection.provider).issues_refresh_tokens:
             return self._toward_the_end(connection, now)
 
+        if budget(deadline, now) < COMMIT_RESERVE + MIN_PROVIDER_CALL:  # too late to refresh and commit safely
+            return RefreshOutcome(connection_id, BUSY, "no_time", connection)
         state, _ = self._breakers.check(connection.provider)
         if state == OPEN:
             return self._paused(connection, self._breakers.read(connection.provider), now)
@@ -320,10 +322,14 @@ class Refresher:
     def _trip_for_the_provider(self, provider: str, error: ProviderError) -> None:
         """A 429 with Retry-After pauses the whole provider that long; transient failures that dominate this
         container's recent calls mean the provider is down for everyone: pause it, and probe once a minute."""
+        if error.code == "no_time":  # never sent: it says nothing about the provider
+            return
         if error.retry_after:
+            record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
             self._breakers.trip(provider, error.code, cause=Cause.RATE_LIMITED, open_for=error.retry_after)
         elif self._breakers.observe(provider, failed_transiently=error.kind == FailureKind.TRANSIENT):
             record_metric("ProviderOutage", MetricUnit.Count, 1)
+            record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
             logger.error("Provider unavailable for most calls: refreshes paused for the provider",
                          extra={"provider": provider, "provider_error": error.code})
             self._breakers.trip(provider, error.code, cause=Cause.OUTAGE)
@@ -397,6 +403,10 @@ class Refresher:
 
     def _write(self, connection: Connection, changes: dict[str, Any], found: list[PendingEvent], result: str,
                reason: str, *, release: bool) -> RefreshOutcome:
+        if release and connection.lease_owner and connection.lease_owner != self._owner \
+                and connection.status not in (NEEDS_REAUTH, DISCONNECTED) and "refresh_in_doubt" not in changes:
+            # An expired lease of someone else's goes: keep what it tells (a rotation may have been lost).
+            changes = {**changes, "refresh_in_doubt": True}
         written = self._store.apply(connection, changes, remove=_LEASE if release else (), events=found)
         if written is None:  # someone moved it meanwhile: they decide; nothing of ours is lost
             return RefreshOutcome(connection.connection_id, BUSY, reason)

@@ -11,7 +11,7 @@ from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 from .breaker import CLOSED, OPEN, PARK_OFFSET, CircuitBreakers
 
-_JITTER = 60  # seconds of spread the refresher adds when it parks a connection
+_JITTER = 60  # seconds: more than the spread (0-30 s) the refresher adds when it parks a connection
 
 
 class SweepSummary(TypedDict):

@@ -9,7 +9,7 @@ import time
 from typing import TypedDict
 
 from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
-from ..domain.deadlines import budget
+from ..domain.deadlines import LEASE_SECONDS, budget
 from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
 from ..domain.schedule import implausible
 from ..domain.timestamps import iso8601
@@ -22,7 +22,7 @@ from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN,
 DEFAULT_MIN_VALID = 300
 MAX_MIN_VALID = 3600
 WAIT_STEP = 0.25
-WAIT_LIMIT = 22.0  # a sibling's lease lasts at most 20 s; API Gateway gives up at 30 s
+WAIT_LIMIT = float(LEASE_SECONDS)  # a sibling's lease lasts no longer; the deadline bounds the wait too
 
 
 class TokenAnswer(TypedDict):
