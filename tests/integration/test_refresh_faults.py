@@ -194,3 +194,20 @@ def test_thirty_days_of_random_transient_faults_lose_no_connection(policy):
     run(world, HOUR)
     assert_nothing_lost(world)
     assert not world.publisher.of_type(events.NEEDS_REAUTH)
+
+
+def test_an_outage_followed_by_refused_credentials_strands_no_parked_connection():
+    """Found in review: connections parked by an outage stayed parked when the episode ended on invalid_client
+    (that cause parks nothing, so neither probes nor the resume looked for them)."""
+    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
+    populate(world, 100)
+    run(world, 2 * HOUR)
+    world.tiktok.set_outage("5xx")
+    run(world, 4 * HOUR)
+    world.tiktok.set_outage(None)
+    world.tiktok.rotate_client_secret("rotated-in-the-portal")  # TikTok is back, but our secret is now wrong
+    run(world, HOUR)
+    world.ssm["client_secret"] = "rotated-in-the-portal"  # the operator fixes SSM
+    run(world, HOUR)
+    assert_nothing_lost(world)
+    assert not world.publisher.of_type(events.NEEDS_REAUTH)

@@ -142,7 +142,7 @@ class CircuitBreakers:
         now = int(self._now())
         current = _breaker(self._items.get(self.key(provider)))
         changes: dict[str, Any] = {"closed_at": now}
-        if current.cause.parks and current.park_base:
+        if current.park_base:  # whatever the last cause: an outage earlier in the episode may have parked some
             changes["resume_until"] = now + RESUME_WINDOW
         self._items.update(self.key(provider), set=changes, remove=["open_until"], expect={})
         self._forget(provider)

@@ -86,7 +86,7 @@ class Sweep:
         resumed: list[list[str]] = []
         for provider in self._providers if self._breakers else ():
             breaker = self._breakers.read(provider)  # type: ignore[union-attr]
-            if not (breaker.cause.parks and breaker.park_base):
+            if not breaker.park_base:  # any cause: an outage earlier in the episode may have parked some
                 continue
             low, high = breaker.park_base, breaker.park_base + PARK_OFFSET + _JITTER
             if breaker.state is OPEN and breaker.open_until <= now:
