@@ -137,6 +137,7 @@ class ConnectionStore:
             "scopes_granted": ",".join(connection.scopes_granted),
             "access_expires_at": connection.access_expires_at, "refresh_expires_at": connection.refresh_expires_at,
             "tokens": sealed, **self.schedule_attributes(connection_id, connection.next_refresh_at),
+            "refresh_in_doubt": True if connection.refresh_in_doubt else None,
         }
         attributes.update(self._outbox_attributes(connection, [plan.event]))
         expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
 from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
-from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError
+from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError, TokenDecryptionError
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
 from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
 from ..domain.protocol import authorize_url, new_code_verifier, new_secret
@@ -388,7 +388,7 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
     connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
     for attempt in range(_SAVE_ATTEMPTS):
         existing = connections.get(connection_id)
-        stored_refresh = connections.open_tokens(existing).get("refresh_token") \
+        stored_refresh = _stored_refresh_token(connections, existing) \
             if existing and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
@@ -398,6 +398,14 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
             return SavedGrant(written, plan.created)
         sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - de-synchronise contenders
     raise RuntimeError("Connection kept changing while saving a grant.")
+
+
+def _stored_refresh_token(connections: ConnectionRepository, existing: Connection) -> str | None:
+    """The refresh token a reconnect could keep; None when the stored tokens fail authentication."""
+    try:
+        return connections.open_tokens(existing).get("refresh_token")
+    except TokenDecryptionError:
+        return None
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

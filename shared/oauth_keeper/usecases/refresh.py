@@ -185,6 +185,10 @@ class Refresher:
         except ProviderError as exc:
             return self._failed(leased, exc, probe)
         record_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+        if answer.account_id and answer.account_id != leased.account_id:  # another account's tokens: never kept
+            return self._failed(leased, ProviderError(
+                "The refresh answer names another account.", code="invalid_answer", kind=FailureKind.TRANSIENT,
+                maybe_processed=True), probe)
         outcome = self._commit(leased, answer, stored, probe)
         if outcome.connection is not None and outcome.connection.profile_pending:
             self._enrich_later(outcome.connection, answer.access_token, deadline)
@@ -230,6 +234,9 @@ class Refresher:
         if extended:
             changes["expiring_notified"] = None
 
+        if not rotated and profile.rotates_refresh_tokens:
+            # Strict rotation, yet no new refresh token: the old one may have died with this answer.
+            changes["refresh_in_doubt"] = True
         for attempt in range(COMMIT_ATTEMPTS):
             current = leased if attempt == 0 else self._store.get(leased.connection_id)
             if current is None or current.status == DISCONNECTED or current.token_version != leased.token_version:
@@ -240,8 +247,9 @@ class Refresher:
             if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
                 changes["expiring_notified"] = True
             # After a lost lease, still save: these are the newest tokens the provider issued.
-            written = self._store.apply(current, changes, remove=[*_LEASE, "refresh_in_doubt", "retry_at"],
-                                        events=written_events)
+            kept = ["refresh_in_doubt"] if changes.get("refresh_in_doubt") else []
+            written = self._store.apply(current, changes, remove=[a for a in (*_LEASE, "refresh_in_doubt", "retry_at")
+                                                                  if a not in kept], events=written_events)
             if written:
                 break
         else:
