@@ -231,12 +231,14 @@ class ListQueue:
         self.forced.extend([force] * len(connection_ids))
         return len(connection_ids)
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The oldest `limit` messages (all without one) as SQS records; the rest stay queued."""
         from oauth_keeper.adapters.sqs import refresh_message
 
+        taken = len(self.messages) if limit is None else limit
         records = [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}
-                   for i, (cid, force) in enumerate(zip(self.messages, self.forced, strict=True))]
-        self.messages, self.forced = [], []
+                   for i, (cid, force) in enumerate(zip(self.messages[:taken], self.forced[:taken], strict=True))]
+        self.messages, self.forced = self.messages[taken:], self.forced[taken:]
         return records
 
 

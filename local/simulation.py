@@ -90,10 +90,11 @@ class World:
                                                              refresh_expires_at=tokens.refresh_expires_at))
         return svc.outbox.publish(saved.connection)
 
-    def tick(self, seconds: int | None = None, concurrency: int = 8) -> dict[str, Any]:
-        """One schedule tick: sweep, then one worker pass over everything queued; then move the clock."""
+    def tick(self, seconds: int | None = None, concurrency: int = 8, capacity: int | None = None) -> dict[str, Any]:
+        """One schedule tick: sweep, then one worker pass over everything queued (at most `capacity` messages:
+        workers that lag leave the rest queued for the next tick); then move the clock."""
         report = self.services.sweep.run()
-        records = self.queue.drain()
+        records = self.queue.drain(capacity)
         result = process_records(records, self.services.refresher, concurrency) if records else {
             "batchItemFailures": []}
         self.clock.advance(seconds if seconds is not None else self.services.settings.sweep_interval)

@@ -70,8 +70,23 @@ def test_every_expiry_comes_from_the_response():
     assert tokens.refresh_expires_at == 1000 + 15_552_000
     assert tokens.scopes == ("user.info.basic", "video.list")
     assert tokens.account_id == "u1"
-    shorter = parse_token_response(TIKTOK, {**body, "expires_in": 60, "refresh_expires_in": 120}, sent_at=1000)
-    assert (shorter.access_expires_at, shorter.refresh_expires_at) == (1060, 1120)
+    shorter = parse_token_response(TIKTOK, {**body, "expires_in": 3600, "refresh_expires_in": 2 * 86400},
+                                   sent_at=1000)
+    assert (shorter.access_expires_at, shorter.refresh_expires_at) == (4600, 1000 + 2 * 86400)
+
+
+@pytest.mark.parametrize(("field", "value"), [("expires_in", 120), ("expires_in", 60),
+                                              ("refresh_expires_in", 4320), ("refresh_expires_in", 60)])
+def test_implausibly_short_tiktok_lifetimes_fall_back_to_the_shortest_documented(field, value):
+    """Found in review: a 60 s floor trusted `expires_in: 120` (a refresh every sweep, rotating each time) and
+    `refresh_expires_in: 4320` (minutes, or a typo: the connection would be ended three days later)."""
+    body = {"access_token": "a", "expires_in": 7200, "refresh_token": "r", "refresh_expires_in": 15_552_000,
+            "open_id": "u1", field: value}
+    tokens = parse_token_response(TIKTOK, body, sent_at=1000)
+    assert (tokens.access_expires_at, tokens.refresh_expires_at) == (1000 + 7200, 1000 + 15_552_000)
+    assert tokens.anomalies == (f"{field}:out_of_bounds",)
+    # The short refresh end is kept aside: a refresh can trust it where it is the end already known.
+    assert tokens.short_refresh_expires_at == (1000 + value if field == "refresh_expires_in" else None)
 
 
 def test_an_empty_refresh_token_in_a_response_is_treated_as_absent():

@@ -103,3 +103,31 @@ def test_a_scope_upgrade_answered_for_another_account_orphans_that_grant_too(wor
     world.provider.exchanges.append(tokens("acct-2", suffix="other"))
     assert world.complete({"state": [STATE], "code": ["c"]}).params["error"] == "account_mismatch"
     assert len(orphans_in(world)) == 1
+
+
+def test_an_exchange_answer_without_the_account_orphans_its_grant(world):
+    """Found in review: the provider made a grant, the callback refused it (account_unavailable: without the
+    account id a reconnect cannot be told from a new account) and nobody revoked it."""
+    world.start()
+    world.provider.exchanges.append(replace(tokens("acct-1"), account_id=None))
+    assert world.complete({"state": [STATE], "code": ["c"]}).params["error"] == "account_unavailable"
+    assert world.revokes.calls == []
+    (orphan,) = orphans_in(world)
+    assert orphan["provider"] == "tiktok"
+    assert world.orphans.revoke(orphan["connection_id"]) == "revoked"
+    assert world.revokes.calls == ["at-1"]
+
+
+def test_a_grant_that_cannot_be_stored_is_orphaned_and_the_error_still_reaches_the_handler(world):
+    """The connection kept changing under every attempt (or the store refused): nothing was stored, so the
+    grant the provider made must not stay alive unseen."""
+    world.start()
+    world.provider.exchanges.append(tokens("acct-1"))
+
+    def never(plan):
+        return None  # a conditional write that loses every race
+
+    world.store.write_grant = never
+    with pytest.raises(RuntimeError):
+        world.complete({"state": [STATE], "code": ["c"]})
+    assert len(orphans_in(world)) == 1

@@ -35,6 +35,10 @@ LEASE_SECONDS = math.ceil(AWS_CALLS_UNDER_LEASE * AWS_CALL_LIMIT + PROVIDER_CALL
 # The provider call must end this long before the lease does, so the commit fits inside it.
 COMMIT_RESERVE = AWS_CALLS_AFTER_THE_ANSWER * AWS_CALL_LIMIT + 1.0
 
+# A refresh starts only with this much of the invocation left: a whole provider call, then the commit. One
+# given less could abandon a slow but healthy provider's answer after it rotated the refresh token.
+REFRESH_MIN_TIME = PROVIDER_CALL_LIMIT + COMMIT_RESERVE
+
 # Optional work (the display name and avatar) is tried only with this much time left; else it is deferred.
 ENRICH_MIN = 3.0
 

@@ -107,10 +107,13 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
         raise invalid_answer(profile, body, 200, "no usable access token")
     refresh = _token(profile, body, f.refresh_token, sent_at)
     access_lifetime = bounded_lifetime(body.get(f.expires_in), profile.access_lifetime, f.expires_in, anomalies)
-    refresh_expires_at = None
+    refresh_expires_at = short_refresh_expires_at = None
     if refresh and f.refresh_expires_in:
-        refresh_expires_at = sent_at + bounded_lifetime(body.get(f.refresh_expires_in), profile.refresh_lifetime,
-                                                        f.refresh_expires_in, anomalies)
+        reported = body.get(f.refresh_expires_in)
+        refresh_expires_at = sent_at + bounded_lifetime(reported, profile.refresh_lifetime, f.refresh_expires_in,
+                                                        anomalies)
+        if type(reported) is int and 0 < reported < profile.refresh_lifetime.minimum:
+            short_refresh_expires_at = sent_at + reported
     token_type = body.get(f.token_type)
     if not (isinstance(token_type, str) and 0 < len(token_type) <= MAX_TOKEN_TYPE_LENGTH
             and token_type.isascii() and token_type.isalnum()):
@@ -140,6 +143,7 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
         account_id=account_id,
         issued_at=sent_at,
         anomalies=tuple(anomalies),
+        short_refresh_expires_at=short_refresh_expires_at,
     )
 
 

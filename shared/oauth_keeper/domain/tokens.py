@@ -29,6 +29,10 @@ class TokenSet:
     account_id: str | None
     issued_at: int  # when the request was sent: expiries count from here, never from when it arrived
     anomalies: tuple[str, ...] = ()  # fields the provider got wrong and what was assumed instead (no values)
+    # A refresh token's end as reported when its lifetime was below the profile's minimum (refresh_expires_at
+    # then holds the fallback): trusted only where it matches the end already known, i.e. the provider told
+    # the remaining life of a refresh token it did not extend.
+    short_refresh_expires_at: int | None = None
 
     def __repr__(self) -> str:
         return (

@@ -27,6 +27,7 @@ PROBE_INTERVAL = 300  # seconds between probes while open because our credential
 OUTAGE_PROBE_INTERVAL = 60  # seconds between probes while the provider is down: at most 1 call a minute
 MAX_RETRY_AFTER = 3600  # a provider's Retry-After is honoured up to this many seconds
 PARK_OFFSET = 30 * 86_400  # parked connections wait this far after the episode began, in expiry order
+PARK_SPREAD = 60  # seconds: more than the spread (0-30 s) the refresher adds when it parks a connection
 RESUME_WINDOW = 3600  # after closing, the sweep brings parked connections back for this long
 OUTAGE_WINDOW = 10  # a container's last provider calls that decide whether the provider is down
 OUTAGE_THRESHOLD = 8  # ...and how many of them must have failed transiently
@@ -70,6 +71,20 @@ class Breaker:
     since: int = 0
     park_base: int = 0
     resume_until: int = 0  # closed, and parked connections are still being brought back until then
+
+    @property
+    def parked_range(self) -> tuple[int, int] | None:
+        """[low, high] (epoch seconds): where this episode parks connections; None when it parked none."""
+        if not self.park_base:
+            return None
+        return self.park_base, self.park_base + PARK_OFFSET + PARK_SPREAD
+
+    def resuming(self, moment: int | None) -> bool:
+        """Closed, and `moment` (a connection's next refresh) lies in the range this episode parked: the
+        connection waits for the end of an outage that is over, so it is due now."""
+        parked = self.parked_range
+        return self.state is CLOSED and parked is not None and moment is not None \
+            and parked[0] <= moment <= parked[1]
 
     def park_at(self, connection_end: int | None, now: int) -> int:
         """When a paused connection should be looked at again: at its access token's end if that is still

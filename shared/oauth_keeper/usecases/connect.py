@@ -292,6 +292,7 @@ class Callback:
         granted = tokens.scopes or profile.split_scopes(granted_param)
         if not tokens.account_id:
             # Without the account id we cannot tell a reconnect from a new account; never guess.
+            self._orphan(profile.name, tokens, "account_unavailable")
             return fail("account_unavailable")
         grant = Grant(owner_id=flow.owner_id, provider=profile.name, account_id=tokens.account_id, tokens=tokens,
                       scopes_requested=flow.scopes, scopes_granted=granted or flow.scopes)
@@ -317,6 +318,9 @@ class Callback:
             record_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
             self._orphan(profile.name, tokens, "incomplete_grant")
             return fail("incomplete_grant")
+        except RuntimeError:  # provably not stored (every conditional write lost): nobody keeps this grant
+            self._orphan(profile.name, tokens, "not_stored")
+            raise
         connection, created = saved.connection, saved.created
         logger.append_keys(connection_id=connection.connection_id)
         logger.info("Connection saved", extra={"owner_id": flow.owner_id, "new_connection": created})

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..domain import events
 from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
-from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, MIN_PROVIDER_CALL, budget
+from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, REFRESH_MIN_TIME, budget
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
 from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
@@ -35,6 +35,13 @@ BACKOFF_CAP = 1800  # while the access token is still valid; once expired, the s
 
 
 
+SAME_END_TOLERANCE = 3600  # seconds: a reported refresh end this close to the known one is the same end
+
+
+def _same_end(reported: int | None, known: int | None) -> bool:
+    return reported is not None and known is not None and abs(reported - known) <= SAME_END_TOLERANCE
+
+
 class RefreshResult(StrEnum):
     """What one `Refresher.refresh` call ended in (the API's force-refresh route shows it as `result`)."""
 
@@ -49,6 +56,7 @@ class RefreshResult(StrEnum):
     UNKNOWN = "unknown"  # no such connection
 
 
+NO_TIME = "no_time"  # the reason of a BUSY outcome that never called the provider for lack of time
 REFRESHED, NOT_DUE, BUSY, SUPERSEDED, RETRYING, PAUSED, NEEDS_USER, INACTIVE, UNKNOWN = tuple(RefreshResult)
 _LEASE = ("lease_owner", "lease_expires_at")
 
@@ -121,7 +129,9 @@ class Refresher:
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
         horizon = now + self._sweep_interval
         due = connection.next_refresh_at is not None and (
-            connection.next_refresh_at <= horizon or implausible(connection.next_refresh_at, now))
+            connection.next_refresh_at <= horizon or implausible(connection.next_refresh_at, now)
+            # parked by an outage that is over: due now, and no longer once refreshed (so copies are harmless)
+            or self._breakers.read(connection.provider).resuming(connection.next_refresh_at))
         if not force and not due:
             return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
@@ -131,8 +141,8 @@ class Refresher:
         if not self._profiles.profile(connection.provider).issues_refresh_tokens:
             return self._toward_the_end(connection, now)
 
-        if budget(deadline, now) < COMMIT_RESERVE + MIN_PROVIDER_CALL:  # too late to refresh and commit safely
-            return RefreshOutcome(connection_id, BUSY, "no_time", connection)
+        if budget(deadline, now) < REFRESH_MIN_TIME:  # too late for a whole provider call and the commit
+            return RefreshOutcome(connection_id, BUSY, NO_TIME, connection)
         state, _ = self._breakers.check(connection.provider)
         if state == OPEN:
             return self._paused(connection, self._breakers.read(connection.provider), now)
@@ -165,6 +175,8 @@ class Refresher:
         })
         if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
             return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
+        if budget(deadline, self._now()) < REFRESH_MIN_TIME:  # the claim was slow: give the lease back
+            return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
         # A sibling in this container may have tripped the breaker since the first look: look again (cached,
         # no read) rather than add one more call to a provider that refuses us or is down.
         again, _ = self._breakers.check(connection.provider) if state != PROBE else (PROBE, 0)
@@ -213,6 +225,10 @@ class Refresher:
         refresh_token = answer.refresh_token or stored["refresh_token"]  # an empty one never overwrites
         refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
             else leased.refresh_expires_at
+        if rotated and _same_end(answer.short_refresh_expires_at, leased.refresh_expires_at):
+            # Below the plausible minimum, yet exactly the end we knew: the remaining life of a refresh token
+            # the provider did not extend, not an absurd value.
+            refresh_expires_at = answer.short_refresh_expires_at
         if implausible(refresh_expires_at, now, profile.refresh_lifetime.maximum):  # stored by an older version
             refresh_expires_at = now + profile.refresh_lifetime.fallback
         sealed = self._store.seal_tokens(leased.connection_id, leased.provider, {
@@ -297,6 +313,8 @@ class Refresher:
 
     # -- failures --------------------------------------------------------------------------------------------
     def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
+        if error.code == NO_TIME:  # never sent (the call found too little time): nobody's failure, no count
+            return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
         now = self._now()
         record_metric("RefreshFailed", MetricUnit.Count, 1)
         logger.warning("Refresh failed", extra={
@@ -330,8 +348,6 @@ class Refresher:
     def _trip_for_the_provider(self, provider: str, error: ProviderError) -> None:
         """A 429 with Retry-After pauses the whole provider that long; transient failures that dominate this
         container's recent calls mean the provider is down for everyone: pause it, and probe once a minute."""
-        if error.code == "no_time":  # never sent: it says nothing about the provider
-            return
         if error.retry_after:
             record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
             self._breakers.trip(provider, error.code, cause=Cause.RATE_LIMITED, open_for=error.retry_after)

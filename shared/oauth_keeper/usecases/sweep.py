@@ -9,9 +9,9 @@ from typing import TypedDict
 from ..domain.schedule import PLAUSIBLE_HORIZON
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
-from .breaker import CLOSED, OPEN, PARK_OFFSET, CircuitBreakers
+from .breaker import CLOSED, OPEN, CircuitBreakers
 
-_JITTER = 60  # seconds: more than the spread (0-30 s) the refresher adds when it parks a connection
+_PROBE_CANDIDATES = 5  # parked connections read per shard to find one of the provider to probe
 
 
 class SweepSummary(TypedDict):
@@ -67,10 +67,13 @@ class Sweep:
             if hourly:
                 due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
-        ids = list(dict.fromkeys([*due, *pending]))
-        sent = self._queue.send(ids) if ids else 0
         probes, resumed = self._parked(now)
-        forced = [cid for cid in dict.fromkeys([*probes, *resumed]) if cid not in set(ids)]
+        # Resumed connections are due because they are still parked (the refresher knows the range): a copy
+        # that reaches a worker after the connection was refreshed finds nothing to do, however far the workers
+        # lag. A probe is sent to be refreshed whatever its schedule: the provider's breaker is still open.
+        ids = list(dict.fromkeys([*due, *pending, *resumed]))
+        sent = self._queue.send(ids) if ids else 0
+        forced = [cid for cid in probes if cid not in set(ids)]
         sent += self._queue.send(forced, force=True) if forced else 0
         record_metric("ConnectionsDue", MetricUnit.Count, len(due))
         logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent,
@@ -86,12 +89,12 @@ class Sweep:
         resumed: list[list[str]] = []
         for provider in self._providers if self._breakers else ():
             breaker = self._breakers.read(provider)  # type: ignore[union-attr]
-            if not breaker.park_base:  # any cause: an outage earlier in the episode may have parked some
+            parked = breaker.parked_range  # any cause: an outage earlier in the episode may have parked some
+            if parked is None:
                 continue
-            low, high = breaker.park_base, breaker.park_base + PARK_OFFSET + _JITTER
+            low, high = parked
             if breaker.state is OPEN and breaker.open_until <= now:
-                probe = next((cid for shard in range(self._connections.shards)
-                              for cid in self._connections.scheduled_between(shard, low, high, limit=1)), None)
+                probe = self._probe(provider, low, high)
                 probes.extend([probe] if probe else [])
             elif breaker.state is CLOSED and breaker.resume_until > now:
                 resumed.extend(list(self._connections.scheduled_between(shard, low, high))
@@ -99,3 +102,13 @@ class Sweep:
         # Round-robin over the shards: each is in expiry order, and so, roughly, is the whole.
         order = [cid for wave in zip_longest(*resumed) for cid in wave if cid is not None]
         return probes, order
+
+    def _probe(self, provider: str, low: int, high: int) -> str | None:
+        """One connection of `provider` parked in [low, high]. The due index holds keys only, and another
+        provider's episode may park connections in the same range: a few candidates are read to find one."""
+        for shard in range(self._connections.shards):
+            for cid in self._connections.scheduled_between(shard, low, high, limit=_PROBE_CANDIDATES):
+                connection = self._connections.get(cid)
+                if connection is not None and connection.provider == provider:
+                    return cid
+        return None

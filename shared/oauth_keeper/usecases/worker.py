@@ -6,10 +6,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
-from ..domain.deadlines import COMMIT_RESERVE, MIN_PROVIDER_CALL, budget
+from ..domain.deadlines import REFRESH_MIN_TIME, budget
 from ..observability import logger
 from .orphans import OrphanGrants, is_orphan
-from .refresh import Refresher, RefreshOutcome
+from .refresh import BUSY, NO_TIME, Refresher, RefreshOutcome
 
 MAX_ID_LENGTH = 64
 
@@ -76,7 +76,9 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
                    for message_id, cid, force in jobs]
         for message_id, future in futures:
             try:
-                outcomes[message_id] = future.result()
+                outcome = outcomes[message_id] = future.result()
+                if isinstance(outcome, RefreshOutcome) and outcome.result == BUSY and outcome.reason == NO_TIME:
+                    raise _NoTimeLeft(outcome.connection_id)  # started, then found too little time: not lost
             except _NoTimeLeft:
                 logger.info("Refresh left for the next invocation", extra={"message_id": message_id})
                 failures.append({"itemIdentifier": message_id})
@@ -94,7 +96,7 @@ def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, dead
                      now: Any) -> RefreshOutcome:
     # A refresh started this late could not commit before Lambda cuts the invocation off: SQS delivers the
     # message again (a batch item failure), and the next invocation has the time.
-    if deadline is not None and now is not None and budget(deadline, now()) < COMMIT_RESERVE + MIN_PROVIDER_CALL:
+    if deadline is not None and now is not None and budget(deadline, now()) < REFRESH_MIN_TIME:
         raise _NoTimeLeft(connection_id)
     return refresher.refresh(connection_id, force=force, deadline=deadline)
 
