@@ -188,3 +188,44 @@ def test_a_huge_answer_is_not_parsed():
     with pytest.raises(ProviderError) as failed:
         client.refresh(TIKTOK, ClientCredentials("ck", "cs"), "rft.1")
     assert failed.value.code == "invalid_answer" and failed.value.maybe_processed
+
+
+def test_a_call_that_waited_for_a_pool_thread_past_its_budget_is_never_sent(monkeypatch):
+    """Found in review: the provider calls run on a pool thread. When every thread was busy, a call could start
+    after its caller had given up, and a refresh sent then rotates a token whose answer nobody waits for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oauth_keeper.adapters import provider_http
+
+    from local.memory import ManualClock
+
+    clock = ManualClock(SENT)
+    sent: list[httpx.Request] = []
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=GOOD)
+
+    class BusyPool(ThreadPoolExecutor):
+        """A pool whose threads were all busy: the call starts `queued` seconds after it was submitted."""
+
+        queued = 0.0
+
+        def submit(self, fn, /, *args, **kwargs):
+            clock.advance(self.queued)
+            return super().submit(fn, *args, **kwargs)
+
+    pool = BusyPool(max_workers=1)
+    monkeypatch.setattr(provider_http, "_calls", lambda: pool)
+    client = HttpProviderClient(httpx.Client(transport=httpx.MockTransport(transport)), clock.now)
+
+    pool.queued = 7.5  # of the 8 s budget: too little is left to tell an answer from a hang
+    with pytest.raises(ProviderError) as failed:
+        client.refresh(TIKTOK, ClientCredentials("ck", "cs"), "rft.1")
+    assert failed.value.code == "no_time" and not failed.value.maybe_processed
+    assert sent == []
+
+    pool.queued = 2.0  # a short wait still leaves most of the budget: the call goes out
+    assert client.refresh(TIKTOK, ClientCredentials("ck", "cs"), "rft.1").access_token == "act.1"
+    assert len(sent) == 1
+    pool.shutdown()

@@ -84,3 +84,104 @@ def test_E_reconnect_without_refresh_token_over_unreadable_tokens(world):
         pytest.fail(f"save_grant raised {type(exc).__name__}: {exc}")
 
 
+
+
+def test_A2_a_reconnect_without_refresh_token_during_a_refresh_keeps_the_rotated_one(world):
+    """Found in review: the reconnect landed while a refresh was at the provider and kept the stored refresh
+    token, which the provider was rotating away that very moment; the refresh then saw another token version,
+    dropped its answer (superseded), and the connection was left holding a dead refresh token, not even in
+    doubt. The answer's refresh token is the only live one: it is kept."""
+    cid = world.connect()
+
+    def reconnect_meanwhile():
+        reconnect_without_refresh_token(world)
+        return world.answer("2")
+
+    world.provider.script(reconnect_meanwhile)
+    world.refresher.refresh(cid, force=True)
+    assert world.tokens(cid)["refresh_token"] == "rt-2"
+    stored = world.at(cid)
+    assert stored.status == "active" and stored.lease_owner is None
+
+    world.provider.script(world.answer("3"))  # the next refresh sends the live token and succeeds
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert world.provider.calls == ["rt-acct-1", "rt-2"]
+
+
+def test_A2_a_reconnect_with_its_own_refresh_token_during_a_refresh_wins(world):
+    """The reconnect brought a new grant and its own refresh token: the refresh's answer must not overwrite it."""
+    cid = world.connect()
+
+    def reconnect_meanwhile():
+        tokens = TokenSet(access_token="at-new", refresh_token="rt-new", token_type="Bearer",
+                          access_expires_at=world.now + 7200, refresh_expires_at=world.now + 365 * 86400,
+                          scopes=SCOPES, account_id="acct-1", issued_at=world.now)
+        save_grant(world.store, Grant(owner_id=OWNER, provider="tiktok", account_id="acct-1", tokens=tokens,
+                                      scopes_requested=SCOPES, scopes_granted=SCOPES),
+                   next_refresh_at=world.now + 3600, missing_scopes=[], now=world.now, sleep=no_sleep)
+        return world.answer("2")
+
+    world.provider.script(reconnect_meanwhile)
+    assert world.refresher.refresh(cid, force=True).result == "superseded"
+    assert world.tokens(cid)["refresh_token"] == "rt-new"
+
+
+def test_a_short_refresh_end_is_trusted_where_it_is_the_end_already_known(world):
+    """A provider that does not extend refresh tokens reports their remaining life, which falls below the
+    profile's plausible minimum in the last day: that matches the known end, so it is the truth. A short end
+    that matches nothing is an absurd value and never ends a connection early."""
+    from dataclasses import replace
+
+    cid = world.connect(refresh_ttl=20 * 86400, access_ttl=3600, due_in=1800)
+    end = world.at(cid).refresh_expires_at
+    world.advance_to(end - 3 * 3600)
+    world.provider.script(replace(world.answer("2"), refresh_expires_at=world.now + 180 * 86400,
+                                  short_refresh_expires_at=end))
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert world.at(cid).refresh_expires_at == end
+
+    world.provider.script(replace(world.answer("3"), refresh_expires_at=world.now + 180 * 86400,
+                                  short_refresh_expires_at=world.now + 600))  # matches nothing known
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert world.at(cid).refresh_expires_at == world.now + 180 * 86400
+
+
+def test_A2_a_reconnect_that_keeps_a_refresh_token_under_a_live_lease_marks_it_in_doubt(world):
+    """If the refresh holding the lease then dies, the provider may have rotated the kept token: a later
+    invalid_grant must read as rotation_lost, not as the user's revocation."""
+    cid = world.connect()
+    world.store.apply(world.at(cid), {"lease_owner": "a-live-refresh", "lease_expires_at": world.now + 20})
+    assert reconnect_without_refresh_token(world).refresh_in_doubt
+
+
+def test_a_probe_goes_to_a_connection_of_its_own_provider_when_parking_ranges_overlap(world):
+    """Found in review: the due index holds keys only, so a provider's probe took the first connection parked
+    in its range, which could be another provider's (its episode parks in an overlapping range): the open
+    breaker then never got its probe and stayed open."""
+    from oauth_keeper.usecases.breaker import Cause, CircuitBreakers
+    from oauth_keeper.usecases.sweep import Sweep
+
+    from local.memory import ListQueue
+
+    breakers = CircuitBreakers(world.items, world.clock.now)
+    ours = world.connect("acct-ours")
+    theirs = []
+    for n in range(3):  # another provider's connections (the ids are hashes: nothing tells them apart)
+        tokens = TokenSet(access_token=f"at-o{n}", refresh_token=f"rt-o{n}", token_type="Bearer",
+                          access_expires_at=world.now + 7200, refresh_expires_at=world.now + 365 * 86400,
+                          scopes=SCOPES, account_id=f"other-{n}", issued_at=world.now)
+        saved = save_grant(world.store, Grant(owner_id=OWNER, provider="acme", account_id=f"other-{n}",
+                                              tokens=tokens, scopes_requested=SCOPES, scopes_granted=SCOPES),
+                           next_refresh_at=world.now + 3600, missing_scopes=[], now=world.now, sleep=no_sleep)
+        theirs.append(world.outbox.publish(saved.connection).connection_id)
+    breakers.trip("acme", "server_error", cause=Cause.OUTAGE)
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)  # same moment: the very same parking range
+    base = breakers.read("tiktok").park_base
+    for n, cid in enumerate(theirs):  # parked earliest in the range, so read first
+        world.store.apply(world.at(cid), world.store.schedule_attributes(cid, base + n))
+    world.store.apply(world.at(ours), world.store.schedule_attributes(ours, base + 10))
+    world.clock.advance(120)  # both breakers wait for a probe
+
+    queue = ListQueue()
+    Sweep(world.store, queue, world.clock, 300, breakers=breakers, providers=("tiktok",)).run()
+    assert queue.messages == [ours] and queue.forced == [True]

@@ -179,9 +179,15 @@ class HttpProviderClient:
 
     def _exchange(self, profile: ProviderProfile, method: str, url: str, started: float, budget: float,
                   request: dict[str, Any]) -> _Answer:
+        left = budget - (self._now() - started)
+        if left < MIN_PROVIDER_CALL:
+            # This call waited for a free pool thread until its caller gave up (or nearly): never send it. A
+            # refresh sent now could rotate a token whose answer nobody is waiting for.
+            raise ProviderError(f"No time left to call {profile.display_name}.", code="no_time",
+                                kind=FailureKind.TRANSIENT)
         chunks: list[bytes] = []
         size = 0
-        timeout = httpx.Timeout(budget, connect=min(budget, CONNECT_LIMIT))
+        timeout = httpx.Timeout(left, connect=min(left, CONNECT_LIMIT))
         try:
             with self._http.stream(method, url, timeout=timeout, **request) as response:
                 for chunk in response.iter_bytes():

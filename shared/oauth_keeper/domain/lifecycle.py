@@ -69,8 +69,10 @@ def plan_grant(
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
         next_refresh_at=next_refresh_at if refresh_token else (None if requires_refresh_token else now),
-        # A kept refresh token keeps what is known of it: it may already have been rotated away.
-        refresh_in_doubt=bool(existing and refresh_token == stored_refresh_token and existing.in_doubt(now)),
+        # A kept refresh token keeps what is known of it: it may already have been rotated away, or be at the
+        # provider right now under a refresh's lease (if that refresh dies, nobody saved what it was given).
+        refresh_in_doubt=bool(existing and refresh_token == stored_refresh_token
+                              and (existing.in_doubt(now) or existing.lease_owner)),
         display_name=existing.display_name if existing else None,
         avatar_url=existing.avatar_url if existing else None,
         outbox_seq=existing.outbox_seq if existing else 0,

@@ -255,10 +255,15 @@ class Refresher:
             changes["refresh_in_doubt"] = True
         for attempt in range(COMMIT_ATTEMPTS):
             current = leased if attempt == 0 else self._store.get(leased.connection_id)
-            if current is None or current.status == DISCONNECTED or current.token_version != leased.token_version:
+            if current is None or current.status == DISCONNECTED or (
+                    current.token_version != leased.token_version
+                    and not (rotated and self._holds(current, stored["refresh_token"]))):
                 # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
                 logger.warning("Refresh result superseded", extra={"connection_id": leased.connection_id})
                 return RefreshOutcome(leased.connection_id, SUPERSEDED)
+            # A reconnect without a refresh token may have kept the very one we just spent: the answer's is
+            # then the only live refresh token, so it is written over the reconnect's version.
+            changes["token_version"] = current.token_version + 1
             written_events = self._commit_events(current, answer.access_expires_at, refresh_expires_at, extended, now)
             if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
                 changes["expiring_notified"] = True
@@ -277,6 +282,13 @@ class Refresher:
         record_metric("RefreshSucceeded", MetricUnit.Count, 1)
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
+
+    def _holds(self, current: Connection, refresh_token: str) -> bool:
+        """`current` (written by someone else meanwhile) still holds `refresh_token`."""
+        try:
+            return self._store.open_tokens(current).get("refresh_token") == refresh_token
+        except TokenDecryptionError:
+            return False
 
     def _commit_events(self, current: Connection, access_expires_at: int | None, refresh_expires_at: int | None,
                        extended: bool, now: int) -> list[PendingEvent]:
