@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -52,10 +52,12 @@ class MemoryItemStore:
         self._lock = threading.Lock()
         self.read_items = 0
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
         with self._lock:
             item = self._items.get(key)
-            return dict(item) if item is not None else None
+            if item is None:
+                return None
+            return {k: v for k, v in item.items() if k in attributes} if attributes else dict(item)
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
                expect: dict[str, Any]) -> WriteResult:

@@ -7,7 +7,7 @@ import io
 import statistics
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from oauth_keeper.ports import INDEXES, ItemStore, WriteResult
@@ -86,8 +86,8 @@ class CountingItemStore:
         with self._lock:
             return Counter(self.calls), Counter(self.units)
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        item = self.inner.get(key)
+    def get(self, key: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
+        item = self.inner.get(key, attributes)
         with self._lock:
             self.calls["get"] += 1
             self.units["read"] += model.read_units(model.item_size(item or {}))  # a miss still costs a unit

@@ -6,7 +6,7 @@ adapters; tests and `local/` pass the in-memory ones from `local/memory.py`). No
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,7 +66,9 @@ class ItemStore(Protocol):
 
     key_name: str
 
-    def get(self, key: str) -> dict[str, Any] | None: ...
+    def get(self, key: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The item read strongly consistent (only `attributes`, when given: a projection); None when absent."""
+        ...
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
                expect: dict[str, Any]) -> WriteResult:
@@ -129,6 +131,10 @@ class ConnectionRepository(Protocol):
     def clear_outbox(self, connection: Connection, sent: list[str]) -> None: ...
 
     def due(self, shard: int, horizon: int, page_size: int = 500) -> Iterator[str]: ...
+
+    def provider_of(self, connection_id: str) -> str | None:
+        """The provider a connection belongs to, reading nothing else of it; None when unknown."""
+        ...
 
     def scheduled_between(self, shard: int, low: int, high: int, *, limit: int | None = None) -> Iterator[str]:
         """Ids in one shard of the due index planned within [low, high] (epoch seconds), earliest first;

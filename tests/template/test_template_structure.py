@@ -106,7 +106,7 @@ PERMISSIONS = {
     "SweeperFunction": {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Outbox"),
-        ("dynamodb:getitem", "ConnectionsTable.Arn"),  # the breaker items only (a LeadingKeys condition)
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),  # the breakers; of a connection, only its provider
         ("sqs:sendmessage", "RefreshQueue.Arn"),
     },
     "RefreshWorkerFunction": {
@@ -1265,7 +1265,26 @@ def test_the_webhook_url_output_tells_where_to_register_it():
     assert "TikTok" in description and "Webhook" in description
 
 
-def test_the_sweeper_may_read_the_provider_breakers_and_no_connection():
+def test_the_sweeper_may_read_the_provider_breakers_and_of_a_connection_only_its_provider():
     statements = resources_of_type(FUNCTION)["SweeperFunction"]["Properties"]["Policies"][0]["Statement"]
-    (reads,) = [s for s in statements if s.get("Action") == "dynamodb:GetItem"]
-    assert reads["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["_breaker#*"]}}
+    breakers, providers = [s for s in statements if s.get("Action") == "dynamodb:GetItem"]
+    assert breakers["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["_breaker#*"]}}
+    assert providers["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["provider"]},
+                                      "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}}
+
+
+def test_the_sweeper_reads_a_connections_provider_through_that_projection_alone(monkeypatch):
+    """What the IAM condition above allows is exactly what `ConnectionStore.provider_of` asks DynamoDB for."""
+    from oauth_keeper.adapters.dynamodb import DynamoItemStore
+
+    calls = []
+
+    class Client:
+        def get_item(self, **request):
+            calls.append(request)
+            return {"Item": {"provider": {"S": "tiktok"}}}
+
+    store = DynamoItemStore(Client(), "Connections")
+    assert store.get("con_x", ("provider",)) == {"provider": "tiktok"}
+    (request,) = calls
+    assert request["ProjectionExpression"] == "#p0" and request["ExpressionAttributeNames"] == {"#p0": "provider"}

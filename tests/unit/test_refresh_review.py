@@ -185,3 +185,31 @@ def test_a_probe_goes_to_a_connection_of_its_own_provider_when_parking_ranges_ov
     queue = ListQueue()
     Sweep(world.store, queue, world.clock, 300, breakers=breakers, providers=("tiktok",)).run()
     assert queue.messages == [ours] and queue.forced == [True]
+
+
+@pytest.mark.parametrize(("failure", "metric"), [
+    ("outage", "ProviderOutage"), ("rate_limited", "ProviderRateLimited"), ("operator", "CircuitBreakerOpen")])
+def test_only_refused_credentials_raise_the_alarm_that_asks_the_operator_to_fix_them(world, failure, metric):
+    """CircuitBreakerAlarm says "fix the SSM client secret": an outage or a rate limit must not page for that."""
+    from oauth_keeper.domain.errors import FailureKind, ProviderError
+    from oauth_keeper.observability import metrics
+
+    from tests.unit.test_refresh_decisions import invalid_client
+
+    metrics.provider.metric_set.clear()
+    cids = [world.connect(f"acct-{n}") for n in range(10)]
+    for cid in cids:
+        if failure == "outage":
+            world.provider.script(transient())
+        elif failure == "rate_limited":
+            world.provider.script(ProviderError("slow down", code="rate_limit_exceeded", kind=FailureKind.TRANSIENT,
+                                                http_status=429, retry_after=120))
+        else:
+            world.provider.script(invalid_client())
+        world.refresher.refresh(cid, force=True)
+        if world.refresher._breakers.read("tiktok").state == "open":  # noqa: SLF001
+            break
+    recorded = set(metrics.provider.metric_set)
+    metrics.provider.metric_set.clear()
+    assert metric in recorded
+    assert ("CircuitBreakerOpen" in recorded) is (failure == "operator")

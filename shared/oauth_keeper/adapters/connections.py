@@ -67,6 +67,11 @@ class ConnectionStore:
         item = self.items.get(connection_id)
         return connection_from_item(item) if item and "owner_id" in item else None
 
+    def provider_of(self, connection_id: str) -> str | None:
+        item = self.items.get(connection_id, ("provider",))
+        provider = (item or {}).get("provider")
+        return provider if isinstance(provider, str) else None
+
     def open_tokens(self, connection: Connection) -> dict[str, Any]:
         if not connection.sealed_tokens:
             return {}

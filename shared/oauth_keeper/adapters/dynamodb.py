@@ -6,7 +6,7 @@ in the same call (ReturnValuesOnConditionCheckFailure), never with a second GetI
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -79,8 +79,13 @@ class DynamoItemStore:
         self.key_name = key_name
         self.read_items = 0  # what the index queries returned: the sweep's cost is proportional to it
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        answer = self._db.get_item(TableName=self._table, Key={self.key_name: {"S": key}}, ConsistentRead=True)
+    def get(self, key: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
+        projection: dict[str, Any] = {}
+        if attributes:  # a projection: IAM can allow a caller these attributes and no others
+            names = {f"#p{i}": a for i, a in enumerate(attributes)}
+            projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        answer = self._db.get_item(TableName=self._table, Key={self.key_name: {"S": key}}, ConsistentRead=True,
+                                   **projection)
         return from_item(answer.get("Item"))
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),

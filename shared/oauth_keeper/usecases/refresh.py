@@ -360,12 +360,13 @@ class Refresher:
     def _trip_for_the_provider(self, provider: str, error: ProviderError) -> None:
         """A 429 with Retry-After pauses the whole provider that long; transient failures that dominate this
         container's recent calls mean the provider is down for everyone: pause it, and probe once a minute."""
+        # Neither counts CircuitBreakerOpen: its alarm asks the operator to fix our credentials, and nothing
+        # of ours is wrong here. Each has a metric of its own.
         if error.retry_after:
-            record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
+            record_metric("ProviderRateLimited", MetricUnit.Count, 1)
             self._breakers.trip(provider, error.code, cause=Cause.RATE_LIMITED, open_for=error.retry_after)
         elif self._breakers.observe(provider, failed_transiently=error.kind == FailureKind.TRANSIENT):
             record_metric("ProviderOutage", MetricUnit.Count, 1)
-            record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
             logger.error("Provider unavailable for most calls: refreshes paused for the provider",
                          extra={"provider": provider, "provider_error": error.code})
             self._breakers.trip(provider, error.code, cause=Cause.OUTAGE)

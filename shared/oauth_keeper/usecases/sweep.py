@@ -105,10 +105,10 @@ class Sweep:
 
     def _probe(self, provider: str, low: int, high: int) -> str | None:
         """One connection of `provider` parked in [low, high]. The due index holds keys only, and another
-        provider's episode may park connections in the same range: a few candidates are read to find one."""
+        provider's episode may park connections in the same range: a few candidates' providers are read (that
+        attribute alone: the sweeper may read nothing else of a connection) to find one."""
         for shard in range(self._connections.shards):
             for cid in self._connections.scheduled_between(shard, low, high, limit=_PROBE_CANDIDATES):
-                connection = self._connections.get(cid)
-                if connection is not None and connection.provider == provider:
+                if self._connections.provider_of(cid) == provider:
                     return cid
         return None
