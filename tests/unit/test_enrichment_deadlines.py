@@ -145,13 +145,13 @@ def refreshed_with_time_left(deadline_in: float | None, refresh_takes: float):
 
 
 def test_a_refresh_with_enrich_min_left_after_its_commit_fetches_the_deferred_profile():
-    world, stored = refreshed_with_time_left(20, 17)  # exactly ENRICH_MIN left
+    world, stored = refreshed_with_time_left(25, 22)  # exactly ENRICH_MIN left
     assert world.provider.users == ["at-2"]  # with the new access token
     assert stored.display_name == "Creator One" and not stored.profile_pending
 
 
 def test_a_refresh_with_less_than_enrich_min_left_leaves_the_profile_pending():
-    world, stored = refreshed_with_time_left(20, 18)  # 2 s left
+    world, stored = refreshed_with_time_left(25, 23)  # 2 s left
     assert world.provider.users == []
     assert stored.profile_pending and stored.display_name is None
 
@@ -161,10 +161,6 @@ def test_a_refresh_without_a_deadline_fetches_the_deferred_profile():
     assert world.provider.users == ["at-2"] and not stored.profile_pending
 
 
-
-@pytest.mark.xfail(strict=True, reason="Refresher._enrich_later compares the deadline with the refresher's clock "
-                   "truncated to whole seconds (`_now()` is int), so it enriches with as little as ENRICH_MIN - 1 s "
-                   "left: here 2.4 s, where the docs say at least ENRICH_MIN (3 s)")
 def test_a_refresh_with_less_than_enrich_min_left_to_the_fraction_of_a_second_leaves_the_profile_pending():
-    world, stored = refreshed_with_time_left(20, 17.6)  # 2.4 s left, though int(now) makes it 3
+    world, stored = refreshed_with_time_left(25, 22.6)  # 2.4 s left, though int(now) makes it 3
     assert world.provider.users == [] and stored.profile_pending

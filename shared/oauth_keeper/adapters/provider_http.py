@@ -39,6 +39,7 @@ from ..observability import MetricUnit, logger, record_metric
 
 CONNECT_LIMIT = 3.0  # seconds to open a connection (within the call's budget)
 HTTP_TIMEOUT = httpx.Timeout(PROVIDER_CALL_LIMIT, connect=CONNECT_LIMIT)  # defaults; every call sets its own
+_LONGER_THAN_ANY_CAP = 1_000_000_000  # seconds: a Retry-After of ten digits or more
 MAX_ANSWER_BYTES = 256 * 1024  # a provider answer is a few hundred bytes; anything huge is not parsed
 
 
@@ -218,8 +219,9 @@ class HttpProviderClient:
         if not isinstance(value, str) or not value.strip():
             return None
         value = value.strip()
-        if value.isascii() and value.isdigit() and len(value) <= 9:
-            return int(value) or None
+        if value.isascii() and value.isdigit():
+            # Any number of digits is a wait; past nine it is longer than any cap, so it is not converted.
+            return (int(value) if len(value) <= 9 else _LONGER_THAN_ANY_CAP) or None
         try:
             from email.utils import parsedate_to_datetime
 

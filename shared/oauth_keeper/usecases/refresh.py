@@ -208,7 +208,7 @@ class Refresher:
 
     def _enrich_later(self, connection: Connection, access_token: str, deadline: float | None) -> None:
         """The display name and avatar the callback had no time for: after the commit, best effort."""
-        if budget(deadline, self._now()) < ENRICH_MIN:
+        if budget(deadline, self._clock.now()) < ENRICH_MIN:  # to the fraction of a second
             return
         try:
             profile = self._profiles.profile(connection.provider)
