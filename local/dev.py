@@ -310,7 +310,10 @@ class DevApp:
             if method == "POST" and found.group(2):
                 return self._signed("POST", f"/connections/{connection_id}/refresh")
             if method == "DELETE" and not found.group(2):
-                return self._signed("DELETE", f"/connections/{connection_id}")
+                answer = self._signed("DELETE", f"/connections/{connection_id}")
+                if answer[0] == 202:  # in AWS the refresh worker takes it within seconds: here, at once
+                    self._sweep()
+                return answer
         found = re.fullmatch(r"/tiktok/([a-z-]+)", path)
         if found and method == "POST" and found.group(1) in SIM_ACTIONS:
             answer = self._sim.post(f"/_sim/{found.group(1)}", json=body)
@@ -377,7 +380,6 @@ class DevApp:
         """What the schedule does: the sweeper reads the due index into the queue, a worker drains it."""
         from oauth_keeper import root
         from oauth_keeper.usecases.connections import connection_view
-        from oauth_keeper.usecases.worker import process_records
 
         from local.memory import ListQueue
         from local.stack import sweep_into
@@ -387,8 +389,7 @@ class DevApp:
             queue = ListQueue()
             report = sweep_into(queue, svc)
             records = queue.drain()
-            result = process_records(records, svc.refresher, svc.settings.refresh_concurrency) if records \
-                else {"batchItemFailures": []}
+            result = svc.refresh_worker.process(records) if records else {"batchItemFailures": []}
             ids = [json.loads(r["body"])["connection_id"] for r in records]
             now = svc.clock.now()
             outcomes = []

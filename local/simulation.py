@@ -95,7 +95,8 @@ class World:
         workers that lag leave the rest queued for the next tick); then move the clock."""
         report = self.services.sweep.run()
         records = self.queue.drain(capacity)
-        result = process_records(records, self.services.refresher, concurrency) if records else {
+        result = process_records(records, self.services.refresher, concurrency, orphans=self.services.orphans,
+                                 disconnection=self.services.disconnection) if records else {
             "batchItemFailures": []}
         self.clock.advance(seconds if seconds is not None else self.services.settings.sweep_interval)
         return {"sweep": report, "failures": result["batchItemFailures"], "processed": len(records)}

@@ -1,4 +1,4 @@
-"""The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure."""
+"""The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure, operations."""
 
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import root
@@ -39,14 +39,18 @@ def refresh(connection_id: str):
 
 @app.delete("/connections/<connection_id>")
 def disconnect(connection_id: str):
-    return responses.json_response(200, root.container().disconnection.disconnect(
-        connection_id, deadline=root.deadline_of(app.lambda_context)))
+    return responses.json_response(202, root.container().disconnection.request_disconnect(connection_id))
 
 
 @app.delete("/owners/<owner_id>/connections")
 def erase_owner(owner_id: str):
-    return responses.json_response(200, root.container().disconnection.erase_owner(
+    return responses.json_response(202, root.container().disconnection.request_erasure(
         owner_id, deadline=root.deadline_of(app.lambda_context)))
+
+
+@app.get("/operations/<operation_id>")
+def get_operation(operation_id: str):
+    return responses.json_response(200, root.container().disconnection.operation(operation_id))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

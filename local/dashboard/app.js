@@ -6,6 +6,7 @@ const STATUS_TEXT = {
   active: "active",
   at_risk: "at risk",
   needs_reauth: "needs reauthorization",
+  disconnecting: "disconnecting",
   disconnected: "disconnected",
 };
 
@@ -228,6 +229,7 @@ function hintFor(c) {
   if (c.status === "needs_reauth") return el("p", { className: "hint bad" }, "TikTok no longer accepts this connection (" + (reason || "grant gone") + "). The user must reconnect: click Reconnect.");
   if (c.status === "at_risk") return el("p", { className: "hint" }, "Refreshing keeps failing for a reason that isn't the user's (" + (reason || "unknown") + "). The keeper keeps retrying; posts may fail until it recovers.");
   if (c.status === "disconnected") return el("p", { className: "hint muted" }, "Disconnected" + (reason ? ": " + reason : "") + ". Its tokens were erased; reconnect to use it again.");
+  if (c.status === "disconnecting") return el("p", { className: "hint muted" }, "Being disconnected: no token is served; the keeper is revoking its access at TikTok (retried for up to a day), then erases its tokens.");
   if (c.refresh_in_doubt) return el("p", { className: "hint" }, "A refresh ended without an answer: TikTok may have rotated the token. The next refresh will tell.");
   return null;
 }
@@ -245,14 +247,14 @@ function scopes(list, missing) {
 
 function renderConnection(c) {
   const id = c.connection_id;
-  const inactive = c.status === "needs_reauth" || c.status === "disconnected";
+  const inactive = c.status === "needs_reauth" || c.status === "disconnecting" || c.status === "disconnected";
   const buttons = [];
   if (inactive) {
     buttons.push(el("button", { type: "button", className: "primary reconnect", onclick: (e) => connectInPopup(e.currentTarget) }, "Reconnect"));
   } else {
     buttons.push(el("button", { type: "button", className: "refresh", onclick: (e) => refreshNow(e.currentTarget, c) }, "Refresh now"));
   }
-  if (c.status !== "disconnected") {
+  if (c.status !== "disconnected" && c.status !== "disconnecting") {
     buttons.push(el("button", { type: "button", className: "danger disconnect", onclick: (e) => disconnect(e.currentTarget, c) }, "Disconnect"));
   }
   return el("article", { className: "connection", dataset: { connectionId: id, status: c.status } },
@@ -363,8 +365,8 @@ function refreshNow(button, c) {
 
 function disconnect(button, c) {
   return withButton(button, async () => {
-    const answer = await api("DELETE", "/connections/" + encodeURIComponent(c.connection_id));
-    notice((answer.display_name || "The account") + " is disconnected: its access was revoked at TikTok (best effort) and its tokens erased.");
+    await api("DELETE", "/connections/" + encodeURIComponent(c.connection_id));
+    notice((c.display_name || "The account") + " is disconnected: its access was revoked at TikTok (retried for a day if TikTok fails) and its tokens erased.");
   });
 }
 

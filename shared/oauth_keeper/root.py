@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -165,7 +166,8 @@ class Container:
 
     @cached_property
     def refresh_worker(self) -> RefreshWorker:
-        return RefreshWorker(self.refresher, self.settings.refresh_concurrency, orphans=self.orphans)
+        return RefreshWorker(self.refresher, self.settings.refresh_concurrency, orphans=self.orphans,
+                             disconnection=self.disconnection)
 
     @cached_property
     def sweep(self) -> Sweep:
@@ -199,13 +201,24 @@ class Container:
 
     @cached_property
     def disconnection(self) -> Disconnection:
-        return Disconnection(connections=self.connections, profiles=self.profiles, credentials=self.credentials,
-                             provider=self.provider, outbox=self.outbox, clock=self.clock, sleep=self.sleep)
+        return Disconnection(connections=self.connections, items=self.items, profiles=self.profiles,
+                             credentials=self.credentials, provider=self.provider, outbox=self.outbox,
+                             clock=self.clock, queue=_LazyQueue(lambda: self.queue), rng=self._rng)
 
     @cached_property
     def webhooks(self) -> WebhookReceiver:
         return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
                                disconnection=self.disconnection, clock=self.clock)
+
+
+class _LazyQueue:
+    """The refresh queue, its SQS client built on first send (the API and the webhook rarely send)."""
+
+    def __init__(self, make: Callable[[], RefreshQueue]) -> None:
+        self._make = make
+
+    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
+        return self._make().send(connection_ids, force=force)
 
 
 _current: Container | None = None

@@ -37,7 +37,10 @@ def seeded(stack, tiktok, browser):  # noqa: F811
     active = connect(browser, tiktok, "alice", OWNER)
     disconnected = connect(browser, tiktok, "bob", OWNER)
     needs_reauth = connect(browser, tiktok, "carol", OWNER)
-    assert apigw.invoke("DELETE", f"/connections/{disconnected}")["statusCode"] == 200
+    assert apigw.invoke("DELETE", f"/connections/{disconnected}")["statusCode"] == 202
+    from tests.integration.test_backend_api import run_jobs
+
+    run_jobs()  # the disconnect job (revoke, erase the tokens): in AWS, the refresh worker
     tiktok.revoke_user(tiktok.users["carol"].open_id)  # the user removed the app inside TikTok
     root.container().refresher.refresh(needs_reauth, force=True)  # invalid_grant: the user must reconnect
     SEEDED.fill(owner_id=OWNER, by_status={"active": active, "disconnected": disconnected,

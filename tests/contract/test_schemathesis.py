@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from local import apigw
 from tests.contract.support import BASE, CHECKS, SEEDED, iam, op, schema, send, through_gateway
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,12 @@ IAM_OPERATIONS = [(o.method.upper(), o.path) for o in (r.ok() for r in schema.ge
 SESSION = {"provider": "tiktok", "return_to": "https://app.example.com/settings"}
 # (name, method, path, case arguments from the seeded world, expected status), played in this order in one
 # world: the calls that change it (disconnect, erase) come last.
+def _operation_of_a_disconnect(connection_id: str) -> str:
+    """The operation id a disconnect answers with (each call a new one once the connection is disconnected)."""
+    answer = apigw.invoke("DELETE", f"/connections/{connection_id}")
+    return json.loads(answer["body"])["operation_id"]
+
+
 EXPLICIT = [
     ("list", "GET", "/connections", lambda s: {"query": {"owner_id": s.owner_id, "limit": 1}}, 200),
     ("list-unknown-owner", "GET", "/connections", lambda s: {"query": {"owner_id": "tenant:7+user~x"}}, 200),
@@ -141,11 +148,15 @@ EXPLICIT = [
     ("disconnect-missing", "DELETE", "/connections/{connection_id}",
      lambda s: {"path_parameters": {"connection_id": "con_" + "d" * 32}}, 404),
     ("disconnect", "DELETE", "/connections/{connection_id}",
-     lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 200),
+     lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 202),
     ("disconnect-again", "DELETE", "/connections/{connection_id}",
+     lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 202),
+    ("get-disconnecting", "GET", "/connections/{connection_id}",
      lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 200),
-    ("get-disconnected", "GET", "/connections/{connection_id}",
-     lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 200),
+    ("get-operation", "GET", "/operations/{operation_id}",
+     lambda s: {"path_parameters": {"operation_id": _operation_of_a_disconnect(s.by_status["needs_reauth"])}}, 200),
+    ("get-operation-missing", "GET", "/operations/{operation_id}",
+     lambda s: {"path_parameters": {"operation_id": "op_unknown"}}, 404),
     ("refresh-disconnected", "POST", "/connections/{connection_id}/refresh",
      lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 409),
     ("erase-unroutable-owner", "DELETE", "/owners/{owner_id}/connections",
@@ -153,11 +164,9 @@ EXPLICIT = [
     ("erase-invalid-owner", "DELETE", "/owners/{owner_id}/connections",
      lambda s: {"path_parameters": {"owner_id": "a%20b"}}, 400),
     ("erase-nobody", "DELETE", "/owners/{owner_id}/connections", lambda s: {"path_parameters": {"owner_id": "x"}},
-     200),
+     202),
     ("erase", "DELETE", "/owners/{owner_id}/connections", lambda s: {"path_parameters": {"owner_id": s.owner_id}},
-     200),
-    ("get-erased", "GET", "/connections/{connection_id}",
-     lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 404),
+     202),
 ]
 
 
@@ -237,7 +246,8 @@ def test_a_token_the_provider_cannot_refresh_gets_the_documented_503(seeded, tik
 
 def test_an_unsigned_call_gets_the_documented_403_and_the_same_call_signed_does_not(seeded):
     for method, path in IAM_OPERATIONS:
-        parameters = {"connection_id": seeded.by_status["active"], "owner_id": seeded.owner_id}
+        parameters = {"connection_id": seeded.by_status["active"], "owner_id": seeded.owner_id,
+                      "operation_id": "op_unknown"}
         case = op(method, path).Case(
             path_parameters={k: v for k, v in parameters.items() if f"{{{k}}}" in path} or None,
             query={"owner_id": seeded.owner_id} if path == "/connections" else None,

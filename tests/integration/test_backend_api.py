@@ -12,8 +12,7 @@ import pytest
 from oauth_keeper import root
 
 from local import apigw
-from local.memory import no_sleep
-from local.stack import another_container, install_from_env
+from local.stack import another_container
 from tests.integration.conftest import create_session, location_query
 
 pytestmark = pytest.mark.integration
@@ -169,46 +168,95 @@ def test_unsigned_calls_to_every_iam_route_are_refused(stack):
 
 
 # -- disconnecting -----------------------------------------------------------------------------------------
-def test_disconnect_revokes_at_tiktok_erases_tokens_and_is_idempotent(stack, tiktok, browser):
+def run_jobs() -> dict:
+    """One sweep and one refresh-worker pass, as the scheduled functions run them: the disconnect job's steps."""
+    from local.memory import ListQueue
+    from local.stack import sweep_into
+
+    queue = ListQueue()
+    sweep_into(queue)
+    return root.container().refresh_worker.process(queue.drain())
+
+
+def test_disconnect_answers_at_once_and_the_job_revokes_erases_and_publishes(stack, tiktok, browser):
     connection_id = connect(browser, tiktok)["connection_id"][0]
     grant = current_grant(tiktok)
     stack.received_events()
-    status, view = call("DELETE", f"/connections/{connection_id}")
-    assert status == 200 and view["status"] == "disconnected" and view["status_reason"] == "app_disconnected"
+    status, operation = call("DELETE", f"/connections/{connection_id}")
+    assert status == 202
+    assert operation["kind"] == "disconnect" and operation["status"] == "running"
+    assert operation["connection_id"] == connection_id and operation["remaining"] == 1
+    assert operation["status_url"] == f"/operations/{operation['operation_id']}"
+    # From the answer on, no token is served, though nothing has been revoked yet.
+    status, refused = call("GET", f"/connections/{connection_id}/token")
+    assert status == 409 and refused["error"]["code"] == "disconnecting"
+    assert tiktok.stats["revocations"] == 0 and call("GET", f"/connections/{connection_id}")[1]["status"] == \
+        "disconnecting"
+
+    assert run_jobs() == {"batchItemFailures": []}
     assert tiktok.stats["revocations"] == 1 and not tiktok.grants_for(grant.open_id)
     stored = item(connection_id)
+    assert stored["status"]["S"] == "disconnected" and stored["status_reason"]["S"] == "app_disconnected"
     assert "tokens" not in stored and "next_refresh_at" not in stored
     (event,) = stack.received_events()
     assert event["detail-type"] == "Connection Disconnected" and event["detail"]["revoke_failed"] is False
-    assert call("DELETE", f"/connections/{connection_id}")[0] == 200  # again: same answer, nothing new
+    status, done = call("GET", operation["status_url"])
+    assert status == 200 and done["status"] == "succeeded" and done["remaining"] == 0 and done["revoke_failed"] == 0
+
+    status, again = call("DELETE", f"/connections/{connection_id}")  # again: nothing new happens
+    assert status == 202 and again["status"] == "succeeded"
+    run_jobs()
     assert tiktok.stats["revocations"] == 1 and stack.received_events() == []
     assert call("GET", f"/connections/{connection_id}/token")[0] == 409
 
 
-def test_a_revoke_that_keeps_failing_is_recorded_and_the_tokens_are_erased_anyway(stack, tiktok, browser):
+def test_a_revoke_that_keeps_failing_is_retried_for_a_day_then_recorded_and_the_tokens_erased(stack, tiktok,
+                                                                                               browser, clock):
     connection_id = connect(browser, tiktok)["connection_id"][0]
-    install_from_env(sleep=no_sleep)
     tiktok.set_outage("5xx")
-    status, view = call("DELETE", f"/connections/{connection_id}")
-    assert status == 200 and view["status"] == "disconnected"
+    _, operation = call("DELETE", f"/connections/{connection_id}")
+    attempts = 0
+    while item(connection_id)["status"]["S"] == "disconnecting":
+        assert clock.now() - 1_800_000_000 < 2 * 86_400
+        run_jobs()
+        attempts = tiktok.stats["faults_injected"]
+        stored = item(connection_id)
+        if stored["status"]["S"] == "disconnecting":
+            assert "tokens" in stored  # kept (sealed) until the revoke succeeds or is given up
+            clock.advance(max(1, int(stored["next_refresh_at"]["N"]) - clock.now()))
+    assert 10 <= attempts <= 100  # capped backoff (full jitter up to 1 h) over a day: not one attempt a sweep (288)
     stored = item(connection_id)
     assert stored["revoke_failed"]["BOOL"] is True and stored["revoke_log_id"]["S"]
     assert "tokens" not in stored
+    view = call("GET", f"/connections/{connection_id}")[1]
     assert view["revoke"] == {"failed": True, "provider_log_id": stored["revoke_log_id"]["S"]}  # the app sees it
-    assert tiktok.stats["faults_injected"] == 3  # retried within the request
+    assert call("GET", operation["status_url"])[1]["revoke_failed"] == 1
 
 
-def test_erasing_an_owner_revokes_and_deletes_all_their_connections(stack, tiktok, browser):
+def test_erasing_an_owner_marks_every_connection_then_the_job_revokes_and_deletes_them(stack, tiktok, browser):
     mine = [connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob")]
     other = connect(browser, tiktok, user="carol", owner_id="owner-2")["connection_id"][0]
     stack.received_events()
-    status, body = call("DELETE", "/owners/owner-1/connections")
-    assert status == 200 and body == {"owner_id": "owner-1", "erased": 2, "pending": 0}
+    status, operation = call("DELETE", "/owners/owner-1/connections")
+    assert status == 202 and operation["kind"] == "erase_owner" and operation["owner_id"] == "owner-1"
+    assert operation["status"] == "running" and operation["remaining"] == 2
+    assert all(call("GET", f"/connections/{c}/token")[0] == 409 for c in mine)  # no token from now on
+
+    run_jobs()
     assert all(item(c) == {} for c in mine)
     assert item(other)["status"]["S"] == "active"
     kinds = [e["detail-type"] for e in stack.received_events()]
     assert kinds == ["Connection Disconnected", "Connection Disconnected"]
     assert tiktok.stats["revocations"] == 2
+    done = call("GET", operation["status_url"])[1]
+    assert done["status"] == "succeeded" and done["remaining"] == 0 and done["revoke_failed"] == 0
+    assert call("DELETE", "/owners/nobody/connections")[1]["status"] == "succeeded"
+
+
+def test_an_unknown_operation_is_a_404(stack):
+    for operation_id in ("op_unknown", "not-an-op", "op_" + "x" * 100):
+        status, body = call("GET", f"/operations/{operation_id}")
+        assert status == 404 and body["error"]["code"] == "operation_not_found"
 
 
 # -- scope upgrades ----------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ PENDING_ROUTES = {
     "POST /connections/{connection_id}/refresh",
     "DELETE /connections/{connection_id}",
     "DELETE /owners/{owner_id}/connections",
+    "GET /operations/{operation_id}",
 }
 
 HOSTILE = settings(

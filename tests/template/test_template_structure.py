@@ -37,6 +37,7 @@ ROUTES = {
     ("POST", "/connections/{connection_id}/refresh"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/owners/{owner_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
+    ("GET", "/operations/{operation_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
 }
 # Routes called without AWS credentials: by the browser, or by the provider (authenticated by
@@ -113,6 +114,7 @@ PERMISSIONS = {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # finishing an owner's erasure
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),  # marking what the erasure call left
         ("kms:generatedatakey", "TokenKey.Arn"),
         ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
@@ -133,6 +135,7 @@ PERMISSIONS = {
         ("ssm:getparameter", _SSM + "client_secret"),
         ("kms:decrypt", _ANY_KEY_HERE),
         ("events:putevents", "ConnectionEventBus.Arn"),
+        ("sqs:sendmessage", "RefreshQueue.Arn"),  # marked connections go to the worker at once
     },
     "WebhookFunction": {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
@@ -580,7 +583,7 @@ def test_only_the_browser_routes_and_the_provider_webhook_are_public():
 def test_each_backend_route_is_its_own_event():
     events = _functions()["BackendApiFunction"]["Properties"]["Events"]
     http_events = [e for e in events.values() if e["Type"] == "HttpApi"]
-    assert len(http_events) == len(events) == 6
+    assert len(http_events) == len(events) == 7
     for event in http_events:
         assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}
 

@@ -134,5 +134,5 @@ def test_an_owner_id_with_a_trailing_newline_cannot_list_or_erase(monkeypatch):
     with pytest.raises(InvalidInput):
         ConnectionQueries(connections=None, clock=None).list("user-1\n", None, None)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
-        Disconnection(connections=None, profiles=None, credentials=None, provider=None, outbox=None,  # type: ignore[arg-type]
-                      clock=None).erase_owner("user-1\n")
+        Disconnection(connections=None, items=None, profiles=None, credentials=None, provider=None,  # type: ignore[arg-type]
+                      outbox=None, clock=None).request_erasure("user-1\n")

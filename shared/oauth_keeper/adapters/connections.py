@@ -24,6 +24,7 @@ OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers neve
 _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
+    "disconnect_requested_at", "revoke_attempts",
 )
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
 _LISTS = ("scopes_requested", "scopes_granted")
@@ -49,7 +50,9 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
         erase_requested=bool(item.get("erase_requested")), revoke_failed=bool(item.get("revoke_failed")),
         profile_pending=bool(item.get("profile_pending")),
-        revoke_log_id=item.get("revoke_log_id"),
+        revoke_log_id=item.get("revoke_log_id"), operation_id=item.get("operation_id"),
+        disconnect_requested_at=item.get("disconnect_requested_at"),
+        revoke_attempts=int(item.get("revoke_attempts", 0)),
         sealed_tokens=item.get("tokens"),
         outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
     )

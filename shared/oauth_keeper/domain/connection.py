@@ -21,10 +21,13 @@ class Status(StrEnum):
     ACTIVE = "active"  # the service holds a way to a valid access token
     AT_RISK = "at_risk"  # refreshes keep failing for reasons that are not the user's
     NEEDS_REAUTH = "needs_reauth"  # the grant is gone: only the user can bring it back
+    DISCONNECTING = "disconnecting"  # the app asked to end it: no token is served; revoking in the background
     DISCONNECTED = "disconnected"  # the app or the user ended it; tokens erased
 
 
 ACTIVE, AT_RISK, NEEDS_REAUTH, DISCONNECTED = Status.ACTIVE, Status.AT_RISK, Status.NEEDS_REAUTH, Status.DISCONNECTED
+DISCONNECTING = Status.DISCONNECTING
+ENDED = (NEEDS_REAUTH, DISCONNECTING, DISCONNECTED)  # statuses that never serve a token or refresh
 
 
 class Reason(StrEnum):
@@ -94,6 +97,9 @@ class Connection:
     revoke_failed: bool = False  # disconnected, but the provider's revoke kept failing
     revoke_log_id: str | None = None
     erase_requested: bool = False  # data-protection erasure waiting for its last event to be published
+    operation_id: str | None = None  # the disconnect or erasure operation that is ending (or ended) it
+    disconnect_requested_at: int | None = None  # when the operation began: revokes are retried for a day
+    revoke_attempts: int = 0  # failed revoke attempts so far (the backoff's count)
     profile_pending: bool = False  # display name and avatar not fetched yet (no time at connect): the next refresh
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .connection import ACTIVE, DISCONNECTED, NEEDS_REAUTH, Connection, Grant, Reason, Status
+from .connection import ACTIVE, ENDED, Connection, Grant, Reason, Status
 from .events import CREATED, RECONNECTED, PendingEvent, connection_event
 
 
@@ -94,5 +94,5 @@ def plan_grant(
 
 def _still_usable(connection: Connection, now: int) -> bool:
     """A stored refresh token can still be used: the grant was never refused or ended and has not expired."""
-    return connection.status not in (NEEDS_REAUTH, DISCONNECTED) and not (
+    return connection.status not in ENDED and not (
         connection.refresh_expires_at and connection.refresh_expires_at <= now)

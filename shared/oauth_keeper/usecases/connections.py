@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
+from ..domain.connection import DISCONNECTING, ENDED, NEEDS_REAUTH, Connection
 from ..domain.errors import ConnectionUnavailable, InvalidInput, NotFound
 from ..domain.timestamps import iso8601
 from ..domain.validation import MAX_CONNECTION_ID, OWNER_ID, OWNER_ID_RULE, decode_cursor, encode_cursor, int_param
@@ -98,9 +98,10 @@ def existing(connections: ConnectionRepository, connection_id: str) -> Connectio
 
 def usable(connection: Connection) -> Connection:
     """The connection when it can give tokens; ConnectionUnavailable (409, with status and reason) otherwise."""
-    if connection.status in (NEEDS_REAUTH, DISCONNECTED):
+    if connection.status in ENDED:
         raise ConnectionUnavailable(
             "This connection needs the user to reconnect." if connection.status == NEEDS_REAUTH
+            else "This connection is being disconnected." if connection.status == DISCONNECTING
             else "This connection was disconnected.",
             code=str(connection.status),
             extra={"status": str(connection.status), "reason": connection.status_reason, "retryable": False},

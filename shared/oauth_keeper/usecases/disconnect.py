@@ -1,53 +1,216 @@
-"""Ending connections: disconnect (revoke, then erase the tokens), owner erasure, and the provider's own removal."""
+"""Ending connections as durable background work: disconnect and owner erasure as operations, and the job.
+
+A revoke waits on the provider, and an owner may hold any number of connections: neither fits in an API call
+(25 s function, API Gateway's 30 s). So the API only marks connections `disconnecting` (no token is served from
+then on), records an operation and answers 202 with where to follow it. The refresh worker does the rest, one
+connection at a time, found again by the sweep through the Due index until it is done: revoke at the provider
+(RFC 7009) with capped backoff for up to a day, then erase the tokens, publish Connection Disconnected and, for
+an erasure, delete the item. Every step is a guarded write of state on the items themselves, so a crash at any
+point is resumed by the next sweep, and repeating a step changes nothing.
+"""
 
 from __future__ import annotations
 
-import time
+import json
+import random
+import secrets
 from dataclasses import replace
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from ..domain import events
-from ..domain.connection import DISCONNECTED, Connection, Reason
-from ..domain.deadlines import ERASE_RESERVE, MIN_PROVIDER_CALL, budget
-from ..domain.errors import FailureKind, InvalidInput, ProviderError, TokenDecryptionError
+from ..domain.connection import DISCONNECTED, DISCONNECTING, Connection, Reason
+from ..domain.deadlines import AWS_CALL_LIMIT, ERASE_RESERVE, MIN_PROVIDER_CALL, budget
+from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, TokenDecryptionError
+from ..domain.schedule import backoff_delay, due_shard
+from ..domain.timestamps import iso8601
 from ..domain.validation import OWNER_ID, OWNER_ID_RULE
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles, Sleep
-from .connections import ConnectionView, connection_view, existing
+from ..ports import (
+    MISSING,
+    Clock,
+    ConnectionRepository,
+    Credentials,
+    ItemStore,
+    ProviderClient,
+    ProviderProfiles,
+    RefreshQueue,
+)
+from .connections import existing
 from .outbox import OutboxRelay
 
-REVOKE_ATTEMPTS = 3
+OPERATION_PREFIX = "op#"
+REVOKE_FOR = 86_400  # seconds: a revoke that keeps failing transiently is retried this long, then given up
+REVOKE_RETRY_CAP = 3600  # seconds between revoke attempts at most
+OPERATION_KEPT = 30 * 86_400  # seconds an operation can be read after it began (the table's TTL then removes it)
+MARK_PAGE = 100  # connections of an owner marked per index page
+_WRITE_ATTEMPTS = 5
+
+OperationStatus = Literal["running", "succeeded", "superseded"]
 
 
-class ErasureReport(TypedDict):
-    owner_id: str
-    erased: int  # connections deleted for good
-    pending: int  # disconnected, deleted once their last event is published (by the sweep)
+class OperationView(TypedDict):
+    """`GET /operations/{operation_id}` and the 202 answers (openapi.yaml `Operation`)."""
+
+    operation_id: str
+    kind: str  # "disconnect" | "erase_owner"
+    status: OperationStatus
+    status_url: str
+    created_at: str | None
+    connection_id: str | None  # a disconnect's connection
+    owner_id: str | None  # an erasure's owner
+    remaining: int  # connections not yet done
+    revoke_failed: int  # connections whose provider grant could not be revoked (tokens erased all the same)
+
+
+def is_operation(key: str) -> bool:
+    return key.startswith(OPERATION_PREFIX)
+
+
+def new_operation_id() -> str:
+    return "op_" + secrets.token_urlsafe(18)
 
 
 class Disconnection:
-    def __init__(self, *, connections: ConnectionRepository, profiles: ProviderProfiles, credentials: Credentials,
-                 provider: ProviderClient, outbox: OutboxRelay, clock: Clock, sleep: Sleep = time.sleep) -> None:
+    def __init__(self, *, connections: ConnectionRepository, items: ItemStore, profiles: ProviderProfiles,
+                 credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
+                 queue: RefreshQueue | None = None, rng: random.Random | None = None) -> None:
+        """`items` is the Connections table (operations live there, as `op#<id>`); `queue` gets marked
+        connections at once, so the job starts within seconds rather than at the next sweep."""
         self._connections = connections
+        self._items = items
         self._profiles = profiles
         self._credentials = credentials
         self._provider = provider
         self._outbox = outbox
         self._clock = clock
-        self._sleep = sleep
+        self._queue = queue
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
-    def disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED,
-                   deadline: float | None = None) -> ConnectionView:
-        """Revoke at the provider (RFC 7009; best effort, retried 3 times), then erase the tokens whatever
-        happened: `disconnected`, Connection Disconnected. Idempotent. Raises NotFound."""
+    # -- the API ---------------------------------------------------------------------------------------------
+    def request_disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED) -> OperationView:
+        """`DELETE /connections/{id}`: mark the connection `disconnecting` (no token is served from now on) and
+        record the operation that revokes and erases it in the background. Idempotent: a connection already
+        disconnecting gives its operation again. Raises NotFound."""
         connection = existing(self._connections, connection_id)
+        now = int(self._clock.now())
+        if connection.status == DISCONNECTING and connection.operation_id:
+            # Recorded again in case a crash came between marking and recording (a no-op otherwise).
+            return self.operation(connection.operation_id)
+        operation_id = new_operation_id()
+        self._record_operation(operation_id, {"kind": "disconnect", "target_connection": connection_id}, now)
         if connection.status != DISCONNECTED:
-            revoke_log_id, revoke_failed = self._revoke(connection, deadline)
-            connection = self.mark_disconnected(connection_id, reason, provider_log_id=revoke_log_id,
-                                                revoke_failed=revoke_failed) \
-                or existing(self._connections, connection_id)
-        return connection_view(connection, self._clock.now())
+            self._mark(connection_id, operation_id, reason, erase=False)
+            self._kick([connection_id])
+        logger.info("Disconnect requested", extra={"connection_id": connection_id, "operation_id": operation_id})
+        return self.operation(operation_id)
 
+    def request_erasure(self, owner_id: str, *, deadline: float | None = None) -> OperationView:
+        """`DELETE /owners/{owner_id}/connections`: data-protection erasure of every connection of one owner.
+
+        Marks them `disconnecting` and to be deleted, page by page, while the invocation has time; what is left
+        is marked by the job (the operation is due in the sweep). Raises InvalidInput for a bad owner id."""
+        if not OWNER_ID.fullmatch(owner_id):
+            raise InvalidInput(OWNER_ID_RULE, field="owner_id")
+        now = int(self._clock.now())
+        operation_id = new_operation_id()
+        self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id,
+                                              "marking": True}, now)
+        self.continue_erasure(operation_id, deadline=deadline)
+        logger.info("Owner erasure requested", extra={"owner_id": owner_id, "operation_id": operation_id})
+        return self.operation(operation_id)
+
+    def operation(self, operation_id: str) -> OperationView:
+        """The operation's progress, read from the connections it ends. Raises NotFound."""
+        item = self._items.get(OPERATION_PREFIX + operation_id) if _plausible_id(operation_id) else None
+        if item is None or "kind" not in item:
+            raise NotFound("No such operation.", code="operation_not_found", field="operation_id")
+        failed = sum(1 for name in item if name.startswith("failed#"))
+        view: OperationView = {
+            "operation_id": operation_id, "kind": item["kind"], "status": "running",
+            "status_url": f"/operations/{operation_id}", "created_at": iso8601(item.get("created_at")),
+            "connection_id": item.get("target_connection"), "owner_id": item.get("erased_owner"),
+            "remaining": 0, "revoke_failed": failed,
+        }
+        if item["kind"] == "disconnect":
+            connection = self._connections.get(item["target_connection"])
+            if connection is not None and connection.status == DISCONNECTING:
+                view["remaining"] = 1
+            elif connection is not None and connection.status != DISCONNECTED:
+                view["status"] = "superseded"  # the user connected again before the revoke
+            else:
+                view["status"] = "succeeded"
+                view["revoke_failed"] = int(bool(connection and connection.revoke_failed))
+            return view
+        remaining = self._count_owned(item["erased_owner"])
+        view["remaining"] = remaining
+        if not item.get("marking") and remaining == 0:
+            view["status"] = "succeeded"
+        return view
+
+    # -- the job (refresh worker) ----------------------------------------------------------------------------
+    def step(self, connection_id: str, *, deadline: float | None = None) -> str:
+        """One step of a `disconnecting` connection: one revoke attempt (RFC 7009), then erase the tokens and
+        publish Connection Disconnected, or schedule the next attempt. Returns `disconnected`, `retrying`,
+        `waiting` (a refresh holds the lease), `no_time` or `not_disconnecting`. Raises only for storage trouble
+        (the message is then delivered again, or the sweep finds the connection again)."""
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.status != DISCONNECTING:
+            return "not_disconnecting"
+        now = int(self._clock.now())
+        if connection.lease_owner and (connection.lease_expires_at or 0) > now:
+            # A refresh is at the provider: revoke after it, with the tokens it may have rotated.
+            self._reschedule(connection, int(connection.lease_expires_at or now) + 1, {})
+            return "waiting"
+        if budget(deadline, now) < MIN_PROVIDER_CALL + ERASE_RESERVE + AWS_CALL_LIMIT:
+            return "no_time"
+        log_id, outcome = self._revoke(connection, None if deadline is None else deadline - ERASE_RESERVE)
+        if outcome == "retry":
+            attempts = connection.revoke_attempts + 1
+            started = connection.disconnect_requested_at or now
+            if now - started < REVOKE_FOR:
+                next_at = now + max(30, backoff_delay(attempts, cap=REVOKE_RETRY_CAP, rng=self._rng))
+                self._reschedule(connection, next_at, {"revoke_attempts": attempts, "revoke_log_id": log_id})
+                return "retrying"
+            outcome = "failed"
+        if outcome == "no_time":
+            return "no_time"
+        failed = outcome == "failed"
+        if failed:
+            record_metric("RevokeFailed", MetricUnit.Count, 1)
+            if connection.erase_requested and connection.operation_id:  # the item goes: the operation keeps it
+                self._items.update(OPERATION_PREFIX + connection.operation_id,
+                                   set={f"failed#{connection_id}": log_id or "-"}, expect={"kind": "erase_owner"})
+        written = self.mark_disconnected(connection_id, connection.status_reason or Reason.APP_DISCONNECTED,
+                                         provider_log_id=log_id, revoke_failed=failed)
+        if written is not None and written.erase_requested:
+            self._connections.erase(connection_id)  # else the sweep erases it once its event is out
+        return "disconnected"
+
+    def continue_erasure(self, operation_id: str, *, deadline: float | None = None) -> str:
+        """Mark the erased owner's remaining connections, page by page, from the cursor the operation keeps;
+        with too little time left, keep the cursor and leave the operation due. Returns `marked` or `later`."""
+        key = OPERATION_PREFIX + operation_id
+        item = self._items.get(key)
+        if item is None or not item.get("marking"):
+            return "marked"
+        owner_id = item["erased_owner"]
+        start = json.loads(item["cursor"]) if item.get("cursor") else None
+        while True:
+            if budget(deadline, self._clock.now()) < 3 * AWS_CALL_LIMIT:
+                self._items.update(key, set={"cursor": json.dumps(start) if start else None,
+                                             "next_refresh_at": int(self._clock.now()),
+                                             "due_shard": due_shard(key, self._connections.shards)}, expect={})
+                return "later"
+            keys, start = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
+            marked = [cid for cid in keys if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True)]
+            self._kick(marked)
+            if not start:
+                break
+        self._items.update(key, set={"marking": None, "cursor": None, "next_refresh_at": None, "due_shard": None},
+                           expect={})
+        return "marked"
+
+    # -- shared with the webhook -------------------------------------------------------------------------------
     def mark_disconnected(self, connection_id: str, reason: str, *, provider_log_id: str | None = None,
                           revoke_failed: bool = False, extra: dict[str, Any] | None = None) -> Connection | None:
         """Erase the tokens, leave the due index, publish Connection Disconnected (with `extra` in its detail).
@@ -55,7 +218,7 @@ class Disconnection:
         None when the connection is unknown or already disconnected. Raises RuntimeError when it keeps
         changing under five guarded attempts."""
         store = self._connections
-        for _ in range(5):
+        for _ in range(_WRITE_ATTEMPTS):
             connection = store.get(connection_id)
             if connection is None or connection.status == DISCONNECTED:
                 return None
@@ -63,14 +226,16 @@ class Disconnection:
             changes: dict[str, Any] = {
                 "status": DISCONNECTED, "status_reason": reason, "tokens": None, "updated_at": int(now),
                 "revoke_failed": True if revoke_failed else None, "revoke_log_id": provider_log_id,
-                **store.schedule_attributes(connection_id, None),
+                # An erasure stays due until the item is deleted: a crash before that leaves it to the sweep.
+                **store.schedule_attributes(connection_id, int(now) if connection.erase_requested else None),
             }
             event = events.connection_event(
                 events.DISCONNECTED, replace(connection, status=DISCONNECTED, status_reason=reason), reason=reason,
                 occurred_at=now, provider_log_id=provider_log_id,
                 extra={"revoke_failed": revoke_failed, **(extra or {})},
             )
-            written = store.apply(connection, changes, remove=("lease_owner", "lease_expires_at"), events=[event])
+            written = store.apply(connection, changes, remove=("lease_owner", "lease_expires_at", "revoke_attempts"),
+                                  events=[event])
             if written:
                 written = self._outbox.publish(written)
                 record_metric("ConnectionsDisconnected", MetricUnit.Count, 1)
@@ -79,68 +244,105 @@ class Disconnection:
                 return written
         raise RuntimeError("Connection kept changing while disconnecting.")
 
-    def erase_owner(self, owner_id: str, *, deadline: float | None = None) -> ErasureReport:
-        """Data-protection erasure: disconnect (revoke, event) and delete every connection of one owner.
-
-        Raises InvalidInput for an owner id outside the allowed characters."""
-        if not OWNER_ID.fullmatch(owner_id):
-            raise InvalidInput(OWNER_ID_RULE, field="owner_id")
-        store = self._connections
-        erased, pending = 0, 0
-        start = None
-        while True:
-            keys, start = store.owned_by(owner_id, limit=100, start=start)
-            for key in keys:
-                self.disconnect(key, deadline=deadline)
-                if store.erase(key):
-                    erased += 1
-                    continue
-                # Its Disconnected event still waits (EventBridge down): the sweep publishes it, then erases.
-                current = store.get(key)
-                if current and store.apply(current, {"erase_requested": True}):
-                    pending += 1
-                elif store.erase(key):
-                    erased += 1
-            if not start:
-                break
-        logger.info("Owner erased", extra={"owner_id": owner_id, "erased": erased, "pending": pending})
-        return {"owner_id": owner_id, "erased": erased, "pending": pending}
-
     def disconnect_account(self, provider: str, account_id: str, reason: str,
                            extra: dict[str, Any] | None = None) -> int:
         """Every live connection of one provider account (any owner) becomes disconnected, without a revoke
         (the provider already ended the grant). Repeats change nothing. Returns how many changed."""
         count = 0
         for key in list(self._connections.of_account(provider, account_id)):
-            if self.mark_disconnected(key, reason, extra=extra):
+            written = self.mark_disconnected(key, reason, extra=extra)
+            if written:
                 count += 1
+                if written.erase_requested:
+                    self._connections.erase(key)
         return count
 
-    def _revoke(self, connection: Connection, deadline: float | None) -> tuple[str | None, bool]:
-        """(the provider's log id, whether the revoke failed for good)."""
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _record_operation(self, operation_id: str, attributes: dict[str, Any], now: int) -> None:
+        self._items.update(OPERATION_PREFIX + operation_id,
+                           set={**attributes, "created_at": now, "purge_at": now + OPERATION_KEPT},
+                           expect={"kind": MISSING})
+
+    def _mark(self, connection_id: str, operation_id: str, reason: str, *, erase: bool) -> bool:
+        """One connection to `disconnecting` (due now, for the job). An erasure also asks for the item to be
+        deleted, even of a connection already disconnected. False when there is nothing to mark."""
+        store = self._connections
+        for _ in range(_WRITE_ATTEMPTS):
+            connection = store.get(connection_id)
+            if connection is None:
+                return False
+            now = int(self._clock.now())
+            if connection.status == DISCONNECTED:
+                if not erase:
+                    return False
+                if connection.erase_requested or store.apply(connection, {"erase_requested": True,
+                                                                          "operation_id": operation_id}):
+                    store.erase(connection_id)  # nothing to revoke: gone now, or once its event is out
+                    return False
+                continue
+            if connection.status == DISCONNECTING and (connection.erase_requested or not erase):
+                return False  # another operation is ending it already
+            changes: dict[str, Any] = {
+                "status": DISCONNECTING, "status_reason": reason, "operation_id": operation_id,
+                "disconnect_requested_at": now, "updated_at": now, **store.schedule_attributes(connection_id, now),
+            }
+            if erase:
+                changes["erase_requested"] = True
+            if store.apply(connection, changes):
+                return True
+        raise RuntimeError("Connection kept changing while marking it for disconnection.")
+
+    def _reschedule(self, connection: Connection, next_at: int, changes: dict[str, Any]) -> None:
+        # Guarded: a concurrent step or reconnect wins, and the sweep brings this one back if it still applies.
+        self._connections.apply(connection, {**changes,
+                                             **self._connections.schedule_attributes(connection.connection_id,
+                                                                                     next_at)})
+
+    def _kick(self, connection_ids: list[str]) -> None:
+        """Hand marked connections to the workers now; the sweep finds them anyway if this fails."""
+        if not connection_ids or self._queue is None:
+            return
+        try:
+            self._queue.send(connection_ids)
+        except Exception as exc:  # noqa: BLE001 - the Due index is the durable record, the queue a shortcut
+            logger.warning("Could not queue marked connections; the sweep will", extra={
+                "error_type": type(exc).__name__})
+
+    def _count_owned(self, owner_id: str) -> int:
+        count, start = 0, None
+        while True:
+            keys, start = self._connections.owned_by(owner_id, limit=1000, start=start)
+            count += len(keys)
+            if not start:
+                return count
+
+    def _revoke(self, connection: Connection, deadline: float | None) -> tuple[str | None, str]:
+        """(the provider's log id, `revoked` | `failed` (for good) | `retry` (transient) | `no_time`)."""
         try:
             access_token = self._connections.open_tokens(connection).get("access_token")
         except TokenDecryptionError:
-            return None, True
+            return None, "failed"
         if not access_token:
-            return None, False
+            return None, "revoked"  # nothing held: nothing to revoke
         profile = self._profiles.profile(connection.provider)
-        log_id = None
-        for attempt in range(REVOKE_ATTEMPTS):
-            if budget(deadline, self._clock.now()) < MIN_PROVIDER_CALL + ERASE_RESERVE:  # keep time to erase
-                break
-            try:
-                return self._provider.revoke(profile, self._credentials.credentials(profile), access_token,
-                                             deadline=None if deadline is None else deadline - ERASE_RESERVE), False
-            except ProviderError as exc:
-                log_id = exc.log_id
-                logger.warning("Revoke failed", extra={"connection_id": connection.connection_id,
-                                                       "provider_error": exc.code, "attempt": attempt + 1})
-                if exc.kind != FailureKind.TRANSIENT:
-                    break
-                self._sleep(0.2 * (attempt + 1))
-            except Exception:  # noqa: BLE001 - revoking is best effort; erasing the tokens is not
-                logger.exception("Revoke failed")
-                break
-        record_metric("RevokeFailed", MetricUnit.Count, 1)
-        return log_id, True
+        try:
+            log_id = self._provider.revoke(profile, self._credentials.credentials(profile), access_token,
+                                           deadline=deadline)
+            record_metric("Revoked", MetricUnit.Count, 1)
+            return log_id, "revoked"
+        except ProviderError as exc:
+            logger.warning("Revoke failed", extra={"connection_id": connection.connection_id,
+                                                   "provider_error": exc.code, "kind": exc.kind,
+                                                   "attempt": connection.revoke_attempts + 1})
+            if exc.code == "no_time":
+                return exc.log_id, "no_time"
+            return exc.log_id, "retry" if exc.kind in (FailureKind.TRANSIENT, FailureKind.OPERATOR) else "failed"
+        except Exception as exc:  # noqa: BLE001 - configuration trouble (a missing secret): retried, then given up
+            logger.warning("Revoke failed", extra={"connection_id": connection.connection_id,
+                                                   "error_type": type(exc).__name__})
+            return None, "retry"
+
+
+def _plausible_id(operation_id: str) -> bool:
+    return 0 < len(operation_id) <= 64 and operation_id.startswith("op_") and \
+        all(c.isascii() and (c.isalnum() or c in "-_") for c in operation_id)

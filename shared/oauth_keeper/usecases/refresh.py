@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..domain import events
-from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, NEEDS_REAUTH, Connection, Reason
+from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, DISCONNECTING, ENDED, NEEDS_REAUTH, Connection, Reason
 from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, REFRESH_MIN_TIME, budget
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
@@ -56,6 +56,7 @@ class RefreshResult(StrEnum):
     UNKNOWN = "unknown"  # no such connection
 
 
+DISCONNECTING_REASON = "disconnecting"  # the reason of an INACTIVE outcome the disconnect job takes over
 NO_TIME = "no_time"  # the reason of a BUSY outcome that never called the provider for lack of time
 REFRESHED, NOT_DUE, BUSY, SUPERSEDED, RETRYING, PAUSED, NEEDS_USER, INACTIVE, UNKNOWN = tuple(RefreshResult)
 _LEASE = ("lease_owner", "lease_expires_at")
@@ -122,9 +123,11 @@ class Refresher:
             return RefreshOutcome(connection_id, UNKNOWN)
         if connection.outbox:  # events a crashed function left behind
             connection = self._outbox.publish(connection)
-        if connection.erase_requested and not connection.outbox:
+        if connection.erase_requested and connection.status == DISCONNECTED and not connection.outbox:
             self._store.erase(connection_id)  # an owner's erasure, finished once its last event is out
             return RefreshOutcome(connection_id, INACTIVE, "erased")
+        if connection.status == DISCONNECTING:  # never refreshed again: the disconnect job's (see the worker)
+            return RefreshOutcome(connection_id, INACTIVE, DISCONNECTING_REASON, connection)
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
         horizon = now + self._sweep_interval
@@ -255,7 +258,7 @@ class Refresher:
             changes["refresh_in_doubt"] = True
         for attempt in range(COMMIT_ATTEMPTS):
             current = leased if attempt == 0 else self._store.get(leased.connection_id)
-            if current is None or current.status == DISCONNECTED or (
+            if current is None or current.status in (DISCONNECTING, DISCONNECTED) or (
                     current.token_version != leased.token_version
                     and not (rotated and self._holds(current, stored["refresh_token"]))):
                 # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
@@ -441,7 +444,7 @@ class Refresher:
     def _write(self, connection: Connection, changes: dict[str, Any], found: list[PendingEvent], result: str,
                reason: str, *, release: bool) -> RefreshOutcome:
         if release and connection.lease_owner and connection.lease_owner != self._owner \
-                and connection.status not in (NEEDS_REAUTH, DISCONNECTED) and "refresh_in_doubt" not in changes:
+                and connection.status not in ENDED and "refresh_in_doubt" not in changes:
             # An expired lease of someone else's goes: keep what it tells (a rotation may have been lost).
             changes = {**changes, "refresh_in_doubt": True}
         written = self._store.apply(connection, changes, remove=_LEASE if release else (), events=found)

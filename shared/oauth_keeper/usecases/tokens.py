@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import TypedDict
 
-from ..domain.connection import DISCONNECTED, NEEDS_REAUTH, Connection
+from ..domain.connection import ENDED, Connection
 from ..domain.deadlines import LEASE_SECONDS, budget
 from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
 from ..domain.schedule import implausible
@@ -126,8 +126,7 @@ class TokenAccess:
             self._sleep(WAIT_STEP)
             waited += WAIT_STEP
             current = existing(self._connections, connection.connection_id)
-            settled = current.token_version != connection.token_version or current.status in (NEEDS_REAUTH,
-                                                                                              DISCONNECTED)
+            settled = current.token_version != connection.token_version or current.status in ENDED
             if settled or not current.lease_owner or (current.lease_expires_at or 0) <= self._clock.now():
                 return current
         return existing(self._connections, connection.connection_id)

@@ -8,8 +8,9 @@ from typing import Any, TypedDict
 
 from ..domain.deadlines import REFRESH_MIN_TIME, budget
 from ..observability import logger
+from .disconnect import OPERATION_PREFIX, Disconnection, is_operation
 from .orphans import OrphanGrants, is_orphan
-from .refresh import BUSY, NO_TIME, Refresher, RefreshOutcome
+from .refresh import BUSY, DISCONNECTING_REASON, INACTIVE, NO_TIME, Refresher, RefreshOutcome
 
 MAX_ID_LENGTH = 64
 
@@ -39,22 +40,24 @@ def refresh_request_of(body: str) -> tuple[str | None, bool]:
 
 
 class RefreshWorker:
-    def __init__(self, refresher: Refresher, concurrency: int, *, orphans: OrphanGrants | None = None) -> None:
+    def __init__(self, refresher: Refresher, concurrency: int, *, orphans: OrphanGrants | None = None,
+                 disconnection: Disconnection | None = None) -> None:
         """`concurrency`: provider calls in flight at once inside one invocation. `orphans` revokes the orphaned
-        grants the sweep queues beside the connections."""
+        grants the sweep queues beside the connections; `disconnection` runs the disconnect and erasure jobs."""
         self._refresher = refresher
         self._concurrency = concurrency
         self._orphans = orphans
+        self._disconnection = disconnection
 
     def process(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> BatchResponse:
         """Refresh each SQS record's connection; see `process_records`."""
         return process_records(records, self._refresher, self._concurrency, deadline=deadline,
-                               now=self._refresher.now, orphans=self._orphans)
+                               now=self._refresher.now, orphans=self._orphans, disconnection=self._disconnection)
 
 
 def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int, *,
-                    deadline: float | None = None, now: Any = None,
-                    orphans: OrphanGrants | None = None) -> BatchResponse:
+                    deadline: float | None = None, now: Any = None, orphans: OrphanGrants | None = None,
+                    disconnection: Disconnection | None = None) -> BatchResponse:
     """Refresh each record's connection; return SQS's partial-batch response.
 
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
@@ -72,13 +75,15 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     outcomes: dict[str, RefreshOutcome | str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
         futures = [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
-                     else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now))
+                     else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
+                     else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now, disconnection))
                    for message_id, cid, force in jobs]
         for message_id, future in futures:
             try:
                 outcome = outcomes[message_id] = future.result()
-                if isinstance(outcome, RefreshOutcome) and outcome.result == BUSY and outcome.reason == NO_TIME:
-                    raise _NoTimeLeft(outcome.connection_id)  # started, then found too little time: not lost
+                if (isinstance(outcome, RefreshOutcome) and outcome.result == BUSY and outcome.reason == NO_TIME) \
+                        or outcome == NO_TIME:
+                    raise _NoTimeLeft(message_id)  # started, then found too little time: not lost
             except _NoTimeLeft:
                 logger.info("Refresh left for the next invocation", extra={"message_id": message_id})
                 failures.append({"itemIdentifier": message_id})
@@ -93,12 +98,19 @@ class _NoTimeLeft(Exception):
 
 
 def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, deadline: float | None,
-                     now: Any) -> RefreshOutcome:
+                     now: Any, disconnection: Disconnection | None = None) -> RefreshOutcome | str:
     # A refresh started this late could not commit before Lambda cuts the invocation off: SQS delivers the
     # message again (a batch item failure), and the next invocation has the time.
     if deadline is not None and now is not None and budget(deadline, now()) < REFRESH_MIN_TIME:
         raise _NoTimeLeft(connection_id)
-    return refresher.refresh(connection_id, force=force, deadline=deadline)
+    outcome = refresher.refresh(connection_id, force=force, deadline=deadline)
+    if outcome.result == INACTIVE and outcome.reason == DISCONNECTING_REASON and disconnection is not None:
+        return disconnection.step(connection_id, deadline=deadline)  # the disconnect job's, not a refresh
+    return outcome
+
+
+def _erasure(disconnection: Disconnection, key: str, deadline: float | None) -> str:
+    return disconnection.continue_erasure(key.removeprefix(OPERATION_PREFIX), deadline=deadline)
 
 
 def _orphan_revoke(orphans: OrphanGrants, key: str, deadline: float | None) -> str:

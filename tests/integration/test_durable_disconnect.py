@@ -1,0 +1,138 @@
+"""Disconnects and erasures are durable: a crash after any step is finished by the next sweep (issue 12, case 1).
+
+Each test injects a crash after one step (the API's or the job's), then runs the scheduled functions as they
+run in AWS (a sweep, then the refresh worker) on moto with the simulated TikTok, and checks nothing is lost:
+the grant revoked at TikTok, the tokens erased, the event published once, the operation reporting success.
+"""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import pytest
+from oauth_keeper import root
+from oauth_keeper.adapters.connections import ConnectionStore
+from oauth_keeper.usecases.disconnect import Disconnection
+
+from local import apigw
+from tests.integration.test_backend_api import call, connect, current_grant, item, run_jobs
+
+pytestmark = pytest.mark.integration
+
+
+class Crash(Exception):
+    """The function died here (timeout, out of memory): nothing after this point ran."""
+
+
+def crash_once(monkeypatch, owner: type, name: str) -> None:
+    """`owner.name` raises Crash on its first call, then behaves."""
+    original = getattr(owner, name)
+    calls = []
+
+    def crashing(self, *args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise Crash(name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, crashing)
+
+
+def disconnected_events(stack) -> list[dict]:
+    return [e for e in stack.received_events() if e["detail-type"] == "Connection Disconnected"]
+
+
+@pytest.mark.parametrize("step", ["_mark", "_kick"])
+def test_a_disconnect_call_that_crashes_is_finished_by_a_retry_or_the_sweep(stack, tiktok, browser, monkeypatch,
+                                                                             step):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    grant = current_grant(tiktok)
+    stack.received_events()
+    crash_once(monkeypatch, Disconnection, step)
+    assert apigw.invoke("DELETE", f"/connections/{connection_id}")["statusCode"] == 500  # the app saw a failure
+    status, operation = call("DELETE", f"/connections/{connection_id}")  # ...and retried
+    assert status == 202
+    run_jobs()
+    assert not tiktok.grants_for(grant.open_id) and "tokens" not in item(connection_id)
+    assert len(disconnected_events(stack)) == 1
+    assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
+
+
+def test_a_crash_after_the_revoke_before_the_tokens_are_erased_is_finished_without_blaming_the_provider(
+        stack, tiktok, browser, monkeypatch):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    stack.received_events()
+    _, operation = call("DELETE", f"/connections/{connection_id}")
+    crash_once(monkeypatch, Disconnection, "mark_disconnected")
+    assert run_jobs()["batchItemFailures"]  # the worker's message goes back
+    assert tiktok.stats["revocations"] == 1 and item(connection_id)["status"]["S"] == "disconnecting"
+    run_jobs()  # the sweep finds it again: the revoke is repeated (RFC 7009: revoking twice is no error)
+    stored = item(connection_id)
+    assert stored["status"]["S"] == "disconnected" and "tokens" not in stored and "revoke_failed" not in stored
+    assert len(disconnected_events(stack)) == 1
+    done = call("GET", operation["status_url"])[1]
+    assert done["status"] == "succeeded" and done["revoke_failed"] == 0
+
+
+def test_an_erasure_that_crashes_before_deleting_an_item_is_deleted_by_the_next_sweep(stack, tiktok, browser,
+                                                                                       monkeypatch):
+    mine = [connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob")]
+    stack.received_events()
+    _, operation = call("DELETE", "/owners/owner-1/connections")
+    crash_once(monkeypatch, ConnectionStore, "erase")
+    run_jobs()
+    assert sum(item(c) == {} for c in mine) == 1  # one crashed after its event, before the delete
+    assert call("GET", operation["status_url"])[1]["status"] == "running"
+    run_jobs()
+    assert all(item(c) == {} for c in mine)
+    assert len(disconnected_events(stack)) == 2 and tiktok.stats["revocations"] == 2
+    assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
+
+
+def test_an_erasure_the_call_had_no_time_to_mark_is_marked_by_the_job(stack, tiktok, browser, clock):
+    mine = [connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob", "carol")]
+    erasure = root.container().disconnection
+    operation = erasure.request_erasure("owner-1", deadline=clock.now() + 1)  # no time to mark anything
+    assert operation["status"] == "running" and operation["remaining"] == 3
+    assert all(call("GET", f"/connections/{c}")[1]["status"] == "active" for c in mine)
+    run_jobs()  # the sweep finds the operation, the worker marks the connections (and queues them)
+    assert all(call("GET", f"/connections/{c}")[1]["status"] == "disconnecting" for c in mine)
+    run_jobs()
+    assert all(item(c) == {} for c in mine) and tiktok.stats["revocations"] == 3
+    assert erasure.operation(operation["operation_id"])["status"] == "succeeded"
+
+
+def test_a_refresh_in_flight_when_the_disconnect_lands_never_brings_the_connection_back(stack, tiktok, browser,
+                                                                                         clock):
+    """The refresh that holds the lease commits after the disconnect was requested: it is superseded, and the
+    job revokes after the lease, never serving or keeping the rotated tokens."""
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    store = root.container().connections
+    connection = store.get(connection_id)
+    clock.advance(connection.next_refresh_at - clock.now())
+    refresher = root.container().refresher
+    original = refresher._provider.refresh  # noqa: SLF001
+
+    def refresh_while_the_app_disconnects(*args, **kwargs):
+        answer = original(*args, **kwargs)
+        assert call("DELETE", f"/connections/{connection_id}")[0] == 202
+        return answer
+
+    refresher._provider.refresh = refresh_while_the_app_disconnects  # type: ignore[method-assign]  # noqa: SLF001
+    assert refresher.refresh(connection_id).result == "superseded"
+    refresher._provider.refresh = original  # type: ignore[method-assign]  # noqa: SLF001
+    assert call("GET", f"/connections/{connection_id}/token")[0] == 409
+    clock.advance(30)
+    run_jobs()
+    assert item(connection_id)["status"]["S"] == "disconnected"
+    assert not tiktok.grants_for(tiktok.users["alice"].open_id)
+
+
+def test_operations_are_kept_for_a_while_then_expire_with_the_table_ttl(stack, tiktok, browser):
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    _, operation = call("DELETE", f"/connections/{connection_id}")
+    stored = boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
+                                               Key={"connection_id": {"S": "op#" + operation["operation_id"]}})
+    purge_at = int(stored["Item"]["purge_at"]["N"])
+    assert 29 * 86_400 < purge_at - int(root.container().clock.now()) <= 30 * 86_400
