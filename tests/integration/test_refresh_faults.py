@@ -232,3 +232,28 @@ def test_workers_that_lag_after_an_outage_refresh_each_parked_connection_once():
     assert refreshed <= 400 + 8  # once each (a probe may add one, racing workers a few)
     assert_nothing_lost(world)
     assert not world.publisher.of_type(events.NEEDS_REAUTH)
+
+
+def test_after_a_month_long_episode_the_resume_refreshes_only_what_it_parked():
+    """Found in review: an episode kept alive for a month (a 429 with Retry-After about once an hour) has a
+    parking range that covers ordinary schedules too; the resume then made every connection due at every
+    sweep. Due-ness now follows what the connection was parked by, not where its schedule falls."""
+    from oauth_keeper.usecases.breaker import PARK_OFFSET, CircuitBreakers
+
+    def refreshes_in_an_hour(world: World) -> int:
+        before = world.tiktok.stats["refresh_successes"]
+        run(world, HOUR)
+        return world.tiktok.stats["refresh_successes"] - before
+
+    baseline = World.create(direct_http=True)
+    populate(baseline, 50)
+    run(baseline, 2 * HOUR)
+    world = World.create(direct_http=True)
+    populate(world, 50)
+    run(world, 2 * HOUR)
+    now = int(world.clock.now())
+    since = now - 31 * 86400  # the episode began a month ago and a probe just closed it
+    world.services.items.update(CircuitBreakers.key("tiktok"), set={
+        "cause": "rate_limited", "since": since, "park_base": since + PARK_OFFSET, "resume_until": now + HOUR,
+        "closed_at": now}, expect={})
+    assert refreshes_in_an_hour(world) <= 2 * refreshes_in_an_hour(baseline)

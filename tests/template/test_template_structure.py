@@ -1272,7 +1272,8 @@ def test_the_sweeper_may_read_the_provider_breakers_and_of_a_connection_only_its
     statements = resources_of_type(FUNCTION)["SweeperFunction"]["Properties"]["Policies"][0]["Statement"]
     breakers, providers = [s for s in statements if s.get("Action") == "dynamodb:GetItem"]
     assert breakers["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["_breaker#*"]}}
-    assert providers["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["provider"]},
+    allowed = {"dynamodb:Attributes": ["connection_id", "provider"]}
+    assert providers["Condition"] == {"ForAllValues:StringEquals": allowed,
                                       "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}}
 
 

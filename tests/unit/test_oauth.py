@@ -75,18 +75,41 @@ def test_every_expiry_comes_from_the_response():
     assert (shorter.access_expires_at, shorter.refresh_expires_at) == (4600, 1000 + 2 * 86400)
 
 
-@pytest.mark.parametrize(("field", "value"), [("expires_in", 120), ("expires_in", 60),
-                                              ("refresh_expires_in", 4320), ("refresh_expires_in", 60)])
-def test_implausibly_short_tiktok_lifetimes_fall_back_to_the_shortest_documented(field, value):
-    """Found in review: a 60 s floor trusted `expires_in: 120` (a refresh every sweep, rotating each time) and
-    `refresh_expires_in: 4320` (minutes, or a typo: the connection would be ended three days later)."""
-    body = {"access_token": "a", "expires_in": 7200, "refresh_token": "r", "refresh_expires_in": 15_552_000,
-            "open_id": "u1", field: value}
+@pytest.mark.parametrize("value", [4320, 60])
+def test_an_implausibly_short_tiktok_refresh_lifetime_falls_back_to_the_shortest_documented(value):
+    """Found in review: a 60 s floor trusted `refresh_expires_in: 4320` (minutes, or a typo: the connection
+    would be ended three days later). The short end is kept aside: a refresh trusts it only where it is the end
+    already known."""
+    body = {"access_token": "a", "expires_in": 7200, "refresh_token": "r", "refresh_expires_in": value,
+            "open_id": "u1"}
     tokens = parse_token_response(TIKTOK, body, sent_at=1000)
-    assert (tokens.access_expires_at, tokens.refresh_expires_at) == (1000 + 7200, 1000 + 15_552_000)
-    assert tokens.anomalies == (f"{field}:out_of_bounds",)
-    # The short refresh end is kept aside: a refresh can trust it where it is the end already known.
-    assert tokens.short_refresh_expires_at == (1000 + value if field == "refresh_expires_in" else None)
+    assert tokens.refresh_expires_at == 1000 + 15_552_000
+    assert tokens.anomalies == ("refresh_expires_in:out_of_bounds",)
+    assert tokens.short_refresh_expires_at == 1000 + value
+
+
+@pytest.mark.parametrize(("value", "lifetime"), [(120, 120), (1799, 1799), (3600.0, 3600), (600.0, 600)])
+def test_an_access_lifetime_below_the_minimum_is_kept_as_reported_never_made_longer(value, lifetime):
+    """Found in the second review: falling back to 2 h for `expires_in: 1799` (or `3600.0`, a float) made the
+    token route serve a token for up to 90 minutes after it died. Shorter than plausible is flagged and kept:
+    an early refresh costs little, a dead token fails the post."""
+    body = {"access_token": "a", "expires_in": value, "refresh_token": "r", "refresh_expires_in": 15_552_000,
+            "open_id": "u1"}
+    tokens = parse_token_response(TIKTOK, body, sent_at=1000)
+    assert tokens.access_expires_at == 1000 + lifetime
+    assert tokens.anomalies == (("expires_in:below_minimum",) if lifetime < 1800 else ())
+
+
+@pytest.mark.parametrize(("status", "maybe"), [(200, True), (400, True), (500, True), (401, False)])
+def test_a_server_error_may_have_rotated_whatever_status_it_came_with(status, maybe):
+    """Found in the second review: `server_error` ("an unexpected condition", RFC 6749 section 5.2) came back
+    with a 200 or 400 and was not marked in doubt; the same answer with a 500 was."""
+    from oauth_keeper.domain.protocol import token_answer
+
+    code = "server_error" if maybe else "invalid_client"
+    with pytest.raises(Exception) as failed:
+        token_answer(TIKTOK, {"error": code}, status, 0)
+    assert failed.value.maybe_processed is maybe
 
 
 def test_an_empty_refresh_token_in_a_response_is_treated_as_absent():

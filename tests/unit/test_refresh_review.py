@@ -213,3 +213,131 @@ def test_only_refused_credentials_raise_the_alarm_that_asks_the_operator_to_fix_
     metrics.provider.metric_set.clear()
     assert metric in recorded
     assert ("CircuitBreakerOpen" in recorded) is (failure == "operator")
+
+
+# -- found by the second review ------------------------------------------------------------------------------------
+def test_a_reconnect_keeping_the_refresh_token_keeps_the_lease_so_no_sibling_sends_it_again(world):
+    """The reconnect cleared the live lease: a sibling (the force-refresh route) then sent the refresh token the
+    first refresh was spending, TikTok refused it (rotated), and the user was told to reconnect."""
+    from oauth_keeper.domain.events import NEEDS_REAUTH
+
+    cid = world.connect()
+    sibling = {}
+
+    def reconnect_then_sibling():
+        reconnect_without_refresh_token(world)
+        sibling["outcome"] = world.worker().refresh(cid, force=True)
+        return world.answer("2")
+
+    world.provider.script(reconnect_then_sibling)
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert sibling["outcome"].result == "busy"
+    assert world.provider.calls == ["rt-acct-1"]
+    assert NEEDS_REAUTH not in world.types() and world.tokens(cid)["refresh_token"] == "rt-2"
+
+
+def test_a_commit_over_a_reconnect_opens_no_token_under_the_lease(world):
+    """Telling whether the reconnect kept the refresh token we spent must not cost a KMS call after the answer:
+    the lease is derived from three AWS calls after it."""
+    from oauth_keeper.adapters.connections import ConnectionStore
+    from oauth_keeper.adapters.kms import DataKeys, EnvelopeCipher
+
+    cid = world.connect()
+    callback_store = ConnectionStore(world.items, EnvelopeCipher(DataKeys(lambda: world.kms, "arn:memory",
+                                                                           world.clock.now)), due_shards=4)
+    decrypts_under_lease = []
+    decrypt = world.kms.decrypt
+
+    def recording_decrypt(**request):
+        decrypts_under_lease.append(world.items.get(cid).get("lease_owner") is not None)
+        return decrypt(**request)
+
+    def reconnect_meanwhile():  # in another container, with data keys of its own
+        tokens = TokenSet(access_token="at-re", refresh_token=None, token_type="Bearer",
+                          access_expires_at=world.now + 7200, refresh_expires_at=None, scopes=SCOPES,
+                          account_id="acct-1", issued_at=world.now)
+        save_grant(callback_store, Grant(owner_id=OWNER, provider="tiktok", account_id="acct-1", tokens=tokens,
+                                         scopes_requested=SCOPES, scopes_granted=SCOPES),
+                   next_refresh_at=world.now + 3600, missing_scopes=[], now=world.now, sleep=no_sleep)
+        world.kms.decrypt = recording_decrypt
+        return world.answer("2")
+
+    world.provider.script(reconnect_meanwhile)
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert True not in decrypts_under_lease
+
+
+def test_a_failing_look_at_parked_connections_never_stops_the_due_ones(world):
+    from oauth_keeper.usecases.breaker import Cause, CircuitBreakers
+    from oauth_keeper.usecases.sweep import Sweep
+
+    from local.memory import ListQueue
+
+    due = world.connect("acct-due", due_in=60)
+    parked = world.connect("acct-parked")
+    breakers = CircuitBreakers(world.items, world.clock.now)
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)
+    world.store.apply(world.at(parked), world.store.schedule_attributes(parked, breakers.read("tiktok").park_base))
+    world.clock.advance(61)
+
+    def denied(connection_id):
+        raise RuntimeError("AccessDeniedException")
+
+    world.store.provider_of = denied  # type: ignore[method-assign]
+    queue = ListQueue()
+    Sweep(world.store, queue, world.clock, 300, breakers=breakers, providers=("tiktok",)).run()
+    assert due in queue.messages
+
+
+def test_a_probe_is_found_behind_many_connections_another_provider_parked(world):
+    from oauth_keeper.usecases.breaker import Cause, CircuitBreakers
+    from oauth_keeper.usecases.sweep import Sweep
+
+    from local.memory import ListQueue
+
+    breakers = CircuitBreakers(world.items, world.clock.now)
+    ours = world.connect("acct-ours")
+    breakers.trip("acme", "server_error", cause=Cause.OUTAGE)
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)
+    base = breakers.read("tiktok").park_base
+    for n in range(60):
+        tokens = TokenSet(access_token=f"at-o{n}", refresh_token=f"rt-o{n}", token_type="Bearer",
+                          access_expires_at=world.now + 7200, refresh_expires_at=world.now + 365 * 86400,
+                          scopes=SCOPES, account_id=f"other-{n}", issued_at=world.now)
+        saved = save_grant(world.store, Grant(owner_id=OWNER, provider="acme", account_id=f"other-{n}",
+                                              tokens=tokens, scopes_requested=SCOPES, scopes_granted=SCOPES),
+                           next_refresh_at=base + n, missing_scopes=[], now=world.now, sleep=no_sleep)
+        world.outbox.publish(saved.connection)
+    world.store.apply(world.at(ours), world.store.schedule_attributes(ours, base + 100))
+    world.clock.advance(120)
+    queue = ListQueue()
+    Sweep(world.store, queue, world.clock, 300, breakers=breakers, providers=("tiktok",)).run()
+    assert queue.messages == [ours]
+
+
+def test_expiring_is_sent_once_when_the_reported_end_differs_from_the_known_one_by_a_little(world):
+    from dataclasses import replace
+
+    from oauth_keeper.domain.events import EXPIRING
+
+    cid = world.connect(refresh_ttl=20 * 86400, access_ttl=3600, due_in=1800)
+    end = world.at(cid).refresh_expires_at
+    world.advance_to(end - 10 * 86400)  # inside the 14-day window, not extended: Expiring, once
+    world.provider.script(replace(world.answer("2"), refresh_expires_at=end))
+    assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    for hours_left, skew in ((5, 120), (3, 100)):  # its last day: the remaining life, a little off
+        world.advance_to(end - hours_left * 3600)
+        world.provider.script(replace(world.answer(f"{hours_left}"), refresh_expires_at=world.now + 180 * 86400,
+                                      short_refresh_expires_at=end + skew))
+        assert world.refresher.refresh(cid, force=True).result == REFRESHED
+    assert world.types().count(EXPIRING) == 1 and world.at(cid).refresh_expires_at == end
+
+
+def test_a_forced_refresh_with_no_time_to_call_the_provider_says_so(world):
+    from oauth_keeper.usecases.tokens import TokenAccess
+
+    cid = world.connect()
+    access = TokenAccess(connections=world.store, refresher=world.refresher, profiles=world.profiles,
+                         clock=world.clock, sleep=no_sleep)
+    answer = access.force_refresh(cid, deadline=world.clock.now() + 15)
+    assert world.provider.calls == [] and answer["result"] == "not_started"

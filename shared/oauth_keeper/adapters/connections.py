@@ -24,8 +24,9 @@ OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers neve
 _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
-    "disconnect_requested_at", "revoke_attempts",
+    "disconnect_requested_at", "revoke_attempts", "parked_since",
 )
+_LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
 _LISTS = ("scopes_requested", "scopes_granted")
 
@@ -52,7 +53,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         profile_pending=bool(item.get("profile_pending")),
         revoke_log_id=item.get("revoke_log_id"), operation_id=item.get("operation_id"),
         disconnect_requested_at=item.get("disconnect_requested_at"),
-        revoke_attempts=int(item.get("revoke_attempts", 0)),
+        revoke_attempts=int(item.get("revoke_attempts", 0)), parked_since=item.get("parked_since"),
         sealed_tokens=item.get("tokens"),
         outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
     )
@@ -150,7 +151,10 @@ class ConnectionStore:
         attributes.update(self._outbox_attributes(connection, [plan.event]))
         expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \
             else {"connection_id": MISSING}
-        stale = [a for a in _GRANT_RESETS if a not in attributes]
+        # A kept refresh token keeps its lease too: a refresh may be spending it at the provider right now, and a
+        # sibling must not send it again meanwhile (under strict rotation that would revoke the grant).
+        kept = _LEASE_ATTRIBUTES if plan.kept_refresh_token else ()
+        stale = [a for a in _GRANT_RESETS if a not in attributes and a not in kept]
         if not self.items.update(connection_id, set=_plain(attributes), remove=stale, expect=expect):
             return None
         connection.sealed_tokens = sealed

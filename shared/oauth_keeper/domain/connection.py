@@ -100,6 +100,7 @@ class Connection:
     operation_id: str | None = None  # the disconnect or erasure operation that is ending (or ended) it
     disconnect_requested_at: int | None = None  # when the operation began: revokes are retried for a day
     revoke_attempts: int = 0  # failed revoke attempts so far (the backoff's count)
+    parked_since: int | None = None  # parked by the provider-wide breaker's episode that began then
     profile_pending: bool = False  # display name and avatar not fetched yet (no time at connect): the next refresh
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)

@@ -20,6 +20,7 @@ class GrantPlan:
     event: PendingEvent
     expected_revision: int | None
     previous_status: Status | None
+    kept_refresh_token: bool = False  # the answer had none: the stored one is kept (with any lease spending it)
 
     @property
     def created(self) -> bool:
@@ -89,6 +90,7 @@ def plan_grant(
         connection=connection,
         tokens={"access_token": tokens.access_token, "refresh_token": refresh_token, "token_type": tokens.token_type},
         event=event, expected_revision=existing.revision if existing else None, previous_status=previous,
+        kept_refresh_token=bool(existing and not tokens.refresh_token and refresh_token),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import secrets
 from typing import Any
@@ -106,7 +107,8 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
     if access is None:
         raise invalid_answer(profile, body, 200, "no usable access token")
     refresh = _token(profile, body, f.refresh_token, sent_at)
-    access_lifetime = bounded_lifetime(body.get(f.expires_in), profile.access_lifetime, f.expires_in, anomalies)
+    access_lifetime = bounded_lifetime(body.get(f.expires_in), profile.access_lifetime, f.expires_in, anomalies,
+                                       shorter_is_safe=True)
     refresh_expires_at = short_refresh_expires_at = None
     if refresh and f.refresh_expires_in:
         reported = body.get(f.refresh_expires_in)
@@ -147,12 +149,18 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
     )
 
 
-def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: list[str]) -> int:
-    """A provider's lifetime in seconds (an integer, or a string of ASCII digits), trusted only inside `bounds`;
-    otherwise `bounds.fallback`, with `<name>:missing`, `:unparsable` or `:out_of_bounds` added to `anomalies`."""
+def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: list[str], *,
+                     shorter_is_safe: bool = False) -> int:
+    """A provider's lifetime in seconds (an integer, an integral float, or a string of ASCII digits), trusted
+    only inside `bounds`; otherwise `bounds.fallback`, with `<name>:missing`, `:unparsable` or `:out_of_bounds`
+    added to `anomalies`. With `shorter_is_safe` (an access token: thinking it dies sooner only costs an early
+    refresh, thinking it lives longer serves a dead token), a positive value below the minimum is kept as
+    reported (`<name>:below_minimum`): never longer than the provider said."""
     if value is None or value == "":
         anomalies.append(f"{name}:missing")
         return bounds.fallback
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         anomalies.append(f"{name}:unparsable")
         return bounds.fallback
@@ -161,6 +169,9 @@ def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: l
             anomalies.append(f"{name}:unparsable")
             return bounds.fallback
         value = int(value)
+    if shorter_is_safe and 0 < value < bounds.minimum:
+        anomalies.append(f"{name}:below_minimum")
+        return value
     if not bounds.minimum <= value <= bounds.maximum:
         anomalies.append(f"{name}:out_of_bounds")
         return bounds.fallback
@@ -219,8 +230,9 @@ def provider_error(profile: ProviderProfile, body: Any, status: int) -> Provider
         log_id=log_id_of(body),
         http_status=status,
         # A 5xx may come from something in front of the provider after it processed the request, and so may a
-        # redirect no token endpoint sends by itself: either may hide a rotation.
-        maybe_processed=status >= 500 or 300 <= status < 400,
+        # redirect no token endpoint sends by itself: either may hide a rotation. So may `server_error` (RFC 6749
+        # section 5.2: "an unexpected condition"), whatever status it came with.
+        maybe_processed=status >= 500 or 300 <= status < 400 or code == "server_error",
     )
 
 

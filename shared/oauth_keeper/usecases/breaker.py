@@ -21,13 +21,14 @@ from enum import StrEnum
 from typing import Any
 
 from ..domain.connection import Reason
-from ..ports import ItemStore
+from ..ports import MISSING, ItemStore
 
 PROBE_INTERVAL = 300  # seconds between probes while open because our credentials were refused
 OUTAGE_PROBE_INTERVAL = 60  # seconds between probes while the provider is down: at most 1 call a minute
 MAX_RETRY_AFTER = 3600  # a provider's Retry-After is honoured up to this many seconds
 PARK_OFFSET = 30 * 86_400  # parked connections wait this far after the episode began, in expiry order
 PARK_SPREAD = 60  # seconds: more than the spread (0-30 s) the refresher adds when it parks a connection
+LEGACY_PARKED_AHEAD = 2 * 86_400  # seconds: see Breaker.resuming
 RESUME_WINDOW = 3600  # after closing, the sweep brings parked connections back for this long
 OUTAGE_WINDOW = 10  # a container's last provider calls that decide whether the provider is down
 OUTAGE_THRESHOLD = 8  # ...and how many of them must have failed transiently
@@ -71,20 +72,28 @@ class Breaker:
     since: int = 0
     park_base: int = 0
     resume_until: int = 0  # closed, and parked connections are still being brought back until then
+    probe_candidate: str | None = None  # a connection of this provider to probe with (parked in this episode)
 
-    @property
-    def parked_range(self) -> tuple[int, int] | None:
-        """[low, high] (epoch seconds): where this episode parks connections; None when it parked none."""
+    def parked_range(self, now: int) -> tuple[int, int] | None:
+        """[low, high] (epoch seconds): where this episode has parked connections by `now`; None when it parked
+        none. A connection is parked at `park_base` plus how long after `since` its token ended."""
         if not self.park_base:
             return None
-        return self.park_base, self.park_base + PARK_OFFSET + PARK_SPREAD
+        return self.park_base, self.park_base + max(PARK_OFFSET, now - self.since) + PARK_SPREAD
 
-    def resuming(self, moment: int | None) -> bool:
-        """Closed, and `moment` (a connection's next refresh) lies in the range this episode parked: the
-        connection waits for the end of an outage that is over, so it is due now."""
-        parked = self.parked_range
-        return self.state is CLOSED and parked is not None and moment is not None \
-            and parked[0] <= moment <= parked[1]
+    def resuming(self, parked_since: int | None, moment: int | None, now: int) -> bool:
+        """Closed, and the connection (parked in the episode that began at `parked_since`, next refresh at
+        `moment`) waits for the end of an outage that is over: it is due now. Once refreshed it no longer
+        carries `parked_since`, so a copy of its message finds nothing to do. A connection an older version
+        parked carries no `parked_since`: one in the range and more than a day ahead is taken as parked (no
+        plan made from a live token is that far ahead)."""
+        if self.state is not CLOSED or not self.park_base:
+            return False
+        if parked_since is not None:
+            return parked_since == self.since
+        parked = self.parked_range(now)
+        return moment is not None and parked is not None and parked[0] <= moment <= parked[1] \
+            and moment - now > LEGACY_PARKED_AHEAD
 
     def park_at(self, connection_end: int | None, now: int) -> int:
         """When a paused connection should be looked at again: at its access token's end if that is still
@@ -144,13 +153,20 @@ class CircuitBreakers:
         changes: dict[str, Any] = {
             "open_until": open_until, "last_error": error_code, "tripped_at": now, "cause": cause.value,
             "since": since, "park_base": current.park_base if episode and current.park_base else since + PARK_OFFSET,
-            "resume_until": None,
+            "resume_until": None, "probe_candidate": current.probe_candidate if episode else None,
         }
         self._items.update(self.key(provider), set=changes, expect={})
         self._forget(provider)
         with self._lock:
             self._recent.pop(provider, None)
         return open_until
+
+    def remember_probe(self, provider: str, connection_id: str) -> None:
+        """Keep one parked connection of this episode for the sweep's probes (the first one wins)."""
+        if self.read(provider).probe_candidate is None:
+            self._items.update(self.key(provider), set={"probe_candidate": connection_id},
+                               expect={"probe_candidate": MISSING})
+            self._forget(provider)
 
     def close(self, provider: str) -> None:
         """The provider answered again: refresh as usual, and bring back what this episode parked."""
@@ -193,4 +209,5 @@ def _breaker(item: dict[str, Any] | None) -> Breaker:
         cause = Cause.OPERATOR
     return Breaker(state=OPEN if open_until else CLOSED, open_until=open_until, cause=cause,
                    since=int(item.get("since") or item.get("tripped_at") or 0),
-                   park_base=int(item.get("park_base") or 0), resume_until=int(item.get("resume_until") or 0))
+                   park_base=int(item.get("park_base") or 0), resume_until=int(item.get("resume_until") or 0),
+                   probe_candidate=candidate if isinstance(candidate := item.get("probe_candidate"), str) else None)

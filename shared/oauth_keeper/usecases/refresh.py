@@ -24,7 +24,7 @@ from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
-from .breaker import OPEN, PROBE, Breaker, Cause, CircuitBreakers
+from .breaker import LEGACY_PARKED_AHEAD, OPEN, PROBE, Breaker, Cause, CircuitBreakers
 from .outbox import OutboxRelay
 
 # LEASE_SECONDS is derived from every bound under the lease (domain/deadlines.py); it stays below the worker's
@@ -134,7 +134,8 @@ class Refresher:
         due = connection.next_refresh_at is not None and (
             connection.next_refresh_at <= horizon or implausible(connection.next_refresh_at, now)
             # parked by an outage that is over: due now, and no longer once refreshed (so copies are harmless)
-            or self._breakers.read(connection.provider).resuming(connection.next_refresh_at))
+            or (self._maybe_parked(connection, now) and self._breakers.read(connection.provider).resuming(
+                connection.parked_since, connection.next_refresh_at, now)))
         if not force and not due:
             return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
@@ -229,9 +230,9 @@ class Refresher:
         refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
             else leased.refresh_expires_at
         if rotated and _same_end(answer.short_refresh_expires_at, leased.refresh_expires_at):
-            # Below the plausible minimum, yet exactly the end we knew: the remaining life of a refresh token
-            # the provider did not extend, not an absurd value.
-            refresh_expires_at = answer.short_refresh_expires_at
+            # Below the plausible minimum, yet the end we knew (give or take clock skew): the remaining life
+            # of a refresh token the provider did not extend, not an absurd value. The known end stays.
+            refresh_expires_at = leased.refresh_expires_at
         if implausible(refresh_expires_at, now, profile.refresh_lifetime.maximum):  # stored by an older version
             refresh_expires_at = now + profile.refresh_lifetime.fallback
         sealed = self._store.seal_tokens(leased.connection_id, leased.provider, {
@@ -260,20 +261,22 @@ class Refresher:
             current = leased if attempt == 0 else self._store.get(leased.connection_id)
             if current is None or current.status in (DISCONNECTING, DISCONNECTED) or (
                     current.token_version != leased.token_version
-                    and not (rotated and self._holds(current, stored["refresh_token"]))):
+                    and not (rotated and current.lease_owner == self._owner)):
                 # Someone stored other tokens (or the user disconnected): ours must not overwrite them.
                 logger.warning("Refresh result superseded", extra={"connection_id": leased.connection_id})
                 return RefreshOutcome(leased.connection_id, SUPERSEDED)
-            # A reconnect without a refresh token may have kept the very one we just spent: the answer's is
-            # then the only live refresh token, so it is written over the reconnect's version.
+            # A reconnect without a refresh token kept the very one we just spent (and our lease with it: a
+            # reconnect with a refresh token of its own clears the lease): the answer's is then the only live
+            # refresh token, so it is written over the reconnect's version. No token is opened to tell.
             changes["token_version"] = current.token_version + 1
             written_events = self._commit_events(current, answer.access_expires_at, refresh_expires_at, extended, now)
             if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
                 changes["expiring_notified"] = True
             # After a lost lease, still save: these are the newest tokens the provider issued.
             kept = ["refresh_in_doubt"] if changes.get("refresh_in_doubt") else []
-            written = self._store.apply(current, changes, remove=[a for a in (*_LEASE, "refresh_in_doubt", "retry_at")
-                                                                  if a not in kept], events=written_events)
+            written = self._store.apply(current, changes, remove=[a for a in (*_LEASE, "refresh_in_doubt", "retry_at",
+                                                                            "parked_since") if a not in kept],
+                                        events=written_events)
             if written:
                 break
         else:
@@ -285,13 +288,6 @@ class Refresher:
         record_metric("RefreshSucceeded", MetricUnit.Count, 1)
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
-
-    def _holds(self, current: Connection, refresh_token: str) -> bool:
-        """`current` (written by someone else meanwhile) still holds `refresh_token`."""
-        try:
-            return self._store.open_tokens(current).get("refresh_token") == refresh_token
-        except TokenDecryptionError:
-            return False
 
     def _commit_events(self, current: Connection, access_expires_at: int | None, refresh_expires_at: int | None,
                        extended: bool, now: int) -> list[PendingEvent]:
@@ -306,6 +302,13 @@ class Refresher:
             # Refreshing no longer extends the grant: the app should ask for re-consent before it ends.
             found.append(self._event(events.EXPIRING, current, Reason.REFRESH_TOKEN_EXPIRING, now, **after))
         return found
+
+    @staticmethod
+    def _maybe_parked(connection: Connection, now: int) -> bool:
+        """Worth a look at the breaker (from its 5 s cache): parked, or planned as far ahead as only parking
+        plans (see Breaker.resuming)."""
+        return connection.parked_since is not None or (
+            connection.next_refresh_at is not None and connection.next_refresh_at - now > LEGACY_PARKED_AHEAD)
 
     def now(self) -> float:
         """The refresher's clock, for callers that budget around it."""
@@ -407,13 +410,16 @@ class Refresher:
         until the breaker closes; it returns once at its access token's end, to be marked at risk."""
         reason = breaker.cause.reason
         at_risk = self._access_gone(connection, now) or connection.status == AT_RISK
+        parked_since = None
         if breaker.cause.parks:
             next_at = breaker.park_at(connection.access_expires_at, now) + self._rng.randint(0, 30)
+            parked_since = breaker.since if next_at >= breaker.park_base else None
         else:
             next_at = max(breaker.open_until, now) + self._rng.randint(0, 30)
-        if connection.refresh_expires_at:
-            next_at = min(next_at, connection.refresh_expires_at)
+        if connection.refresh_expires_at and connection.refresh_expires_at < next_at:
+            next_at, parked_since = connection.refresh_expires_at, None  # its end must be seen, not parked
         changes: dict[str, Any] = {
+            "parked_since": parked_since,
             "status": AT_RISK if at_risk else connection.status,
             "status_reason": reason if at_risk else None,
             "last_refresh_outcome": outcome, "last_refresh_reason": reason,
@@ -425,7 +431,10 @@ class Refresher:
         if at_risk and connection.status != AT_RISK:
             found.append(self._event(events.AT_RISK, connection, reason, now, status=AT_RISK, retryable=True,
                                      log_id=log_id))
-        return self._write(connection, changes, found, PAUSED, reason, release=release)
+        outcome = self._write(connection, changes, found, PAUSED, reason, release=release)
+        if parked_since is not None and breaker.probe_candidate is None:
+            self._breakers.remember_probe(connection.provider, connection.connection_id)
+        return outcome
 
     def _needs_reauth(self, connection: Connection, reason: str, log_id: str | None, now: int) -> RefreshOutcome:
         changes: dict[str, Any] = {
@@ -447,7 +456,9 @@ class Refresher:
                 and connection.status not in ENDED and "refresh_in_doubt" not in changes:
             # An expired lease of someone else's goes: keep what it tells (a rotation may have been lost).
             changes = {**changes, "refresh_in_doubt": True}
-        written = self._store.apply(connection, changes, remove=_LEASE if release else (), events=found)
+        # Any other decision ends a parking: a copy of the resume's message must then find nothing to do.
+        remove = [*(_LEASE if release else ()), *(("parked_since",) if "parked_since" not in changes else ())]
+        written = self._store.apply(connection, changes, remove=remove, events=found)
         if written is None:  # someone moved it meanwhile: they decide; nothing of ours is lost
             return RefreshOutcome(connection.connection_id, BUSY, reason)
         if any(e["detail_type"] == events.AT_RISK for e in found):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import zip_longest
+from itertools import islice, zip_longest
 from typing import TypedDict
 
 from ..domain.schedule import PLAUSIBLE_HORIZON
@@ -11,7 +11,7 @@ from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 from .breaker import CLOSED, OPEN, CircuitBreakers
 
-_PROBE_CANDIDATES = 5  # parked connections read per shard to find one of the provider to probe
+_PROBE_CANDIDATES = 200  # at most this many parked connections per shard are read to find one to probe
 
 
 class SweepSummary(TypedDict):
@@ -67,7 +67,12 @@ class Sweep:
             if hourly:
                 due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
-        probes, resumed = self._parked(now)
+        try:
+            probes, resumed = self._parked(now)
+        except Exception:  # noqa: BLE001 - probes and resumes are extra work: due ids must go out regardless
+            logger.exception("Parked connections not looked at this tick")
+            record_metric("SweepParkedFailed", MetricUnit.Count, 1)
+            probes, resumed = [], []
         # Resumed connections are due because they are still parked (the refresher knows the range): a copy
         # that reaches a worker after the connection was refreshed finds nothing to do, however far the workers
         # lag. A probe is sent to be refreshed whatever its schedule: the provider's breaker is still open.
@@ -89,12 +94,12 @@ class Sweep:
         resumed: list[list[str]] = []
         for provider in self._providers if self._breakers else ():
             breaker = self._breakers.read(provider)  # type: ignore[union-attr]
-            parked = breaker.parked_range  # any cause: an outage earlier in the episode may have parked some
+            parked = breaker.parked_range(now)  # any cause: an earlier outage of the episode may have parked some
             if parked is None:
                 continue
             low, high = parked
             if breaker.state is OPEN and breaker.open_until <= now:
-                probe = self._probe(provider, low, high)
+                probe = self._probe(provider, breaker.probe_candidate, low, high)
                 probes.extend([probe] if probe else [])
             elif breaker.state is CLOSED and breaker.resume_until > now:
                 resumed.extend(list(self._connections.scheduled_between(shard, low, high))
@@ -103,12 +108,15 @@ class Sweep:
         order = [cid for wave in zip_longest(*resumed) for cid in wave if cid is not None]
         return probes, order
 
-    def _probe(self, provider: str, low: int, high: int) -> str | None:
-        """One connection of `provider` parked in [low, high]. The due index holds keys only, and another
-        provider's episode may park connections in the same range: a few candidates' providers are read (that
-        attribute alone: the sweeper may read nothing else of a connection) to find one."""
+    def _probe(self, provider: str, candidate: str | None, low: int, high: int) -> str | None:
+        """A connection of `provider` to probe with: the one the breaker remembered (any live connection of the
+        provider will do), else one parked in [low, high]. The due index holds keys only, and another provider's
+        episode may park connections in the same range: a few candidates' providers are read (that attribute
+        alone: the sweeper may read nothing else of a connection) to find one."""
+        if candidate and self._connections.provider_of(candidate) == provider:
+            return candidate
         for shard in range(self._connections.shards):
-            for cid in self._connections.scheduled_between(shard, low, high, limit=_PROBE_CANDIDATES):
+            for cid in islice(self._connections.scheduled_between(shard, low, high), _PROBE_CANDIDATES):
                 if self._connections.provider_of(cid) == provider:
                     return cid
         return None

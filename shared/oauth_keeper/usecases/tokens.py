@@ -17,7 +17,20 @@ from ..domain.validation import int_param
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, ProviderProfiles, Sleep
 from .connections import ConnectionView, connection_view, existing, usable
-from .refresh import BUSY, INACTIVE, NEEDS_USER, REFRESHED, SUPERSEDED, UNKNOWN, Refresher, RefreshOutcome
+from .refresh import (
+    BUSY,
+    INACTIVE,
+    NEEDS_USER,
+    NO_TIME,
+    REFRESHED,
+    RETRYING,
+    SUPERSEDED,
+    UNKNOWN,
+    Refresher,
+    RefreshOutcome,
+)
+
+NOT_STARTED = "not_started"  # a forced refresh found too little time left to call the provider and commit
 
 DEFAULT_MIN_VALID = 300
 MAX_MIN_VALID = 3600
@@ -91,9 +104,14 @@ class TokenAccess:
         """Refresh now, whatever the schedule says (same single-flight). Raises NotFound, ConnectionUnavailable."""
         connection = usable(existing(self._connections, connection_id))
         outcome = self._refresher.refresh(connection.connection_id, force=True, deadline=deadline)
+        if outcome.result == BUSY and outcome.reason == NO_TIME:  # nothing was sent: say so, not "refreshed"
+            current = outcome.connection or connection
+            return {"result": NOT_STARTED, "connection": connection_view(current, self._clock.now())}
         if outcome.result == BUSY:
-            outcome = RefreshOutcome(connection_id, REFRESHED,
-                                     connection=self._wait_for_sibling(connection, deadline))
+            waited = self._wait_for_sibling(connection, deadline)
+            # Only a sibling that committed new tokens refreshed it; one still at it (or that failed) did not.
+            outcome = RefreshOutcome(connection_id, REFRESHED if waited.token_version != connection.token_version
+                                     else RETRYING, connection=waited)
         current = outcome.connection or existing(self._connections, connection_id)
         if outcome.result in (NEEDS_USER, INACTIVE):
             usable(current)
