@@ -119,7 +119,28 @@ def test_sam_adds_only_the_log_and_queue_polling_managed_policies_to_the_functio
             expected.add(_MANAGED + "AWSLambdaSQSQueueExecutionRole")
         assert set(role.get("ManagedPolicyArns", [])) == expected, name
         written = [s for p in function["Properties"].get("Policies", []) for s in p["Statement"]]
-        assert _statements(role) == written, f"{name}: SAM changed the inline statements"
+        # An asynchronous invocation's OnFailure queue: SAM grants sending to it (and to nothing else).
+        on_failure = ((function["Properties"].get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get(
+            "OnFailure")
+        if on_failure:
+            written.append({"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": on_failure["Destination"]})
+        in_order = sorted(json.dumps(s, sort_keys=True) for s in _statements(role))
+        assert in_order == sorted(json.dumps(s, sort_keys=True) for s in written), f"{name}: SAM changed the statements"
+
+
+def test_a_failed_sweep_goes_to_the_sweeper_dlq_after_lambdas_retries(generated):
+    (config,) = _of_type(generated, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["FunctionName"] == {"Ref": "SweeperFunction"} and config["Qualifier"] == "$LATEST"
+    assert config["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["SweeperDLQ", "Arn"]}}}
+    assert (config["MaximumRetryAttempts"], config["MaximumEventAgeInSeconds"]) == (2, 300)
+
+
+def test_each_function_names_its_log_group_and_the_layer_its_stack(generated):
+    for name in resources_of_type("AWS::Serverless::Function"):
+        logging = generated[name]["Properties"]["LoggingConfig"]
+        assert logging == {"LogGroup": {"Ref": name.removesuffix("Function") + "LogGroup"}}, name
+    (layer,) = _of_type(generated, "AWS::Lambda::LayerVersion").values()
+    assert layer["LayerName"] == {"Fn::Sub": "${AWS::StackName}-shared"}
 
 
 def _generated_routes(generated: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ import ast
 import json
 import math
 import re
+import textwrap
 import tomllib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from oauth_keeper.usecases.refresh import LEASE_SECONDS
@@ -149,14 +150,73 @@ PERMISSIONS = {
 # Functions that read the provider's client secret (SecureString) through SSM.
 READS_CLIENT_SECRET = ("CallbackFunction", "RefreshWorkerFunction", "BackendApiFunction", "WebhookFunction")
 
-# alarm -> (namespace, metric names it watches). Custom metrics carry Powertools' service dimension.
+
+
+class Watch(NamedTuple):
+    """What an alarm reads and when it fires: every metric it reads has `namespace`, one of `metrics`,
+    `dimensions`, `stat` and `period` (seconds, or the template expression); it fires when `periods` periods
+    in a row compare `comparison` to `threshold`; `missing` is its TreatMissingData."""
+
+    namespace: str
+    metrics: frozenset[str]
+    dimensions: list[dict[str, Any]]
+    stat: str
+    period: Any
+    periods: int
+    comparison: str
+    threshold: float
+    missing: str = "notBreaching"
+
+
+# Custom metrics carry Powertools' service dimension (observability.py); AWS metrics the resource's name or id.
+_SERVICE = [{"Name": "service", "Value": "oauth-keeper"}]
+# CloudFormation cannot multiply: the interval in seconds comes from a mapping (checked for every value below).
+SWEEP_INTERVAL_SECONDS = {"Fn::FindInMap": ["SweepInterval", {"Ref": "SweepIntervalMinutes"}, "Seconds"]}
+
+
+def _queue_depth(queue: str) -> Watch:
+    dimensions = [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+    return Watch("AWS/SQS", frozenset({"ApproximateNumberOfMessagesVisible"}), dimensions, "Maximum", 300, 1, ">", 0)
+
+
+def _function_errors(function: str, periods: int = 1) -> Watch:
+    dimensions = [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    return Watch("AWS/Lambda", frozenset({"Errors"}), dimensions, "Sum", 300, periods, ">", 0)
+
+
+# Every alarm of the template (exactly these), what it reads and when it fires.
 ALARMS = {
-    "RefreshDLQAlarm": ("AWS/SQS", {"ApproximateNumberOfMessagesVisible"}),
-    "SchedulerDLQAlarm": ("AWS/SQS", {"ApproximateNumberOfMessagesVisible"}),
-    "RefreshFailureRatioAlarm": ("OAuthKeeper", {"RefreshFailed", "RefreshSucceeded"}),
-    "CircuitBreakerAlarm": ("OAuthKeeper", {"CircuitBreakerOpen"}),
-    "RefreshWorkerErrorsAlarm": ("AWS/Lambda", {"Errors"}),
+    # dead letters: one is enough
+    "RefreshDLQAlarm": _queue_depth("RefreshDLQ"),
+    "SchedulerDLQAlarm": _queue_depth("SchedulerDLQ"),
+    "SweeperDLQAlarm": _queue_depth("SweeperDLQ"),
+    # a refresh request waiting 10 minutes: refreshes are planned at least 15 minutes before the token ends
+    "RefreshQueueAgeAlarm": Watch(
+        "AWS/SQS", frozenset({"ApproximateAgeOfOldestMessage"}),
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RefreshQueue", "QueueName"]}}], "Maximum", 300, 1, ">", 600,
+    ),
+    "RefreshFailureRatioAlarm": Watch(
+        "OAuthKeeper", frozenset({"RefreshFailed", "RefreshSucceeded"}), _SERVICE, "Sum", 300, 3, ">", 0.2
+    ),
+    "CircuitBreakerAlarm": Watch("OAuthKeeper", frozenset({"CircuitBreakerOpen"}), _SERVICE, "Sum", 300, 1, ">", 0),
+    # the one alarm on silence: a sweeper that never runs emits nothing at all
+    "SweepHeartbeatAlarm": Watch(
+        "OAuthKeeper", frozenset({"SweepSucceeded"}), _SERVICE, "Sum", SWEEP_INTERVAL_SECONDS, 3, "<", 1, "breaching"
+    ),
+    # HTTP APIs name it 5xx (REST APIs: 5XXError) and publish it per ApiId
+    "ApiServerErrorsAlarm": Watch(
+        "AWS/ApiGateway", frozenset({"5xx"}), [{"Name": "ApiId", "Value": {"Ref": "HttpApi"}}], "Sum", 300, 1, ">", 0
+    ),
+    "ConnectSessionsErrorsAlarm": _function_errors("ConnectSessionsFunction"),
+    "AuthorizeErrorsAlarm": _function_errors("AuthorizeFunction"),
+    "CallbackErrorsAlarm": _function_errors("CallbackFunction"),
+    "BackendApiErrorsAlarm": _function_errors("BackendApiFunction"),
+    "WebhookErrorsAlarm": _function_errors("WebhookFunction"),
+    "SweeperErrorsAlarm": _function_errors("SweeperFunction"),
+    # a batch that failed is retried by SQS: two periods, not one
+    "RefreshWorkerErrorsAlarm": _function_errors("RefreshWorkerFunction", periods=2),
 }
+_COMPARISONS = {">": "GreaterThanThreshold", "<": "LessThanThreshold"}
 
 PSEUDO_PARAMETERS = {
     "AWS::AccountId",
@@ -383,6 +443,15 @@ def test_the_layer_is_built_for_the_functions_python_and_architecture():
     assert props["CompatibleRuntimes"] == ["python3.13"]
     assert props["CompatibleArchitectures"] == ["arm64"]
     assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+
+
+def test_the_layer_is_named_after_the_stack_so_two_stages_in_one_account_do_not_share_it():
+    # Without LayerName SAM names the layer after its logical id, the same in every stack.
+    name = template()["Resources"]["OAuthKeeperLayer"]["Properties"]["LayerName"]
+    assert set(name) == {"Fn::Sub"} and name["Fn::Sub"].startswith("${AWS::StackName}-")
+    # Layer names: [a-zA-Z0-9-_], at most 140 characters; stack names: at most 128.
+    suffix = name["Fn::Sub"].removeprefix("${AWS::StackName}")
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", suffix) and 128 + len(suffix) <= 140, suffix
 
 
 def test_every_function_uses_the_shared_layer():
@@ -955,15 +1024,29 @@ def _watched_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _comparison(alarm: dict[str, Any]) -> tuple[str, float]:
+    return alarm["ComparisonOperator"], alarm["Threshold"]
+
+
 @pytest.mark.parametrize("name", sorted(ALARMS))
 def test_each_alarm_watches_its_metric_and_says_what_to_do(name):
     alarm = _alarm(name)
-    namespace, metric_names = ALARMS[name]
+    watch = ALARMS[name]
     metrics = _watched_metrics(alarm)
-    assert {m["Namespace"] for m in metrics} == {namespace}
-    assert {m["MetricName"] for m in metrics} == metric_names
+    assert {m["MetricName"] for m in metrics} == watch.metrics
+    for metric in metrics:
+        assert metric["Namespace"] == watch.namespace, name
+        assert metric["Dimensions"] == watch.dimensions, name
+        assert (metric["Stat"], metric["Period"]) == (watch.stat, watch.period), name
+    # Every period must breach: DatapointsToAlarm absent means all EvaluationPeriods.
+    assert alarm["EvaluationPeriods"] == alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"]) == watch.periods
+    assert _comparison(alarm) == (_COMPARISONS[watch.comparison], watch.threshold)
+    assert alarm["TreatMissingData"] == watch.missing
     assert len(alarm["AlarmDescription"]) >= 80, "say what happened and what to do about it"
-    assert alarm["TreatMissingData"] == "notBreaching", "a quiet system is not an incident"
+
+
+def test_the_template_has_exactly_the_alarms_of_the_table():
+    assert set(resources_of_type(ALARM)) == set(ALARMS)
 
 
 def test_every_alarm_notifies_the_alarm_topic_only_when_one_is_set():
@@ -976,36 +1059,173 @@ def test_every_alarm_notifies_the_alarm_topic_only_when_one_is_set():
         assert props["OKActions"] == _ALARM_ACTIONS, name
 
 
+def test_only_the_heartbeat_treats_silence_as_an_incident():
+    # A quiet system is not an incident (no dead letter, no error, no refresh due), except for the heartbeat:
+    # a sweeper that never runs emits nothing at all.
+    breaching = {name for name, res in resources_of_type(ALARM).items()
+                 if res["Properties"]["TreatMissingData"] == "breaching"}
+    assert breaching == {"SweepHeartbeatAlarm"}
+
+
 def test_custom_metric_alarms_read_the_namespace_and_service_dimension_powertools_writes():
     variables = _globals_function()["Environment"]["Variables"]
-    for name, (namespace, _) in ALARMS.items():
-        if namespace.startswith("AWS/"):
-            continue
+    for name in resources_of_type(ALARM):
         for metric in _watched_metrics(_alarm(name)):
+            if metric["Namespace"].startswith("AWS/"):
+                continue
             assert metric["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"], name
             assert metric["Dimensions"] == [{"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}], name
-            assert (metric["Stat"], metric["Period"]) == ("Sum", 300), name
 
 
-@pytest.mark.parametrize(("alarm", "queue"), [("RefreshDLQAlarm", "RefreshDLQ"), ("SchedulerDLQAlarm", "SchedulerDLQ")])
-def test_a_single_dead_letter_raises_its_queues_alarm(alarm, queue):
-    props = _alarm(alarm)
-    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
-    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+def _metric_names_in(node: ast.expr) -> set[str]:
+    """The metric names a call argument can take: a literal, or either branch of `a if c else b`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.IfExp):
+        return _metric_names_in(node.body) | _metric_names_in(node.orelse)
+    return set()
 
 
-def test_an_open_circuit_breaker_alarms_within_five_minutes():
-    props = _alarm("CircuitBreakerAlarm")
-    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == ("Sum", 300, 1)
-    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
-    assert "SSM" in props["AlarmDescription"] and "client secret" in props["AlarmDescription"]
+def emitted_metric_names(sources: list[str]) -> set[str]:
+    """Every metric name the code passes to `record_metric` or Powertools' `add_metric` (first argument or
+    `name=`)."""
+    names: set[str] = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called not in {"record_metric", "add_metric"}:
+                continue
+            arguments = node.args[:1] + [k.value for k in node.keywords if k.arg == "name"]
+            for argument in arguments:
+                names |= _metric_names_in(argument)
+    return names
 
 
-def test_refresh_worker_errors_alarm_after_two_periods():
-    props = _alarm("RefreshWorkerErrorsAlarm")
-    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RefreshWorkerFunction"}}]
-    assert props["EvaluationPeriods"] == 2 and props.get("DatapointsToAlarm", 2) == 2
-    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+def _code_sources() -> list[str]:
+    files = [*(ROOT / "shared" / "oauth_keeper").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]
+    return [f.read_text(encoding="utf-8") for f in files]
+
+
+def test_every_custom_metric_an_alarm_reads_is_emitted_somewhere_in_the_code():
+    # The quick check; tests/integration/test_alarm_metrics.py runs the handlers and reads what they print.
+    emitted = emitted_metric_names(_code_sources())
+    read = {m["MetricName"] for name in resources_of_type(ALARM) for m in _watched_metrics(_alarm(name))
+            if not m["Namespace"].startswith("AWS/")}
+    assert read, "no alarm reads a custom metric?"
+    assert read <= emitted, f"alarms watch metrics the code never emits: {sorted(read - emitted)}"
+
+
+def test_the_emitted_metric_scan_sees_literals_branches_and_keywords_only():
+    source = textwrap.dedent("""
+        record_metric("A", unit, 1)
+        record_metric("B" if ok else "C", unit, 1)
+        metrics.add_metric(name="D", unit=unit, value=1)
+        record_metric(variable, unit, 1)
+        logger.info("NotAMetric")
+    """)
+    assert emitted_metric_names([source]) == {"A", "B", "C", "D"}
+
+
+def _dead_letter_queues() -> dict[str, str]:
+    """Queue -> what sends to it: redrive targets, schedule DLQs, asynchronous invocations' OnFailure queues."""
+    found = {}
+    for name, res in resources_of_type(QUEUE).items():
+        target = (res["Properties"].get("RedrivePolicy") or {}).get("deadLetterTargetArn")
+        if target:
+            found[target["Fn::GetAtt"][0]] = f"{name} redrive"
+    for name, fn in _functions().items():
+        for schedule in _events_of_type(name, "ScheduleV2"):
+            if "DeadLetterConfig" in schedule:
+                found[schedule["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]] = f"{name} schedule"
+        on_failure = ((fn["Properties"].get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get(
+            "OnFailure") or {}
+        if on_failure.get("Type") == "SQS":
+            found[on_failure["Destination"]["Fn::GetAtt"][0]] = f"{name} OnFailure"
+    return found
+
+
+def _alarms_on(metric_name: str, dimensions: list[dict[str, Any]]) -> list[str]:
+    return [name for name in resources_of_type(ALARM) for m in _watched_metrics(_alarm(name))
+            if m["MetricName"] == metric_name and m["Dimensions"] == dimensions]
+
+
+def test_every_dead_letter_queue_alarms_on_a_single_message():
+    dlqs = _dead_letter_queues()
+    assert set(dlqs) == {"RefreshDLQ", "SchedulerDLQ", "SweeperDLQ"}, dlqs
+    for queue in dlqs:
+        (alarm,) = _alarms_on("ApproximateNumberOfMessagesVisible",
+                              [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}])
+        assert _comparison(_alarm(alarm)) == ("GreaterThanThreshold", 0), alarm
+
+
+def test_every_queue_a_function_consumes_alarms_when_its_oldest_message_is_late():
+    consumed = {event["Queue"]["Fn::GetAtt"][0] for name in _functions() for event in _events_of_type(name, "SQS")}
+    assert consumed == {"RefreshQueue"}
+    for queue in consumed:
+        (alarm,) = _alarms_on("ApproximateAgeOfOldestMessage",
+                              [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}])
+        # Longer than one failed attempt (a full visibility timeout) would hide nothing.
+        assert 0 < _alarm(alarm)["Threshold"] < 15 * 60, alarm
+
+
+def test_every_function_has_an_errors_alarm():
+    for function in _functions():
+        assert _alarms_on("Errors", [{"Name": "FunctionName", "Value": {"Ref": function}}]), function
+
+
+def test_the_http_api_alarms_on_any_5xx():
+    for api in resources_of_type("AWS::Serverless::HttpApi"):
+        (alarm,) = _alarms_on("5xx", [{"Name": "ApiId", "Value": {"Ref": api}}])
+        assert _alarm(alarm)["Namespace"] == "AWS/ApiGateway"
+        assert _comparison(_alarm(alarm)) == ("GreaterThanThreshold", 0)
+
+
+def test_a_sweep_that_ran_and_failed_is_retried_then_recorded_in_the_sweeper_dlq():
+    # Scheduler invokes asynchronously: its retry policy and DLQ only see deliveries Lambda refused. A sweep
+    # Lambda accepted and that failed is only seen by the function's own asynchronous invocation config.
+    config = _functions()["SweeperFunction"]["Properties"]["EventInvokeConfig"]
+    assert config["DestinationConfig"] == {
+        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["SweeperDLQ", "Arn"]}}
+    }
+    assert config["MaximumRetryAttempts"] == 2
+    # As old as the schedule lets a delivery get: the next sweep supersedes it.
+    assert config["MaximumEventAgeInSeconds"] == _only_event("SweeperFunction", "ScheduleV2")["RetryPolicy"][
+        "MaximumEventAgeInSeconds"]
+    assert int(_queue("SweeperDLQ")["MessageRetentionPeriod"]) == FOURTEEN_DAYS
+    assert template()["Outputs"]["SweeperDLQUrl"]["Value"] == {"Ref": "SweeperDLQ"}
+
+
+def test_the_scheduler_dlq_alarm_claims_only_failed_deliveries():
+    description = _alarm("SchedulerDLQAlarm")["AlarmDescription"]
+    # A throttled or failing sweeper is Lambda's business, never the scheduler's DLQ.
+    assert "throttl" not in description.lower()
+    assert "SweeperDLQAlarm" in description and "SweepHeartbeatAlarm" in description
+
+
+def _sweep_interval_seconds(minutes: int) -> int:
+    expression = _alarm("SweepHeartbeatAlarm")["Period"]
+    mapping, key, attribute = expression["Fn::FindInMap"]
+    assert key == {"Ref": "SweepIntervalMinutes"}
+    return int(template()["Mappings"][mapping][str(minutes)][attribute])
+
+
+def test_the_sweep_heartbeat_alarms_after_three_sweep_intervals_without_a_success_for_every_interval():
+    param = template()["Parameters"]["SweepIntervalMinutes"]
+    low, high = int(param["MinValue"]), int(param["MaxValue"])
+    mapping = template()["Mappings"]["SweepInterval"]
+    assert set(mapping) == {str(m) for m in range(low, high + 1)}, "one row per allowed interval, no more"
+    alarm = _alarm("SweepHeartbeatAlarm")
+    for minutes in range(low, high + 1):
+        period = _sweep_interval_seconds(minutes)
+        assert period == minutes * 60, minutes
+        # CloudWatch: a period of a whole number of minutes, and at most a day evaluated.
+        assert period % 60 == 0 and alarm["EvaluationPeriods"] * period <= 86_400
+    # Sum < 1 in each of 3 periods in a row: no sweep succeeded in 3 intervals; a single missed one is jitter.
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 3)
+    assert _comparison(alarm) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching"
 
 
 class _MetricValue(float):
@@ -1063,16 +1283,45 @@ def test_the_failure_ratio_must_stay_high_for_three_periods_of_five_minutes():
 # ----------------------------------------------------------------- logs
 
 
-def test_every_function_has_its_own_log_group_with_retention():
-    groups = {}
-    for res in resources_of_type(LOG_GROUP).values():
-        name = res["Properties"].get("LogGroupName")
-        if isinstance(name, dict) and "Fn::Sub" in name:
-            groups[name["Fn::Sub"]] = res["Properties"]
-    for fn in _functions():
-        props = groups.get(f"/aws/lambda/${{{fn}}}")
-        assert props is not None, f"no /aws/lambda/${{{fn}}} log group"
-        assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}, fn
+def _function_references(node: Any) -> set[str]:
+    """Functions a template value depends on (Ref, GetAtt, or ${...} in a Sub)."""
+    functions = set(_functions())
+    text = json.dumps(node)
+    found = {f for f in functions if json.dumps({"Ref": f}) in text or f'["{f}", ' in text}
+    found |= {name.split(".")[0] for name in _SUB_VARIABLE.findall(text)} & functions
+    return found
+
+
+def test_every_function_writes_to_its_own_log_group_which_exists_before_it():
+    # Lambda creates /aws/lambda/<function> on the first invocation if nothing names another group. A group the
+    # template names after the function can only be created after it: an invocation in between (a schedule,
+    # a queue) creates the group first, and the deploy fails with "already exists". So each function names its
+    # group in LoggingConfig, and the group's name depends on no function.
+    groups = resources_of_type(LOG_GROUP)
+    used = []
+    for fn, res in _functions().items():
+        target = res["Properties"]["LoggingConfig"]["LogGroup"]
+        assert set(target) == {"Ref"} and target["Ref"] in groups, fn
+        group = groups[target["Ref"]]
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, fn
+        assert not _function_references(group), f"{target['Ref']} can only exist after a function"
+        assert group["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}/{fn}"}, fn
+        # Renamed on an upgrade, the old group keeps its logs until their retention ends.
+        assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Delete", "Retain"), fn
+        used.append(target["Ref"])
+    assert len(used) == len(set(used)), "two functions share a log group"
+
+
+def test_no_log_group_is_named_after_a_function():
+    for name, group in resources_of_type(LOG_GROUP).items():
+        assert not _function_references(group), name
+
+
+def test_the_function_reference_check_sees_ref_getatt_and_sub():
+    assert _function_references({"Fn::Sub": "/aws/lambda/${SweeperFunction}"}) == {"SweeperFunction"}
+    assert _function_references({"Ref": "WebhookFunction"}) == {"WebhookFunction"}
+    assert _function_references({"Fn::GetAtt": ["CallbackFunction", "Arn"]}) == {"CallbackFunction"}
+    assert _function_references({"Fn::Sub": "/aws/lambda/${AWS::StackName}/SweeperFunction"}) == set()
 
 
 # ----------------------------------------------------------------- IAM

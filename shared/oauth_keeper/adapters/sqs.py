@@ -37,4 +37,4 @@ class SqsRefreshQueue:
             entries = [e for e in entries if e["Id"] in failed]
             if not entries:
                 return sent
-        raise RuntimeError(f"SQS refused {len(entries)} refresh messages")  # the scheduler retries the sweep
+        raise RuntimeError(f"SQS refused {len(entries)} refresh messages")  # Lambda retries the sweep

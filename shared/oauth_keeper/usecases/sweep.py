@@ -53,7 +53,8 @@ class Sweep:
         """Page through every shard of the Due and Outbox indexes (never a Scan) and queue the ids found.
 
         A duplicate tick sends the same ids again, which is harmless: the worker re-reads each connection and
-        the lease makes refreshes single. Raises when the queue refuses ids (the scheduler retries the tick)."""
+        the lease makes refreshes single. Raises when the queue refuses ids (Lambda retries the invocation). Counts
+        `SweepSucceeded` once it has read and queued everything, never on a failed sweep."""
         store = self._connections
         now = int(self._clock.now())
         horizon = now + self._sweep_interval
@@ -81,6 +82,8 @@ class Sweep:
         forced = [cid for cid in probes if cid not in set(ids)]
         sent += self._queue.send(forced, force=True) if forced else 0
         record_metric("ConnectionsDue", MetricUnit.Count, len(due))
+        # The heartbeat (SweepHeartbeatAlarm): only a sweep that read every shard and queued what it found counts.
+        record_metric("SweepSucceeded", MetricUnit.Count, 1)
         logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent,
                                          "probes": len(probes), "resumed": len(resumed)})
         return SweepReport(due=len(due), pending_events=len(pending), sent=sent, probes=len(probes),

@@ -1,0 +1,137 @@
+"""The custom metrics the alarms of template.yaml read are really emitted by the handlers, with the names,
+namespace and dimensions the alarms select on: each handler runs on moto and its Powertools EMF output (what
+CloudWatch turns into metrics) is read back from stdout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from oauth_keeper import root
+
+from local.apigw import LambdaContext
+from local.cfn import resources_of_type
+from tests.integration.test_refresh import connect
+from tests.integration.test_sample_events import load
+
+pytestmark = pytest.mark.integration
+
+
+def emf_metrics(out: str) -> dict[str, list[dict[str, Any]]]:
+    """Metric name -> the EMF documents (one JSON line each) that carry it, in the order printed."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                found.setdefault(metric["Name"], []).append(document)
+    return found
+
+
+def _values(value: float | list[float]) -> list[float]:
+    """An EMF metric's values: Powertools writes a list, a single value may also stand alone."""
+    return value if isinstance(value, list) else [value]
+
+
+def custom_metrics_alarms_read() -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """Metric name -> (namespace, dimensions) for every metric outside AWS/* that an alarm of the template reads."""
+    read = {}
+    for res in resources_of_type("AWS::CloudWatch::Alarm").values():
+        props = res["Properties"]
+        metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
+        for metric in metrics:
+            if not metric["Namespace"].startswith("AWS/"):
+                read[metric["MetricName"]] = (metric["Namespace"], metric.get("Dimensions", []))
+    return read
+
+
+def _sweep(tiktok, browser, clock) -> None:
+    import sweeper_handler
+
+    sweeper_handler.handler(load("sweeper"), LambdaContext("SweeperFunction"))
+
+
+def _refresh_one(tiktok, browser, clock, *, then: Callable[[], None] = lambda: None) -> None:
+    """Connect, wait until the connection is due, run `then` (a fault), and let the worker handler refresh it."""
+    import refresh_worker_handler
+
+    connection_id = connect(browser, tiktok)
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
+    then()
+    body = json.dumps({"connection_id": connection_id})
+    refresh_worker_handler.handler({"Records": [{"messageId": "m1", "body": body}]},
+                                   LambdaContext("RefreshWorkerFunction"))
+
+
+def _refresh_failing(tiktok, browser, clock) -> None:
+    _refresh_one(tiktok, browser, clock, then=lambda: tiktok.fail_next(1, "5xx"))
+
+
+def _refresh_with_a_refused_client_secret(tiktok, browser, clock) -> None:
+    # Rotated in TikTok's portal, not yet in SSM: TikTok answers invalid_client.
+    _refresh_one(tiktok, browser, clock, then=lambda: tiktok.rotate_client_secret("rotated-in-the-portal"))
+
+
+# Metric -> a handler run that must emit it. Every custom metric an alarm reads needs a row here.
+SCENARIOS: dict[str, Callable[..., None]] = {
+    "SweepSucceeded": _sweep,
+    "RefreshSucceeded": _refresh_one,
+    "RefreshFailed": _refresh_failing,
+    "CircuitBreakerOpen": _refresh_with_a_refused_client_secret,
+}
+
+
+def test_every_custom_metric_an_alarm_reads_has_a_handler_run_that_emits_it():
+    read = set(custom_metrics_alarms_read())
+    assert read, "no alarm reads a custom metric?"
+    assert read <= set(SCENARIOS), f"add a scenario for {sorted(read - set(SCENARIOS))}"
+
+
+@pytest.mark.parametrize("metric", sorted(SCENARIOS))
+def test_the_handler_emits_the_metric_with_the_namespace_and_dimensions_its_alarm_reads(
+        metric, stack, tiktok, browser, clock, capfd):
+    namespace, dimensions = custom_metrics_alarms_read()[metric]
+    capfd.readouterr()
+    SCENARIOS[metric](tiktok, browser, clock)
+    documents = emf_metrics(capfd.readouterr().out).get(metric)
+    assert documents, f"{metric} was not emitted"
+    for document in documents:
+        directive = next(d for d in document["_aws"]["CloudWatchMetrics"]
+                         if metric in {m["Name"] for m in d["Metrics"]})
+        assert directive["Namespace"] == namespace
+        # CloudWatch files an EMF metric under exactly its dimension set: the alarm must name that set.
+        assert directive["Dimensions"] == [[d["Name"] for d in dimensions]]
+        assert {d["Name"]: document[d["Name"]] for d in dimensions} == {d["Name"]: d["Value"] for d in dimensions}
+        assert sum(_values(document[metric])) >= 1
+
+
+def test_a_sweep_emits_its_heartbeat_once_per_run(stack, tiktok, browser, clock, capfd):
+    import sweeper_handler
+
+    capfd.readouterr()
+    for _ in range(2):
+        sweeper_handler.handler(load("sweeper"), LambdaContext("SweeperFunction"))
+    (first, second) = emf_metrics(capfd.readouterr().out)["SweepSucceeded"]
+    assert _values(first["SweepSucceeded"]) == _values(second["SweepSucceeded"]) == [1]
+
+
+def test_a_failing_sweep_emits_no_heartbeat(stack, tiktok, browser, clock, capfd):
+    """The sweep found a due connection but the refresh queue is gone: nothing was queued, so nothing may tell
+    the heartbeat alarm that all is well."""
+    import sweeper_handler
+
+    connection_id = connect(browser, tiktok)
+    clock.advance(root.container().connections.get(connection_id).next_refresh_at - clock.now())
+    sqs = boto3.client("sqs")
+    sqs.delete_queue(QueueUrl=stack.env["REFRESH_QUEUE_URL"])
+    capfd.readouterr()
+    with pytest.raises(ClientError, match="QueueDoesNotExist|NonExistentQueue"):
+        sweeper_handler.handler(load("sweeper"), LambdaContext("SweeperFunction"))
+    emitted = emf_metrics(capfd.readouterr().out)
+    assert "SweepSucceeded" not in emitted
