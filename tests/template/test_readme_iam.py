@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 # The README's examples name this API, account, region and stage.
 API = "arn:aws:execute-api:eu-west-1:123456789012:abc123/$default"
 # A request's ARN carries the path as requested: each path parameter filled with a value like the real ones.
-SAMPLE_VALUES = {"connection_id": "con_v5kxitzfzikpm6z75y424h33jvfkl3xb", "owner_id": "user-42", "provider": "tiktok"}
+SAMPLE_VALUES = {"connection_id": "con_v5kxitzfzikpm6z75y424h33jvfkl3xb", "owner_id": "user-42", "provider": "tiktok",
+                 "operation_id": "op_Xk3r9QmZt1vB7nYc2LpD4sWe"}
 
 # Policy (the Sid of its first statement) -> exactly the routes it allows.
 ALLOWED = {
@@ -27,8 +28,10 @@ ALLOWED = {
         ("GET", "/connections"),
         ("GET", "/connections/{connection_id}"),
         ("DELETE", "/connections/{connection_id}"),
+        ("GET", "/operations/{operation_id}"),  # follows its disconnects
     },
-    "DataProtectionErasesOwners": {("DELETE", "/owners/{owner_id}/connections")},
+    "DataProtectionErasesOwners": {("DELETE", "/owners/{owner_id}/connections"),
+                                   ("GET", "/operations/{operation_id}")},
 }
 
 
