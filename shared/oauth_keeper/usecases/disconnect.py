@@ -10,6 +10,7 @@ from ..domain import events
 from ..domain.connection import DISCONNECTED, Connection, Reason
 from ..domain.deadlines import ERASE_RESERVE, MIN_PROVIDER_CALL, budget
 from ..domain.errors import FailureKind, InvalidInput, ProviderError, TokenDecryptionError
+from ..domain.provider_events import removal_applies
 from ..domain.validation import OWNER_ID, OWNER_ID_RULE
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles, Sleep
@@ -23,6 +24,11 @@ class ErasureReport(TypedDict):
     owner_id: str
     erased: int  # connections deleted for good
     pending: int  # disconnected, deleted once their last event is published (by the sweep)
+
+
+class AccountRemoval(TypedDict):
+    disconnected: int  # connections this call made `disconnected`
+    kept: list[str]  # ids of live connections granted on or after `granted_before`: left alone
 
 
 class Disconnection:
@@ -49,15 +55,20 @@ class Disconnection:
         return connection_view(connection, self._clock.now())
 
     def mark_disconnected(self, connection_id: str, reason: str, *, provider_log_id: str | None = None,
-                          revoke_failed: bool = False, extra: dict[str, Any] | None = None) -> Connection | None:
+                          revoke_failed: bool = False, extra: dict[str, Any] | None = None,
+                          granted_before: int | None = None) -> Connection | None:
         """Erase the tokens, leave the due index, publish Connection Disconnected (with `extra` in its detail).
 
-        None when the connection is unknown or already disconnected. Raises RuntimeError when it keeps
-        changing under five guarded attempts."""
+        `granted_before` (epoch seconds): only if the connection's latest grant is older (a provider's event
+        about an earlier grant); checked on the revision the guarded write is made from, so a reconnect landing
+        meanwhile is left alone. None when the connection is unknown, already disconnected or granted since.
+        Raises RuntimeError when it keeps changing under five guarded attempts."""
         store = self._connections
         for _ in range(5):
             connection = store.get(connection_id)
             if connection is None or connection.status == DISCONNECTED:
+                return None
+            if granted_before is not None and not removal_applies(connection, granted_before):
                 return None
             now = self._clock.now()
             changes: dict[str, Any] = {
@@ -107,14 +118,21 @@ class Disconnection:
         return {"owner_id": owner_id, "erased": erased, "pending": pending}
 
     def disconnect_account(self, provider: str, account_id: str, reason: str,
-                           extra: dict[str, Any] | None = None) -> int:
+                           extra: dict[str, Any] | None = None, *, granted_before: int | None = None,
+                           ) -> AccountRemoval:
         """Every live connection of one provider account (any owner) becomes disconnected, without a revoke
-        (the provider already ended the grant). Repeats change nothing. Returns how many changed."""
-        count = 0
-        for key in list(self._connections.of_account(provider, account_id)):
-            if self.mark_disconnected(key, reason, extra=extra):
-                count += 1
-        return count
+        (the provider already ended the grant); with `granted_before` (epoch seconds), only those whose latest
+        grant is older: the others are `kept`. Repeats change nothing."""
+        store = self._connections
+        removal: AccountRemoval = {"disconnected": 0, "kept": []}
+        for key in list(store.of_account(provider, account_id)):
+            if self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before):
+                removal["disconnected"] += 1
+            elif granted_before is not None:
+                current = store.get(key)  # told apart from "already disconnected"
+                if current and current.status != DISCONNECTED and not removal_applies(current, granted_before):
+                    removal["kept"].append(key)
+        return removal
 
     def _revoke(self, connection: Connection, deadline: float | None) -> tuple[str | None, bool]:
         """(the provider's log id, whether the revoke failed for good)."""
