@@ -178,6 +178,23 @@ class MemoryFlowStore:
             self._records[key] = (key, record)
 
 
+class MemoryDeliveryLog:
+    """The `DeliveryLog` port in memory: handled webhook deliveries by key, each forgotten after its time."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, key: str, now: float) -> bool:
+        with self._lock:
+            record = self.records.get(key)
+            return record is not None and record["purge_at"] > now
+
+    def remember(self, key: str, provider: str, now: float, until: int) -> None:
+        with self._lock:
+            self.records[key] = {"provider": provider, "received_at": int(now), "purge_at": until}
+
+
 class FakeKms:
     """KMS's data-key calls in memory: data keys wrapped under a local master key (never leaves the process).
 

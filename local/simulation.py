@@ -24,6 +24,7 @@ from local.memory import (
     FakeKms,
     ListQueue,
     ManualClock,
+    MemoryDeliveryLog,
     MemoryFlowStore,
     MemoryItemStore,
     MemoryPublisher,
@@ -60,7 +61,7 @@ class World:
         world.ssm = {"client_key": tiktok.client_key, "client_secret": tiktok.client_secret}
         world.services = Container(
             settings, clock=clock, items=MemoryItemStore(), flows=MemoryFlowStore(),
-            http=DirectClient(tiktok) if direct_http else in_process_client(tiktok),
+            deliveries=MemoryDeliveryLog(), http=DirectClient(tiktok) if direct_http else in_process_client(tiktok),
             kms=FakeKms(), publisher=publisher, queue=world.queue, sleep=no_sleep,
             credentials=StaticCredentials(lambda: world.ssm),
         )

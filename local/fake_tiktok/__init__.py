@@ -237,9 +237,18 @@ class FakeTikTok:
         reason: int = 1,
         event: str = "authorization.removed",
         timestamp: int | None = None,
+        *,
+        create_time: Any = None,
+        drop: tuple[str, ...] = (),
     ) -> tuple[bytes, dict[str, str]]:
-        """A webhook delivery TikTok would send: raw body and its TikTok-Signature header."""
-        return self._authority.signed_webhook(open_id, reason, event, timestamp)
+        """A webhook delivery TikTok would send: raw body and its TikTok-Signature header, signed at `timestamp`
+        (default now). The event was created at `create_time` (default: when signed; any JSON value, for
+        hostile tests); `drop` leaves body fields out."""
+        return self._authority.signed_webhook(open_id, reason, event, timestamp, create_time=create_time, drop=drop)
+
+    def resign_webhook(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The headers of a retry of `body`: TikTok signs every attempt anew, at `timestamp` (default now)."""
+        return self._authority.resign_webhook(body, timestamp)
 
     # ---- faults ----------------------------------------------------------------------------------
 

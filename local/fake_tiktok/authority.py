@@ -419,17 +419,26 @@ class Authority:
         reason: int = 1,
         event: str = "authorization.removed",
         timestamp: int | None = None,
+        *,
+        create_time: Any = None,
+        drop: tuple[str, ...] = (),
     ) -> tuple[bytes, dict[str, str]]:
-        """A webhook delivery TikTok would send: raw body and its TikTok-Signature header."""
+        """A webhook delivery TikTok would send: raw body and its TikTok-Signature header, signed at `timestamp`
+        (default now). The event was created at `create_time` (default: when signed; any JSON value, for
+        hostile tests); `drop` leaves body fields out."""
         t = int(self.clock()) if timestamp is None else timestamp
-        body = json.dumps(
-            {
-                "client_key": self.client_key,
-                "event": event,
-                "create_time": t,
-                "user_openid": open_id,
-                "content": json.dumps({"reason": reason}),  # TikTok sends content as a JSON string
-            }
-        ).encode()
+        fields = {
+            "client_key": self.client_key,
+            "event": event,
+            "create_time": t if create_time is None else create_time,
+            "user_openid": open_id,
+            "content": json.dumps({"reason": reason}),  # TikTok sends content as a JSON string
+        }
+        body = json.dumps({k: v for k, v in fields.items() if k not in drop}).encode()
+        return body, self.resign_webhook(body, t)
+
+    def resign_webhook(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The headers of a retry of `body`: TikTok signs every attempt anew, at `timestamp` (default now)."""
+        t = int(self.clock()) if timestamp is None else timestamp
         signature = hmac.new(self.client_secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-        return body, {"Content-Type": "application/json", "TikTok-Signature": f"t={t},s={signature}"}
+        return {"Content-Type": "application/json", "TikTok-Signature": f"t={t},s={signature}"}

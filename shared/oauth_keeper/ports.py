@@ -172,6 +172,20 @@ class FlowStore(Protocol):
         ...
 
 
+class DeliveryLog(Protocol):
+    """Provider webhook deliveries already handled, by the key of their raw body (`provider_events.delivery_key`),
+    each remembered until a time (then forgotten, as if never seen)."""
+
+    def seen(self, key: str, now: float) -> bool:
+        """Whether a delivery with this key was handled and is still remembered at `now` (epoch seconds)."""
+        ...
+
+    def remember(self, key: str, provider: str, now: float, until: int) -> None:
+        """Record a handled delivery (received at `now`) until `until` (epoch seconds). Recording it again
+        changes nothing that matters."""
+        ...
+
+
 # -- the provider ------------------------------------------------------------------------------------------------
 class ProviderProfiles(Protocol):
     def profile(self, provider: str) -> ProviderProfile:

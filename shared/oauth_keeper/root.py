@@ -24,6 +24,7 @@ from .domain.deadlines import HANDLER_MARGIN
 from .ports import (
     Clock,
     Credentials,
+    DeliveryLog,
     EventPublisher,
     FlowStore,
     HttpClient,
@@ -54,7 +55,7 @@ class Container:
                  items: ItemStore | None = None, flows: FlowStore | None = None, kms: KeyService | None = None,
                  publisher: EventPublisher | None = None, credentials: Credentials | None = None,
                  queue: RefreshQueue | None = None, sleep: Sleep | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, deliveries: DeliveryLog | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.sleep: Sleep = sleep or time.sleep
@@ -66,6 +67,7 @@ class Container:
         self._credentials = credentials
         self._queue = queue
         self._rng = rng
+        self._deliveries = deliveries
         self._lock = threading.Lock()
 
     # -- adapters --------------------------------------------------------------------------------------------
@@ -94,6 +96,14 @@ class Container:
         from .adapters.flows import DynamoFlowStore
 
         return DynamoFlowStore(aws.client("dynamodb"), self.settings.flows_table)
+
+    @cached_property
+    def deliveries(self) -> DeliveryLog:
+        if self._deliveries is not None:
+            return self._deliveries
+        from .adapters.deliveries import DynamoDeliveryLog
+
+        return DynamoDeliveryLog(aws.client("dynamodb"), self.settings.flows_table)
 
     @cached_property
     def data_keys(self) -> DataKeys:
@@ -208,7 +218,7 @@ class Container:
     @cached_property
     def webhooks(self) -> WebhookReceiver:
         return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
-                               disconnection=self.disconnection, clock=self.clock)
+                               disconnection=self.disconnection, deliveries=self.deliveries, clock=self.clock)
 
 
 class _LazyQueue:

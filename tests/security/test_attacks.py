@@ -378,11 +378,12 @@ def test_a_forged_webhook_disconnects_no_one(stack, tiktok, clock, forgery):
     assert [e for e in stack.received_events() if e["detail-type"] == "Connection Disconnected"] == []
 
 
-def test_a_genuine_webhook_does_disconnect(stack, tiktok):
+def test_a_genuine_webhook_does_disconnect(stack, tiktok, clock):
     """The control for the forgeries above: the same request, correctly signed, is acted on."""
     browser = apigw.Browser()
     flow = start_flow(browser)
     connection_id = location_of(browser.get(tiktok.approve(flow.authorize_location)))["connection_id"][0]
+    clock.advance(3600)  # the user removes the app an hour later (a removal within a minute of it is ignored)
     body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id)
     assert _webhook(body, headers)["statusCode"] == 200
     assert connection_item(connection_id)["status"]["S"] == "disconnected"

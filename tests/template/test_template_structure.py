@@ -142,6 +142,8 @@ PERMISSIONS = {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
+        ("dynamodb:getitem", "FlowsTable.Arn"),  # handled deliveries only (their keys; see the test below)
+        ("dynamodb:putitem", "FlowsTable.Arn"),
         ("ssm:getparameter", _SSM + "client_secret"),  # the HMAC key of the webhook signature
         ("kms:decrypt", _ANY_KEY_HERE),
         ("events:putevents", "ConnectionEventBus.Arn"),
@@ -1524,6 +1526,33 @@ def test_the_sweeper_may_read_the_provider_breakers_and_of_a_connection_only_its
     allowed = {"dynamodb:Attributes": ["connection_id", "provider"]}
     assert providers["Condition"] == {"ForAllValues:StringEquals": allowed,
                                       "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}}
+
+
+def test_the_webhook_may_touch_only_the_delivery_markers_of_the_flows_table():
+    """Its Flows table statement is fenced to `delivery#` keys, and those are the keys the adapter reads and writes:
+    the webhook can read no connect session or OAuth flow."""
+    from oauth_keeper.adapters.deliveries import DynamoDeliveryLog
+    from oauth_keeper.domain.provider_events import delivery_key
+
+    statements = _policy_statements(_functions()["WebhookFunction"])
+    (flows,) = [s for s in statements if _resource_text(s["Resource"]) == "FlowsTable.Arn"]
+    assert flows["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["delivery#*"]}}
+
+    calls = []
+
+    class Client:
+        def get_item(self, **request):
+            calls.append(request["Key"]["flow_key"]["S"])
+            return {}
+
+        def put_item(self, **request):
+            calls.append(request["Item"]["flow_key"]["S"])
+
+    log = DynamoDeliveryLog(Client(), "Flows")
+    key = delivery_key("tiktok", b'{"event": "authorization.removed"}')
+    assert not log.seen(key, 1_800_000_000)
+    log.remember(key, "tiktok", 1_800_000_000, 1_800_600_000)
+    assert calls == [key, key] and key.startswith("delivery#")
 
 
 def test_the_sweeper_reads_a_connections_provider_through_that_projection_alone(monkeypatch):

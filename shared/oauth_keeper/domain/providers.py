@@ -74,6 +74,7 @@ class WebhookFields:
     account_field: str
     removed_events: tuple[str, ...]
     reason_field: str | None = None  # dotted; a JSON string on the way is decoded
+    created_field: str | None = None  # the event's own creation time (epoch seconds); None: the signature's time
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from .errors import Unauthorized
 TOLERANCE = 300  # seconds between the signature's timestamp and now
 
 
-def verify_signature(secret: str, header: str | None, body: bytes, now: float) -> None:
+def verify_signature(secret: str, header: str | None, body: bytes, now: float) -> int:
     """Accept `header` only if its timestamp is within TOLERANCE of `now` (epoch seconds) and its HMAC over
-    the exact raw `body` matches, compared in constant time (TikTok's webhook signature check).
+    the exact raw `body` matches, compared in constant time (TikTok's webhook signature check). Returns the
+    signed timestamp (epoch seconds).
 
     Raises Unauthorized (401) with code `invalid_signature` (missing, malformed or wrong) or `stale_signature`."""
     parts = dict(p.split("=", 1) for p in (header or "").split(",") if "=" in p)
@@ -25,3 +26,4 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: float) -
     expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
         raise Unauthorized("Signature does not match.", code="invalid_signature")
+    return int(timestamp)

@@ -21,6 +21,7 @@ from ..domain import events
 from ..domain.connection import DISCONNECTED, DISCONNECTING, Connection, Reason
 from ..domain.deadlines import AWS_CALL_LIMIT, ERASE_RESERVE, MIN_PROVIDER_CALL, budget
 from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, TokenDecryptionError
+from ..domain.provider_events import removal_applies
 from ..domain.schedule import backoff_delay, due_shard
 from ..domain.timestamps import iso8601
 from ..domain.validation import OWNER_ID, OWNER_ID_RULE
@@ -62,6 +63,11 @@ class OperationView(TypedDict):
     revoke_failed: int  # connections whose provider grant could not be revoked (tokens erased all the same)
 
 
+class AccountRemoval(TypedDict):
+    disconnected: int  # connections this call made `disconnected`
+    kept: list[str]  # ids of live connections granted on or after `granted_before`: left alone
+
+
 def is_operation(key: str) -> bool:
     return key.startswith(OPERATION_PREFIX)
 
@@ -94,7 +100,6 @@ class Disconnection:
         connection = existing(self._connections, connection_id)
         now = int(self._clock.now())
         if connection.status == DISCONNECTING and connection.operation_id:
-            # Recorded again in case a crash came between marking and recording (a no-op otherwise).
             return self.operation(connection.operation_id)
         operation_id = new_operation_id()
         self._record_operation(operation_id, {"kind": "disconnect", "target_connection": connection_id}, now)
@@ -212,15 +217,20 @@ class Disconnection:
 
     # -- shared with the webhook -------------------------------------------------------------------------------
     def mark_disconnected(self, connection_id: str, reason: str, *, provider_log_id: str | None = None,
-                          revoke_failed: bool = False, extra: dict[str, Any] | None = None) -> Connection | None:
+                          revoke_failed: bool = False, extra: dict[str, Any] | None = None,
+                          granted_before: int | None = None) -> Connection | None:
         """Erase the tokens, leave the due index, publish Connection Disconnected (with `extra` in its detail).
 
-        None when the connection is unknown or already disconnected. Raises RuntimeError when it keeps
-        changing under five guarded attempts."""
+        `granted_before` (epoch seconds): only if the connection's latest grant is older (a provider's event
+        about an earlier grant); checked on the revision the guarded write is made from, so a reconnect landing
+        meanwhile is left alone. None when the connection is unknown, already disconnected or granted since.
+        Raises RuntimeError when it keeps changing under five guarded attempts."""
         store = self._connections
         for _ in range(_WRITE_ATTEMPTS):
             connection = store.get(connection_id)
             if connection is None or connection.status == DISCONNECTED:
+                return None
+            if granted_before is not None and not removal_applies(connection, granted_before):
                 return None
             now = self._clock.now()
             changes: dict[str, Any] = {
@@ -245,17 +255,25 @@ class Disconnection:
         raise RuntimeError("Connection kept changing while disconnecting.")
 
     def disconnect_account(self, provider: str, account_id: str, reason: str,
-                           extra: dict[str, Any] | None = None) -> int:
+                           extra: dict[str, Any] | None = None, *, granted_before: int | None = None,
+                           ) -> AccountRemoval:
         """Every live connection of one provider account (any owner) becomes disconnected, without a revoke
-        (the provider already ended the grant). Repeats change nothing. Returns how many changed."""
-        count = 0
-        for key in list(self._connections.of_account(provider, account_id)):
-            written = self.mark_disconnected(key, reason, extra=extra)
+        (the provider already ended the grant); with `granted_before` (epoch seconds), only those whose latest
+        grant is older: the others are `kept`. A connection an erasure asked to delete is deleted. Repeats change
+        nothing."""
+        store = self._connections
+        removal: AccountRemoval = {"disconnected": 0, "kept": []}
+        for key in list(store.of_account(provider, account_id)):
+            written = self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before)
             if written:
-                count += 1
+                removal["disconnected"] += 1
                 if written.erase_requested:
-                    self._connections.erase(key)
-        return count
+                    store.erase(key)
+            elif granted_before is not None:
+                current = store.get(key)  # told apart from "already disconnected"
+                if current and current.status != DISCONNECTED and not removal_applies(current, granted_before):
+                    removal["kept"].append(key)
+        return removal
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _record_operation(self, operation_id: str, attributes: dict[str, Any], now: int) -> None:

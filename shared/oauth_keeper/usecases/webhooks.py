@@ -1,7 +1,9 @@
 """Provider webhooks (TikTok's `authorization.removed`), authenticated by the provider's HMAC signature, not IAM.
 
-What the signature header is called, which events mean "the user removed the app" and where the account
-and reason are in the body all come from the provider's profile.
+What the signature header is called, which events mean "the user removed the app" and where the account,
+reason and creation time are in the body all come from the provider's profile. Deliveries come at least once,
+late and out of order: a removal ends only grants older than the event (`domain/provider_events.py`), and a
+delivery already handled (same raw body, whatever its signature) changes nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Any, NotRequired, TypedDict
 
 from ..domain.connection import Reason
 from ..domain.errors import InvalidInput, NotFound
+from ..domain.provider_events import DELIVERY_MEMORY, delivery_key, event_time
 from ..domain.signatures import verify_signature
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import Clock, Credentials, ProviderProfiles
+from ..ports import Clock, Credentials, DeliveryLog, ProviderProfiles
 from .disconnect import Disconnection
 
 MAX_BODY = 64 * 1024
@@ -23,19 +26,26 @@ class WebhookAnswer(TypedDict):
     received: bool
     handled: bool
     disconnected: NotRequired[int]
+    kept: NotRequired[int]  # connections granted after the event: left alone
+    duplicate: NotRequired[bool]  # this body was handled before: nothing done
 
 
 class WebhookReceiver:
     def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, disconnection: Disconnection,
-                 clock: Clock) -> None:
+                 deliveries: DeliveryLog, clock: Clock) -> None:
         self._profiles = profiles
         self._credentials = credentials
         self._disconnection = disconnection
+        self._deliveries = deliveries
         self._clock = clock
 
     def receive(self, provider: str, headers: dict[str, str], body: bytes) -> WebhookAnswer:
         """Verify the delivery's signature over the raw `body`, then act on a removal event: every connection
-        of that account is disconnected (reason `user_revoked`). Other events are acknowledged, not handled.
+        of that account granted before the event was created (less CLOCK_SKEW_TOLERANCE) is disconnected
+        (reason `user_revoked`); later grants are `kept`. A removal whose body was handled before (within
+        DELIVERY_MEMORY) answers `duplicate` and changes nothing. A creation time that is not a number, or is
+        after the signature, counts as the signature's timestamp (`provider_events.event_time`). Other events
+        are acknowledged, not handled.
 
         Raises NotFound (provider without webhooks), Unauthorized (401: bad or stale signature), InvalidInput
         (too large, not a JSON object, no account)."""
@@ -47,7 +57,7 @@ class WebhookReceiver:
             raise InvalidInput("The body is too large.", code="too_large", field="body")
         secret = self._credentials.credentials(profile, with_id=False).client_secret
         lowered = {k.lower(): v for k, v in headers.items()}
-        verify_signature(secret, lowered.get(hook.signature_header.lower()), body, self._clock.now())
+        signed_at = verify_signature(secret, lowered.get(hook.signature_header.lower()), body, self._clock.now())
         try:
             payload = json.loads(body)
             if not isinstance(payload, dict):
@@ -59,27 +69,57 @@ class WebhookReceiver:
         account_id = payload.get(hook.account_field)
         if not isinstance(account_id, str) or not 0 < len(account_id) <= 128:
             raise InvalidInput(f"{hook.account_field} is missing.", field=hook.account_field)
-        provider_reason = _reason_code(payload, hook.reason_field)
-        disconnected = self._disconnection.disconnect_account(provider, account_id, Reason.USER_REVOKED,
-                                                              extra={"provider_reason": provider_reason})
+        # The body, not the signature: a retry is signed anew (new timestamp) over the same body.
+        key = delivery_key(provider, body)
+        if self._deliveries.seen(key, self._clock.now()):
+            record_metric("WebhookDuplicates", MetricUnit.Count, 1)
+            logger.info("Webhook delivery handled before: ignored", extra={"provider": provider})
+            return {"received": True, "handled": True, "duplicate": True, "disconnected": 0}
+        created = event_time(_field(payload, hook.created_field), signed_at)
+        if not created.plausible and hook.created_field:  # a profile without the field uses the signature's time
+            record_metric("WebhookImplausibleEventTime", MetricUnit.Count, 1)
+            logger.warning("Webhook event without a plausible creation time", extra={
+                "provider": provider, "signed_at": signed_at, "event_time": created.at,
+                "event_time_from": "event" if created.from_event else "signature"})
+        reason = {"provider_reason": _reason_code(payload, hook.reason_field)}
+        removal = self._disconnection.disconnect_account(provider, account_id, Reason.USER_REVOKED, extra=reason,
+                                                         granted_before=created.granted_before)
+        disconnected, kept = removal["disconnected"], removal["kept"]
         record_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
+        if kept:
+            record_metric("WebhookStaleIgnored", MetricUnit.Count, len(kept))
+            logger.info("Removal event older than the connection's latest grant: ignored",
+                        extra={"provider": provider, "connection_ids": kept, "event_time": created.at,
+                               "event_time_from": "event" if created.from_event else "signature"})
         logger.info("Authorization removed at the provider", extra={"provider": provider,
                                                                      "connections": disconnected})
-        return {"received": True, "handled": True, "disconnected": disconnected}
+        try:
+            self._deliveries.remember(key, provider, self._clock.now(), int(self._clock.now()) + DELIVERY_MEMORY)
+        except Exception:  # noqa: BLE001 - the removal is done; a retry of it would be ordered like any delivery
+            logger.exception("Webhook delivery not remembered")
+        return {"received": True, "handled": True, "disconnected": disconnected, "kept": len(kept)}
 
 
-def _reason_code(payload: dict[str, Any], path: str | None) -> int | None:
-    """The provider's reason number at a dotted path; a JSON string on the way is decoded (TikTok's
-    `content` is JSON inside JSON)."""
+def _field(payload: dict[str, Any], path: str | None) -> Any:
+    """The value at a dotted path (None when absent); a JSON string on the way is decoded (TikTok's `content`
+    is JSON inside JSON)."""
+    if not path:
+        return None
     data: Any = payload
-    for key in (path or "").split(".") if path else []:
+    for key in path.split("."):
         if isinstance(data, str):
             try:
                 data = json.loads(data)
             except ValueError:
                 return None
         data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _reason_code(payload: dict[str, Any], path: str | None) -> int | None:
+    """The provider's reason number at a dotted path, or None."""
+    data = _field(payload, path)
     try:
         return int(data) if data is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None

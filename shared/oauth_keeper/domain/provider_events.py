@@ -1,0 +1,99 @@
+"""Late, repeated and re-signed provider webhook deliveries: when an event happened, which grants it ends, its key.
+
+A provider delivers at least once and retries for days (TikTok: up to 72 h, each attempt signed anew), so a
+removal can arrive after the user has connected again, twice, or out of order. The rules here decide, with no
+I/O, what such a delivery may still change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .connection import Connection
+
+# How much newer than a grant an event must be to end it. It absorbs the skew between the provider's clock and
+# ours and the provider's lag between the user's action and the event's stamp. Erring this way is the one that
+# heals: a genuine removal within a minute of connecting is left alone (the next refresh meets `invalid_grant`
+# and marks the connection `needs_reauth`); erring the other way ends a fresh reconnect and orphans its live
+# grant at the provider. Nobody consents in the provider's screen and removes the app again within a minute.
+CLOCK_SKEW_TOLERANCE = 60  # seconds
+
+RETRY_WINDOW = 72 * 3600  # TikTok retries a delivery for up to 72 h
+# An event creation time further before its delivery's signature than this is not one the provider still
+# retries: it is counted as implausible (a day's margin over the retry window).
+MAX_EVENT_AGE = RETRY_WINDOW + 86_400  # seconds
+# How long a handled delivery's body hash is remembered: past any retry the provider sends of it, with margin
+# for retries queued late at the provider. One small item per removal.
+DELIVERY_MEMORY = 7 * 86_400  # seconds
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """When a provider event happened at the latest, as far as the delivery tells (epoch seconds).
+
+    `from_event`: taken from the event's own creation time; otherwise it is the delivery's signed timestamp.
+    `plausible`: the creation time was a number within [signed - MAX_EVENT_AGE, signed + CLOCK_SKEW_TOLERANCE]."""
+
+    at: int
+    from_event: bool
+    plausible: bool
+
+    @property
+    def granted_before(self) -> int:
+        """A removal at this time ends only grants made before this moment (epoch seconds)."""
+        return self.at - CLOCK_SKEW_TOLERANCE
+
+
+def event_time(created: Any, signed_at: int) -> EventTime:
+    """The latest moment the event can have happened, from its body's creation time `created` (a JSON value:
+    seconds since the epoch) and the delivery's signed timestamp `signed_at` (epoch seconds, already checked
+    against our clock).
+
+    - Not a number (missing, null, a boolean, NaN, text other than ASCII digits): `signed_at`, the latest moment
+      the provider can have created it. A removal then ends only grants older than its signature.
+    - A number after `signed_at` (milliseconds, a clock far ahead): `signed_at`, for the same reason.
+    - A number before `signed_at`, however old: itself. An old creation time can only keep more grants; if it
+      is wrong, the grant it keeps is refused at its next refresh (`needs_reauth`), while taking the delivery's
+      time instead would end reconnects made since and orphan their live grants.
+    """
+    seconds = _seconds(created)
+    if seconds is None:
+        return EventTime(signed_at, from_event=False, plausible=False)
+    plausible = signed_at - MAX_EVENT_AGE <= seconds <= signed_at + CLOCK_SKEW_TOLERANCE
+    if seconds > signed_at:
+        return EventTime(signed_at, from_event=False, plausible=plausible)
+    return EventTime(seconds, from_event=True, plausible=plausible)
+
+
+def _seconds(value: Any) -> int | None:
+    """Whole seconds from a JSON number or a string of ASCII digits (as `protocol.bounded_lifetime` reads
+    provider numbers); None for anything else."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value)
+    return None
+
+
+def granted_at(connection: Connection) -> int:
+    """When the connection's latest grant was stored (connect or reconnect), epoch seconds."""
+    return connection.connected_at if connection.connected_at is not None else connection.created_at
+
+
+def removal_applies(connection: Connection, granted_before: int) -> bool:
+    """A removal ends this connection only if its latest grant was made before `granted_before` (see
+    `EventTime.granted_before`); a later grant is a new authorization the event knows nothing of."""
+    return granted_at(connection) < granted_before
+
+
+def delivery_key(provider: str, body: bytes) -> str:
+    """The key a delivery is remembered under: SHA-256 of the provider and the raw body, never the signature (a
+    provider re-signs each retry with a new timestamp; the body stays the same)."""
+    return "delivery#" + hashlib.sha256(f"delivery:{provider}:".encode() + body).hexdigest()
