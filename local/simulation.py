@@ -6,7 +6,7 @@ simulated time over thousands of connections run in seconds (fault tests, benchm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,6 +67,16 @@ class World:
         )
         return world
 
+    def redeploy(self, **changes: Any) -> None:
+        """A deploy that changes the configuration (e.g. `due_shards=8`): every function cold-starts with it,
+        over the same table, flows, key, event bus, queue, clock and TikTok."""
+        old = self.services
+        self.services = Container(
+            replace(old.settings, **changes), clock=self.clock, items=old.items, flows=old.flows, http=old.http,
+            kms=old._kms, publisher=self.publisher, queue=self.queue, sleep=no_sleep,  # noqa: SLF001
+            credentials=StaticCredentials(lambda: self.ssm),
+        )
+
     @property
     def store(self) -> ConnectionStore:
         return self.services.connections
@@ -96,6 +106,7 @@ class World:
         workers that lag leave the rest queued for the next tick); then move the clock."""
         report = self.services.sweep.run()
         records = self.queue.drain(capacity)
+        # As the worker function: connections, orphaned grants and disconnects alike.
         result = process_records(records, self.services.refresher, concurrency, orphans=self.services.orphans,
                                  disconnection=self.services.disconnection) if records else {
             "batchItemFailures": []}

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from oauth_keeper.adapters.connections import SHARD_SPAN_KEY
 from oauth_keeper.ports import INDEXES, ItemStore, WriteResult
 from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
@@ -88,9 +89,10 @@ class CountingItemStore:
 
     def get(self, key: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
         item = self.inner.get(key, attributes)
+        span = "span_" if key == SHARD_SPAN_KEY else ""  # the sweep's own record: per sweep, not per refresh
         with self._lock:
-            self.calls["get"] += 1
-            self.units["read"] += model.read_units(model.item_size(item or {}))  # a miss still costs a unit
+            self.calls[f"{span}get"] += 1
+            self.units[f"{span}read"] += model.read_units(model.item_size(item or {}))  # a miss still costs a unit
             if self.log is not None:
                 self.log.append({"op": "GetItem", "key": key, "size": model.item_size(item or {}),
                                  "rru": model.read_units(model.item_size(item or {}))})
@@ -107,9 +109,10 @@ class CountingItemStore:
         if not done:
             units = {name: (count if name == "table" else 0) for name, count in units.items()}
         units_copy = {name: count for name, count in units.items() if count}
+        span = "span_" if key == SHARD_SPAN_KEY else ""
         with self._lock:
-            self.calls["update" if done else "update_failed"] += 1
-            self.units["table_write"] += units.pop("table")
+            self.calls[span + ("update" if done else "update_failed")] += 1
+            self.units["span_wru" if span else "table_write"] += units.pop("table")
             for index, count in units.items():
                 self.units[f"{index}_write"] += count
             if done and after is not None:
@@ -125,8 +128,8 @@ class CountingItemStore:
               ) -> tuple[list[str], dict[str, Any] | None]:
         keys, cursor = self.inner.query(index, hash_value, range_max=range_max, range_min=range_min, limit=limit,
                                         start=start)
-        with self._lock:
-            self.calls[f"query_{index}"] += 1
+        with self._lock:  # Limit=1: the sweep probing whether a shard is in use (ConnectionStore.shard_in_use)
+            self.calls[f"{'probe' if limit == 1 else 'query'}_{index}"] += 1
             self.units["query_items"] += len(keys)
             if self.log is not None:
                 self.log.append({"op": f"Query {index}", "key": hash_value, "returned": len(keys)})

@@ -17,6 +17,7 @@ from typing import Any
 
 from oauth_keeper.adapters.dynamodb import DynamoItemStore
 from oauth_keeper.adapters.sqs import SqsRefreshQueue
+from oauth_keeper.domain.schedule import MAX_DUE_SHARDS, SHARD_AUDIT_INTERVAL
 from oauth_keeper.usecases.worker import process_records
 
 from local import cfn
@@ -255,6 +256,10 @@ def main() -> dict[str, Any]:
          f"{run['kms_calls']} calls in {run['ticks']} sweeps = {run['kms_calls'] / run['ticks']:.2f} per 5 min"],
         ["sweep Query calls", sum(v for k, v in calls.items() if k.startswith("query_")) / run["ticks"],
          "per sweep, not per refresh (16 Due + 16 Outbox)"],
+        ["sweep's shard span record", calls["span_get"] / run["ticks"],
+         f"per sweep: {units['span_read'] / run['ticks']:.2f} RRU; {calls['span_update']} UpdateItem in all"],
+        ["sweep's shard probes (Limit=1)", sum(v for k, v in calls.items() if k.startswith("probe_")) / run["ticks"],
+         f"per sweep: every shard above 16 up to {MAX_DUE_SHARDS}, at the first sweep, an hour later, then daily"],
     ]
     print(table(["what", "calls per refresh", "units"], calls_rows))
 
@@ -329,6 +334,10 @@ def main() -> dict[str, Any]:
         swept = connections * worker_refreshes / sweeps  # ids returned per sweep
         queries = 2 * 16 + int(swept // 500)
         sweep_rru = model.query_read_units(int(swept * due_entry), queries=queries) * sweeps
+        # The shard span record (a strongly consistent GetItem a sweep) and the daily audit of the empty shards
+        # above 16 (two queries each).
+        sweep_rru += model.read_units(100) * sweeps
+        sweep_rru += model.query_read_units(0, queries=2 * (MAX_DUE_SHARDS - 16)) * 30 * 86_400 / SHARD_AUDIT_INTERVAL
         sweep_cost = sweep_rru * prices.dynamodb_per_million_rru / MILLION + model.scheduler_cost_per_month(prices)
         refresh_cost = connections * (worker_refreshes * worker_per + api_refreshes * api_per)
         total = refresh_cost + sweep_cost

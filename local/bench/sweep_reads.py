@@ -18,6 +18,7 @@ from typing import Any
 
 from oauth_keeper.adapters.dynamodb import DynamoItemStore
 from oauth_keeper.domain.connection import connection_id_for
+from oauth_keeper.domain.schedule import MAX_DUE_SHARDS
 
 from local import cfn
 from local.bench import model
@@ -75,21 +76,28 @@ def run_memory(count: int, template: dict[str, Any], rng: random.Random) -> dict
     counting = CountingItemStore(inner)
     world = World.create(direct_http=True)
     services = world_services(world, items=counting)
+    world.clock.advance(600)  # an ordinary tick: the first of each hour also looks for implausible plans
     now = int(services.clock.now())
     items, due = build_items(count, template, services.connections, now, rng)
     for item in items:
         key = item["connection_id"]
         inner.update(key, set={k: v for k, v in item.items() if k != "connection_id"}, expect={})
+    with quiet():  # a table's first sweep also audits every shard up to MAX_DUE_SHARDS: measured apart
+        sweep_into(ListQueue(), services)
+    audit_calls, audit_units = counting.snapshot()
     inner.read_items = 0
     queue = ListQueue()
     started = time.perf_counter()
     with quiet():
         report = sweep_into(queue, services)
     elapsed = time.perf_counter() - started
-    queries = sum(v for k, v in counting.calls.items() if k.startswith("query_"))
+    calls, units = counting.snapshot()
+    queries = sum(v for k, v in (calls - audit_calls).items() if k.startswith("query_"))
     return {
         "count": count, "due": len(due), "returned": inner.read_items, "queued": len(queue.messages),
         "same_ids": set(queue.messages) == due, "queries": queries, "report": report.as_dict(),
+        "gets": (calls - audit_calls)["span_get"], "get_rru": (units - audit_units)["span_read"],
+        "first_sweep_probes": sum(v for k, v in audit_calls.items() if k.startswith("probe_")),
         "scan_items": count, "scan_bytes": sum(model.item_size(i) for i in items),
         "returned_bytes": due_entry_bytes(items, set(queue.messages)), "seconds": elapsed,
         "items": items, "due_ids": due, "now": now,
@@ -134,6 +142,9 @@ def run_moto(items: list[dict[str, Any]], due: set[str], now: int) -> dict[str, 
         world = World.create(direct_http=True)
         world.clock.advance(now - world.clock.now())
         services = world_services(world, items=store)
+        with quiet():
+            sweep_into(ListQueue(), services)  # the first sweep's audit, as in run_memory
+        store.read_items = 0
         queue = ListQueue()
         with quiet():
             report = sweep_into(queue, services)
@@ -158,7 +169,7 @@ def main() -> dict[str, Any]:
 
     rows = []
     for r in runs:
-        sweep_rru = model.query_read_units(r["returned_bytes"], queries=r["queries"])
+        sweep_rru = model.query_read_units(r["returned_bytes"], queries=r["queries"]) + r["get_rru"]
         scan_rru = model.read_units(r["scan_bytes"], consistent=False)
         rows.append(["memory", r["count"], r["due"], r["returned"], r["queued"], r["same_ids"], r["queries"],
                      r["scan_items"], f"{sweep_rru:g}", f"{scan_rru:,.0f}", f"{r['seconds'] * 1000:.0f}"])
@@ -171,6 +182,11 @@ def main() -> dict[str, Any]:
     print("\nsweep returned = items the Due and Outbox queries returned (read_items). RRU: index queries and a Scan "
           "are eventually consistent (0.5 unit per started 4 KB, at least one unit per query); the Due index is "
           "KEYS_ONLY, so a returned entry is ~60 bytes, while a Scan reads every whole item.")
+    first = runs[0]
+    print(f"Each sweep also reads the shard span record ({first['gets']} GetItem, {first['get_rru']:g} RRU, in "
+          f"'sweep RRU'). A table's first sweep, one an hour later and then one a day also probe every shard above "
+          f"16 up to {MAX_DUE_SHARDS} ({first['first_sweep_probes']} more queries with Limit=1, "
+          f"{model.query_read_units(0, queries=first['first_sweep_probes']):g} RRU when empty).")
     if moto is not None:
         print(f"moto: {MOTO_SIZE:,} items written with batch_write_item in {moto['write_seconds']:.1f} s; "
               f"DynamoItemStore.read_items = {moto['returned']} (memory: {ten_k['returned']}).")

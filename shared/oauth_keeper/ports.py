@@ -15,6 +15,7 @@ from .domain.events import PendingEvent
 from .domain.flows import ConnectSession, OAuthFlow
 from .domain.lifecycle import GrantPlan
 from .domain.providers import ProviderProfile
+from .domain.schedule import ShardSpan
 from .domain.tokens import ClientCredentials, TokenSet, UserProfile
 
 
@@ -147,6 +148,18 @@ class ConnectionRepository(Protocol):
         ...
 
     def with_pending_events(self, shard: int) -> Iterator[str]: ...
+
+    def shard_in_use(self, shard: int) -> bool:
+        """Whether any item, due or not, is in `shard` of the Due or Outbox index."""
+        ...
+
+    def shard_span(self) -> ShardSpan | None:
+        """The sweep's record of which shards may hold items; None when no sweep has written it yet."""
+        ...
+
+    def save_shard_span(self, span: ShardSpan, *, replacing: ShardSpan | None) -> bool:
+        """Store `span` only if the record is still `replacing` (None: absent); False otherwise."""
+        ...
 
     def owned_by(self, owner_id: str, *, limit: int, start: dict[str, Any] | None = None,
                  ) -> tuple[list[str], dict[str, Any] | None]:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from .domain.errors import ConfigurationError, NotFound
 from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES, profile_for
+from .domain.schedule import MAX_DUE_SHARDS
 from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
@@ -55,7 +56,7 @@ class Settings:
             allowed_return_origins=frozenset(
                 normalize_origin(o) for o in env.get("ALLOWED_RETURN_ORIGINS", "").split(",") if o.strip()
             ),
-            due_shards=_number(env, "DUE_SHARDS", 16, low=1, high=1000),
+            due_shards=_number(env, "DUE_SHARDS", 16, low=1, high=MAX_DUE_SHARDS),
             sweep_interval=60 * _number(env, "SWEEP_INTERVAL_MINUTES", 5, low=1, high=60),
             expiry_warning=86400 * _number(env, "EXPIRY_WARNING_DAYS", 14, low=0, high=365),
             refresh_concurrency=_number(env, "REFRESH_CONCURRENCY", 8, low=1, high=64),

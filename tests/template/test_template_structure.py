@@ -109,6 +109,7 @@ PERMISSIONS = {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Outbox"),
         ("dynamodb:getitem", "ConnectionsTable.Arn"),  # the breakers; of a connection, only its provider
+        ("dynamodb:updateitem", "ConnectionsTable.Arn"),  # the shard span record alone
         ("sqs:sendmessage", "RefreshQueue.Arn"),
     },
     "RefreshWorkerFunction": {
@@ -1570,3 +1571,40 @@ def test_the_sweeper_reads_a_connections_provider_through_that_projection_alone(
     assert store.get("con_x", ("provider",)) == {"provider": "tiktok"}
     (request,) = calls
     assert request["ProjectionExpression"] == "#p0" and request["ExpressionAttributeNames"] == {"#p0": "provider"}
+
+
+def test_the_sweeper_may_write_one_item_only_its_record_of_the_shards_in_use():
+    statements = resources_of_type(FUNCTION)["SweeperFunction"]["Properties"]["Policies"][0]["Statement"]
+    writes = [s for s in statements if "dynamodb:UpdateItem" in _as_list(s["Action"])]
+    assert len(writes) == 1 and set(_as_list(writes[0]["Action"])) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    assert writes[0]["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["_due_shards"]}}
+
+
+def test_the_sweeper_reads_and_writes_its_shard_record_under_that_key_alone():
+    """What the statement above allows is exactly the key `ConnectionStore` asks DynamoDB for."""
+    from oauth_keeper.adapters.connections import SHARD_SPAN_KEY, ConnectionStore
+    from oauth_keeper.adapters.dynamodb import DynamoItemStore
+    from oauth_keeper.domain.schedule import ShardSpan
+
+    calls = []
+
+    class Client:
+        def get_item(self, **request):
+            calls.append(request)
+            return {}
+
+        def update_item(self, **request):
+            calls.append(request)
+            return {}
+
+    store = ConnectionStore(DynamoItemStore(Client(), "Connections"), cipher=None, due_shards=8)  # type: ignore[arg-type]
+    assert store.shard_span() is None
+    assert store.save_shard_span(ShardSpan(16, 16, 1, 2), replacing=None)
+    assert SHARD_SPAN_KEY == "_due_shards"
+    assert [c["Key"] for c in calls] == [{"connection_id": {"S": "_due_shards"}}] * 2
+
+
+def test_the_due_shards_parameter_allows_no_more_shards_than_the_sweep_audits():
+    from oauth_keeper.domain.schedule import MAX_DUE_SHARDS
+
+    assert int(template()["Parameters"]["DueShards"]["MaxValue"]) == MAX_DUE_SHARDS

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 from oauth_keeper.domain.errors import FailureKind, ProviderError
+from oauth_keeper.domain.schedule import due_shard
 from oauth_keeper.usecases.orphans import GIVE_UP_AFTER, OrphanGrants, is_orphan
 from oauth_keeper.usecases.sweep import Sweep
 from oauth_keeper.usecases.worker import RefreshWorker
@@ -131,3 +132,16 @@ def test_a_grant_that_cannot_be_stored_is_orphaned_and_the_error_still_reaches_t
     with pytest.raises(RuntimeError):
         world.complete({"state": [STATE], "code": ["c"]})
     assert len(orphans_in(world)) == 1
+
+
+def test_an_orphaned_grant_whose_revoke_is_retried_moves_under_todays_count(world):
+    """So the shards above a lowered count empty out, and the sweep's cost comes back down."""
+    world.orphans._shards = 16  # noqa: SLF001 - as a deployment with 16 shards recorded it
+    refused_connect(world)
+    (orphan,) = orphans_in(world)
+    key = orphan["connection_id"]
+    lowered = next(n for n in range(15, 0, -1) if due_shard(key, n) != due_shard(key, 16))
+    world.orphans._shards = lowered  # noqa: SLF001 - the deploy lowered it
+    world.revokes.answers = [ProviderError("down", code="server_error", kind=FailureKind.TRANSIENT, http_status=503)]
+    assert world.orphans.revoke(key) == "retrying"
+    assert orphans_in(world)[0]["due_shard"] == due_shard(key, lowered)

@@ -41,7 +41,7 @@ def test_every_missing_variable_is_named_at_once():
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("DUE_SHARDS", "sixteen"), ("DUE_SHARDS", "0"), ("SWEEP_INTERVAL_MINUTES", "٥"),
+    ("DUE_SHARDS", "sixteen"), ("DUE_SHARDS", "0"), ("DUE_SHARDS", "257"), ("SWEEP_INTERVAL_MINUTES", "٥"),
     ("REFRESH_CONCURRENCY", "-1"), ("EXPIRY_WARNING_DAYS", "1e3"),
 ])
 def test_a_number_that_is_not_one_is_a_configuration_error_not_a_crash(name, value):

@@ -15,10 +15,12 @@ from typing import Any
 from ..domain.connection import DISCONNECTED, Connection, Status
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
-from ..domain.schedule import due_shard
+from ..domain.schedule import ShardSpan, due_shard
 from ..ports import MISSING, ItemStore, TokenCipher
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
+SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
+_SPAN_FIELDS = ("shards", "found", "probed_at", "audit_at")
 
 # Attributes a reconnect clears: whatever the old grant's refresh history said no longer applies.
 _GRANT_RESETS = (
@@ -112,6 +114,26 @@ class ConnectionStore:
 
     def with_pending_events(self, shard: int) -> Iterator[str]:
         yield from self._pages("Outbox", shard, page_size=500)
+
+    def shard_in_use(self, shard: int) -> bool:
+        """Whether anything (due or not, or with events waiting) is in `shard` of the Due or Outbox index: two
+        queries with Limit=1, half a read unit each when empty."""
+        return bool(self.items.query("Due", shard, limit=1)[0] or self.items.query("Outbox", shard, limit=1)[0])
+
+    def shard_span(self) -> ShardSpan | None:
+        """The sweep's record of which shards may hold items; None before any sweep of this version wrote it."""
+        item = self.items.get(SHARD_SPAN_KEY)
+        if not item or any(name not in item for name in _SPAN_FIELDS):
+            return None
+        return ShardSpan(**{name: int(item[name]) for name in _SPAN_FIELDS})
+
+    def save_shard_span(self, span: ShardSpan, *, replacing: ShardSpan | None) -> bool:
+        """Store `span` if the record is still `replacing` (None: absent). False when another sweep wrote first:
+        its span rests on the same kind of evidence, so it stands."""
+        expect = {name: getattr(replacing, name) for name in _SPAN_FIELDS} if replacing \
+            else {"shards": MISSING}
+        return bool(self.items.update(SHARD_SPAN_KEY, set={name: getattr(span, name) for name in _SPAN_FIELDS},
+                                      expect=expect))
 
     def owned_by(self, owner_id: str, *, limit: int, start: dict[str, Any] | None = None,
                  ) -> tuple[list[str], dict[str, Any] | None]:

@@ -1,9 +1,11 @@
-"""When a connection should next be refreshed, and which shard of the due index it lives in."""
+"""When a connection should next be refreshed, which shard of the due index it lives in, and which shards the
+sweep must read."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass
 
 MIN_MARGIN = 15 * 60  # refresh at least 15 minutes before the access token ends
 MARGIN_SHARE = 0.20  # ...or 20% of its lifetime before, whichever is earlier
@@ -56,6 +58,58 @@ def backoff_delay(failures: int, *, cap: int, base: int = 30, rng: random.Random
 def due_shard(connection_id: str, shards: int) -> int:
     """A stable shard so the sweep can read the due index in parallel partitions."""
     return int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:4], "big") % max(1, shards)
+
+
+# No deployment can use more shards (template.yaml's DueShards MaxValue, settings.py's bound): an audit that
+# reads every shard below it has read every shard an item can be in.
+MAX_DUE_SHARDS = 256
+SHARD_PROBE_INTERVAL = 3600  # seconds between looks at the shards above the configured count, while any is read
+SHARD_AUDIT_INTERVAL = 86_400  # seconds between looks at every shard up to MAX_DUE_SHARDS
+
+
+@dataclass(frozen=True)
+class ShardSpan:
+    """Which shards of the Due and Outbox indexes may hold items, as the sweep last established it.
+
+    An item keeps the shard it was written with, so after `DUE_SHARDS` is lowered the sweep reads
+    `0 .. max(DUE_SHARDS, shards) - 1` until the shards above `DUE_SHARDS` are found empty. Epoch seconds."""
+
+    shards: int  # the sweep reads shards 0 .. shards-1
+    found: int  # shards in use at the last probe: its highest shard holding an item + 1 (never below DUE_SHARDS)
+    probed_at: int  # when the shards above DUE_SHARDS were last looked at
+    audit_at: int  # when every shard up to MAX_DUE_SHARDS is to be looked at next
+
+
+def span_after_probe(previous: ShardSpan | None, *, configured: int, found: int, now: int,
+                     audited: bool) -> ShardSpan:
+    """The span after a probe that found the shards at and above `found` empty (`audited`: all of them up to
+    MAX_DUE_SHARDS, else those up to `previous.shards`).
+
+    The span grows at once and shrinks only to what two probes, at least SHARD_PROBE_INTERVAL apart, both
+    found: a writer still running with the old count when the first looked (an invocation that began before
+    the deploy) may add an item just after it. A first audit is repeated after SHARD_PROBE_INTERVAL for the
+    same reason (the version before this one may still be writing)."""
+    found = max(configured, found)
+    if previous is None:
+        shards = found
+    elif now - previous.probed_at >= SHARD_PROBE_INTERVAL:
+        shards = max(found, previous.found)
+    else:
+        shards = max(found, previous.shards)
+    if audited or previous is None:
+        audit_at = now + (SHARD_AUDIT_INTERVAL if previous is not None else SHARD_PROBE_INTERVAL)
+    else:
+        audit_at = previous.audit_at
+    return ShardSpan(shards=shards, found=found, probed_at=now, audit_at=audit_at)
+
+
+def span_for_count(previous: ShardSpan, configured: int) -> ShardSpan:
+    """The span once `DUE_SHARDS` is `configured`: raised at once when the count grew (writers may now use every
+    shard below it, so a later probe must see them empty twice before the span shrinks again)."""
+    if configured <= previous.shards:
+        return previous
+    return ShardSpan(shards=configured, found=max(previous.found, configured), probed_at=previous.probed_at,
+                     audit_at=previous.audit_at)
 
 
 # No plan is ever this far ahead (refresh tokens live at most ~a year): a stored plan beyond it came from an

@@ -96,5 +96,7 @@ class OrphanGrants:
             self._items.delete(key, expect={})
             return "abandoned"
         next_at = now + max(30, backoff_delay(attempts, cap=RETRY_CAP, rng=self._rng))
-        self._items.update(key, set={"attempts": attempts, "next_refresh_at": next_at}, expect={})
+        # The shard as today's count gives it: one written under an older count is left behind.
+        self._items.update(key, set={"attempts": attempts, "next_refresh_at": next_at,
+                                     "due_shard": due_shard(key, self._shards)}, expect={})
         return "retrying"

@@ -1,4 +1,8 @@
-"""The refresh sweep: read only what is due from the sharded index and hand the ids to the workers."""
+"""The refresh sweep: read only what is due from the sharded index and hand the ids to the workers.
+
+It reads every shard an item can be in, not only those below today's `DUE_SHARDS`: an item keeps the shard it
+was written with. Which shards that is, it keeps in one item (`ShardSpan`, see `_span`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ from dataclasses import dataclass
 from itertools import islice, zip_longest
 from typing import TypedDict
 
-from ..domain.schedule import PLAUSIBLE_HORIZON
+from ..domain.schedule import (
+    MAX_DUE_SHARDS,
+    PLAUSIBLE_HORIZON,
+    SHARD_PROBE_INTERVAL,
+    span_after_probe,
+    span_for_count,
+)
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 from .breaker import CLOSED, OPEN, CircuitBreakers
@@ -63,13 +73,14 @@ class Sweep:
         # Once an hour, also what an older version planned implausibly far ahead (an absurd provider answer):
         # the refresher treats those as due and plans them afresh.
         hourly = now // 3600 != (now - self._sweep_interval) // 3600
-        for shard in range(store.shards):
+        shards = self._span(now)
+        for shard in range(shards):
             due.extend(store.due(shard, horizon))
             if hourly:
                 due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
         try:
-            probes, resumed = self._parked(now)
+            probes, resumed = self._parked(now, shards)
         except Exception:  # noqa: BLE001 - probes and resumes are extra work: due ids must go out regardless
             logger.exception("Parked connections not looked at this tick")
             record_metric("SweepParkedFailed", MetricUnit.Count, 1)
@@ -85,11 +96,45 @@ class Sweep:
         # The heartbeat (SweepHeartbeatAlarm): only a sweep that read every shard and queued what it found counts.
         record_metric("SweepSucceeded", MetricUnit.Count, 1)
         logger.info("Sweep done", extra={"due": len(due), "pending_events": len(pending), "sent": sent,
-                                         "probes": len(probes), "resumed": len(resumed)})
+                                         "probes": len(probes), "resumed": len(resumed), "shards": shards})
         return SweepReport(due=len(due), pending_events=len(pending), sent=sent, probes=len(probes),
                            resumed=len(resumed))
 
-    def _parked(self, now: int) -> tuple[list[str], list[str]]:
+    def _span(self, now: int) -> int:
+        """How many shards to read: `DUE_SHARDS`, or more while items written under a larger count remain.
+
+        Every SHARD_PROBE_INTERVAL while the span exceeds `DUE_SHARDS`, the shards above it are probed
+        (`shard_in_use`, highest first, so a shard still in use ends the probe) and the span shrinks once two
+        probes an hour apart agree (`span_after_probe`). On the first sweep of this version, an hour later, then
+        every SHARD_AUDIT_INTERVAL, every shard up to MAX_DUE_SHARDS is probed: that finds what a version without
+        the record wrote, and items a writer put above the record (a raise rolled back before this sweeper ran
+        with it). The record is written before any shard is read and lowered only over shards found empty twice,
+        so a sweep that dies anywhere leaves nothing unswept. Returns the number of shards to read."""
+        store = self._connections
+        configured = store.shards
+        recorded = store.shard_span()
+        if recorded is None or now >= recorded.audit_at:
+            span = span_after_probe(recorded, configured=configured, found=self._in_use(configured, MAX_DUE_SHARDS),
+                                    now=now, audited=True)
+        elif recorded.shards > configured and now - recorded.probed_at >= SHARD_PROBE_INTERVAL:
+            span = span_after_probe(recorded, configured=configured, found=self._in_use(configured, recorded.shards),
+                                    now=now, audited=False)
+        else:
+            span = span_for_count(recorded, configured)
+        if span != recorded:
+            store.save_shard_span(span, replacing=recorded)
+            if recorded is None or span.shards != recorded.shards:
+                logger.info("Sweep reads a new number of shards", extra={
+                    "shards": span.shards, "was": recorded.shards if recorded else None, "due_shards": configured})
+        return span.shards
+
+    def _in_use(self, low: int, high: int) -> int:
+        """The highest shard in [low, high) holding any item, + 1; `low` when none does. Probed from the top, so
+        the first shard found in use ends it: while a lowered count drains, that is usually the first probed."""
+        return next((shard + 1 for shard in range(high - 1, low - 1, -1) if self._connections.shard_in_use(shard)),
+                    low)
+
+    def _parked(self, now: int, shards: int) -> tuple[list[str], list[str]]:
         """Connections an outage parked that need a worker now: one probe per provider whose breaker is due
         for one (nobody else would call the provider: every due connection is parked), and, for an hour after a
         breaker closed, every connection it parked, oldest access expiry first within each shard."""
@@ -102,23 +147,23 @@ class Sweep:
                 continue
             low, high = parked
             if breaker.state is OPEN and breaker.open_until <= now:
-                probe = self._probe(provider, breaker.probe_candidate, low, high)
+                probe = self._probe(provider, breaker.probe_candidate, low, high, shards)
                 probes.extend([probe] if probe else [])
             elif breaker.state is CLOSED and breaker.resume_until > now:
                 resumed.extend(list(self._connections.scheduled_between(shard, low, high))
-                               for shard in range(self._connections.shards))
+                               for shard in range(shards))
         # Round-robin over the shards: each is in expiry order, and so, roughly, is the whole.
         order = [cid for wave in zip_longest(*resumed) for cid in wave if cid is not None]
         return probes, order
 
-    def _probe(self, provider: str, candidate: str | None, low: int, high: int) -> str | None:
+    def _probe(self, provider: str, candidate: str | None, low: int, high: int, shards: int) -> str | None:
         """A connection of `provider` to probe with: the one the breaker remembered (any live connection of the
         provider will do), else one parked in [low, high]. The due index holds keys only, and another provider's
         episode may park connections in the same range: a few candidates' providers are read (that attribute
         alone: the sweeper may read nothing else of a connection) to find one."""
         if candidate and self._connections.provider_of(candidate) == provider:
             return candidate
-        for shard in range(self._connections.shards):
+        for shard in range(shards):
             for cid in islice(self._connections.scheduled_between(shard, low, high), _PROBE_CANDIDATES):
                 if self._connections.provider_of(cid) == provider:
                     return cid
