@@ -49,9 +49,9 @@ def test_plausible_lifetimes_are_taken_from_the_answer():
 
 @pytest.mark.parametrize(("value", "anomaly"), [
     (10_000_000_000_000, "expires_in:out_of_bounds"), (7_200_000, "expires_in:out_of_bounds"),
-    ("7200000", "expires_in:out_of_bounds"), (0, "expires_in:out_of_bounds"), (-7200, "expires_in:out_of_bounds"),
+    ("7200000", "expires_in:out_of_bounds"),
     (..., "expires_in:missing"), (None, "expires_in:missing"), ("", "expires_in:missing"),
-    ("7200s", "expires_in:unparsable"), (7200.5, "expires_in:unparsable"), (True, "expires_in:unparsable"),
+    ("7200s", "expires_in:unparsable"), (True, "expires_in:unparsable"),
     ([7200], "expires_in:unparsable"), ({"s": 7200}, "expires_in:unparsable"), ("٧٢٠٠", "expires_in:unparsable"),
 ])
 def test_an_implausible_access_lifetime_becomes_tiktoks_shortest_documented_one(value, anomaly):
@@ -156,7 +156,8 @@ def test_any_provider_answer_becomes_bounded_tokens_or_a_classified_error(body, 
         return
     bounds = profile.access_lifetime
     assert 0 < len(tokens.access_token) <= MAX_TOKEN_LENGTH
-    assert SENT + bounds.minimum <= tokens.access_expires_at <= SENT + bounds.maximum
+    # Never past the plausible maximum; below the minimum only as reported (never made longer), not before sent.
+    assert SENT <= tokens.access_expires_at <= SENT + bounds.maximum
     assert tokens.refresh_token is None or len(tokens.refresh_token) <= MAX_TOKEN_LENGTH
     if tokens.refresh_expires_at is not None:
         assert tokens.refresh_expires_at - SENT <= profile.refresh_lifetime.maximum

@@ -341,3 +341,32 @@ def test_a_forced_refresh_with_no_time_to_call_the_provider_says_so(world):
                          clock=world.clock, sleep=no_sleep)
     answer = access.force_refresh(cid, deadline=world.clock.now() + 15)
     assert world.provider.calls == [] and answer["result"] == "not_started"
+
+
+def test_a_probe_candidate_that_ended_is_forgotten_so_the_provider_gets_probed_again(world):
+    """Found in review: the remembered candidate was disconnected; its probes never reached TikTok, so the
+    breaker stayed open and every parked connection waited out the parking period."""
+    from oauth_keeper.usecases.breaker import Cause, CircuitBreakers
+
+    breakers = CircuitBreakers(world.items, world.clock.now)
+    ended, parked = world.connect("acct-ended"), world.connect("acct-parked")
+    breakers.trip("tiktok", "server_error", cause=Cause.OUTAGE)
+    breakers.remember_probe("tiktok", ended)
+    world.store.apply(world.at(ended), {"status": "disconnected"})
+    world.clock.advance(10)
+    world.refresher.refresh(ended, force=True)  # the sweep's probe reaches an ended connection
+    world.clock.advance(10)
+    assert breakers.read("tiktok").probe_candidate is None
+    breakers.remember_probe("tiktok", parked)
+    assert breakers.read("tiktok").probe_candidate == parked
+
+
+@pytest.mark.parametrize(("value", "lifetime"), [(0, 0), (-5, 0), (0.5, 0), (1799.5, 1799)])
+def test_an_access_lifetime_is_never_made_longer_than_reported(value, lifetime):
+    from oauth_keeper.domain.protocol import parse_token_response
+    from oauth_keeper.domain.providers import profile_for
+
+    tiktok = profile_for("tiktok", ("tiktok",), {})
+    tokens = parse_token_response(tiktok, {"access_token": "a", "expires_in": value, "refresh_token": "r",
+                                           "refresh_expires_in": 15_552_000, "open_id": "u1"}, sent_at=1000)
+    assert tokens.access_expires_at == 1000 + lifetime

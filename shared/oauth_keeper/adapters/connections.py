@@ -26,7 +26,8 @@ _SPAN_FIELDS = ("shards", "found", "probed_at", "audit_at")
 _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
-    "disconnect_requested_at", "revoke_attempts", "parked_since",
+    "disconnect_requested_at", "revoke_attempts", "parked_since", "operation_id", "erase_requested",
+    "revoke_failed", "revoke_log_id",
 )
 _LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}

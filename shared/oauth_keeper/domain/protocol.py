@@ -159,8 +159,8 @@ def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: l
     if value is None or value == "":
         anomalies.append(f"{name}:missing")
         return bounds.fallback
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
+    if isinstance(value, float) and math.isfinite(value) and (value.is_integer() or shorter_is_safe):
+        value = math.floor(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         anomalies.append(f"{name}:unparsable")
         return bounds.fallback
@@ -169,9 +169,9 @@ def bounded_lifetime(value: Any, bounds: LifetimeBounds, name: str, anomalies: l
             anomalies.append(f"{name}:unparsable")
             return bounds.fallback
         value = int(value)
-    if shorter_is_safe and 0 < value < bounds.minimum:
+    if shorter_is_safe and value < bounds.minimum:  # zero or less: dead on arrival, refreshed before it is served
         anomalies.append(f"{name}:below_minimum")
-        return value
+        return max(0, value)
     if not bounds.minimum <= value <= bounds.maximum:
         anomalies.append(f"{name}:out_of_bounds")
         return bounds.fallback

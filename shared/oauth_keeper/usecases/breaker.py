@@ -168,6 +168,13 @@ class CircuitBreakers:
                                expect={"probe_candidate": MISSING})
             self._forget(provider)
 
+    def forget_probe(self, provider: str, connection_id: str) -> None:
+        """`connection_id` can no longer probe (it ended): the next parked connection will be remembered."""
+        if self.read(provider).probe_candidate == connection_id:
+            self._items.update(self.key(provider), set={"probe_candidate": None},
+                               expect={"probe_candidate": connection_id})
+            self._forget(provider)
+
     def close(self, provider: str) -> None:
         """The provider answered again: refresh as usual, and bring back what this episode parked."""
         now = int(self._now())

@@ -44,6 +44,7 @@ REVOKE_FOR = 86_400  # seconds: a revoke that keeps failing transiently is retri
 REVOKE_RETRY_CAP = 3600  # seconds between revoke attempts at most
 OPERATION_KEPT = 30 * 86_400  # seconds an operation can be read after it began (the table's TTL then removes it)
 MARK_PAGE = 100  # connections of an owner marked per index page
+RECHECK_AFTER = 60  # seconds: an erasure's marking ends with a pass this long after it began that found nothing
 _WRITE_ATTEMPTS = 5
 
 OperationStatus = Literal["running", "succeeded", "superseded"]
@@ -118,8 +119,9 @@ class Disconnection:
             raise InvalidInput(OWNER_ID_RULE, field="owner_id")
         now = int(self._clock.now())
         operation_id = new_operation_id()
-        self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id,
-                                              "marking": True}, now)
+        key = OPERATION_PREFIX + operation_id
+        self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id, "marking": True,
+                                              **self._due(key, now)}, now)
         self.continue_erasure(operation_id, deadline=deadline)
         logger.info("Owner erasure requested", extra={"owner_id": owner_id, "operation_id": operation_id})
         return self.operation(operation_id)
@@ -136,6 +138,9 @@ class Disconnection:
             "connection_id": item.get("target_connection"), "owner_id": item.get("erased_owner"),
             "remaining": 0, "revoke_failed": failed,
         }
+        if item.get("result"):  # final: what happens to the connection later does not change it
+            view["status"] = item["result"]
+            return view
         if item["kind"] == "disconnect":
             connection = self._connections.get(item["target_connection"])
             if connection is not None and connection.status == DISCONNECTING:
@@ -146,10 +151,11 @@ class Disconnection:
                 view["status"] = "succeeded"
                 view["revoke_failed"] = int(bool(connection and connection.revoke_failed))
             return view
-        remaining = self._count_owned(item["erased_owner"])
+        remaining = self._count_marked(item["erased_owner"], operation_id)
         view["remaining"] = remaining
         if not item.get("marking") and remaining == 0:
             view["status"] = "succeeded"
+            self._items.update(OPERATION_PREFIX + operation_id, set={"result": "succeeded"}, expect={})
         return view
 
     # -- the job (refresh worker) ----------------------------------------------------------------------------
@@ -186,44 +192,74 @@ class Disconnection:
                 self._items.update(OPERATION_PREFIX + connection.operation_id,
                                    set={f"failed#{connection_id}": log_id or "-"}, expect={"kind": "erase_owner"})
         written = self.mark_disconnected(connection_id, connection.status_reason or Reason.APP_DISCONNECTED,
-                                         provider_log_id=log_id, revoke_failed=failed)
-        if written is not None and written.erase_requested:
+                                         provider_log_id=log_id, revoke_failed=failed,
+                                         still=(DISCONNECTING, connection.token_version))
+        if written is None:  # the user connected again meanwhile: the new grant stays
+            current = self._connections.get(connection_id)
+            if current is not None and current.status != DISCONNECTED:
+                logger.info("Disconnect superseded by a reconnect", extra={"connection_id": connection_id})
+                return "superseded"
+            return "disconnected"
+        if connection.operation_id:  # the result, final whatever happens to the connection later
+            self._items.update(OPERATION_PREFIX + connection.operation_id,
+                               set={"result": "succeeded", "finished_at": int(self._clock.now()),
+                                    **({f"failed#{connection_id}": log_id or "-"} if failed else {})},
+                               expect={"kind": "disconnect"})
+        if written.erase_requested:
             self._connections.erase(connection_id)  # else the sweep erases it once its event is out
         return "disconnected"
 
     def continue_erasure(self, operation_id: str, *, deadline: float | None = None) -> str:
-        """Mark the erased owner's remaining connections, page by page, from the cursor the operation keeps;
-        with too little time left, keep the cursor and leave the operation due. Returns `marked` or `later`."""
+        """Mark the erased owner's connections from the cursor the operation keeps, one guarded write each while
+        the invocation has time. The operation is due from the moment it is recorded, so a call cut off anywhere
+        is continued by the sweep. Marking ends only with a pass, at least RECHECK_AFTER after the erasure began,
+        that found nothing new: `ByOwner` is eventually consistent, and a connect may race the erasure.
+        Returns `marked` or `later`."""
         key = OPERATION_PREFIX + operation_id
         item = self._items.get(key)
         if item is None or not item.get("marking"):
             return "marked"
         owner_id = item["erased_owner"]
         start = json.loads(item["cursor"]) if item.get("cursor") else None
+        found_new = bool(item.get("found_new"))
         while True:
-            if budget(deadline, self._clock.now()) < 3 * AWS_CALL_LIMIT:
-                self._items.update(key, set={"cursor": json.dumps(start) if start else None,
-                                             "next_refresh_at": int(self._clock.now()),
-                                             "due_shard": due_shard(key, self._connections.shards)}, expect={})
-                return "later"
-            keys, start = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
-            marked = [cid for cid in keys if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True)]
-            self._kick(marked)
+            keys, after = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
+            for cid in keys:
+                if budget(deadline, self._clock.now()) < 3 * AWS_CALL_LIMIT:
+                    self._items.update(key, set={"cursor": json.dumps(start) if start else None,
+                                                 "found_new": found_new or None}, expect={})
+                    return "later"  # still due: the sweep brings it back
+                if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True):
+                    found_new = True
+                    self._kick([cid])
+            start = after
             if not start:
                 break
-        self._items.update(key, set={"marking": None, "cursor": None, "next_refresh_at": None, "due_shard": None},
-                           expect={})
+        now = int(self._clock.now())
+        if found_new or now - int(item.get("created_at") or now) < RECHECK_AFTER:
+            # Look once more a little later, for what the index did not show yet.
+            self._items.update(key, set={"cursor": None, "found_new": None,
+                                         **self._due(key, now + RECHECK_AFTER)}, expect={})
+            return "later"
+        self._items.update(key, set={"marking": None, "cursor": None, "found_new": None,
+                                     "next_refresh_at": None, "due_shard": None}, expect={})
         return "marked"
+
+    def _due(self, key: str, at: int) -> dict[str, Any]:
+        return {"next_refresh_at": at, "due_shard": due_shard(key, self._connections.shards)}
 
     # -- shared with the webhook -------------------------------------------------------------------------------
     def mark_disconnected(self, connection_id: str, reason: str, *, provider_log_id: str | None = None,
                           revoke_failed: bool = False, extra: dict[str, Any] | None = None,
-                          granted_before: int | None = None) -> Connection | None:
+                          granted_before: int | None = None,
+                          still: tuple[str, int] | None = None) -> Connection | None:
         """Erase the tokens, leave the due index, publish Connection Disconnected (with `extra` in its detail).
 
         `granted_before` (epoch seconds): only if the connection's latest grant is older (a provider's event
         about an earlier grant); checked on the revision the guarded write is made from, so a reconnect landing
-        meanwhile is left alone. None when the connection is unknown, already disconnected or granted since.
+        meanwhile is left alone. `still` ((status, token_version)): only while the connection is in that state,
+        so the job never erases a grant that came after the one it revoked. None when the connection is unknown,
+        already disconnected, granted since, or no longer `still`.
         Raises RuntimeError when it keeps changing under five guarded attempts."""
         store = self._connections
         for _ in range(_WRITE_ATTEMPTS):
@@ -232,6 +268,8 @@ class Disconnection:
                 return None
             if granted_before is not None and not removal_applies(connection, granted_before):
                 return None
+            if still is not None and (connection.status, connection.token_version) != still:
+                return None  # not the state the caller decided on (a reconnect landed): theirs stands
             now = self._clock.now()
             changes: dict[str, Any] = {
                 "status": DISCONNECTED, "status_reason": reason, "tokens": None, "updated_at": int(now),
@@ -302,7 +340,10 @@ class Disconnection:
                 return False  # another operation is ending it already
             changes: dict[str, Any] = {
                 "status": DISCONNECTING, "status_reason": reason, "operation_id": operation_id,
-                "disconnect_requested_at": now, "updated_at": now, **store.schedule_attributes(connection_id, now),
+                # An erasure over a disconnect under way keeps its start: the day of retries counts from there.
+                "disconnect_requested_at": connection.disconnect_requested_at
+                if connection.status == DISCONNECTING and connection.disconnect_requested_at else now,
+                "updated_at": now, **store.schedule_attributes(connection_id, now),
             }
             if erase:
                 changes["erase_requested"] = True
@@ -326,11 +367,13 @@ class Disconnection:
             logger.warning("Could not queue marked connections; the sweep will", extra={
                 "error_type": type(exc).__name__})
 
-    def _count_owned(self, owner_id: str) -> int:
+    def _count_marked(self, owner_id: str, operation_id: str) -> int:
+        """The owner's connections this erasure still has to end (a connection made after it is not one)."""
         count, start = 0, None
         while True:
             keys, start = self._connections.owned_by(owner_id, limit=1000, start=start)
-            count += len(keys)
+            count += sum(1 for key in keys if (c := self._connections.get(key)) is not None
+                         and c.operation_id == operation_id and c.erase_requested)
             if not start:
                 return count
 

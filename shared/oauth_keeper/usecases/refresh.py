@@ -127,8 +127,10 @@ class Refresher:
             self._store.erase(connection_id)  # an owner's erasure, finished once its last event is out
             return RefreshOutcome(connection_id, INACTIVE, "erased")
         if connection.status == DISCONNECTING:  # never refreshed again: the disconnect job's (see the worker)
+            self._breakers.forget_probe(connection.provider, connection_id)
             return RefreshOutcome(connection_id, INACTIVE, DISCONNECTING_REASON, connection)
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
+            self._breakers.forget_probe(connection.provider, connection_id)  # it can probe nothing any more
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
         horizon = now + self._sweep_interval
         due = connection.next_refresh_at is not None and (
