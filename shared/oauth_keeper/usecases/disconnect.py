@@ -37,6 +37,7 @@ from ..ports import (
     RefreshQueue,
 )
 from .connections import existing
+from .erasure import Erasures
 from .outbox import OutboxRelay
 
 OPERATION_PREFIX = "op#"
@@ -79,9 +80,13 @@ def new_operation_id() -> str:
 class Disconnection:
     def __init__(self, *, connections: ConnectionRepository, items: ItemStore, profiles: ProviderProfiles,
                  credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
-                 queue: RefreshQueue | None = None, rng: random.Random | None = None) -> None:
+                 queue: RefreshQueue | None = None, rng: random.Random | None = None,
+                 erasures: Erasures | None = None) -> None:
         """`items` is the Connections table (operations live there, as `op#<id>`); `queue` gets marked
-        connections at once, so the job starts within seconds rather than at the next sweep."""
+        connections at once, so the job starts within seconds rather than at the next sweep; `erasures` records
+        an erasure's tombstone and deletes the owner's connect sessions and flows (None: neither, for tests of
+        the connections alone)."""
+        self._erasures = erasures
         self._connections = connections
         self._items = items
         self._profiles = profiles
@@ -112,11 +117,15 @@ class Disconnection:
     def request_erasure(self, owner_id: str, *, deadline: float | None = None) -> OperationView:
         """`DELETE /owners/{owner_id}/connections`: data-protection erasure of every connection of one owner.
 
-        Marks them `disconnecting` and to be deleted, page by page, while the invocation has time; what is left
-        is marked by the job (the operation is due in the sweep). Raises InvalidInput for a bad owner id."""
+        First the tombstone (from then on every connect link and flow issued before now is refused), then the
+        operation; the owner's connect sessions and flows are deleted and the connections marked `disconnecting`
+        and to be deleted, page by page, while the invocation has time; what is left is done by the job (the
+        operation is due in the sweep). Raises InvalidInput for a bad owner id."""
         if not OWNER_ID.fullmatch(owner_id):
             raise InvalidInput(OWNER_ID_RULE, field="owner_id")
         now = int(self._clock.now())
+        if self._erasures is not None:
+            self._erasures.record(owner_id, now)
         operation_id = new_operation_id()
         self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id,
                                               "marking": True}, now)
@@ -192,20 +201,30 @@ class Disconnection:
         return "disconnected"
 
     def continue_erasure(self, operation_id: str, *, deadline: float | None = None) -> str:
-        """Mark the erased owner's remaining connections, page by page, from the cursor the operation keeps;
-        with too little time left, keep the cursor and leave the operation due. Returns `marked` or `later`."""
+        """Delete the erased owner's connect sessions and flows, then mark its remaining connections, page by page,
+        from the cursor the operation keeps; with too little time left, keep the cursor and leave the operation
+        due. Returns `marked` or `later`."""
         key = OPERATION_PREFIX + operation_id
         item = self._items.get(key)
         if item is None or not item.get("marking"):
             return "marked"
         owner_id = item["erased_owner"]
         start = json.loads(item["cursor"]) if item.get("cursor") else None
+
+        def later() -> str:
+            self._items.update(key, set={"cursor": json.dumps(start) if start else None,
+                                         "next_refresh_at": int(self._clock.now()),
+                                         "due_shard": due_shard(key, self._connections.shards)}, expect={})
+            return "later"
+
+        # Sessions and flows first, on every pass (deleting what is gone changes nothing): one the index had not
+        # shown yet is found by the next pass, and the tombstone refuses it meanwhile.
+        if self._erasures is not None and not self._erasures.purge(owner_id, int(item["created_at"]),
+                                                                   deadline=deadline):
+            return later()
         while True:
             if budget(deadline, self._clock.now()) < 3 * AWS_CALL_LIMIT:
-                self._items.update(key, set={"cursor": json.dumps(start) if start else None,
-                                             "next_refresh_at": int(self._clock.now()),
-                                             "due_shard": due_shard(key, self._connections.shards)}, expect={})
-                return "later"
+                return later()
             keys, start = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
             marked = [cid for cid in keys if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True)]
             self._kick(marked)
