@@ -6,6 +6,8 @@ keys), so the same use cases run on them for simulated days over thousands of co
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 import time
@@ -133,11 +135,38 @@ class MemoryItemStore:
 
 
 class MemoryFlowStore:
-    """The `FlowStore` port in memory: records keyed by the secret's hash, consumed once under one lock."""
+    """The `FlowStore` port in memory: records keyed by the secret's hash, consumed once under one lock, and the
+    tombstones of erased owners."""
 
     def __init__(self) -> None:
         self._records: dict[str, tuple[str, Any]] = {}
+        self.tombstones: dict[str, dict[str, int]] = {}  # owner_key -> {"erased_at", "purge_at"}
         self._lock = threading.Lock()
+
+    def erased_at(self, owner_key: str) -> int | None:
+        with self._lock:
+            tombstone = self.tombstones.get(owner_key)
+            return tombstone["erased_at"] if tombstone else None
+
+    def record_erasure(self, owner_key: str, erased_at: int, until: int) -> None:
+        with self._lock:
+            current = self.tombstones.get(owner_key)
+            if current is None or current["erased_at"] <= erased_at:
+                self.tombstones[owner_key] = {"erased_at": int(erased_at), "purge_at": int(until)}
+
+    def delete_owned(self, owner_key: str, *, issued_until: int, limit: int,
+                     start: dict[str, Any] | None = None) -> tuple[int, dict[str, Any] | None]:
+        with self._lock:
+            owned = [key for key, (_, record) in self._records.items()
+                     if record.owner_key == owner_key and record.issued <= issued_until][:limit]
+            for key in owned:
+                del self._records[key]
+        return len(owned), None
+
+    def records(self) -> list[Any]:
+        """Every session and flow still held (tests look for an owner's)."""
+        with self._lock:
+            return [record for _, record in self._records.values()]
 
     def put_session(self, token: str, session: ConnectSession) -> None:
         self._put(secret_hash("session", token), session)
@@ -205,7 +234,15 @@ class FakeKms:
 
     def __init__(self) -> None:
         self._master = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._mac_key = os.urandom(32)
         self.calls: list[str] = []
+
+    def generate_mac(self, KeyId: str, Message: bytes, MacAlgorithm: str) -> dict[str, Any]:  # noqa: N803
+        """KMS GenerateMac (HMAC_SHA_256 only) under a local key: deterministic, as KMS's is."""
+        self.calls.append("GenerateMac")
+        assert MacAlgorithm == "HMAC_SHA_256"  # noqa: S101 - the only algorithm the service uses
+        return {"Mac": hmac.new(self._mac_key, KeyId.encode() + b"\0" + Message, hashlib.sha256).digest(),
+                "KeyId": KeyId, "MacAlgorithm": MacAlgorithm}
 
     def generate_data_key(self, KeyId: str, KeySpec: str) -> dict[str, bytes]:  # noqa: N803 - boto3's names
         self.calls.append("GenerateDataKey")

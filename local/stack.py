@@ -69,6 +69,9 @@ def create_resources(
     key_arn = boto3.client("kms", region_name=REGION).create_key(
         Description=f"{name} token envelope key", KeyUsage="ENCRYPT_DECRYPT"
     )["KeyMetadata"]["Arn"]
+    owner_key_arn = boto3.client("kms", region_name=REGION).create_key(
+        Description=f"{name} owner key", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+    )["KeyMetadata"]["Arn"]
 
     ssm = boto3.client("ssm", region_name=REGION)
     ssm.put_parameter(Name=f"{ssm_prefix}/tiktok/client_key", Value=client_key, Type="String", Overwrite=True)
@@ -89,6 +92,7 @@ def create_resources(
         "CONNECTIONS_TABLE": tables["ConnectionsTable"],
         "FLOWS_TABLE": tables["FlowsTable"],
         "TOKEN_KEY_ARN": key_arn,
+        "OWNER_KEY_ARN": owner_key_arn,
         "EVENT_BUS_NAME": bus,
         "SSM_PREFIX": ssm_prefix,
         "PUBLIC_BASE_URL": public_base_url,

@@ -172,7 +172,8 @@ class ConnectionRepository(Protocol):
 
 
 class FlowStore(Protocol):
-    """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once."""
+    """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once; and the
+    tombstones of erased owners, by owner key (a keyed hash of the owner id, `OwnerKeys`)."""
 
     def put_session(self, token: str, session: ConnectSession) -> None: ...
 
@@ -182,6 +183,28 @@ class FlowStore(Protocol):
 
     def take_flow(self, state: str, provider: str, nonce: str, now: float) -> OAuthFlow:
         """Consume the flow if the nonce, provider and expiry match. Raises FlowRejection with the reason."""
+        ...
+
+    def erased_at(self, owner_key: str) -> int | None:
+        """When the owner was last erased (epoch seconds), read strongly consistent; None when no tombstone."""
+        ...
+
+    def record_erasure(self, owner_key: str, erased_at: int, until: int) -> None:
+        """Write the owner's tombstone (kept until `until`, epoch seconds); an earlier time never replaces a
+        later one."""
+        ...
+
+    def delete_owned(self, owner_key: str, *, issued_until: int, limit: int,
+                     start: dict[str, Any] | None = None) -> tuple[int, dict[str, Any] | None]:
+        """Delete one page (up to `limit`) of the owner's connect sessions and OAuth flows issued at or before
+        `issued_until` (epoch seconds; later ones are a connect begun after the erasure, left alone). Returns
+        how many were deleted and the cursor of the next page, or None."""
+        ...
+
+
+class OwnerKeys(Protocol):
+    def owner_key(self, owner_id: str) -> str:
+        """The keyed hash naming `owner_id` where the id itself must not be kept (64 hex digits, deterministic)."""
         ...
 
 
@@ -248,11 +271,14 @@ class RefreshQueue(Protocol):
 
 
 class KeyService(Protocol):
-    """The two KMS calls envelope encryption needs, under boto3's names (a KMS client, or `local.memory.FakeKms`)."""
+    """The KMS calls envelope encryption and owner keys need, under boto3's names (a KMS client, or
+    `local.memory.FakeKms`)."""
 
     def generate_data_key(self, *, KeyId: str, KeySpec: str) -> dict[str, Any]: ...  # noqa: N803
 
     def decrypt(self, *, CiphertextBlob: bytes, KeyId: str) -> dict[str, Any]: ...  # noqa: N803
+
+    def generate_mac(self, *, KeyId: str, Message: bytes, MacAlgorithm: str) -> dict[str, Any]: ...  # noqa: N803
 
 
 class HttpClient(Protocol):

@@ -19,6 +19,7 @@ from .adapters import aws
 from .adapters.clock import SystemClock
 from .adapters.connections import ConnectionStore
 from .adapters.kms import DataKeys, EnvelopeCipher
+from .adapters.owner_keys import KmsOwnerKeys
 from .adapters.profiles import Profiles
 from .domain.deadlines import HANDLER_MARGIN
 from .ports import (
@@ -39,6 +40,7 @@ from .usecases.breaker import CircuitBreakers
 from .usecases.connect import Authorization, Callback, ConnectSessions
 from .usecases.connections import ConnectionQueries
 from .usecases.disconnect import Disconnection
+from .usecases.erasure import Erasures
 from .usecases.orphans import OrphanGrants
 from .usecases.outbox import OutboxRelay
 from .usecases.refresh import Refresher
@@ -110,6 +112,16 @@ class Container:
         kms = self._kms
         return DataKeys((lambda: kms) if kms is not None else (lambda: aws.client("kms")),
                         self.settings.token_key_arn, self.clock.now)
+
+    @cached_property
+    def owner_keys(self) -> KmsOwnerKeys:
+        kms = self._kms
+        return KmsOwnerKeys((lambda: kms) if kms is not None else (lambda: aws.client("kms")),
+                            self.settings.owner_key_arn)
+
+    @cached_property
+    def erasures(self) -> Erasures:
+        return Erasures(flows=self.flows, owner_keys=self.owner_keys, clock=self.clock)
 
     @cached_property
     def cipher(self) -> EnvelopeCipher:
@@ -187,18 +199,19 @@ class Container:
     @cached_property
     def connect_sessions(self) -> ConnectSessions:
         return ConnectSessions(flows=self.flows, profiles=self.profiles, connections=self.connections,
-                               clock=self.clock, allowed_return_origins=self.settings.allowed_return_origins)
+                               clock=self.clock, allowed_return_origins=self.settings.allowed_return_origins,
+                               erasures=self.erasures)
 
     @cached_property
     def authorization(self) -> Authorization:
         return Authorization(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
-                             clock=self.clock)
+                             clock=self.clock, erasures=self.erasures)
 
     @cached_property
     def callback(self) -> Callback:
         return Callback(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
                         provider=self.provider, connections=self.connections, outbox=self.outbox,
-                        clock=self.clock, sleep=self.sleep, orphans=self.orphans)
+                        clock=self.clock, sleep=self.sleep, orphans=self.orphans, erasures=self.erasures)
 
     @cached_property
     def queries(self) -> ConnectionQueries:
@@ -213,7 +226,8 @@ class Container:
     def disconnection(self) -> Disconnection:
         return Disconnection(connections=self.connections, items=self.items, profiles=self.profiles,
                              credentials=self.credentials, provider=self.provider, outbox=self.outbox,
-                             clock=self.clock, queue=_LazyQueue(lambda: self.queue), rng=self._rng)
+                             clock=self.clock, queue=_LazyQueue(lambda: self.queue), rng=self._rng,
+                             erasures=self.erasures)
 
     @cached_property
     def webhooks(self) -> WebhookReceiver:

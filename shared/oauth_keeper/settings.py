@@ -12,7 +12,8 @@ from .domain.schedule import MAX_DUE_SHARDS
 from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
-REQUIRED = ("CONNECTIONS_TABLE", "FLOWS_TABLE", "TOKEN_KEY_ARN", "EVENT_BUS_NAME", "REFRESH_QUEUE_URL")
+REQUIRED = ("CONNECTIONS_TABLE", "FLOWS_TABLE", "TOKEN_KEY_ARN", "OWNER_KEY_ARN", "EVENT_BUS_NAME",
+            "REFRESH_QUEUE_URL")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     flows_table: str
     token_key_arn: str
     event_bus_name: str
+    owner_key_arn: str = ""  # the KMS HMAC key naming erased owners by a keyed hash (usecases/erasure.py)
     ssm_prefix: str = "/oauth-keeper"
     # Empty: the handlers fall back to the API's own domain from the request context.
     public_base_url: str = ""
@@ -51,6 +53,7 @@ class Settings:
             flows_table=env["FLOWS_TABLE"].strip(),
             token_key_arn=env["TOKEN_KEY_ARN"].strip(),
             event_bus_name=env["EVENT_BUS_NAME"].strip(),
+            owner_key_arn=env["OWNER_KEY_ARN"].strip(),
             ssm_prefix=env.get("SSM_PREFIX", "/oauth-keeper").rstrip("/"),
             public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
             allowed_return_origins=frozenset(

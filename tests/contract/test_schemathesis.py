@@ -167,6 +167,9 @@ EXPLICIT = [
      202),
     ("erase", "DELETE", "/owners/{owner_id}/connections", lambda s: {"path_parameters": {"owner_id": s.owner_id}},
      202),
+    # In the erasure's own second (the clock does not move here): refused, nothing stored.
+    ("session-owner-being-erased", "POST", "/connect-sessions",
+     lambda s: _json({**SESSION, "owner_id": s.owner_id}), 409),
 ]
 
 

@@ -59,6 +59,7 @@ ENVIRONMENT = {
     "CONNECTIONS_TABLE",
     "FLOWS_TABLE",
     "TOKEN_KEY_ARN",
+    "OWNER_KEY_ARN",
     "EVENT_BUS_NAME",
     "SSM_PREFIX",
     "PUBLIC_BASE_URL",
@@ -82,7 +83,9 @@ _ANY_KEY_HERE = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/
 PERMISSIONS = {
     "ConnectSessionsFunction": {
         ("dynamodb:putitem", "FlowsTable.Arn"),
+        ("dynamodb:getitem", "FlowsTable.Arn"),  # erasure tombstones only (erased#*; see the test below)
         ("dynamodb:getitem", "ConnectionsTable.Arn"),  # a session may name a connection to upgrade
+        ("kms:generatemac", "OwnerKey.Arn"),  # the owner key stored on the session
     },
     "AuthorizeFunction": {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
@@ -90,6 +93,7 @@ PERMISSIONS = {
         ("dynamodb:getitem", "FlowsTable.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
+        ("kms:generatemac", "OwnerKey.Arn"),  # checking a session older than the owner keys
     },
     "CallbackFunction": {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
@@ -104,6 +108,7 @@ PERMISSIONS = {
         ("ssm:getparameter", _SSM + "client_secret"),
         ("kms:decrypt", _ANY_KEY_HERE),
         ("events:putevents", "ConnectionEventBus.Arn"),
+        ("kms:generatemac", "OwnerKey.Arn"),  # checking a flow older than the owner keys
     },
     "SweeperFunction": {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
@@ -117,6 +122,9 @@ PERMISSIONS = {
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # finishing an owner's erasure
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),  # marking what the erasure call left
+        ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
+        ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
+        ("kms:generatemac", "OwnerKey.Arn"),
         ("kms:generatedatakey", "TokenKey.Arn"),
         ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
@@ -130,6 +138,10 @@ PERMISSIONS = {
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # DELETE /owners/{owner_id}/connections
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),
+        ("dynamodb:putitem", "FlowsTable.Arn"),  # erasure tombstones only (erased#*)
+        ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
+        ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
+        ("kms:generatemac", "OwnerKey.Arn"),
         ("kms:generatedatakey", "TokenKey.Arn"),
         ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
@@ -825,8 +837,10 @@ def test_flows_table_is_keyed_by_flow_key_and_expires_by_purge_at():
     table = table_definition("FlowsTable", "flows")
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert _keys(table["KeySchema"]) == [("flow_key", "HASH")]
-    assert _attribute_types(table) == {"flow_key": "S"}
-    assert "GlobalSecondaryIndexes" not in table
+    assert _attribute_types(table) == {"flow_key": "S", "owner_key": "S"}
+    # Sessions and flows by the owner's keyed hash, never the id; keys only.
+    assert _gsis(table) == {"ByOwnerKey": {"IndexName": "ByOwnerKey", "KeySchema": [
+        {"AttributeName": "owner_key", "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}}}
     ttl = template()["Resources"]["FlowsTable"]["Properties"]["TimeToLiveSpecification"]
     assert ttl == {"AttributeName": "purge_at", "Enabled": True}
 
@@ -1586,6 +1600,7 @@ def test_the_sweeper_reads_and_writes_its_shard_record_under_that_key_alone():
     from oauth_keeper.adapters.dynamodb import DynamoItemStore
     from oauth_keeper.domain.schedule import ShardSpan
 
+
     calls = []
 
     class Client:
@@ -1608,3 +1623,69 @@ def test_the_due_shards_parameter_allows_no_more_shards_than_the_sweep_audits():
     from oauth_keeper.domain.schedule import MAX_DUE_SHARDS
 
     assert int(template()["Parameters"]["DueShards"]["MaxValue"]) == MAX_DUE_SHARDS
+
+
+def _flows_conditions(function: str) -> dict[str, Any]:
+    """Action -> the Condition of the function's statement on the Flows table itself (None: unconditional)."""
+    found: dict[str, Any] = {}
+    for statement in _policy_statements(_functions()[function]):
+        if _resource_text(statement["Resource"]) == "FlowsTable.Arn":
+            for action in _as_list(statement["Action"]):
+                found[action] = statement.get("Condition")
+    return found
+
+
+def _leading_keys(*patterns: str) -> dict[str, Any]:
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(patterns)}}
+
+
+def test_erasure_functions_touch_only_tombstones_sessions_and_flows_of_the_flows_table():
+    """The connect-session function reads tombstones alone; the erasing functions write tombstones and delete
+    sessions and flows, nothing else (never a webhook delivery marker); the keys the adapter uses match."""
+    from oauth_keeper.adapters.flows import DynamoFlowStore
+    from oauth_keeper.domain.flows import secret_hash
+
+    assert _flows_conditions("ConnectSessionsFunction") == {"dynamodb:PutItem": None,
+                                                           "dynamodb:GetItem": _leading_keys("erased#*")}
+    assert _flows_conditions("BackendApiFunction") == {"dynamodb:PutItem": _leading_keys("erased#*"),
+                                                      "dynamodb:DeleteItem": _leading_keys("session#*", "state#*")}
+    assert _flows_conditions("RefreshWorkerFunction") == {"dynamodb:DeleteItem": _leading_keys("session#*",
+                                                                                                "state#*")}
+    calls = []
+
+    class Client:
+        def get_item(self, **request):
+            calls.append(("get", request["Key"]["flow_key"]["S"]))
+            return {}
+
+        def put_item(self, **request):
+            calls.append(("put", request["Item"]["flow_key"]["S"]))
+
+        def query(self, **request):
+            calls.append(("query", request["IndexName"]))
+            return {"Items": [{"flow_key": {"S": secret_hash("session", "s")}},
+                              {"flow_key": {"S": secret_hash("state", "t")}}]}
+
+        def delete_item(self, **request):
+            calls.append(("delete", request["Key"]["flow_key"]["S"]))
+
+    store = DynamoFlowStore(Client(), "Flows")
+    store.erased_at("k" * 64)
+    store.record_erasure("k" * 64, 1_800_000_000, 1_800_086_400)
+    store.delete_owned("k" * 64, issued_until=1_800_000_000, limit=100)
+    assert [(verb, key.split("#")[0] + "#") for verb, key in calls if verb != "query"] == [
+        ("get", "erased#"), ("put", "erased#"), ("delete", "session#"), ("delete", "state#")]
+    assert ("query", "ByOwnerKey") in calls
+
+
+def test_the_owner_key_is_a_kms_hmac_key_only_the_functions_that_need_it_may_use():
+    key = template()["Resources"]["OwnerKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["KeySpec"] == "HMAC_256" and key["Properties"]["KeyUsage"] == "GENERATE_VERIFY_MAC"
+    assert _globals_function()["Environment"]["Variables"]["OWNER_KEY_ARN"] == {"Fn::GetAtt": ["OwnerKey", "Arn"]}
+    users = {name for name, pairs in PERMISSIONS.items() if ("kms:generatemac", "OwnerKey.Arn") in pairs}
+    assert users == {"ConnectSessionsFunction", "AuthorizeFunction", "CallbackFunction", "BackendApiFunction",
+                     "RefreshWorkerFunction"}
+    from oauth_keeper.adapters.owner_keys import MAC_ALGORITHM
+
+    assert MAC_ALGORITHM == "HMAC_SHA_256"  # what an HMAC_256 key computes

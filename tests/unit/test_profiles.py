@@ -14,7 +14,8 @@ from oauth_keeper.domain.tokens import ClientCredentials
 from oauth_keeper.settings import Settings
 
 pytestmark = pytest.mark.unit
-BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "EVENT_BUS_NAME": "b",
+BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "OWNER_KEY_ARN": "h",
+            "EVENT_BUS_NAME": "b",
             "REFRESH_QUEUE_URL": "q"}
 ACME = {
     "PROVIDERS": "tiktok,acme", "ACME_PROFILE": "generic", "ACME_ISSUER": "https://id.acme.test",

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETE = {
     "CONNECTIONS_TABLE": "connections", "FLOWS_TABLE": "flows", "TOKEN_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/k",
+    "OWNER_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/h",
     "EVENT_BUS_NAME": "bus", "REFRESH_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/refresh",
 }
 

@@ -1,14 +1,18 @@
-"""The `FlowStore` port on DynamoDB: connect sessions and OAuth flows, each consumed by one conditional delete."""
+"""The `FlowStore` port on DynamoDB: connect sessions and OAuth flows, each consumed by one conditional delete, and
+the tombstones of erased owners. Sessions and flows carry `owner_key` (a keyed hash of the owner id), which the
+sparse KEYS_ONLY index `ByOwnerKey` is keyed by: an erasure finds them without the index holding the id."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..domain.erasure import tombstone_key
 from ..domain.errors import FlowRejection
 from ..domain.flows import ConnectSession, OAuthFlow, secret_hash
 from .dynamodb import condition_failure_item, from_item, is_conditional_failure, to_item, to_values
 
 PURGE_GRACE = 86_400  # DynamoDB TTL deletes lazily; code checks expires_at itself
+BY_OWNER_KEY = "ByOwnerKey"  # template.yaml's index on the Flows table: owner_key -> flow_key (KEYS_ONLY)
 
 
 class DynamoFlowStore:
@@ -29,6 +33,8 @@ class DynamoFlowStore:
             "mode": session.mode,
             "connection_id": session.connection_id,
             "expires_at": session.expires_at,
+            "issued_at": session.issued_at,
+            "owner_key": session.owner_key,
         }, session.expires_at)
 
     def take_session(self, token: str, provider: str, now: float) -> ConnectSession | None:
@@ -40,6 +46,7 @@ class DynamoFlowStore:
             owner_id=item["owner_id"], provider=item["provider"], return_to=item["return_to"],
             scopes=tuple(item.get("scopes") or ()), expires_at=item["expires_at"],
             mode=item.get("mode", "redirect"), connection_id=item.get("connection_id"),
+            issued_at=item.get("issued_at"), owner_key=item.get("owner_key"),
         )
 
     # -- OAuth flows -------------------------------------------------------------------------------------
@@ -56,6 +63,8 @@ class DynamoFlowStore:
             "mode": flow.mode,
             "connection_id": flow.connection_id,
             "expires_at": flow.expires_at,
+            "issued_at": flow.issued_at,
+            "owner_key": flow.owner_key,
         }, flow.expires_at)
 
     def take_flow(self, state: str, provider: str, nonce: str, now: float) -> OAuthFlow:
@@ -73,8 +82,54 @@ class DynamoFlowStore:
             scopes=tuple(item.get("scopes") or ()), redirect_uri=item["redirect_uri"],
             code_verifier=item.get("code_verifier"), nonce_hash=item["nonce_hash"],
             expires_at=item["expires_at"], mode=item.get("mode", "redirect"),
-            connection_id=item.get("connection_id"),
+            connection_id=item.get("connection_id"), issued_at=item.get("issued_at"),
+            owner_key=item.get("owner_key"),
         )
+
+    # -- erasure tombstones ------------------------------------------------------------------------------
+    def erased_at(self, owner_key: str) -> int | None:
+        answer = self._db.get_item(TableName=self._table, Key={"flow_key": {"S": tombstone_key(owner_key)}},
+                                   ConsistentRead=True, ProjectionExpression="erased_at")
+        item = from_item(answer.get("Item")) or {}
+        return int(item["erased_at"]) if "erased_at" in item else None
+
+    def record_erasure(self, owner_key: str, erased_at: int, until: int) -> None:
+        # No owner_key attribute on the tombstone itself: it stays out of ByOwnerKey, so purges never delete it.
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=to_item({"flow_key": tombstone_key(owner_key), "kind": "tombstone", "erased_at": int(erased_at),
+                              "purge_at": int(until)}),
+                ConditionExpression="attribute_not_exists(erased_at) OR erased_at <= :at",
+                ExpressionAttributeValues=to_values({":at": int(erased_at)}),
+            )
+        except Exception as exc:
+            if not is_conditional_failure(exc):  # a later erasure's tombstone is there already: it refuses more
+                raise
+
+    def delete_owned(self, owner_key: str, *, issued_until: int, limit: int,
+                     start: dict[str, Any] | None = None) -> tuple[int, dict[str, Any] | None]:
+        query: dict[str, Any] = {
+            "TableName": self._table, "IndexName": BY_OWNER_KEY, "Limit": limit,
+            "KeyConditionExpression": "owner_key = :k", "ExpressionAttributeValues": {":k": {"S": owner_key}},
+        }
+        if start:
+            query["ExclusiveStartKey"] = start
+        answer = self._db.query(**query)
+        deleted = 0
+        for key in answer.get("Items", []):
+            try:
+                self._db.delete_item(
+                    TableName=self._table, Key={"flow_key": key["flow_key"]},
+                    # Only what was issued by the erasure's second: a connect begun since is the owner's new one.
+                    ConditionExpression="owner_key = :k AND (attribute_not_exists(issued_at) OR issued_at <= :t)",
+                    ExpressionAttributeValues=to_values({":k": owner_key, ":t": int(issued_until)}),
+                )
+                deleted += 1
+            except Exception as exc:
+                if not is_conditional_failure(exc):  # consumed meanwhile, or issued after the erasure
+                    raise
+        return deleted, answer.get("LastEvaluatedKey")
 
     # -- internals -----------------------------------------------------------------------------------------
     def _put(self, key: str, data: dict[str, Any], expires_at: int) -> None:

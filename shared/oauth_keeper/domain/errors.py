@@ -52,6 +52,14 @@ class ConnectionUnavailable(OAuthKeeperError):
     code = "connection_unavailable"
 
 
+class OwnerErased(OAuthKeeperError):
+    """What was asked for was issued on or before its owner's erasure (domain/erasure.py): refused, nothing stored.
+    A new request, made after the erasure, works."""
+
+    status = 409
+    code = "owner_erased"
+
+
 class TemporarilyUnavailable(OAuthKeeperError):
     """The provider cannot be reached right now; the connection itself is fine. Retry later."""
 

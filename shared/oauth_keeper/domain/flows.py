@@ -22,6 +22,14 @@ class ConnectSession:
     expires_at: int
     mode: str = "redirect"
     connection_id: str | None = None
+    # Since the erasure tombstones (issue 12); older records lack them (see `issued`, `Erasures.check`).
+    issued_at: int | None = None  # epoch seconds
+    owner_key: str | None = None  # keyed hash of owner_id (domain/erasure.py), for the ByOwnerKey index
+
+    @property
+    def issued(self) -> int:
+        """When the session was issued (epoch seconds); for an older record, derived from its expiry."""
+        return self.issued_at if self.issued_at is not None else self.expires_at - SESSION_TTL
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,16 @@ class OAuthFlow:
     expires_at: int
     mode: str = "redirect"
     connection_id: str | None = None
+    # When the connect session this flow came from was issued (epoch seconds): an erasure after it refuses the
+    # flow. None on older records (see `issued`).
+    issued_at: int | None = None
+    owner_key: str | None = None  # keyed hash of owner_id (domain/erasure.py), for the ByOwnerKey index
+
+    @property
+    def issued(self) -> int:
+        """When the connect that made this flow was issued (epoch seconds); for an older record, when the flow
+        was (derived from its expiry): such a record predates every tombstone, so every erasure comes after it."""
+        return self.issued_at if self.issued_at is not None else self.expires_at - SESSION_TTL
 
     def __repr__(self) -> str:
         return f"OAuthFlow(provider={self.provider!r}, owner_id={self.owner_id!r}, expires_at={self.expires_at})"

@@ -16,7 +16,15 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
 from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
-from ..domain.errors import FailureKind, FlowRejected, FlowRejection, NotFound, ProviderError, TokenDecryptionError
+from ..domain.errors import (
+    FailureKind,
+    FlowRejected,
+    FlowRejection,
+    NotFound,
+    OwnerErased,
+    ProviderError,
+    TokenDecryptionError,
+)
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
 from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
 from ..domain.protocol import authorize_url, new_code_verifier, new_secret
@@ -26,6 +34,7 @@ from ..domain.tokens import TokenSet
 from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
+from .erasure import Erasures
 from .orphans import OrphanGrants
 from .outbox import OutboxRelay
 
@@ -50,6 +59,9 @@ CALLBACK_ERRORS: dict[str, bool] = {
     # The provider issued no refresh token (and none usable is stored): the connection could not stay
     # connected, so nothing was stored. Trying again usually gets a complete answer.
     "incomplete_grant": True,
+    # The flow was issued before its owner's data was erased (usecases/erasure.py): nothing was stored. A connect
+    # started now, after the erasure, works.
+    "owner_erased": True,
 }
 
 
@@ -111,7 +123,10 @@ class ConnectSessions:
     """Step 1, `POST /connect-sessions` (IAM): the app's backend asks for a connect link for one owner."""
 
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, connections: ConnectionRepository,
-                 clock: Clock, allowed_return_origins: frozenset[str]) -> None:
+                 clock: Clock, allowed_return_origins: frozenset[str], erasures: Erasures | None = None) -> None:
+        """`erasures` refuses an owner being erased this very second and names the owner on the session by
+        its keyed hash (None: no erasure checks, for tests of other steps)."""
+        self._erasures = erasures
         self._flows = flows
         self._profiles = profiles
         self._connections = connections
@@ -123,7 +138,8 @@ class ConnectSessions:
 
         `body` is the parsed JSON object; `base_url` the service's public origin. With `connection_id`, a
         scope upgrade: the session asks for that connection's granted scopes plus the new ones.
-        Raises InvalidInput (400) for any bad field, NotFound for an unknown provider or connection."""
+        Raises InvalidInput (400) for any bad field, NotFound for an unknown provider or connection, OwnerErased
+        (409) when the owner's erasure happened in this same second (asking again a second later works)."""
         request = parse_connect_request(body)
         profile = self._profiles.profile(request.provider)
         return_to = checked_return_to(request.return_to, self._allowed_origins)
@@ -135,10 +151,14 @@ class ConnectSessions:
                                field="connection_id")
             scopes = tuple(dict.fromkeys((*existing.scopes_granted, *scopes)))
         now = self._clock.now()
+        # Checked before the write, with the session's issue time stored: an erasure landing between the two
+        # is later than that time, so the next step refuses the session (and the erasure may delete it).
+        owner_key = self._erasures.check(owner_id=request.owner_id, issued_at=int(now)) if self._erasures else None
         token = new_secret()
         session = ConnectSession(
             owner_id=request.owner_id, provider=profile.name, return_to=return_to, scopes=scopes,
             expires_at=int(now) + SESSION_TTL, connection_id=request.connection_id, mode=request.mode,
+            issued_at=int(now), owner_key=owner_key,
         )
         self._flows.put_session(token, session)
         logger.info("Connect session created", extra={"owner_id": request.owner_id, "provider": profile.name})
@@ -153,7 +173,8 @@ class Authorization:
     """Step 2, `GET /connect/{provider}?session=`: the browser is sent to the provider's consent screen."""
 
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
-                 clock: Clock) -> None:
+                 clock: Clock, erasures: Erasures | None = None) -> None:
+        self._erasures = erasures
         self._flows = flows
         self._profiles = profiles
         self._credentials = credentials
@@ -163,8 +184,8 @@ class Authorization:
         """Consume the connect session and create the OAuth flow (state and browser nonce stored as hashes,
         a PKCE verifier per RFC 7636), then build the authorization request URL (RFC 6749 section 4.1.1).
 
-        Raises FlowRejected (an HTML page) for a missing, used or expired session; NotFound for a provider
-        that is not enabled."""
+        Raises FlowRejected (an HTML page) for a missing, used or expired session, or one issued before its
+        owner's erasure (`owner_erased`, 410); NotFound for a provider that is not enabled."""
         profile = self._profiles.profile(provider)
         token = _single(query, "session")
         if not token:
@@ -177,6 +198,16 @@ class Authorization:
                 "This connect link has expired or was already used. Go back to the app and start again.",
                 code="session_invalid", status=410, title="This connect link is no longer valid",
             )
+        owner_key = session.owner_key
+        if self._erasures is not None:
+            try:
+                owner_key = self._erasures.check(issued_at=session.issued, owner_key=session.owner_key,
+                                                 owner_id=session.owner_id)
+            except OwnerErased:
+                raise FlowRejected(
+                    "This connect link was cancelled. Go back to the app and start again.",
+                    code="owner_erased", status=410, title="This connect link is no longer valid",
+                ) from None
         state, nonce = new_secret(), new_secret()
         verifier = new_code_verifier() if profile.pkce != "none" else None
         uri = redirect_uri(base_url, profile.name)
@@ -184,6 +215,7 @@ class Authorization:
             provider=profile.name, owner_id=session.owner_id, return_to=session.return_to, scopes=session.scopes,
             redirect_uri=uri, code_verifier=verifier, nonce_hash=secret_hash("nonce", nonce),
             expires_at=int(now) + SESSION_TTL, mode=session.mode, connection_id=session.connection_id,
+            issued_at=session.issued, owner_key=owner_key,  # the flow is as old as the link it came from
         ))
         client = self._credentials.credentials(profile, with_secret=False)
         location = authorize_url(profile, client_id=client.client_id, redirect_uri=uri, state=state,
@@ -206,9 +238,12 @@ class Callback:
 
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
                  provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
-                 sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None) -> None:
+                 sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None,
+                 erasures: Erasures | None = None) -> None:
         """`orphans` takes the grants the provider made that no connection keeps, for revoking in the
-        background (None: they are left to expire)."""
+        background (None: they are left to expire); `erasures` refuses flows issued before their owner's erasure
+        (None: no erasure checks, for tests of other steps)."""
+        self._erasures = erasures
         self._flows = flows
         self._profiles = profiles
         self._credentials = credentials
@@ -269,6 +304,9 @@ class Callback:
                            extra={"owner_id": flow.owner_id})
             return fail("issuer_mismatch")
 
+        if self._erased(flow):  # before the exchange: no tokens are made for an erased owner
+            return fail("owner_erased")
+
         if provider_error is not None:
             error = provider_error if provider_error in CALLBACK_ERRORS else "provider_error"
             logger.info("Provider returned an error", extra={"owner_id": flow.owner_id, "error": error})
@@ -306,6 +344,9 @@ class Callback:
         next_refresh_at = plan_next_refresh(profile.refresh_policy, issued_at=tokens.issued_at,
                                             access_expires_at=tokens.access_expires_at,
                                             refresh_expires_at=tokens.refresh_expires_at)
+        if self._erased(flow):  # an erasure during the exchange: its marking may be over, so never store
+            self._orphan(profile.name, tokens, "owner_erased")
+            return fail("owner_erased")
 
         try:
             saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
@@ -337,6 +378,15 @@ class Callback:
         if missing:
             params["missing_scopes"] = ",".join(missing)
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
+
+    def _erased(self, flow: OAuthFlow) -> bool:
+        if self._erasures is None:
+            return False
+        try:
+            self._erasures.check(issued_at=flow.issued, owner_key=flow.owner_key, owner_id=flow.owner_id)
+        except OwnerErased:
+            return True
+        return False
 
     def _orphan(self, provider: str, tokens: TokenSet, why: str) -> None:
         """Hand a grant nobody keeps to the background revoke; the browser's answer never waits for it."""

@@ -37,6 +37,7 @@ from ..ports import (
     RefreshQueue,
 )
 from .connections import existing
+from .erasure import Erasures
 from .outbox import OutboxRelay
 
 OPERATION_PREFIX = "op#"
@@ -80,9 +81,13 @@ def new_operation_id() -> str:
 class Disconnection:
     def __init__(self, *, connections: ConnectionRepository, items: ItemStore, profiles: ProviderProfiles,
                  credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
-                 queue: RefreshQueue | None = None, rng: random.Random | None = None) -> None:
+                 queue: RefreshQueue | None = None, rng: random.Random | None = None,
+                 erasures: Erasures | None = None) -> None:
         """`items` is the Connections table (operations live there, as `op#<id>`); `queue` gets marked
-        connections at once, so the job starts within seconds rather than at the next sweep."""
+        connections at once, so the job starts within seconds rather than at the next sweep; `erasures` records
+        an erasure's tombstone and deletes the owner's connect sessions and flows (None: neither, for tests of
+        the connections alone)."""
+        self._erasures = erasures
         self._connections = connections
         self._items = items
         self._profiles = profiles
@@ -113,11 +118,15 @@ class Disconnection:
     def request_erasure(self, owner_id: str, *, deadline: float | None = None) -> OperationView:
         """`DELETE /owners/{owner_id}/connections`: data-protection erasure of every connection of one owner.
 
-        Marks them `disconnecting` and to be deleted, page by page, while the invocation has time; what is left
-        is marked by the job (the operation is due in the sweep). Raises InvalidInput for a bad owner id."""
+        First the tombstone (from then on every connect link and flow issued before now is refused), then the
+        operation; the owner's connect sessions and flows are deleted and the connections marked `disconnecting`
+        and to be deleted, page by page, while the invocation has time; what is left is done by the job (the
+        operation is due in the sweep). Raises InvalidInput for a bad owner id."""
         if not OWNER_ID.fullmatch(owner_id):
             raise InvalidInput(OWNER_ID_RULE, field="owner_id")
         now = int(self._clock.now())
+        if self._erasures is not None:
+            self._erasures.record(owner_id, now)
         operation_id = new_operation_id()
         key = OPERATION_PREFIX + operation_id
         self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id, "marking": True,
@@ -210,11 +219,11 @@ class Disconnection:
         return "disconnected"
 
     def continue_erasure(self, operation_id: str, *, deadline: float | None = None) -> str:
-        """Mark the erased owner's connections from the cursor the operation keeps, one guarded write each while
-        the invocation has time. The operation is due from the moment it is recorded, so a call cut off anywhere
-        is continued by the sweep. Marking ends only with a pass, at least RECHECK_AFTER after the erasure began,
-        that found nothing new: `ByOwner` is eventually consistent, and a connect may race the erasure.
-        Returns `marked` or `later`."""
+        """Delete the erased owner's connect sessions and flows, then mark its connections from the cursor the
+        operation keeps, one guarded write each while the invocation has time. The operation is due from the
+        moment it is recorded, so a call cut off anywhere is continued by the sweep. Marking ends only with a
+        pass, at least RECHECK_AFTER after the erasure began, that found nothing new: `ByOwner` is eventually
+        consistent, and a connect may race the erasure. Returns `marked` or `later`."""
         key = OPERATION_PREFIX + operation_id
         item = self._items.get(key)
         if item is None or not item.get("marking"):
@@ -222,6 +231,11 @@ class Disconnection:
         owner_id = item["erased_owner"]
         start = json.loads(item["cursor"]) if item.get("cursor") else None
         found_new = bool(item.get("found_new"))
+        # Sessions and flows first, on every pass (deleting what is gone changes nothing): one the index had not
+        # shown yet is found by the next pass, and the tombstone refuses it meanwhile.
+        if self._erasures is not None and not self._erasures.purge(owner_id, int(item["created_at"]),
+                                                                   deadline=deadline):
+            return "later"  # still due: the sweep brings it back
         while True:
             keys, after = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
             for cid in keys:
