@@ -257,3 +257,28 @@ def test_after_a_month_long_episode_the_resume_refreshes_only_what_it_parked():
         "cause": "rate_limited", "since": since, "park_base": since + PARK_OFFSET, "resume_until": now + HOUR,
         "closed_at": now}, expect={})
     assert refreshes_in_an_hour(world) <= 2 * refreshes_in_an_hour(baseline)
+
+
+def test_a_resume_hour_the_sweep_missed_is_made_up_within_the_next_hours():
+    """Found in review: the parked-connection look failed (it is logged and the sweep goes on) for the whole
+    resume hour; the connections it parked then stayed parked, at risk, for the rest of the parking period."""
+    from oauth_keeper.usecases.sweep import Sweep
+
+    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
+    populate(world, 50)
+    run(world, 2 * HOUR)
+    world.tiktok.set_outage("5xx")
+    run(world, 4 * HOUR)
+    world.tiktok.set_outage(None)
+    parked = Sweep._parked
+
+    def failing(self, *args, **kwargs):
+        raise RuntimeError("the parked look failed")
+
+    Sweep._parked = failing  # type: ignore[method-assign]
+    try:
+        run(world, 70 * 60)
+    finally:
+        Sweep._parked = parked  # type: ignore[method-assign]
+    run(world, 3 * HOUR)
+    assert_nothing_lost(world)

@@ -19,7 +19,7 @@ from ..domain.schedule import (
 )
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, RefreshQueue
-from .breaker import CLOSED, OPEN, CircuitBreakers
+from .breaker import CLOSED, OPEN, PARK_OFFSET, CircuitBreakers
 
 _PROBE_CANDIDATES = 200  # at most this many parked connections per shard are read to find one to probe
 
@@ -80,7 +80,7 @@ class Sweep:
                 due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
         try:
-            probes, resumed = self._parked(now, shards)
+            probes, resumed = self._parked(now, shards, hourly)
         except Exception:  # noqa: BLE001 - probes and resumes are extra work: due ids must go out regardless
             logger.exception("Parked connections not looked at this tick")
             record_metric("SweepParkedFailed", MetricUnit.Count, 1)
@@ -134,7 +134,7 @@ class Sweep:
         return next((shard + 1 for shard in range(high - 1, low - 1, -1) if self._connections.shard_in_use(shard)),
                     low)
 
-    def _parked(self, now: int, shards: int) -> tuple[list[str], list[str]]:
+    def _parked(self, now: int, shards: int, hourly: bool = False) -> tuple[list[str], list[str]]:
         """Connections an outage parked that need a worker now: one probe per provider whose breaker is due
         for one (nobody else would call the provider: every due connection is parked), and, for an hour after a
         breaker closed, every connection it parked, oldest access expiry first within each shard."""
@@ -149,7 +149,10 @@ class Sweep:
             if breaker.state is OPEN and breaker.open_until <= now:
                 probe = self._probe(provider, breaker.probe_candidate, low, high, shards)
                 probes.extend([probe] if probe else [])
-            elif breaker.state is CLOSED and breaker.resume_until > now:
+            elif breaker.state is CLOSED and (breaker.resume_until > now or (
+                    # After the hour, once an hour until the parking period is over: a resume pass that failed
+                    # or fell behind must not leave connections parked for weeks.
+                    hourly and breaker.resume_until and now < breaker.resume_until + PARK_OFFSET)):
                 resumed.extend(list(self._connections.scheduled_between(shard, low, high))
                                for shard in range(shards))
         # Round-robin over the shards: each is in expiry order, and so, roughly, is the whole.
