@@ -215,3 +215,61 @@ def test_a_connection_the_owner_index_did_not_show_yet_is_erased_by_the_recheck(
     run_jobs()
     assert all(item(c) == {} for c in mine)
     assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
+
+
+# -- found by the review of issue 12 -------------------------------------------------------------------------------
+def test_a_connection_made_after_the_erasure_survives_its_recheck(stack, tiktok, browser, clock):
+    """The erasure looks once more a minute later for connects that raced it; one that began after the erasure
+    passed the tombstone and is the user's new connection: it stays."""
+    from tests.integration.test_erasure_tombstone import erase, owner_connections
+
+    connect(browser, tiktok)
+    operation = erase()
+    clock.advance(1)
+    after = connect(browser, tiktok, user="bob")["connection_id"]
+    run_jobs()
+    finish_marking(clock)
+    clock.advance(3600)
+    run_jobs()
+    assert [(c["connection_id"], c["status"]) for c in owner_connections()] == [(after[0], "active")]
+    assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
+
+
+def test_a_disconnect_an_erasure_took_over_keeps_its_result(stack, tiktok, browser, clock, monkeypatch):
+    """The erasure took the connection over while its disconnect's revoke kept failing: the disconnect's
+    operation still gets its final result, which a later connect of the same account does not change."""
+    from tests.integration.test_erasure_tombstone import erase
+
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    revoke = Disconnection._revoke
+    monkeypatch.setattr(Disconnection, "_revoke", lambda self, connection, deadline: (None, "retry"))
+    _, disconnect = call("DELETE", f"/connections/{connection_id}")
+    run_jobs()
+    erase()
+    monkeypatch.setattr(Disconnection, "_revoke", revoke)
+    for _ in range(3):
+        clock.advance(3600)
+        run_jobs()
+    assert item(connection_id) == {}
+    assert call("GET", disconnect["status_url"])[1]["status"] == "succeeded"
+    clock.advance(60)
+    connect(browser, tiktok)  # the same account, connected again much later
+    assert call("GET", disconnect["status_url"])[1]["status"] == "succeeded"
+
+
+def test_nothing_of_a_connection_being_erased_reaches_one_made_after_the_erasure(stack, tiktok, browser, clock,
+                                                                                 monkeypatch):
+    from tests.integration.conftest import create_session
+    from tests.integration.test_erasure_tombstone import erase
+
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    monkeypatch.setattr(Disconnection, "_revoke", lambda self, connection, deadline: (None, "retry"))
+    erase()
+    run_jobs()  # the revoke keeps failing: the item, still being erased, stays for now
+    clock.advance(5)
+    upgrade = create_session(owner_id="owner-1", connection_id=connection_id)
+    assert upgrade["statusCode"] == 404  # no scope upgrade of a connection being erased
+    assert connect(browser, tiktok)["connection_id"][0] == connection_id
+    stored = item(connection_id)
+    assert stored["created_at"] == stored["connected_at"]  # a new connection, not the erased one's history
+    assert "erase_requested" not in stored and stored["status"]["S"] == "active"

@@ -27,7 +27,7 @@ _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
     "disconnect_requested_at", "revoke_attempts", "parked_since", "operation_id", "erase_requested",
-    "revoke_failed", "revoke_log_id",
+    "revoke_failed", "revoke_log_id", "taken_over_operation",
 )
 _LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
@@ -170,6 +170,8 @@ class ConnectionStore:
             "access_expires_at": connection.access_expires_at, "refresh_expires_at": connection.refresh_expires_at,
             "tokens": sealed, **self.schedule_attributes(connection_id, connection.next_refresh_at),
             "refresh_in_doubt": True if connection.refresh_in_doubt else None,
+            # As planned: the old ones on a reconnect, none over an item an erasure was deleting.
+            "display_name": connection.display_name, "avatar_url": connection.avatar_url,
         }
         attributes.update(self._outbox_attributes(connection, [plan.event]))
         expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \

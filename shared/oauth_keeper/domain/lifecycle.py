@@ -56,6 +56,9 @@ def plan_grant(
     its end (Expiring, then needs_reauth when the access token ends).
     """
     tokens = grant.tokens
+    # What the connection was is carried over, unless an erasure is deleting it: nothing from before an erasure
+    # reaches a connection made after it (the item is reused only for its write guard and its outbox).
+    kept = existing if existing is not None and not existing.erase_requested else None
     refresh_token, refresh_expires_at = tokens.refresh_token, tokens.refresh_expires_at
     if not refresh_token and existing and _still_usable(existing, now):
         refresh_token, refresh_expires_at = stored_refresh_token, existing.refresh_expires_at
@@ -66,7 +69,7 @@ def plan_grant(
         account_id=grant.account_id, status=ACTIVE,
         revision=(existing.revision if existing else 0) + 1,
         token_version=(existing.token_version if existing else 0) + 1,
-        created_at=existing.created_at if existing else now, updated_at=now, connected_at=now,
+        created_at=kept.created_at if kept else now, updated_at=now, connected_at=now,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
         next_refresh_at=next_refresh_at if refresh_token else (None if requires_refresh_token else now),
@@ -74,15 +77,15 @@ def plan_grant(
         # provider right now under a refresh's lease (if that refresh dies, nobody saved what it was given).
         refresh_in_doubt=bool(existing and refresh_token == stored_refresh_token
                               and (existing.in_doubt(now) or existing.lease_owner)),
-        display_name=existing.display_name if existing else None,
-        avatar_url=existing.avatar_url if existing else None,
+        display_name=kept.display_name if kept else None,
+        avatar_url=kept.avatar_url if kept else None,
         outbox_seq=existing.outbox_seq if existing else 0,
         outbox=dict(existing.outbox) if existing else {},
     )
-    previous = existing.status if existing else None
+    previous = kept.status if kept else None
     event = connection_event(
-        RECONNECTED if existing else CREATED, connection,
-        reason=Reason.RECONNECTED if existing else Reason.CONNECTED, occurred_at=now,
+        RECONNECTED if kept else CREATED, connection,
+        reason=Reason.RECONNECTED if kept else Reason.CONNECTED, occurred_at=now,
         extra={"scopes_granted": list(connection.scopes_granted), "missing_scopes": missing_scopes,
                "previous_status": previous},
     )

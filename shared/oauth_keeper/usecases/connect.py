@@ -146,7 +146,8 @@ class ConnectSessions:
         scopes = requested_scopes(profile, request.scopes)
         if request.connection_id:  # a scope upgrade: ask for what it has plus what is wanted now
             existing = self._connections.get(request.connection_id)
-            if existing is None or existing.owner_id != request.owner_id or existing.provider != profile.name:
+            if existing is None or existing.owner_id != request.owner_id or existing.provider != profile.name \
+                    or existing.erase_requested:  # being erased: nothing of it may reach a new connection
                 raise NotFound("No such connection for this owner.", code="connection_not_found",
                                field="connection_id")
             scopes = tuple(dict.fromkeys((*existing.scopes_granted, *scopes)))

@@ -209,8 +209,10 @@ class Disconnection:
                 logger.info("Disconnect superseded by a reconnect", extra={"connection_id": connection_id})
                 return "superseded"
             return "disconnected"
-        if connection.operation_id:  # the result, final whatever happens to the connection later
-            self._items.update(OPERATION_PREFIX + connection.operation_id,
+        # The result, final whatever happens to the connection later: its disconnect's, and one an erasure took
+        # over (an erasure's own is stored when it has no connection left, see `operation`).
+        for operation in {connection.operation_id, self._taken_over(connection_id)} - {None}:
+            self._items.update(OPERATION_PREFIX + str(operation),
                                set={"result": "succeeded", "finished_at": int(self._clock.now()),
                                     **({f"failed#{connection_id}": log_id or "-"} if failed else {})},
                                expect={"kind": "disconnect"})
@@ -243,7 +245,8 @@ class Disconnection:
                     self._items.update(key, set={"cursor": json.dumps(start) if start else None,
                                                  "found_new": found_new or None}, expect={})
                     return "later"  # still due: the sweep brings it back
-                if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True):
+                if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True,
+                              erased_at=int(item["created_at"])):
                     found_new = True
                     self._kick([cid])
             start = after
@@ -333,13 +336,19 @@ class Disconnection:
                            set={**attributes, "created_at": now, "purge_at": now + OPERATION_KEPT},
                            expect={"kind": MISSING})
 
-    def _mark(self, connection_id: str, operation_id: str, reason: str, *, erase: bool) -> bool:
+    def _mark(self, connection_id: str, operation_id: str, reason: str, *, erase: bool,
+              erased_at: int | None = None) -> bool:
         """One connection to `disconnecting` (due now, for the job). An erasure also asks for the item to be
-        deleted, even of a connection already disconnected. False when there is nothing to mark."""
+        deleted, even of a connection already disconnected, but never of one connected after `erased_at` (the
+        erasure's time: the tombstone let that connect through, it is the user's new connection). False when
+        there is nothing to mark."""
         store = self._connections
         for _ in range(_WRITE_ATTEMPTS):
             connection = store.get(connection_id)
             if connection is None:
+                return False
+            if erased_at is not None and (connection.connected_at or 0) > erased_at \
+                    and not (connection.erase_requested and connection.operation_id == operation_id):
                 return False
             now = int(self._clock.now())
             if connection.status == DISCONNECTED:
@@ -354,6 +363,9 @@ class Disconnection:
                 return False  # another operation is ending it already
             changes: dict[str, Any] = {
                 "status": DISCONNECTING, "status_reason": reason, "operation_id": operation_id,
+                # A disconnect under way that this erasure takes over still gets its result (see `step`).
+                "taken_over_operation": connection.operation_id
+                if connection.status == DISCONNECTING and connection.operation_id != operation_id else None,
                 # An erasure over a disconnect under way keeps its start: the day of retries counts from there.
                 "disconnect_requested_at": connection.disconnect_requested_at
                 if connection.status == DISCONNECTING and connection.disconnect_requested_at else now,
@@ -364,6 +376,11 @@ class Disconnection:
             if store.apply(connection, changes):
                 return True
         raise RuntimeError("Connection kept changing while marking it for disconnection.")
+
+    def _taken_over(self, connection_id: str) -> str | None:
+        item = self._items.get(connection_id, ("taken_over_operation",))
+        value = (item or {}).get("taken_over_operation")
+        return value if isinstance(value, str) else None
 
     def _reschedule(self, connection: Connection, next_at: int, changes: dict[str, Any]) -> None:
         # Guarded: a concurrent step or reconnect wins, and the sweep brings this one back if it still applies.
