@@ -39,6 +39,17 @@ def run(world: World, seconds: int, **tick_options) -> None:
         world.tick(**tick_options)
 
 
+def after_a_four_hour_outage(count: int) -> World:
+    """`count` connections, two quiet hours, then four hours of 5xx that park them all; TikTok is back now."""
+    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
+    populate(world, count)
+    run(world, 2 * HOUR)
+    world.tiktok.set_outage("5xx")
+    run(world, 4 * HOUR)
+    world.tiktok.set_outage(None)
+    return world
+
+
 def assert_nothing_lost(world: World) -> None:
     """Every connection active, holding exactly the refresh token TikTok considers current."""
     assert world.statuses() == {"active": len(world.connections())}
@@ -199,12 +210,7 @@ def test_thirty_days_of_random_transient_faults_lose_no_connection(policy):
 def test_an_outage_followed_by_refused_credentials_strands_no_parked_connection():
     """Found in review: connections parked by an outage stayed parked when the episode ended on invalid_client
     (that cause parks nothing, so neither probes nor the resume looked for them)."""
-    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
-    populate(world, 100)
-    run(world, 2 * HOUR)
-    world.tiktok.set_outage("5xx")
-    run(world, 4 * HOUR)
-    world.tiktok.set_outage(None)
+    world = after_a_four_hour_outage(100)
     world.tiktok.rotate_client_secret("rotated-in-the-portal")  # TikTok is back, but our secret is now wrong
     run(world, HOUR)
     world.ssm["client_secret"] = "rotated-in-the-portal"  # the operator fixes SSM
@@ -218,12 +224,7 @@ def test_workers_that_lag_after_an_outage_refresh_each_parked_connection_once():
     to be refreshed whatever its schedule; workers that could not keep up refreshed the same connections again
     and again (1,534 refreshes for 400 connections). A resumed connection is refreshed because it is still
     parked, so a copy of its message that arrives after the refresh finds nothing to do."""
-    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
-    populate(world, 400)
-    run(world, 2 * HOUR)
-    world.tiktok.set_outage("5xx")
-    run(world, 4 * HOUR)
-    world.tiktok.set_outage(None)
+    world = after_a_four_hour_outage(400)
     successes = world.tiktok.stats["refresh_successes"]
     for _ in range(HOUR // world.services.settings.sweep_interval):
         world.tick(capacity=60)  # the workers handle 60 messages a sweep: 7 sweeps to get through 400
@@ -264,12 +265,7 @@ def test_a_resume_hour_the_sweep_missed_is_made_up_within_the_next_hours():
     resume hour; the connections it parked then stayed parked, at risk, for the rest of the parking period."""
     from oauth_keeper.usecases.sweep import Sweep
 
-    world = World.create(revoke_grant_on_reuse=True, direct_http=True)
-    populate(world, 50)
-    run(world, 2 * HOUR)
-    world.tiktok.set_outage("5xx")
-    run(world, 4 * HOUR)
-    world.tiktok.set_outage(None)
+    world = after_a_four_hour_outage(50)
     parked = Sweep._parked
 
     def failing(self, *args, **kwargs):
