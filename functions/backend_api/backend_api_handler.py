@@ -1,5 +1,7 @@
 """The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure, operations."""
 
+from urllib.parse import unquote
+
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import root
 from oauth_keeper.http import requests, responses
@@ -46,6 +48,13 @@ def disconnect(connection_id: str):
 def erase_owner(owner_id: str):
     return responses.json_response(202, root.container().disconnection.request_erasure(
         owner_id, deadline=root.deadline_of(app.lambda_context)))
+
+
+@app.delete("/providers/<provider>/accounts/<account_id>/connections")
+def erase_account(provider: str, account_id: str):
+    # The path as the client sent it: an account id's reserved characters arrive percent-encoded.
+    return responses.json_response(202, root.container().disconnection.request_account_erasure(
+        provider, unquote(account_id), deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.get("/operations/<operation_id>")

@@ -170,6 +170,11 @@ class ConnectionRepository(Protocol):
         """Every connection id of one provider account, any owner (the ByAccount index)."""
         ...
 
+    def of_account_page(self, provider: str, account_id: str, *, limit: int, start: dict[str, Any] | None = None,
+                        ) -> tuple[list[str], dict[str, Any] | None]:
+        """One page of `of_account` and the cursor of the next, or None."""
+        ...
+
 
 class FlowStore(Protocol):
     """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once; and the

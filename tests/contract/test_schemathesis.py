@@ -159,6 +159,12 @@ EXPLICIT = [
      lambda s: {"path_parameters": {"operation_id": "op_unknown"}}, 404),
     ("refresh-disconnected", "POST", "/connections/{connection_id}/refresh",
      lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 409),
+    ("erase-account-unknown-provider", "DELETE", "/providers/{provider}/accounts/{account_id}/connections",
+     lambda s: {"path_parameters": {"provider": "nope", "account_id": "acct-1"}}, 404),
+    ("erase-account-invalid", "DELETE", "/providers/{provider}/accounts/{account_id}/connections",
+     lambda s: {"path_parameters": {"provider": "tiktok", "account_id": "a%20b"}}, 400),
+    ("erase-account-none", "DELETE", "/providers/{provider}/accounts/{account_id}/connections",
+     lambda s: {"path_parameters": {"provider": "tiktok", "account_id": "acct-nobody"}}, 202),
     ("erase-unroutable-owner", "DELETE", "/owners/{owner_id}/connections",
      lambda s: {"path_parameters": {"owner_id": "a%23b"}}, 404),
     ("erase-invalid-owner", "DELETE", "/owners/{owner_id}/connections",
@@ -251,7 +257,7 @@ def test_a_token_the_provider_cannot_refresh_gets_the_documented_503(seeded, tik
 def test_an_unsigned_call_gets_the_documented_403_and_the_same_call_signed_does_not(seeded):
     for method, path in IAM_OPERATIONS:
         parameters = {"connection_id": seeded.by_status["active"], "owner_id": seeded.owner_id,
-                      "operation_id": "op_unknown"}
+                      "operation_id": "op_unknown", "provider": "tiktok", "account_id": "acct-nobody"}
         case = op(method, path).Case(
             path_parameters={k: v for k, v in parameters.items() if f"{{{k}}}" in path} or None,
             query={"owner_id": seeded.owner_id} if path == "/connections" else None,

@@ -38,6 +38,7 @@ ROUTES = {
     ("POST", "/connections/{connection_id}/refresh"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/owners/{owner_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
+    ("DELETE", "/providers/{provider}/accounts/{account_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
     ("GET", "/operations/{operation_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
 }
@@ -122,6 +123,7 @@ PERMISSIONS = {
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # finishing an owner's erasure
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),  # marking what the erasure call left
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),  # ...of an owner or a provider account
         ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
         ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
         ("kms:generatemac", "OwnerKey.Arn"),
@@ -138,6 +140,7 @@ PERMISSIONS = {
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # DELETE /owners/{owner_id}/connections
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),  # erasing a provider account
         ("dynamodb:putitem", "FlowsTable.Arn"),  # erasure tombstones only (erased#*)
         ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
         ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
@@ -667,7 +670,7 @@ def test_only_the_browser_routes_and_the_provider_webhook_are_public():
 def test_each_backend_route_is_its_own_event():
     events = _functions()["BackendApiFunction"]["Properties"]["Events"]
     http_events = [e for e in events.values() if e["Type"] == "HttpApi"]
-    assert len(http_events) == len(events) == 7
+    assert len(http_events) == len(events) == 8
     for event in http_events:
         assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}
 

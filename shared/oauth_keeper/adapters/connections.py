@@ -143,6 +143,10 @@ class ConnectionStore:
     def of_account(self, provider: str, account_id: str) -> Iterator[str]:
         yield from self._pages("ByAccount", f"{provider}#{account_id}", page_size=100)
 
+    def of_account_page(self, provider: str, account_id: str, *, limit: int, start: dict[str, Any] | None = None,
+                        ) -> tuple[list[str], dict[str, Any] | None]:
+        return self.items.query("ByAccount", f"{provider}#{account_id}", limit=limit, start=start)
+
     def _pages(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
                page_size: int) -> Iterator[str]:
         cursor = None

@@ -19,6 +19,7 @@ OWNER_ID_RULE = "owner_id must be 1 to 128 letters, digits or ._~:@!$&'()*+,;=- 
 # UUIDs, emails, "tenant:user": the characters a URL path segment carries as they are (RFC 3986 pchar without
 # %), so every owner id also works in DELETE /owners/{owner_id}/connections.
 OWNER_ID = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,128}$")
+ACCOUNT_ID_RULE = "account_id must be 1 to 128 visible ASCII characters."
 _FORBIDDEN_IN_URL = re.compile(r"[^\x21-\x7e]|\\")  # only visible ASCII (an IRI must be percent-encoded)
 _CONNECT_FIELDS = {"owner_id", "provider", "return_to", "scopes", "connection_id", "mode"}
 MODES = ("redirect", "popup")
@@ -163,3 +164,9 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     except (ValueError, UnicodeError, TypeError) as exc:
         raise InvalidInput("cursor is not one this API returned.", code="invalid_cursor", field="cursor") from exc
     return data
+
+
+def valid_account_id(value: object) -> bool:
+    """A provider account id as a caller may name it (TikTok's open_id and the like): 1 to 128 visible ASCII
+    characters, the bound the webhook applies too."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and all("\x21" <= c <= "\x7e" for c in value)

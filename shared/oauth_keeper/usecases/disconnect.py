@@ -1,8 +1,10 @@
 """Ending connections as durable background work: disconnect and owner erasure as operations, and the job.
 
-A revoke waits on the provider, and an owner may hold any number of connections: neither fits in an API call
+A revoke waits on the provider, and an owner (or a provider account, connected by several owners) may hold any
+number of connections: neither fits in an API call
 (25 s function, API Gateway's 30 s). So the API only marks connections `disconnecting` (no token is served from
-then on), records an operation and answers 202 with where to follow it. The refresh worker does the rest, one
+then on), records an operation (`disconnect`, `erase_owner` or `erase_account`) and answers 202 with where to
+follow it. The refresh worker does the rest, one
 connection at a time, found again by the sweep through the Due index until it is done: revoke at the provider
 (RFC 7009) with capped backoff for up to a day, then erase the tokens, publish Connection Disconnected and, for
 an erasure, delete the item. Every step is a guarded write of state on the items themselves, so a crash at any
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, TypedDict
 
@@ -24,7 +27,7 @@ from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, 
 from ..domain.provider_events import removal_applies
 from ..domain.schedule import backoff_delay, due_shard
 from ..domain.timestamps import iso8601
-from ..domain.validation import OWNER_ID, OWNER_ID_RULE
+from ..domain.validation import ACCOUNT_ID_RULE, OWNER_ID, OWNER_ID_RULE, valid_account_id
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import (
     MISSING,
@@ -47,6 +50,7 @@ OPERATION_KEPT = 30 * 86_400  # seconds an operation can be read after it began 
 MARK_PAGE = 100  # connections of an owner marked per index page
 RECHECK_AFTER = 60  # seconds: an erasure's marking ends with a pass this long after it began that found nothing
 _WRITE_ATTEMPTS = 5
+ERASURE_KINDS = ("erase_owner", "erase_account")
 
 OperationStatus = Literal["running", "succeeded", "superseded"]
 
@@ -55,12 +59,14 @@ class OperationView(TypedDict):
     """`GET /operations/{operation_id}` and the 202 answers (openapi.yaml `Operation`)."""
 
     operation_id: str
-    kind: str  # "disconnect" | "erase_owner"
+    kind: str  # "disconnect" | "erase_owner" | "erase_account"
     status: OperationStatus
     status_url: str
     created_at: str | None
     connection_id: str | None  # a disconnect's connection
-    owner_id: str | None  # an erasure's owner
+    owner_id: str | None  # an owner erasure's owner
+    provider: str | None  # an account erasure's provider
+    account_id: str | None  # an account erasure's provider account
     remaining: int  # connections not yet done
     revoke_failed: int  # connections whose provider grant could not be revoked (tokens erased all the same)
 
@@ -135,6 +141,28 @@ class Disconnection:
         logger.info("Owner erasure requested", extra={"owner_id": owner_id, "operation_id": operation_id})
         return self.operation(operation_id)
 
+    def request_account_erasure(self, provider: str, account_id: str, *,
+                                deadline: float | None = None) -> OperationView:
+        """`DELETE /providers/{provider}/accounts/{account_id}/connections`: erase every connection of one
+        provider account, whichever owner made it (a provider's data-deletion request names the account, not
+        our owner). Each is marked `disconnecting` and to be deleted, then revoked (RFC 7009), disconnected and
+        deleted by the same job as an owner erasure, page by page while the invocation has time, the rest by
+        the job. A connection of that account made after the request (a new consent) is left alone. No
+        tombstone: nothing issued before names the account, and connecting it again is the user's new choice.
+        Raises NotFound (provider not enabled), InvalidInput (a bad account id)."""
+        self._profiles.profile(provider)
+        if not valid_account_id(account_id):
+            raise InvalidInput(ACCOUNT_ID_RULE, field="account_id")
+        now = int(self._clock.now())
+        operation_id = new_operation_id()
+        key = OPERATION_PREFIX + operation_id
+        self._record_operation(operation_id, {"kind": "erase_account", "erased_provider": provider,
+                                              "erased_account": account_id, "marking": True,
+                                              **self._due(key, now)}, now)
+        self.continue_erasure(operation_id, deadline=deadline)
+        logger.info("Account erasure requested", extra={"provider": provider, "operation_id": operation_id})
+        return self.operation(operation_id)
+
     def operation(self, operation_id: str) -> OperationView:
         """The operation's progress, read from the connections it ends. Raises NotFound."""
         item = self._items.get(OPERATION_PREFIX + operation_id) if _plausible_id(operation_id) else None
@@ -145,6 +173,7 @@ class Disconnection:
             "operation_id": operation_id, "kind": item["kind"], "status": "running",
             "status_url": f"/operations/{operation_id}", "created_at": iso8601(item.get("created_at")),
             "connection_id": item.get("target_connection"), "owner_id": item.get("erased_owner"),
+            "provider": item.get("erased_provider"), "account_id": item.get("erased_account"),
             "remaining": 0, "revoke_failed": failed,
         }
         if item.get("result"):  # final: what happens to the connection later does not change it
@@ -160,7 +189,7 @@ class Disconnection:
                 view["status"] = "succeeded"
                 view["revoke_failed"] = int(bool(connection and connection.revoke_failed))
             return view
-        remaining = self._count_marked(item["erased_owner"], operation_id)
+        remaining = self._count_marked(item, operation_id)
         view["remaining"] = remaining
         if not item.get("marking") and remaining == 0:
             view["status"] = "succeeded"
@@ -198,8 +227,7 @@ class Disconnection:
         if failed:
             record_metric("RevokeFailed", MetricUnit.Count, 1)
             if connection.erase_requested and connection.operation_id:  # the item goes: the operation keeps it
-                self._items.update(OPERATION_PREFIX + connection.operation_id,
-                                   set={f"failed#{connection_id}": log_id or "-"}, expect={"kind": "erase_owner"})
+                self._record_failure(connection.operation_id, connection_id, log_id)
         written = self.mark_disconnected(connection_id, connection.status_reason or Reason.APP_DISCONNECTED,
                                          provider_log_id=log_id, revoke_failed=failed,
                                          still=(DISCONNECTING, connection.token_version))
@@ -221,8 +249,9 @@ class Disconnection:
         return "disconnected"
 
     def continue_erasure(self, operation_id: str, *, deadline: float | None = None) -> str:
-        """Delete the erased owner's connect sessions and flows, then mark its connections from the cursor the
-        operation keeps, one guarded write each while the invocation has time. The operation is due from the
+        """Delete the erased owner's connect sessions and flows (an owner erasure), then mark the connections
+        (the owner's, or the provider account's) from the cursor the operation keeps, one guarded write each
+        while the invocation has time. The operation is due from the
         moment it is recorded, so a call cut off anywhere is continued by the sweep. Marking ends only with a
         pass, at least RECHECK_AFTER after the erasure began, that found nothing new: `ByOwner` is eventually
         consistent, and a connect may race the erasure. Returns `marked` or `later`."""
@@ -230,16 +259,16 @@ class Disconnection:
         item = self._items.get(key)
         if item is None or not item.get("marking"):
             return "marked"
-        owner_id = item["erased_owner"]
         start = json.loads(item["cursor"]) if item.get("cursor") else None
         found_new = bool(item.get("found_new"))
         # Sessions and flows first, on every pass (deleting what is gone changes nothing): one the index had not
         # shown yet is found by the next pass, and the tombstone refuses it meanwhile.
-        if self._erasures is not None and not self._erasures.purge(owner_id, int(item["created_at"]),
-                                                                   deadline=deadline):
+        if item["kind"] == "erase_owner" and self._erasures is not None \
+                and not self._erasures.purge(item["erased_owner"], int(item["created_at"]), deadline=deadline):
             return "later"  # still due: the sweep brings it back
+        page = self._scope(item)
         while True:
-            keys, after = self._connections.owned_by(owner_id, limit=MARK_PAGE, start=start)
+            keys, after = page(MARK_PAGE, start)
             for cid in keys:
                 if budget(deadline, self._clock.now()) < 3 * AWS_CALL_LIMIT:
                     self._items.update(key, set={"cursor": json.dumps(start) if start else None,
@@ -398,11 +427,29 @@ class Disconnection:
             logger.warning("Could not queue marked connections; the sweep will", extra={
                 "error_type": type(exc).__name__})
 
-    def _count_marked(self, owner_id: str, operation_id: str) -> int:
-        """The owner's connections this erasure still has to end (a connection made after it is not one)."""
+    def _scope(self, item: dict[str, Any]) -> Callable[[int, dict[str, Any] | None],
+                                                       tuple[list[str], dict[str, Any] | None]]:
+        """An erasure's connections, a page at a time: (limit, cursor) -> (ids, next cursor or None)."""
+        store = self._connections
+        if item["kind"] == "erase_account":
+            provider, account_id = item["erased_provider"], item["erased_account"]
+            return lambda limit, start: store.of_account_page(provider, account_id, limit=limit, start=start)
+        owner_id = item["erased_owner"]
+        return lambda limit, start: store.owned_by(owner_id, limit=limit, start=start)
+
+    def _record_failure(self, operation_id: str, connection_id: str, log_id: str | None) -> None:
+        """A revoke an erasure gave up on, kept on the operation (the connection item is deleted)."""
+        key = OPERATION_PREFIX + operation_id
+        kind = (self._items.get(key, ("kind",)) or {}).get("kind")
+        if kind in ERASURE_KINDS:  # guarded: an operation the TTL removed is not written back as a stray item
+            self._items.update(key, set={f"failed#{connection_id}": log_id or "-"}, expect={"kind": kind})
+
+    def _count_marked(self, item: dict[str, Any], operation_id: str) -> int:
+        """The connections this erasure still has to end (a connection made after it is not one)."""
         count, start = 0, None
+        page = self._scope(item)
         while True:
-            keys, start = self._connections.owned_by(owner_id, limit=1000, start=start)
+            keys, start = page(1000, start)
             count += sum(1 for key in keys if (c := self._connections.get(key)) is not None
                          and c.operation_id == operation_id and c.erase_requested)
             if not start:
