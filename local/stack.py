@@ -53,6 +53,7 @@ def create_resources(
     ssm_prefix: str = "/oauth-keeper",
     pkce_mode: str = "s256-hex",
     scopes: str = "user.info.basic",
+    connect_confirmation: str = "off",
 ) -> LocalResources:
     """Create tables (from the template's own definitions), the KMS key, SSM parameters and the event bus."""
     dynamodb = boto3.client("dynamodb", region_name=REGION)
@@ -104,6 +105,7 @@ def create_resources(
         "TIKTOK_REVOKE_URL": f"{tiktok_base_url}/v2/oauth/revoke/",
         "TIKTOK_USERINFO_URL": f"{tiktok_base_url}/v2/user/info/",
         "DUE_SHARDS": "16",
+        "CONNECT_CONFIRMATION": connect_confirmation,
         "REFRESH_QUEUE_URL": refresh_queue_url,
         "POWERTOOLS_SERVICE_NAME": "oauth-keeper",
         "POWERTOOLS_METRICS_NAMESPACE": "OAuthKeeper",

@@ -4,6 +4,7 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import root
+from oauth_keeper.domain.validation import MAX_BODY_BYTES, parse_json_object
 from oauth_keeper.http import requests, responses
 from oauth_keeper.observability import logger, metrics
 
@@ -19,6 +20,13 @@ def _query(name: str) -> str | None:
 def list_connections():
     page = root.container().queries.list(_query("owner_id"), _query("cursor"), _query("limit"))
     return responses.json_response(200, page)
+
+
+@app.post("/connections/claims")
+def claim():
+    body = parse_json_object(requests.raw_body(app.current_event.raw_event, MAX_BODY_BYTES))
+    return responses.json_response(200, root.container().pending.claim(
+        body, deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.get("/connections/<connection_id>")

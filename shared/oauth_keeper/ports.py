@@ -100,6 +100,14 @@ class ConnectionRepository(Protocol):
         """The stored tokens in clear ({} when none). Raises TokenDecryptionError when they fail authentication."""
         ...
 
+    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
+        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
+        ...
+
+    def claimed_from(self, connection_id: str) -> str | None:
+        """The pending grant key the connection's latest grant was claimed from, if any."""
+        ...
+
     def prepare_seal(self, for_seconds: float) -> None:
         """Sealing tokens within the next `for_seconds` will need no call to the key service."""
         ...
@@ -108,9 +116,10 @@ class ConnectionRepository(Protocol):
 
     def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]: ...
 
-    def write_grant(self, plan: GrantPlan) -> Connection | None:
+    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
         """Store a prepared grant (new connection or reconnect) with its event in the outbox, guarded on the
-        revision the plan was made from. None when someone wrote in between: plan again."""
+        revision the plan was made from. None when someone wrote in between: plan again. `claimed_from`: the
+        pending grant's key, stored with it."""
         ...
 
     def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),

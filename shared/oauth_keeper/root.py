@@ -37,7 +37,8 @@ from .ports import (
 )
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
-from .usecases.connect import Authorization, Callback, ConnectSessions
+from .usecases.claims import PendingGrants
+from .usecases.connect import Authorization, Callback, ConnectSessions, save_grant
 from .usecases.connections import ConnectionQueries
 from .usecases.disconnect import Disconnection
 from .usecases.erasure import Erasures
@@ -179,7 +180,9 @@ class Container:
         return Refresher(connections=self.connections, breakers=self.breakers, profiles=self.profiles,
                          credentials=self.credentials, provider=self.provider, outbox=self.outbox,
                          clock=self.clock, sweep_interval=self.settings.sweep_interval,
-                         expiry_warning=self.settings.expiry_warning, rng=self._rng)
+                         expiry_warning=self.settings.expiry_warning, rng=self._rng,
+                         pending_until=self.pending.pending_until
+                         if self.settings.connect_confirmation == "required" else None)
 
     @cached_property
     def orphans(self) -> OrphanGrants:
@@ -189,7 +192,7 @@ class Container:
     @cached_property
     def refresh_worker(self) -> RefreshWorker:
         return RefreshWorker(self.refresher, self.settings.refresh_concurrency, orphans=self.orphans,
-                             disconnection=self.disconnection)
+                             disconnection=self.disconnection, pending=self.pending)
 
     @cached_property
     def sweep(self) -> Sweep:
@@ -211,7 +214,22 @@ class Container:
     def callback(self) -> Callback:
         return Callback(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
                         provider=self.provider, connections=self.connections, outbox=self.outbox,
-                        clock=self.clock, sleep=self.sleep, orphans=self.orphans, erasures=self.erasures)
+                        clock=self.clock, sleep=self.sleep, orphans=self.orphans, erasures=self.erasures,
+                        pending=self.pending if self.settings.connect_confirmation == "required" else None)
+
+    @cached_property
+    def pending(self) -> PendingGrants:
+        def save(grant, next_refresh_at, missing, now, key):  # as the callback stores a grant
+            profile = self.profiles.profile(grant.provider)
+            return save_grant(self.connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
+                              now=now, sleep=self.sleep, requires_refresh_token=profile.issues_refresh_tokens,
+                              claimed_from=key)
+
+        return PendingGrants(items=self.items, connections=self.connections, outbox=self.outbox,
+                             publisher=self.publisher, clock=self.clock, orphans=self.orphans,
+                             erasures=self.erasures, save=save,
+                             enrich=lambda connection, token, deadline: self.callback.enrich(connection, token,
+                                                                                            deadline))
 
     @cached_property
     def queries(self) -> ConnectionQueries:
@@ -227,7 +245,7 @@ class Container:
         return Disconnection(connections=self.connections, items=self.items, profiles=self.profiles,
                              credentials=self.credentials, provider=self.provider, outbox=self.outbox,
                              clock=self.clock, queue=_LazyQueue(lambda: self.queue), rng=self._rng,
-                             erasures=self.erasures)
+                             erasures=self.erasures, pending=self.pending)
 
     @cached_property
     def webhooks(self) -> WebhookReceiver:

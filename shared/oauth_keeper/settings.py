@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .domain.claims import CONFIRMATION_MODES
 from .domain.errors import ConfigurationError, NotFound
 from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES, profile_for
 from .domain.schedule import MAX_DUE_SHARDS
@@ -37,6 +38,9 @@ class Settings:
     providers: tuple[str, ...] = ("tiktok",)  # enabled provider names
     # Per-provider overrides, e.g. {"tiktok": {"scopes": "...", "pkce": "s256-hex", "token_url": "..."}}
     provider_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Connect confirmation (domain/claims.py): `required` holds each grant until the app's backend claims it
+    # for its logged-in owner; `off` stores it at the callback (the contract before confirmation).
+    connect_confirmation: str = "required"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -66,11 +70,21 @@ class Settings:
             refresh_queue_url=env["REFRESH_QUEUE_URL"].strip(),
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
+            connect_confirmation=_choice(env, "CONNECT_CONFIRMATION", CONFIRMATION_MODES, "required"),
         )
         _check_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
         for provider in settings.providers:
             _check_profile(provider, settings)
         return settings
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}.")
+    return raw
 
 
 def _number(env: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:

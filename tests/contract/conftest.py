@@ -31,6 +31,25 @@ def connect(browser, tiktok, user: str, owner_id: str) -> str:  # noqa: F811 - t
     return done["connection_id"][0]
 
 
+def hold_grant(account_id: str) -> str:
+    """A grant the callback holds for owner-1's claim (as `ConnectConfirmation=required` does); its code."""
+    from oauth_keeper.domain.connection import Grant
+    from oauth_keeper.domain.flows import OAuthFlow
+    from oauth_keeper.domain.tokens import TokenSet
+
+    parts = root.container()
+    now = int(parts.clock.now())
+    tokens = TokenSet(access_token=f"act.{account_id}", refresh_token=f"rft.{account_id}", token_type="Bearer",
+                      access_expires_at=now + 7200, refresh_expires_at=now + 365 * 86400,
+                      scopes=("user.info.basic",), account_id=account_id, issued_at=now)
+    flow = OAuthFlow(provider="tiktok", owner_id=OWNER, return_to="https://app.example.com/", scopes=tokens.scopes,
+                     redirect_uri="https://keeper.example.com/callback/tiktok", code_verifier=None, nonce_hash="-",
+                     expires_at=now + 600, issued_at=now)
+    grant = Grant(owner_id=OWNER, provider="tiktok", account_id=account_id, tokens=tokens,
+                  scopes_requested=tokens.scopes, scopes_granted=tokens.scopes)
+    return parts.pending.hold(flow, grant, missing_scopes=[], next_refresh_at=now + 5000)
+
+
 @pytest.fixture
 def seeded(stack, tiktok, browser):  # noqa: F811
     """owner-1 has an active connection (alice), a disconnected one (bob) and one that needs reauth (carol)."""
@@ -45,5 +64,6 @@ def seeded(stack, tiktok, browser):  # noqa: F811
     root.container().refresher.refresh(needs_reauth, force=True)  # invalid_grant: the user must reconnect
     SEEDED.fill(owner_id=OWNER, by_status={"active": active, "disconnected": disconnected,
                                            "needs_reauth": needs_reauth})
+    SEEDED.claims = {name: hold_grant(f"acct-{name}") for name in ("mine", "foreign")}
     yield SEEDED
     SEEDED.clear()

@@ -41,6 +41,7 @@ class Seeded:
 
     owner_id: str = ""
     by_status: dict[str, str] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)  # pending grants' claim codes, by what they are for
 
     @property
     def connection_ids(self) -> list[str]:

@@ -159,6 +159,16 @@ EXPLICIT = [
      lambda s: {"path_parameters": {"operation_id": "op_unknown"}}, 404),
     ("refresh-disconnected", "POST", "/connections/{connection_id}/refresh",
      lambda s: {"path_parameters": {"connection_id": s.by_status["active"]}}, 409),
+    ("claim", "POST", "/connections/claims",
+     lambda s: _json({"claim": s.claims["mine"], "owner_id": s.owner_id}), 200),
+    ("claim-again", "POST", "/connections/claims",
+     lambda s: _json({"claim": s.claims["mine"], "owner_id": s.owner_id}), 200),
+    ("claim-by-another-owner", "POST", "/connections/claims",
+     lambda s: _json({"claim": s.claims["foreign"], "owner_id": "owner-2"}), 409),
+    ("claim-burned", "POST", "/connections/claims",
+     lambda s: _json({"claim": s.claims["foreign"], "owner_id": s.owner_id}), 410),
+    ("claim-unknown", "POST", "/connections/claims", lambda s: _json({"claim": "A" * 43, "owner_id": "x"}), 404),
+    ("claim-malformed", "POST", "/connections/claims", lambda s: _json({"claim": "not a code"}), 400),
     ("erase-account-unknown-provider", "DELETE", "/providers/{provider}/accounts/{account_id}/connections",
      lambda s: {"path_parameters": {"provider": "nope", "account_id": "acct-1"}}, 404),
     ("erase-account-invalid", "DELETE", "/providers/{provider}/accounts/{account_id}/connections",
@@ -261,7 +271,8 @@ def test_an_unsigned_call_gets_the_documented_403_and_the_same_call_signed_does_
         case = op(method, path).Case(
             path_parameters={k: v for k, v in parameters.items() if f"{{{k}}}" in path} or None,
             query={"owner_id": seeded.owner_id} if path == "/connections" else None,
-            **(_json({**SESSION, "owner_id": seeded.owner_id}) if path == "/connect-sessions" else {}),
+            **(_json({**SESSION, "owner_id": seeded.owner_id}) if path == "/connect-sessions"
+               else _json({"claim": "A" * 43, "owner_id": "x"}) if path == "/connections/claims" else {}),
         )
         response = send(case, sign=False)
         assert response.status_code == 403, (method, path)

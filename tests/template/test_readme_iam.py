@@ -25,6 +25,7 @@ ALLOWED = {
     "PostingServiceReadsTokens": {("GET", "/connections/{connection_id}/token")},
     "AccountServiceManagesConnections": {
         ("POST", "/connect-sessions"),
+        ("POST", "/connections/claims"),  # claims each connect for its logged-in owner
         ("GET", "/connections"),
         ("GET", "/connections/{connection_id}"),
         ("DELETE", "/connections/{connection_id}"),

@@ -39,6 +39,7 @@ ROUTES = {
     ("DELETE", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/owners/{owner_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/providers/{provider}/accounts/{account_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
+    ("POST", "/connections/claims"): ("BackendApiFunction", "AWS_IAM"),
     ("GET", "/operations/{operation_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
 }
@@ -670,7 +671,7 @@ def test_only_the_browser_routes_and_the_provider_webhook_are_public():
 def test_each_backend_route_is_its_own_event():
     events = _functions()["BackendApiFunction"]["Properties"]["Events"]
     http_events = [e for e in events.values() if e["Type"] == "HttpApi"]
-    assert len(http_events) == len(events) == 8
+    assert len(http_events) == len(events) == 9
     for event in http_events:
         assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}
 

@@ -12,6 +12,7 @@ from dataclasses import fields, replace
 from enum import Enum
 from typing import Any
 
+from ..domain.claims import is_pending_key
 from ..domain.connection import DISCONNECTED, Connection, Status
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
@@ -27,7 +28,7 @@ _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
     "disconnect_requested_at", "revoke_attempts", "parked_since", "operation_id", "erase_requested",
-    "revoke_failed", "revoke_log_id", "taken_over_operation",
+    "revoke_failed", "revoke_log_id", "taken_over_operation", "superseded_pending",
 )
 _LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
@@ -71,6 +72,8 @@ class ConnectionStore:
     # -- reads -------------------------------------------------------------------------------------------
     def get(self, connection_id: str) -> Connection | None:
         """The connection, read strongly consistent; None when unknown (or the id names a non-connection item)."""
+        if is_pending_key(connection_id):  # a grant waiting for its claim is never a connection
+            return None
         item = self.items.get(connection_id)
         return connection_from_item(item) if item and "owner_id" in item else None
 
@@ -85,6 +88,10 @@ class ConnectionStore:
         return self._cipher.open(
             connection.sealed_tokens, connection_id=connection.connection_id, provider=connection.provider
         )
+
+    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
+        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
+        return self._cipher.open(sealed, connection_id=key, provider=provider)
 
     def prepare_seal(self, for_seconds: float) -> None:
         self._cipher.prepare(for_seconds)
@@ -158,8 +165,15 @@ class ConnectionStore:
                 return
 
     # -- writes ------------------------------------------------------------------------------------------
-    def write_grant(self, plan: GrantPlan) -> Connection | None:
-        """Store a planned grant, its event in the outbox in the same write; None if the item moved meanwhile."""
+    def claimed_from(self, connection_id: str) -> str | None:
+        """The pending grant (its key) the connection's latest grant was claimed from, if any."""
+        item = self.items.get(connection_id, ("claimed_from",))
+        value = (item or {}).get("claimed_from")
+        return value if isinstance(value, str) else None
+
+    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
+        """Store a planned grant, its event in the outbox in the same write; None if the item moved meanwhile.
+        `claimed_from`: the pending grant it comes from, stored with it so a repeated claim writes it once."""
         connection = replace(plan.connection, outbox=dict(plan.connection.outbox))
         connection_id = connection.connection_id
         sealed = self.seal_tokens(connection_id, connection.provider, plan.tokens)
@@ -176,6 +190,7 @@ class ConnectionStore:
             "refresh_in_doubt": True if connection.refresh_in_doubt else None,
             # As planned: the old ones on a reconnect, none over an item an erasure was deleting.
             "display_name": connection.display_name, "avatar_url": connection.avatar_url,
+            "claimed_from": claimed_from,
         }
         attributes.update(self._outbox_attributes(connection, [plan.event]))
         expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \

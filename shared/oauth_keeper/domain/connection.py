@@ -52,6 +52,11 @@ class Reason(StrEnum):
     USER_REVOKED = "user_revoked"
     APP_DISCONNECTED = "app_disconnected"
     REVOKE_FAILED = "revoke_failed"
+    # Connect confirmation (domain/claims.py): why a pending grant never became a connection.
+    OWNER_MISMATCH = "owner_mismatch"  # claimed for another owner than the one who began the connect
+    CLAIM_EXPIRED = "claim_expired"  # never claimed in time
+    OWNER_ERASED = "owner_erased"  # the owner was erased before the claim
+    ACCOUNT_ERASED = "account_erased"  # the provider account was erased before the claim
 
 
 def connection_id_for(owner_id: str, provider: str, account_id: str) -> str:

@@ -60,6 +60,18 @@ class OwnerErased(OAuthKeeperError):
     code = "owner_erased"
 
 
+class ClaimRefused(OAuthKeeperError):
+    """A claim of a pending grant (domain/claims.py) that cannot make a connection: unknown (404), used or
+    expired (410), for another owner (409 `owner_mismatch`, the code is burned)."""
+
+    status = 410
+    code = "claim_refused"
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message, code=code, field="claim")
+        self.status = status
+
+
 class TemporarilyUnavailable(OAuthKeeperError):
     """The provider cannot be reached right now; the connection itself is fine. Retry later."""
 

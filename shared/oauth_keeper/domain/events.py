@@ -25,6 +25,7 @@ class DetailType(StrEnum):
     NEEDS_REAUTH = "Connection Needs Reauthorization"
     EXPIRING = "Connection Expiring"
     DISCONNECTED = "Connection Disconnected"
+    CONFIRMATION_FAILED = "Connection Confirmation Failed"
 
 
 CREATED, RECONNECTED, AT_RISK, RECOVERED, NEEDS_REAUTH, EXPIRING, DISCONNECTED = (
@@ -99,3 +100,31 @@ def connection_event(
         **(extra or {}),
     }
     return {"event_id": detail["event_id"], "detail_type": str(detail_type), "detail": detail}
+
+
+class ConfirmationFailedDetail(TypedDict):
+    """`Connection Confirmation Failed` (schema_version 1): a connect's grant was never claimed by its owner.
+    `account_id` is left out: the account may be a stranger's (a forwarded connect link)."""
+
+    event_id: str
+    schema_version: str
+    connection_id: str | None  # the connection a reconnect or scope upgrade would have updated, else None
+    owner_id: str  # who began the connect
+    provider: str
+    status: str  # always "not_connected"
+    reason: str  # owner_mismatch | claim_expired | owner_erased | account_erased
+    retryable: bool
+    occurred_at: str | None
+
+
+def confirmation_failed_event(*, owner_id: str, provider: str, connection_id: str | None, reason: str,
+                              occurred_at: float) -> dict[str, Any]:
+    """The event for a pending grant discarded unclaimed. Raises ValueError for a reason outside the list."""
+    if reason not in (Reason.OWNER_MISMATCH, Reason.CLAIM_EXPIRED, Reason.OWNER_ERASED, Reason.ACCOUNT_ERASED):
+        raise ValueError(f"unknown confirmation reason {reason!r}")
+    detail: ConfirmationFailedDetail = {
+        "event_id": str(uuid.uuid4()), "schema_version": SCHEMA_VERSION, "connection_id": connection_id,
+        "owner_id": owner_id, "provider": provider, "status": "not_connected", "reason": str(reason),
+        "retryable": reason != Reason.OWNER_MISMATCH, "occurred_at": iso8601(occurred_at),
+    }
+    return {"event_id": detail["event_id"], "detail_type": str(DetailType.CONFIRMATION_FAILED), "detail": detail}

@@ -55,6 +55,7 @@ def authorize_url(
     """The authorization request URL (RFC 6749 section 4.1.1, RFC 7636 section 4.3): the profile's endpoint
     with client id, `response_type=code`, scopes joined the provider's way, redirect URI, state, challenge."""
     params = {
+        **profile.authorize_params,
         profile.client_id_param: client_id,
         "response_type": "code",
         "scope": profile.join_scopes(scopes),

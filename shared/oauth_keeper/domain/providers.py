@@ -122,6 +122,9 @@ class ProviderProfile:
     require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
     discovery: bool = False  # fill endpoints from <issuer>/.well-known/openid-configuration
     webhook: WebhookFields | None = None
+    # Fixed extra parameters of the authorization request, e.g. TikTok's `disable_auto_auth=1`: the consent
+    # screen is always shown, so a user finishing someone else's connect link sees which app asks for what.
+    authorize_params: dict[str, str] = field(default_factory=dict)
 
     def classify(self, error_code: str | None, http_status: int | None) -> FailureKind:
         """Whose problem an error is. HTTP 429 and 5xx are transient whatever the body says."""

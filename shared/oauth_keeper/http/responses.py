@@ -84,7 +84,8 @@ def popup_result(origin: str, message: dict[str, Any], fallback: str, *,
     back to the full-page redirect."""
     data = json.dumps({"origin": origin, "message": message, "fallback": fallback})
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # inert in <script>
-    title = "Connected" if message.get("status") == "connected" else "Connection not completed"
+    title = {"connected": "Connected", "pending_confirmation": "Almost done"}.get(
+        str(message.get("status")), "Connection not completed")
     body = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{title}</title><style>{_STYLE}</style></head><body>"

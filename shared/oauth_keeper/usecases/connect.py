@@ -34,6 +34,7 @@ from ..domain.tokens import TokenSet
 from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
+from .claims import PendingGrants
 from .erasure import Erasures
 from .orphans import OrphanGrants
 from .outbox import OutboxRelay
@@ -240,10 +241,12 @@ class Callback:
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
                  provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
                  sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None,
-                 erasures: Erasures | None = None) -> None:
+                 erasures: Erasures | None = None, pending: PendingGrants | None = None) -> None:
         """`orphans` takes the grants the provider made that no connection keeps, for revoking in the
         background (None: they are left to expire); `erasures` refuses flows issued before their owner's erasure
-        (None: no erasure checks, for tests of other steps)."""
+        (None: no erasure checks, for tests of other steps); `pending` holds each grant for the app's backend to
+        claim (connect confirmation, usecases/claims.py; None: `ConnectConfirmation=off`, stored at once)."""
+        self._pending = pending
         self._erasures = erasures
         self._flows = flows
         self._profiles = profiles
@@ -263,8 +266,9 @@ class Callback:
         invocation must be over: the exchange ends early enough for the grant to be stored, and the display name
         is fetched only if time is left (else the next refresh fetches it).
 
-        Returns where to send the browser back: `status=connected&connection_id=...` or
-        `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
+        Returns where to send the browser back: `status=pending_confirmation&claim=...` (connect confirmation:
+        the grant waits for the app's backend to claim it), `status=connected&connection_id=...` (confirmation
+        off) or `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
         stored, the provider not called) when there is no trustworthy flow to return to."""
         profile = self._profiles.profile(provider)
         state = _single(query, "state")
@@ -349,6 +353,21 @@ class Callback:
             self._orphan(profile.name, tokens, "owner_erased")
             return fail("owner_erased")
 
+        if self._pending is not None:
+            if profile.issues_refresh_tokens and not tokens.refresh_token:
+                # Held grants never keep an existing connection's refresh token: one without its own is refused.
+                record_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
+                self._orphan(profile.name, tokens, "incomplete_grant")
+                return fail("incomplete_grant")
+            try:
+                claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at)
+            except Exception:  # nobody keeps this grant: revoke it in the background, then let the page say so
+                self._orphan(profile.name, tokens, "not_stored")
+                raise
+            # No connection id: nothing is connected until the app's backend claims it for its logged-in owner.
+            return CallbackResult(flow.return_to, {"status": "pending_confirmation", "claim": claim},
+                                  cookie_name, flow.mode)
+
         try:
             saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
                                now=int(now), sleep=self._sleep, requires_refresh_token=profile.issues_refresh_tokens)
@@ -370,7 +389,7 @@ class Callback:
 
         self._outbox.publish(connection)  # the event first: it matters more than the display name
         if budget(deadline, self._clock.now()) >= ENRICH_MIN:
-            self._enrich(connection, tokens.access_token, deadline)
+            self.enrich(connection, tokens.access_token, deadline)
         else:
             self._connections.mark_profile_pending(connection.connection_id)
 
@@ -398,7 +417,7 @@ class Callback:
         except Exception as exc:  # noqa: BLE001 - the user's answer matters more: the grant expires on its own
             logger.warning("Could not record an orphaned grant", extra={"error_type": type(exc).__name__})
 
-    def _enrich(self, connection: Connection, access_token: str, deadline: float | None) -> None:
+    def enrich(self, connection: Connection, access_token: str, deadline: float | None) -> None:
         """Display name and avatar: nice to have, so a failure here never loses the connection (the next
         refresh tries again)."""
         profile = self._profiles.profile(connection.provider)
@@ -431,7 +450,7 @@ class SavedGrant:
 
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
                missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
-               requires_refresh_token: bool = True) -> SavedGrant:
+               requires_refresh_token: bool = True, claimed_from: str | None = None) -> SavedGrant:
     """Store a completed authorization: a new connection, or the existing one back to `active` (same id).
 
     Planned on the item as read and written guarded on its revision, so two callbacks for the same account
@@ -439,16 +458,21 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
     the same write, so a crash after it cannot lose the event. A response without a refresh token keeps the
     stored one while it is usable. Raises NoUsableRefreshToken when no refresh token would be held and
     `requires_refresh_token`, TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when
-    the item keeps changing under twelve attempts."""
+    the item keeps changing under twelve attempts. `claimed_from` (a pending grant's key, domain/claims.py):
+    stored with the grant; a connection already holding it is returned as it is (a repeated claim writes
+    once)."""
     connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
     for attempt in range(_SAVE_ATTEMPTS):
         existing = connections.get(connection_id)
+        if existing is not None and claimed_from and connections.claimed_from(connection_id) == claimed_from:
+            return SavedGrant(existing, existing.created_at == existing.connected_at)
         stored_refresh = _stored_refresh_token(connections, existing) \
             if existing and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
                           requires_refresh_token=requires_refresh_token)
-        written = connections.write_grant(plan)
+        written = connections.write_grant(plan, claimed_from=claimed_from) if claimed_from \
+            else connections.write_grant(plan)
         if written:
             return SavedGrant(written, plan.created)
         sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - de-synchronise contenders

@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, Literal, TypedDict
 
 from ..domain import events
+from ..domain.claims import is_pending_key
 from ..domain.connection import DISCONNECTED, DISCONNECTING, Connection, Reason
 from ..domain.deadlines import AWS_CALL_LIMIT, ERASE_RESERVE, MIN_PROVIDER_CALL, budget
 from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, TokenDecryptionError
@@ -39,6 +40,7 @@ from ..ports import (
     ProviderProfiles,
     RefreshQueue,
 )
+from .claims import PendingGrants
 from .connections import existing
 from .erasure import Erasures
 from .outbox import OutboxRelay
@@ -88,12 +90,13 @@ class Disconnection:
     def __init__(self, *, connections: ConnectionRepository, items: ItemStore, profiles: ProviderProfiles,
                  credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
                  queue: RefreshQueue | None = None, rng: random.Random | None = None,
-                 erasures: Erasures | None = None) -> None:
+                 erasures: Erasures | None = None, pending: PendingGrants | None = None) -> None:
         """`items` is the Connections table (operations live there, as `op#<id>`); `queue` gets marked
         connections at once, so the job starts within seconds rather than at the next sweep; `erasures` records
         an erasure's tombstone and deletes the owner's connect sessions and flows (None: neither, for tests of
         the connections alone)."""
         self._erasures = erasures
+        self._pending = pending  # grants waiting for a claim: an erasure discards and deletes them
         self._connections = connections
         self._items = items
         self._profiles = profiles
@@ -274,6 +277,11 @@ class Disconnection:
                     self._items.update(key, set={"cursor": json.dumps(start) if start else None,
                                                  "found_new": found_new or None}, expect={})
                     return "later"  # still due: the sweep brings it back
+                if is_pending_key(cid):  # a grant waiting for its claim: never claimable after this
+                    if self._pending is not None:
+                        self._pending.discard(cid, Reason.OWNER_ERASED if item["kind"] == "erase_owner"
+                                              else Reason.ACCOUNT_ERASED, delete=True)
+                    continue
                 if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True,
                               erased_at=int(item["created_at"])):
                     found_new = True

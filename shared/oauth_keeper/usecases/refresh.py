@@ -11,6 +11,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -94,9 +95,13 @@ class Refresher:
         self, *, connections: ConnectionRepository, breakers: CircuitBreakers, profiles: ProviderProfiles,
         credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
         sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
+        pending_until: Callable[[str, str, str], int | None] | None = None,
     ) -> None:
         """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
-        `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends."""
+        `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends;
+        `pending_until(provider, account_id, owner_id)` is when the owner's pending grant for that account
+        (connect confirmation) expires, or None without one."""
+        self._pending_until = pending_until
         self._store = connections
         self._breakers = breakers
         self._profiles = profiles
@@ -353,6 +358,10 @@ class Refresher:
                 reason = Reason.REFRESH_TOKEN_EXPIRED
             else:
                 reason = Reason.INVALID_GRANT
+                held_until = self._pending_until(current.provider, current.account_id, current.owner_id) \
+                    if self._pending_until is not None else None
+                if held_until is not None:
+                    return self._held_for_claim(leased, held_until, error, now)
             return self._needs_reauth(current, reason, error.log_id, now)
         if error.kind == FailureKind.OPERATOR:
             record_metric("CircuitBreakerOpen", MetricUnit.Count, 1)
@@ -378,6 +387,20 @@ class Refresher:
             logger.error("Provider unavailable for most calls: refreshes paused for the provider",
                          extra={"provider": provider, "provider_error": error.code})
             self._breakers.trip(provider, error.code, cause=Cause.OUTAGE)
+
+    def _held_for_claim(self, leased: Connection, until: int, error: ProviderError, now: int) -> RefreshOutcome:
+        """The user consented again and that grant waits for its claim: the new consent may have superseded
+        this grant at the provider, so the refusal is not (yet) the user's revocation. Look again just after the
+        claim code expires: claimed, the connection holds the new grant; unclaimed, the refusal stands."""
+        logger.info("Refresh refused while a new grant waits for its claim: held",
+                    extra={"connection_id": leased.connection_id, "provider_log_id": error.log_id})
+        record_metric("RefreshesHeldForClaim", MetricUnit.Count, 1)
+        changes: dict[str, Any] = {
+            "superseded_pending": True, "last_refresh_at": now, "last_refresh_outcome": "superseded_pending",
+            "last_provider_log_id": error.log_id, "updated_at": now,
+            **self._store.schedule_attributes(leased.connection_id, until + 1 + self._rng.randint(0, 30)),
+        }
+        return self._write(leased, changes, [], RETRYING, "superseded_pending", release=True)
 
     def _retry_later(self, leased: Connection, error: ProviderError, now: int) -> RefreshOutcome:
         failures = leased.failures + 1

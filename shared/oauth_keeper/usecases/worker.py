@@ -6,8 +6,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
+from ..domain.claims import is_pending_key
 from ..domain.deadlines import REFRESH_MIN_TIME, budget
 from ..observability import logger
+from .claims import PendingGrants
 from .disconnect import OPERATION_PREFIX, Disconnection, is_operation
 from .orphans import OrphanGrants, is_orphan
 from .refresh import BUSY, DISCONNECTING_REASON, INACTIVE, NO_TIME, Refresher, RefreshOutcome
@@ -41,9 +43,11 @@ def refresh_request_of(body: str) -> tuple[str | None, bool]:
 
 class RefreshWorker:
     def __init__(self, refresher: Refresher, concurrency: int, *, orphans: OrphanGrants | None = None,
-                 disconnection: Disconnection | None = None) -> None:
+                 disconnection: Disconnection | None = None, pending: PendingGrants | None = None) -> None:
         """`concurrency`: provider calls in flight at once inside one invocation. `orphans` revokes the orphaned
-        grants the sweep queues beside the connections; `disconnection` runs the disconnect and erasure jobs."""
+        grants the sweep queues beside the connections; `disconnection` runs the disconnect and erasure jobs;
+        `pending` discards the pending grants whose claim code expired."""
+        self._pending = pending
         self._refresher = refresher
         self._concurrency = concurrency
         self._orphans = orphans
@@ -52,12 +56,14 @@ class RefreshWorker:
     def process(self, records: list[dict[str, Any]], *, deadline: float | None = None) -> BatchResponse:
         """Refresh each SQS record's connection; see `process_records`."""
         return process_records(records, self._refresher, self._concurrency, deadline=deadline,
-                               now=self._refresher.now, orphans=self._orphans, disconnection=self._disconnection)
+                               now=self._refresher.now, orphans=self._orphans, disconnection=self._disconnection,
+                               pending=self._pending)
 
 
 def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int, *,
                     deadline: float | None = None, now: Any = None, orphans: OrphanGrants | None = None,
-                    disconnection: Disconnection | None = None) -> BatchResponse:
+                    disconnection: Disconnection | None = None,
+                    pending: PendingGrants | None = None) -> BatchResponse:
     """Refresh each record's connection; return SQS's partial-batch response.
 
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
@@ -76,6 +82,7 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
         futures = [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
                      else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
+                     else pool.submit(pending.expire, cid) if pending and is_pending_key(cid)
                      else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now, disconnection))
                    for message_id, cid, force in jobs]
         for message_id, future in futures:
