@@ -52,6 +52,8 @@ PENDING_ROUTES = {
     "POST /connections/{connection_id}/refresh",
     "DELETE /connections/{connection_id}",
     "DELETE /owners/{owner_id}/connections",
+    "DELETE /providers/{provider}/accounts/{account_id}/connections",
+    "POST /connections/claims",
     "GET /operations/{operation_id}",
 }
 

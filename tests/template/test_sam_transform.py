@@ -157,7 +157,7 @@ def test_the_generated_api_signs_every_route_but_the_public_ones(generated):
     public = {"GET /connect/{provider}", "GET /callback/{provider}", "POST /webhooks/{provider}"}
     routes = _generated_routes(generated)
     assert public <= set(routes)
-    assert len(routes) == 11  # the contract routes (test_template_structure.ROUTES)
+    assert len(routes) == 13  # the contract routes (test_template_structure.ROUTES)
     for key, operation in routes.items():
         expected = None if key in public else [{"AWS_IAM": []}]
         assert operation.get("security") == expected, key
