@@ -21,7 +21,7 @@ from local.stack import DUMMY_CREDENTIALS
 APP_ORIGIN = "http://127.0.0.1:3000"
 BASE_URL = "http://127.0.0.1:3000"  # where the local gateway would serve the API
 RETURN_TO = f"{APP_ORIGIN}/app/connections?tab=social"
-SECRET_PARAMS = ("session", "state", "code", "code_challenge")
+SECRET_PARAMS = ("session", "state", "code", "code_challenge", "claim")
 
 
 def redact_url(url: str) -> str:
@@ -69,6 +69,7 @@ def run(tiktok, moto_url: str) -> int:
         public_base_url=BASE_URL, allowed_return_origins=[APP_ORIGIN], tiktok_base_url=tiktok.base_url,
         client_key=tiktok.client_key, client_secret=tiktok.client_secret,
         scopes="user.info.basic,video.list,video.publish",
+        connect_confirmation="required",  # as the template deploys by default
     )
     os.environ.update(resources.env)
     install_from_env()
@@ -103,13 +104,24 @@ def run(tiktok, moto_url: str) -> int:
 
     step(4, "TikTok sends the browser back: GET /callback/tiktok (code exchanged over loopback HTTP)")
     response = browser.get(callback_url)
-    print(f"    {response['statusCode']} -> {response['headers']['Location']}")
-    result = parse_qs(urlsplit(response["headers"]["Location"]).query)
-    if result.get("status") != ["connected"]:
+    back = response["headers"]["Location"]
+    print(f"    {response['statusCode']} -> {redact_url(back)}")
+    result = parse_qs(urlsplit(back).query)
+    if result.get("status") != ["pending_confirmation"]:
+        return 1
+    print("    nothing is connected yet: the grant waits for the app's backend to claim it")
+
+    step(5, "The app's backend claims it for its logged-in user: POST /connections/claims (IAM-signed)")
+    claim = {"claim": result["claim"][0], "owner_id": "demo-user-42"}  # the owner of the app's own session
+    response = apigw.invoke("POST", "/connections/claims", body=json.dumps(claim))
+    answer = json.loads(response["body"])
+    print(f"    {response['statusCode']} result={answer.get('result')} "
+          f"connection_id={answer.get('connection', {}).get('connection_id')}")
+    if response["statusCode"] != 200:
         return 1
 
-    step(5, "The stored connection (DynamoDB via moto; tokens stay sealed)")
-    connection = root.container().connections.get(result["connection_id"][0])
+    step(6, "The stored connection (DynamoDB via moto; tokens stay sealed)")
+    connection = root.container().connections.get(answer["connection"]["connection_id"])
     shown = {k: v for k, v in vars(connection).items() if k not in ("sealed_tokens", "outbox")}
     shown["tokens"] = f"<AES-256-GCM envelope, {len(connection.sealed_tokens or b'')} bytes>"
     for key, value in shown.items():
@@ -117,7 +129,7 @@ def run(tiktok, moto_url: str) -> int:
             value = f"{iso8601(value)}  ({value})"
         print(f"    {key:18} {value}")
 
-    step(6, "Events on the connections bus")
+    step(7, "Events on the connections bus")
     for event in resources.received_events():
         detail = event["detail"]
         print(f"    {event['detail-type']}: {detail['connection_id']} status={detail['status']} "

@@ -167,6 +167,7 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
     resources = create_resources(
         public_base_url=base_url, allowed_return_origins=[base_url], tiktok_base_url=tiktok.base_url,
         client_key=tiktok.client_key, client_secret=tiktok.client_secret, scopes=SCOPES,
+        connect_confirmation="required",  # as the template deploys by default: the dashboard claims each connect
     )
     _set_env(stops, resources.env)
     install_from_env(clock=clock)
@@ -300,6 +301,10 @@ class DevApp:
             return _json(200, self._state())
         if (method, path) == ("POST", "/connect"):
             return self._create_session(body.get("mode", "popup"), body.get("scopes"))
+        if (method, path) == ("POST", "/claim"):
+            # As an app's backend must: the owner is the dashboard's own user, never one the page sends.
+            return self._signed("POST", "/connections/claims",
+                                {"claim": body.get("claim"), "owner_id": self.stack.owner_id})
         if (method, path) == ("POST", "/sweep"):
             return _json(200, self._sweep())
         if (method, path) == ("POST", "/clock"):

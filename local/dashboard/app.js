@@ -23,6 +23,9 @@ const REASON_TEXT = {
 
 // What to tell the user after a connect attempt failed: what happened and what to do next.
 const ERROR_HELP = {
+  claim_expired: "The connect was not confirmed within 10 minutes, so nothing was connected. Click Connect TikTok to try again.",
+  owner_mismatch: "This connect link was made for another user of the app, so nothing was connected here.",
+  claim_used: "This connect was already confirmed or refused. Click Connect TikTok to try again.",
   access_denied: "You chose Cancel on TikTok, so nothing was connected. Click Connect TikTok whenever you want to try again.",
   invalid_scope: "TikTok refused the permissions the app asked for. Trying again won't help until the app's scope settings are fixed.",
   invalid_request: "The sign-in request was not valid. Start again from the app; if it keeps happening, the app's configuration needs fixing.",
@@ -202,16 +205,30 @@ window.addEventListener("message", (event) => {
   const data = event.data;
   if (!data || typeof data !== "object" || typeof data.status !== "string") return;
   popupResultSeen = true;
-  showOutcome(data);
-  load();
+  settle(data);
 });
+
+// Connect confirmation: the callback only holds the grant; the dashboard's backend claims it for its own user.
+async function settle(data) {
+  if (data.status !== "pending_confirmation") { showOutcome(data); load(); return; }
+  showPending("pending", "Almost done…", "Confirming the connection for this user.");
+  try {
+    const answer = await api("POST", "/claim", { claim: data.claim });
+    const c = answer.connection;
+    showOutcome({ status: "connected", connection_id: c.connection_id, granted_scopes: c.scopes_granted,
+      missing_scopes: c.missing_scopes });
+  } catch (error) {
+    showOutcome({ status: "error", error: error.code || "claim_failed", retryable: error.status === 410 });
+  }
+  load();
+}
 
 // -- full-page mode: the callback sent us back here with the result in the query ---------------------------------
 function resultFromQuery() {
   const query = new URLSearchParams(window.location.search);
   if (!query.has("status")) return null;
   const data = { status: query.get("status") };
-  for (const name of ["connection_id", "error", "retryable"]) if (query.has(name)) data[name] = query.get(name);
+  for (const name of ["connection_id", "error", "retryable", "claim"]) if (query.has(name)) data[name] = query.get(name);
   for (const name of ["granted_scopes", "missing_scopes"]) if (query.has(name)) data[name] = query.get(name).split(",");
   history.replaceState(null, "", window.location.pathname);
   return data;
@@ -403,8 +420,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const kind = $("fail-kind").value;
     simAction(e.currentTarget, "fail-next", { n: 1, kind }, "TikTok's next token call will fail with " + kind + ".");
   });
-  const fromRedirect = resultFromQuery();
-  if (fromRedirect) showOutcome(fromRedirect);
-  load();
+  const fromRedirect = resultFromQuery();  // the claim code leaves the address bar at once (replaceState)
+  if (fromRedirect) settle(fromRedirect); else load();
   setInterval(() => { if (!document.hidden) load(); }, 2000);
 });

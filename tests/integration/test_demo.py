@@ -19,11 +19,11 @@ def test_demo_connects_an_account_and_redacts_every_secret():
                          text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
-    assert "status=connected" in out
+    assert "status=pending_confirmation" in out and "result=created" in out  # connect confirmation
     assert "Connection Created" in out
     assert re.search(r"status\s+active", out)
     assert "AES-256-GCM envelope" in out
-    for name in ("session", "state", "code", "code_challenge"):
+    for name in ("session", "state", "code", "code_challenge", "claim"):
         values = re.findall(rf"[?&]{name}=([^&\s\"]*)", out)
         assert values, f"the demo no longer shows {name}"
         assert set(values) == {"<redacted>"}, f"{name} printed unredacted"
