@@ -24,6 +24,7 @@ WEBHOOK = "webhook"  # answers a provider: the API's JSON errors, public, authen
 # test_hostile_input.py) on purpose: test_every_route_has_a_hostile_input_profile fails otherwise.
 ROUTE_KINDS = {
     "POST /connect-sessions": API,
+    "POST /connections/claims": API,
     "GET /connect/{provider}": BROWSER,
     "GET /callback/{provider}": BROWSER,
     "POST /webhooks/{provider}": WEBHOOK,

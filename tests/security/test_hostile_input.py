@@ -53,7 +53,6 @@ PENDING_ROUTES = {
     "DELETE /connections/{connection_id}",
     "DELETE /owners/{owner_id}/connections",
     "DELETE /providers/{provider}/accounts/{account_id}/connections",
-    "POST /connections/claims",
     "GET /operations/{operation_id}",
 }
 
@@ -310,8 +309,35 @@ def _webhook_requests(draw) -> HostileRequest:
                           _maybe_base64(draw, body) if isinstance(body, str) else body, draw(signature_headers()))
 
 
+@st.composite
+def _claim_requests(draw) -> HostileRequest:
+    """Claims an attacker (or a broken app) can send: guessed or malformed codes, other owners, junk bodies.
+    No grant is pending in this world, so every one must be refused and change nothing."""
+    code = draw(st.one_of(st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=128),
+                          st.text(max_size=200), OVERSIZED, st.integers(), st.none(), st.lists(st.text())))
+    owner = draw(st.one_of(st.just("owner-1"), st.text(max_size=140), st.integers(), st.none()))
+    shape = draw(st.sampled_from(["fields", "fields", "fields", "unknown_field", "missing", "not_json",
+                                  "not_an_object", "repeated_key"]))
+    body: Any = {"claim": code, "owner_id": owner}
+    if shape == "unknown_field":
+        body["connection_id"] = draw(JSON_VALUES)
+    elif shape == "missing":
+        body.pop(draw(st.sampled_from(["claim", "owner_id"])))
+    elif shape == "not_json":
+        return HostileRequest("POST", "/connections/claims", body=_maybe_base64(draw, "{" + draw(st.text(
+            max_size=100))))
+    elif shape == "not_an_object":
+        body = draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))
+    elif shape == "repeated_key":
+        return HostileRequest("POST", "/connections/claims",
+                              body='{"claim": "A", "owner_id": "owner-1", "owner_id": "owner-2"}')
+    return HostileRequest("POST", "/connections/claims", draw(raw_queries(["claim", "owner_id"])),
+                          draw(cookie_lists()), _maybe_base64(draw, json.dumps(body)))
+
+
 PROFILES: dict[str, RouteProfile] = {
     "POST /connect-sessions": RouteProfile(_connect_session_requests()),
+    "POST /connections/claims": RouteProfile(_claim_requests()),
     "POST /webhooks/{provider}": RouteProfile(_webhook_requests()),
     "GET /connect/{provider}": RouteProfile(_authorize_requests()),
     "GET /callback/{provider}": RouteProfile(_callback_requests()),
