@@ -221,6 +221,11 @@ class World:
         callback = browser.get(f"/callback/tiktok?code={code}&state={state}&scopes=user.info.basic")
         self.answers.append(("GET /callback/tiktok", callback["statusCode"]))
         back = parse_qs(urlsplit(callback["headers"].get("Location", "")).query)
+        if back.get("claim"):  # connect confirmation (the default): the app's backend claims it for owner-1
+            claimed = self.invoke("POST", "/connections/claims", body=json.dumps(
+                {"claim": back["claim"][0], "owner_id": "owner-1"}))
+            if claimed["statusCode"] == 200:
+                back = {"connection_id": [json.loads(claimed["body"])["connection"]["connection_id"]]}
         if back.get("connection_id"):
             self.connections = list(dict.fromkeys([*self.connections, back["connection_id"][0]]))
 
@@ -241,8 +246,8 @@ class World:
             assert status < 500, f"{route} answered {status} because of what the provider said"
         for item in self.items.items():
             assert len(json.dumps(item, default=lambda b: "x" * len(b))) < 4000, "an unbounded item was stored"
-            if "owner_id" not in item:
-                continue
+            if "owner_id" not in item or item["connection_id"].startswith("pending#"):
+                continue  # not a connection (a grant waiting for its claim is never served)
             connection = store.get(item["connection_id"])
             tokens = store.open_tokens(connection) if connection.sealed_tokens else {}
             grant = next((g for g in self.provider.grants.values()
