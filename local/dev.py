@@ -115,6 +115,13 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     import logging
 
+    from oauth_keeper.audit import audit_logger
+
+    # A deployed function writes audit records whatever its level (oauth_keeper/audit.py); here the dashboard's
+    # polling would fill the console with them, so they follow POWERTOOLS_LOG_LEVEL like the rest.
+    stops.callback(audit_logger.setLevel, audit_logger.log_level)
+    audit_logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+
     werkzeug_log = logging.getLogger("werkzeug")  # moto's server would log every request line
     stops.callback(werkzeug_log.setLevel, werkzeug_log.level)
     werkzeug_log.setLevel(logging.ERROR)

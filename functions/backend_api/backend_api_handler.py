@@ -3,7 +3,7 @@
 from urllib.parse import unquote
 
 from aws_lambda_powertools.logging import correlation_paths
-from oauth_keeper import root
+from oauth_keeper import audit, root
 from oauth_keeper.domain.validation import MAX_BODY_BYTES, parse_json_object
 from oauth_keeper.http import requests, responses
 from oauth_keeper.observability import logger, metrics
@@ -16,56 +16,71 @@ def _query(name: str) -> str | None:
     return requests.single_value(requests.parse_query(app.current_event.raw_query_string), name)
 
 
-@app.get("/connections")
+def _audited(action: str) -> list:
+    """Every route of this API leaves an audit record (oauth_keeper/audit.py), timed by the container's clock."""
+    return [audit.Audited(action, now=lambda: root.container().clock.now())]
+
+
+@app.get("/connections", middlewares=_audited("connection_list"))
 def list_connections():
-    page = root.container().queries.list(_query("owner_id"), _query("cursor"), _query("limit"))
+    owner_id = _query("owner_id")
+    audit.note(owner_id=owner_id)
+    page = root.container().queries.list(owner_id, _query("cursor"), _query("limit"))
     return responses.json_response(200, page)
 
 
-@app.post("/connections/claims")
+@app.post("/connections/claims", middlewares=_audited("connection_claim"))
 def claim():
     body = parse_json_object(requests.raw_body(app.current_event.raw_event, MAX_BODY_BYTES))
-    return responses.json_response(200, root.container().pending.claim(
-        body, deadline=root.deadline_of(app.lambda_context)))
+    audit.note(owner_id=body.get("owner_id"))  # the claimant's owner; never the claim code
+    answer = root.container().pending.claim(body, deadline=root.deadline_of(app.lambda_context))
+    audit.note(connection_id=answer["connection"]["connection_id"])
+    return responses.json_response(200, answer)
 
 
-@app.get("/connections/<connection_id>")
+@app.get("/connections/<connection_id>", middlewares=_audited("connection_read"))
 def get_connection(connection_id: str):
     return responses.json_response(200, root.container().queries.get(connection_id))
 
 
-@app.get("/connections/<connection_id>/token")
+@app.get("/connections/<connection_id>/token", middlewares=_audited("token_read"))
 def get_token(connection_id: str):
-    caller = requests.caller_arn(app.current_event.raw_event.get("requestContext", {}))
     return responses.json_response(200, root.container().tokens.token_for(
-        connection_id, _query("min_valid_seconds"), caller, deadline=root.deadline_of(app.lambda_context)))
+        connection_id, _query("min_valid_seconds"), deadline=root.deadline_of(app.lambda_context)))
 
 
-@app.post("/connections/<connection_id>/refresh")
+@app.post("/connections/<connection_id>/refresh", middlewares=_audited("token_refresh"))
 def refresh(connection_id: str):
     return responses.json_response(200, root.container().tokens.force_refresh(
         connection_id, deadline=root.deadline_of(app.lambda_context)))
 
 
-@app.delete("/connections/<connection_id>")
+@app.delete("/connections/<connection_id>", middlewares=_audited("connection_disconnect"))
 def disconnect(connection_id: str):
-    return responses.json_response(202, root.container().disconnection.request_disconnect(connection_id))
+    operation = root.container().disconnection.request_disconnect(connection_id)
+    audit.note(operation_id=operation["operation_id"])
+    return responses.json_response(202, operation)
 
 
-@app.delete("/owners/<owner_id>/connections")
+@app.delete("/owners/<owner_id>/connections", middlewares=_audited("owner_erasure"))
 def erase_owner(owner_id: str):
-    return responses.json_response(202, root.container().disconnection.request_erasure(
-        owner_id, deadline=root.deadline_of(app.lambda_context)))
+    operation = root.container().disconnection.request_erasure(owner_id, deadline=root.deadline_of(app.lambda_context))
+    audit.note(operation_id=operation["operation_id"])
+    return responses.json_response(202, operation)
 
 
-@app.delete("/providers/<provider>/accounts/<account_id>/connections")
+@app.delete("/providers/<provider>/accounts/<account_id>/connections", middlewares=_audited("account_erasure"))
 def erase_account(provider: str, account_id: str):
     # The path as the client sent it: an account id's reserved characters arrive percent-encoded.
-    return responses.json_response(202, root.container().disconnection.request_account_erasure(
-        provider, unquote(account_id), deadline=root.deadline_of(app.lambda_context)))
+    account_id = unquote(account_id)
+    audit.note(account_id=account_id)
+    operation = root.container().disconnection.request_account_erasure(
+        provider, account_id, deadline=root.deadline_of(app.lambda_context))
+    audit.note(operation_id=operation["operation_id"])
+    return responses.json_response(202, operation)
 
 
-@app.get("/operations/<operation_id>")
+@app.get("/operations/<operation_id>", middlewares=_audited("operation_read"))
 def get_operation(operation_id: str):
     return responses.json_response(200, root.container().disconnection.operation(operation_id))
 

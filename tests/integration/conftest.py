@@ -75,12 +75,15 @@ def location_query(response: dict) -> dict[str, list[str]]:
 
 @pytest.fixture
 def log_output():
-    """Everything the Powertools logger writes during the test (what CloudWatch would receive)."""
+    """Everything the Powertools loggers (the service's and the audit trail's) write during the test, in one
+    stream: what CloudWatch would receive."""
     import io
 
+    from oauth_keeper.audit import audit_logger
     from oauth_keeper.observability import logger
 
     stream = io.StringIO()
-    previous = logger.registered_handler.setStream(stream)
+    previous = [(each, each.registered_handler.setStream(stream)) for each in (logger, audit_logger)]
     yield stream
-    logger.registered_handler.setStream(previous)
+    for each, stream_before in previous:
+        each.registered_handler.setStream(stream_before)

@@ -659,5 +659,5 @@ def test_a_token_read_that_refreshes_first_lists_the_granted_scopes(world):
     world.provider.script(world.answer("2", scopes=SCOPES))
     world.clock.advance(DAY)  # the access token has ended: the read refreshes first
     answer = TokenAccess(connections=world.store, refresher=world.refresher, profiles=world.profiles,
-                         clock=world.clock, sleep=no_sleep).token_for(cid, None, "caller")
+                         clock=world.clock, sleep=no_sleep).token_for(cid, None)
     assert answer["access_token"] == "at-2" and answer["scopes"] == list(SCOPES)

@@ -70,6 +70,6 @@ def single_value(query: dict[str, list[str]], name: str) -> str | None:
 
 
 def caller_arn(request_context: dict[str, Any]) -> str | None:
-    """The IAM caller's ARN on an AWS_IAM route (for the audit trail), or None."""
+    """The IAM caller's ARN on an AWS_IAM route (for log lines; audit records read it in audit.py), or None."""
     iam = (request_context.get("authorizer") or {}).get("iam") or {}
     return iam.get("userArn")

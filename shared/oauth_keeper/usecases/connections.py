@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from ..audit import note
 from ..domain.connection import DISCONNECTING, ENDED, NEEDS_REAUTH, Connection
 from ..domain.errors import ConnectionUnavailable, InvalidInput, NotFound
 from ..domain.timestamps import iso8601
@@ -93,6 +94,7 @@ def existing(connections: ConnectionRepository, connection_id: str) -> Connectio
     connection = connections.get(connection_id)
     if connection is None:
         raise NotFound("No such connection.", code="connection_not_found", field="connection_id")
+    note(owner_id=connection.owner_id)  # the audit record of the request names whose connection it reached
     return connection
 
 

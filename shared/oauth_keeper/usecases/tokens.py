@@ -62,11 +62,12 @@ class TokenAccess:
         self._clock = clock
         self._sleep = sleep
 
-    def token_for(self, connection_id: str, min_valid_seconds: str | None, caller: str | None, *,
+    def token_for(self, connection_id: str, min_valid_seconds: str | None, *,
                   deadline: float | None = None) -> TokenAnswer:
         """A valid access token for at least `min_valid_seconds` (0-3600, default 300). When it would end
         sooner it is refreshed first through the refresher's single-flight; a refresh already in flight is
-        waited for (at most ~22 s) instead of started again. Every read is audited (never the token).
+        waited for (at most ~22 s) instead of started again. The route audits every read, served or refused
+        (oauth_keeper/audit.py; the connection's owner comes from `existing`), never the token.
 
         Raises NotFound, InvalidInput, ConnectionUnavailable (409: needs_reauth or disconnected),
         TemporarilyUnavailable (503: the provider could not refresh and no valid token is left),
@@ -88,9 +89,6 @@ class TokenAccess:
             logger.error("Stored tokens failed authentication; not served", extra={"connection_id": connection_id})
             record_metric("TokenUnreadable", MetricUnit.Count, 1)
             raise
-        # The audit trail of token reads: who, which connection, when. Never the token.
-        logger.info("Token read", extra={"audit": "token_read", "caller": caller, "connection_id": connection_id,
-                                         "owner_id": connection.owner_id, "at": iso8601(self._clock.now())})
         record_metric("TokenReads", MetricUnit.Count, 1)
         return {
             "access_token": tokens["access_token"],
