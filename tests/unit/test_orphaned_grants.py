@@ -145,3 +145,124 @@ def test_an_orphaned_grant_whose_revoke_is_retried_moves_under_todays_count(worl
     world.revokes.answers = [ProviderError("down", code="server_error", kind=FailureKind.TRANSIENT, http_status=503)]
     assert world.orphans.revoke(key) == "retrying"
     assert orphans_in(world)[0]["due_shard"] == due_shard(key, lowered)
+
+
+# -- the access token expired before the revoke (issue 12, case 1 follow-up) ----------------------------------------
+class Refreshes:
+    """The provider's token endpoint for refreshes, scripted: a TokenSet answers, an exception refuses or fails.
+    Like TikTok, a successful refresh rotates: the refresh token sent dies."""
+
+    def __init__(self, world) -> None:
+        self.world = world
+        self.calls: list[str] = []
+        self.answers: list[BaseException | None] = []
+        self.issued = 0
+
+    def refresh(self, profile, creds, refresh_token, *, deadline=None):
+        self.calls.append(refresh_token)
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+        self.issued += 1
+        return tokens("acct-other", now=self.world.now, suffix=f"fresh{self.issued}")
+
+
+@pytest.fixture
+def refreshes(world):
+    refreshes = Refreshes(world)
+    world.provider.refresh = refreshes.refresh
+    return refreshes
+
+
+def orphaned_with_refresh_token(world) -> str:
+    """A scope upgrade answered for another account: its grant (access and refresh token) is orphaned."""
+    cid = world.seed("acct-1")
+    world.start(connection_id=cid)
+    world.provider.exchanges.append(replace(tokens("acct-other", suffix="other"), access_expires_at=world.now + 7200))
+    assert world.complete({"state": [STATE], "code": ["c"]}).params["error"] == "account_mismatch"
+    (orphan,) = orphans_in(world)
+    return orphan["connection_id"]
+
+
+def stored_tokens(world, key: str) -> dict:
+    item = world.items.get(key)
+    return world.orphans._cipher.open(item["tokens"], connection_id=key, provider="tiktok")  # noqa: SLF001
+
+
+def expired_access(world) -> None:
+    world.clock.advance(3 * 3600)  # past the two hours the access token lives, as a few retries may take
+
+
+def test_an_orphan_whose_access_token_expired_is_refreshed_then_revoked_with_the_fresh_token(world, refreshes):
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+    assert world.orphans.revoke(key) == "revoked"
+    assert refreshes.calls == ["rt-other"] and world.revokes.calls == ["at-fresh1"]
+    assert orphans_in(world) == []
+
+
+def test_a_crash_between_storing_the_refreshed_tokens_and_the_revoke_keeps_the_live_refresh_token(world, refreshes):
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+
+    class Crash(BaseException):  # the function dies (a timeout kills it): nothing of it catches this
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash("the function died")
+
+    world.provider.revoke = crash
+    with pytest.raises(Crash):
+        world.orphans.revoke(key)
+    # The provider's old refresh token died with the refresh: the new one is on the item, the lease given back.
+    assert stored_tokens(world, key) == {"access_token": "at-fresh1", "refresh_token": "rt-fresh1"}
+    assert "lease_owner" not in world.items.get(key)
+    world.provider.revoke = world.revokes.revoke
+    assert world.orphans.revoke(key) == "revoked"
+    assert refreshes.calls == ["rt-other"] and world.revokes.calls == ["at-fresh1"]  # no second refresh
+
+
+def test_an_orphan_whose_refresh_is_answered_invalid_grant_had_already_ended(world, refreshes):
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+    refreshes.answers = [ProviderError("gone", code="invalid_grant", kind=FailureKind.TERMINAL)]
+    assert world.orphans.revoke(key) == "ended"
+    assert world.revokes.calls == [] and orphans_in(world) == []
+
+
+def test_a_transient_refresh_failure_is_retried_later_with_the_same_tokens(world, refreshes):
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+    refreshes.answers = [ProviderError("down", code="server_error", kind=FailureKind.TRANSIENT, http_status=503)]
+    assert world.orphans.revoke(key) == "retrying"
+    (orphan,) = orphans_in(world)
+    assert orphan["next_refresh_at"] > world.now and "lease_owner" not in orphan
+    assert stored_tokens(world, key)["refresh_token"] == "rt-other"
+    world.clock.advance(orphan["next_refresh_at"] - world.now)
+    assert world.orphans.revoke(key) == "revoked"
+    assert world.revokes.calls == ["at-fresh1"]
+
+
+def test_a_revoke_refused_before_the_recorded_expiry_is_refreshed_and_revoked(world, refreshes):
+    """The provider ended the access token sooner than it said: the refusal, not the clock, tells."""
+    key = orphaned_with_refresh_token(world)
+    world.revokes.answers = [ProviderError("expired", code="invalid_grant", kind=FailureKind.TERMINAL)]
+    assert world.orphans.revoke(key) == "revoked"
+    assert refreshes.calls == ["rt-other"] and world.revokes.calls == ["at-other", "at-fresh1"]
+
+
+def test_an_invalid_grant_after_a_refresh_whose_answer_was_lost_is_no_proof_the_grant_ended(world, refreshes):
+    """A worker died at the provider under the lease: TikTok may have rotated the token to one nobody saved."""
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+    world.items.update(key, set={"lease_owner": "dead-worker", "lease_expires_at": world.now - 1}, expect={})
+    refreshes.answers = [ProviderError("rotated", code="invalid_grant", kind=FailureKind.TERMINAL)]
+    assert world.orphans.revoke(key) == "abandoned"
+
+
+def test_an_orphan_another_worker_is_refreshing_is_left_to_it(world, refreshes):
+    key = orphaned_with_refresh_token(world)
+    expired_access(world)
+    world.items.update(key, set={"lease_owner": "other-worker", "lease_expires_at": world.now + 10}, expect={})
+    assert world.orphans.revoke(key) == "waiting"
+    assert refreshes.calls == [] and world.revokes.calls == []

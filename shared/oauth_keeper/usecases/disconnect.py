@@ -14,20 +14,31 @@ point is resumed by the next sweep, and repeating a step changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import random
 import secrets
+import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
 
 from ..domain import events
 from ..domain.claims import is_pending_key
 from ..domain.connection import DISCONNECTED, DISCONNECTING, Connection, Reason
-from ..domain.deadlines import AWS_CALL_LIMIT, ERASE_RESERVE, MIN_PROVIDER_CALL, budget
+from ..domain.deadlines import (
+    AWS_CALL_LIMIT,
+    COMMIT_RESERVE,
+    ERASE_RESERVE,
+    LEASE_SECONDS,
+    MIN_PROVIDER_CALL,
+    REFRESH_MIN_TIME,
+    budget,
+)
 from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, TokenDecryptionError
 from ..domain.provider_events import removal_applies
 from ..domain.schedule import backoff_delay, due_shard
 from ..domain.timestamps import iso8601
+from ..domain.tokens import TokenSet
 from ..domain.validation import ACCOUNT_ID_RULE, OWNER_ID, OWNER_ID_RULE, valid_account_id
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import (
@@ -53,6 +64,7 @@ MARK_PAGE = 100  # connections of an owner marked per index page
 RECHECK_AFTER = 60  # seconds: an erasure's marking ends with a pass this long after it began that found nothing
 _WRITE_ATTEMPTS = 5
 ERASURE_KINDS = ("erase_owner", "erase_account")
+_LEASE = ("lease_owner", "lease_expires_at")
 
 OperationStatus = Literal["running", "succeeded", "superseded"]
 
@@ -76,6 +88,16 @@ class OperationView(TypedDict):
 class AccountRemoval(TypedDict):
     disconnected: int  # connections this call made `disconnected`
     kept: list[str]  # ids of live connections granted on or after `granted_before`: left alone
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """What one attempt at ending a connection's grant came to (`Disconnection._end_grant`)."""
+
+    outcome: str  # revoked | ended (nothing left to revoke) | failed | retry | no_time | waiting
+    connection: Connection  # as last written or read: the step's next write is guarded on it
+    log_id: str | None = None
+    in_doubt: bool = False  # a refresh may have rotated the refresh token without its answer being stored
 
 
 def is_operation(key: str) -> bool:
@@ -106,6 +128,7 @@ class Disconnection:
         self._clock = clock
         self._queue = queue
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._lease_owner = f"disconnect-{uuid.uuid4()}"  # the job's refresh lease identity (see `_refresh_first`)
 
     # -- the API ---------------------------------------------------------------------------------------------
     def request_disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED) -> OperationView:
@@ -201,10 +224,11 @@ class Disconnection:
 
     # -- the job (refresh worker) ----------------------------------------------------------------------------
     def step(self, connection_id: str, *, deadline: float | None = None) -> str:
-        """One step of a `disconnecting` connection: one revoke attempt (RFC 7009), then erase the tokens and
-        publish Connection Disconnected, or schedule the next attempt. Returns `disconnected`, `retrying`,
-        `waiting` (a refresh holds the lease), `no_time` or `not_disconnecting`. Raises only for storage trouble
-        (the message is then delivered again, or the sweep finds the connection again)."""
+        """One step of a `disconnecting` connection: one attempt at ending its grant (a revoke, RFC 7009, with a
+        refresh first when the access token held has expired or is refused: see `_end_grant`), then erase the
+        tokens and publish Connection Disconnected, or schedule the next attempt. Returns `disconnected`,
+        `retrying`, `waiting` (a refresh holds the lease), `no_time` or `not_disconnecting`. Raises only for
+        storage trouble (the message is then delivered again, or the sweep finds the connection again)."""
         connection = self._connections.get(connection_id)
         if connection is None or connection.status != DISCONNECTING:
             return "not_disconnecting"
@@ -215,13 +239,20 @@ class Disconnection:
             return "waiting"
         if budget(deadline, now) < MIN_PROVIDER_CALL + ERASE_RESERVE + AWS_CALL_LIMIT:
             return "no_time"
-        log_id, outcome = self._revoke(connection, None if deadline is None else deadline - ERASE_RESERVE)
+        ending = self._end_grant(connection, deadline)
+        # From here on every write is guarded on the connection as the attempt left it: its own rotation of the
+        # tokens (a new token_version) is not a reconnect.
+        connection, log_id, outcome = ending.connection, ending.log_id, ending.outcome
+        if outcome == "waiting":  # someone wrote between our read and our lease: they decide, the sweep returns
+            return "waiting"
         if outcome == "retry":
             attempts = connection.revoke_attempts + 1
             started = connection.disconnect_requested_at or now
             if now - started < REVOKE_FOR:
                 next_at = now + max(30, backoff_delay(attempts, cap=REVOKE_RETRY_CAP, rng=self._rng))
-                self._reschedule(connection, next_at, {"revoke_attempts": attempts, "revoke_log_id": log_id})
+                self._reschedule(connection, next_at, {"revoke_attempts": attempts, "revoke_log_id": log_id,
+                                                       **({"refresh_in_doubt": True} if ending.in_doubt else {})},
+                                 release=connection.lease_owner == self._lease_owner)
                 return "retrying"
             outcome = "failed"
         if outcome == "no_time":
@@ -419,11 +450,14 @@ class Disconnection:
         value = (item or {}).get("taken_over_operation")
         return value if isinstance(value, str) else None
 
-    def _reschedule(self, connection: Connection, next_at: int, changes: dict[str, Any]) -> None:
+    def _reschedule(self, connection: Connection, next_at: int, changes: dict[str, Any], *,
+                    release: bool = False) -> None:
         # Guarded: a concurrent step or reconnect wins, and the sweep brings this one back if it still applies.
+        # `release` gives back the job's own refresh lease in the same write.
         self._connections.apply(connection, {**changes,
                                              **self._connections.schedule_attributes(connection.connection_id,
-                                                                                     next_at)})
+                                                                                     next_at)},
+                                remove=_LEASE if release else ())
 
     def _kick(self, connection_ids: list[str]) -> None:
         """Hand marked connections to the workers now; the sweep finds them anyway if this fails."""
@@ -463,8 +497,126 @@ class Disconnection:
             if not start:
                 return count
 
+    def _end_grant(self, connection: Connection, deadline: float | None) -> _Ending:
+        """End the connection's grant at the provider: a revoke with the access token held (`_revoke`), or, when
+        that token cannot do it (expired by `access_expires_at`, or the revoke refused) and a refresh token is
+        held, one refresh first, its tokens stored, then the revoke with the fresh access token. A revoke takes
+        an access token (TikTok's does), which lives hours; the refresh token lives months, so a grant must not
+        be left live for want of a fresh access token. `deadline` is the invocation's end (epoch seconds)."""
+        revoke_deadline = None if deadline is None else deadline - ERASE_RESERVE
+        try:
+            refresh_token = self._connections.open_tokens(connection).get("refresh_token")
+        except TokenDecryptionError:
+            return _Ending("failed", connection)
+        if not self._profiles.profile(connection.provider).revoke_url:
+            refresh_token = None  # the provider has no revoke endpoint: nothing a fresh token could do
+        refreshed = False
+        if refresh_token and connection.access_expires_at is not None \
+                and connection.access_expires_at <= self._clock.now():
+            ending = self._refresh_first(connection, refresh_token, deadline)
+            if ending.outcome != "refreshed":
+                return ending
+            connection, refreshed = ending.connection, True
+        log_id, outcome = self._revoke(connection, revoke_deadline)
+        if outcome == "refused" and refresh_token and not refreshed:
+            # The provider may have ended the access token sooner than it told us: a fresh one can still revoke.
+            ending = self._refresh_first(connection, refresh_token, deadline)
+            if ending.outcome != "refreshed":
+                return ending if ending.outcome != "failed" else replace(ending, log_id=ending.log_id or log_id)
+            log_id, outcome = self._revoke(ending.connection, revoke_deadline)
+            connection = ending.connection
+        return _Ending("failed" if outcome == "refused" else outcome, connection, log_id)
+
+    def _refresh_first(self, connection: Connection, refresh_token: str, deadline: float | None) -> _Ending:
+        """One refresh (RFC 6749 section 6) for the revoke, under the item's refresh lease like any refresh, and
+        its answer stored (a guarded write) before anything else: the provider's previous refresh token died
+        with it, so a crash after it must find the new tokens on the item. Outcomes: `refreshed` (the connection
+        as written, fresh tokens), `ended` (the grant is gone at the provider: nothing left to revoke), `failed`,
+        `retry`, `no_time`, `waiting` (someone else wrote first)."""
+        now = int(self._clock.now())
+        if connection.refresh_expires_at is not None and connection.refresh_expires_at <= now:
+            return _Ending("ended", connection)  # the grant ran out with its refresh token
+        if budget(deadline, now) < REFRESH_MIN_TIME:
+            return _Ending("no_time", connection)
+        profile = self._profiles.profile(connection.provider)
+        try:
+            credentials = self._credentials.credentials(profile)
+        except Exception as exc:  # noqa: BLE001 - configuration trouble (a missing secret): retried, then given up
+            logger.warning("Refresh before revoke failed", extra={"connection_id": connection.connection_id,
+                                                                  "error_type": type(exc).__name__})
+            return _Ending("retry", connection)
+        self._connections.prepare_seal(LEASE_SECONDS)  # no key-service call under the lease
+        # A lease that expired without a commit may have rotated a token nobody saved: an invalid_grant is
+        # then no proof that the grant is gone.
+        in_doubt = connection.in_doubt(now)
+        leased, _ = self._connections.claim(connection, {
+            "lease_owner": self._lease_owner, "lease_expires_at": now + LEASE_SECONDS,
+            "refresh_in_doubt": True if in_doubt else None})
+        if leased is None:
+            return _Ending("waiting", connection)
+        provider_deadline = min(now + LEASE_SECONDS, math.inf if deadline is None else deadline) - COMMIT_RESERVE
+        try:
+            answer = self._provider.refresh(profile, credentials, refresh_token, deadline=provider_deadline)
+        except ProviderError as exc:
+            logger.warning("Refresh before revoke failed", extra={
+                "connection_id": connection.connection_id, "provider_error": exc.code, "kind": exc.kind,
+                "provider_log_id": exc.log_id})
+            if exc.code == "no_time":  # never sent: give the lease back
+                released = self._connections.apply(leased, {}, remove=_LEASE)
+                return _Ending("no_time", released or leased)
+            if exc.kind == FailureKind.TERMINAL:
+                if in_doubt:
+                    return _Ending("failed", leased, exc.log_id)  # a live grant may hold a token we never saw
+                logger.info("Grant already ended at the provider", extra={
+                    "connection_id": connection.connection_id, "provider_error": exc.code})
+                return _Ending("ended", leased, exc.log_id)
+            return _Ending("retry", leased, exc.log_id, in_doubt=in_doubt or exc.maybe_processed)
+        if answer.account_id and answer.account_id != leased.account_id:  # another account's tokens: never kept
+            logger.warning("Refresh before revoke answered for another account",
+                           extra={"connection_id": connection.connection_id})
+            return _Ending("retry", leased, in_doubt=True)
+        written = self._store_refreshed(leased, answer, refresh_token)
+        if written is not None:
+            return _Ending("refreshed", written)
+        # A reconnect stored other tokens meanwhile: they stand. The old grant's fresh access token is revoked
+        # now, as nothing keeps it; the step then finds the reconnect (`superseded`).
+        try:
+            log_id = self._provider.revoke(profile, credentials, answer.access_token,
+                                           deadline=None if deadline is None else deadline - ERASE_RESERVE)
+            return _Ending("revoked", leased, log_id)
+        except ProviderError as exc:
+            return _Ending("failed", leased, exc.log_id)
+
+    def _store_refreshed(self, leased: Connection, answer: TokenSet, spent: str) -> Connection | None:
+        """The refresh's answer on the item, the lease given back, in one guarded write (re-read once when
+        someone, e.g. an erasure taking the disconnect over, wrote meanwhile). The status stays `disconnecting`:
+        no token is served. None when a reconnect stored other tokens, or the connection keeps changing."""
+        rotated = bool(answer.refresh_token)
+        tokens = {"access_token": answer.access_token, "refresh_token": answer.refresh_token or spent,
+                  "token_type": answer.token_type}
+        sealed = self._connections.seal_tokens(leased.connection_id, leased.provider, tokens)
+        refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
+            else leased.refresh_expires_at
+        current: Connection | None = leased
+        for _ in range(2):
+            if current is None or current.status != DISCONNECTING or current.token_version != leased.token_version:
+                return None
+            written = self._connections.apply(current, {
+                "tokens": sealed, "token_version": current.token_version + 1,
+                "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
+                "updated_at": int(self._clock.now()),
+                # Strict rotation, yet no new refresh token: the one we hold may have died with this answer.
+                **({"refresh_in_doubt": True} if not rotated and self._profiles.profile(
+                    leased.provider).rotates_refresh_tokens else {}),
+            }, remove=(*_LEASE, *(("refresh_in_doubt",) if rotated else ())))
+            if written:
+                return written
+            current = self._connections.get(leased.connection_id)
+        return None
+
     def _revoke(self, connection: Connection, deadline: float | None) -> tuple[str | None, str]:
-        """(the provider's log id, `revoked` | `failed` (for good) | `retry` (transient) | `no_time`)."""
+        """(the provider's log id, `revoked` | `refused` (the access token or the request was refused) |
+        `failed` (for good) | `retry` (transient) | `no_time`)."""
         try:
             access_token = self._connections.open_tokens(connection).get("access_token")
         except TokenDecryptionError:
@@ -483,7 +635,7 @@ class Disconnection:
                                                    "attempt": connection.revoke_attempts + 1})
             if exc.code == "no_time":
                 return exc.log_id, "no_time"
-            return exc.log_id, "retry" if exc.kind in (FailureKind.TRANSIENT, FailureKind.OPERATOR) else "failed"
+            return exc.log_id, "retry" if exc.kind in (FailureKind.TRANSIENT, FailureKind.OPERATOR) else "refused"
         except Exception as exc:  # noqa: BLE001 - configuration trouble (a missing secret): retried, then given up
             logger.warning("Revoke failed", extra={"connection_id": connection.connection_id,
                                                    "error_type": type(exc).__name__})

@@ -5,15 +5,22 @@ account, leaves a live grant at the provider. Revoking it inside the browser's r
 on a slow provider and could outrun the callback. Instead the grant is recorded (tokens sealed, as a
 connection's are) on an item the refresh sweep finds through the same Due index, and a refresh worker revokes it
 (RFC 7009), retrying with backoff for up to a day before it gives up. Either way the item, and its tokens, go.
+
+A revoke takes the access token, which lives hours while the refresh token lives months. So when the access token
+has expired (or the revoke is refused) and a refresh token is held, the worker refreshes first, stores the rotated
+tokens on the item (a guarded write, under a lease: the provider's old refresh token died with the refresh), then
+revokes with the fresh access token. A refresh refused as `invalid_grant` means the grant has already ended.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+import uuid
 from typing import Any
 
-from ..domain.deadlines import MIN_PROVIDER_CALL, budget
+from ..domain.deadlines import COMMIT_RESERVE, LEASE_SECONDS, MIN_PROVIDER_CALL, REFRESH_MIN_TIME, budget
 from ..domain.errors import FailureKind, ProviderError, TokenDecryptionError
 from ..domain.schedule import backoff_delay, due_shard
 from ..domain.tokens import TokenSet
@@ -49,7 +56,10 @@ class OrphanGrants:
         now = int(self._clock.now())
         sealed = self._cipher.seal({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token},
                                    connection_id=key, provider=provider)
+        # The expiries tell the revoke whether the access token can still do it (older items lack them).
         self._items.update(key, set={"provider": provider, "tokens": sealed, "orphaned_at": now, "why": why,
+                                     "access_expires_at": tokens.access_expires_at,
+                                     "refresh_expires_at": tokens.refresh_expires_at,
                                      "attempts": 0, "next_refresh_at": now, "due_shard": due_shard(key, self._shards)},
                            expect={"orphaned_at": MISSING})
         record_metric("GrantsOrphaned", MetricUnit.Count, 1)
@@ -57,12 +67,16 @@ class OrphanGrants:
         return key
 
     def revoke(self, key: str, *, deadline: float | None = None) -> str:
-        """One attempt at revoking the orphaned grant `key`. Returns `revoked`, `retrying`, `abandoned` or
-        `gone` (already handled). Raises only for storage trouble (the message is then delivered again)."""
+        """One attempt at revoking the orphaned grant `key`, with a refresh first when its access token has
+        expired or is refused. Returns `revoked`, `ended` (the grant had already ended: nothing left to revoke),
+        `retrying`, `waiting` (another worker holds its refresh lease), `abandoned` or `gone` (already handled).
+        Raises only for storage trouble (the message is then delivered again)."""
         item = self._items.get(key)
         if item is None or "orphaned_at" not in item:
             return "gone"
         now = int(self._clock.now())
+        if int(item.get("lease_expires_at") or 0) > now:
+            return "waiting"  # a refresh is at the provider; the item stays due, so the sweep brings it back
         try:
             profile = self._profiles.profile(item["provider"])
             tokens = self._cipher.open(item["tokens"], connection_id=key, provider=item["provider"])
@@ -72,22 +86,100 @@ class OrphanGrants:
             return "abandoned"
         if budget(deadline, now) < MIN_PROVIDER_CALL:
             return self._later(key, item, now, error=None)
-        try:
-            self._provider.revoke(profile, self._credentials.credentials(profile), tokens["access_token"],
-                                  deadline=deadline)
-        except ProviderError as exc:
-            if exc.kind != FailureKind.TRANSIENT:  # refused outright: the grant is already gone, or never will be
+        # One refresh at most, and none without a revoke endpoint (a fresh access token could do nothing).
+        may_refresh = bool(tokens.get("refresh_token") and profile.revoke_url)
+        expires = item.get("access_expires_at")
+        if may_refresh and expires is not None and int(expires) <= now:
+            item, tokens, result = self._refresh_first(key, item, tokens, now, deadline)
+            if result:
+                return result
+            may_refresh = False
+        while True:
+            try:
+                self._revoke(profile, tokens["access_token"], deadline)
+            except ProviderError as exc:
+                if exc.kind == FailureKind.TRANSIENT:
+                    return self._later(key, item, now, error=exc)
+                if exc.kind in (FailureKind.TERMINAL, FailureKind.REJECTED) and may_refresh:
+                    # The provider may have ended the access token sooner than it said: a fresh one can revoke.
+                    item, tokens, result = self._refresh_first(key, item, tokens, now, deadline)
+                    if result:
+                        return result
+                    may_refresh = False
+                    continue
+                # Refused outright: the grant is already gone, or never will be.
                 logger.info("Orphaned grant revoke refused", extra={"provider_error": exc.code})
                 self._items.delete(key, expect={})
                 return "abandoned"
-            return self._later(key, item, now, error=exc)
-        except Exception as exc:  # noqa: BLE001 - configuration trouble: try again later
-            return self._later(key, item, now, error=exc)
-        self._items.delete(key, expect={})
-        record_metric("OrphanedGrantsRevoked", MetricUnit.Count, 1)
-        return "revoked"
+            except Exception as exc:  # noqa: BLE001 - configuration trouble: try again later
+                return self._later(key, item, now, error=exc)
+            self._items.delete(key, expect={})
+            record_metric("OrphanedGrantsRevoked", MetricUnit.Count, 1)
+            return "revoked"
 
-    def _later(self, key: str, item: dict[str, Any], now: int, *, error: Exception | None) -> str:
+    def _revoke(self, profile: Any, access_token: str, deadline: float | None) -> None:
+        self._provider.revoke(profile, self._credentials.credentials(profile), access_token, deadline=deadline)
+
+    def _refresh_first(self, key: str, item: dict[str, Any], tokens: dict[str, Any], now: int,
+                       deadline: float | None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+        """One refresh (RFC 6749 section 6) under a lease on the item, its answer stored in a guarded write
+        before the revoke. Returns (the item as it now stands, its tokens, None) to go on and revoke, or the
+        attempt's result (`ended`, `abandoned`, `retrying`, `waiting`)."""
+        provider = item["provider"]
+        expires = item.get("refresh_expires_at")
+        if expires is not None and int(expires) <= now:
+            return item, tokens, self._ended(key, "refresh_token_expired")  # the grant ran out with it
+        if budget(deadline, now) < REFRESH_MIN_TIME:
+            return item, tokens, self._later(key, item, now, error=None)
+        try:
+            profile = self._profiles.profile(provider)
+            credentials = self._credentials.credentials(profile)
+        except Exception as exc:  # noqa: BLE001 - configuration trouble: try again later
+            return item, tokens, self._later(key, item, now, error=exc)
+        self._cipher.prepare(LEASE_SECONDS)  # no key-service call under the lease
+        # A lease left by a worker that died at the provider may have rotated a token nobody saved: an
+        # invalid_grant is then no proof that the grant is gone.
+        in_doubt = bool(item.get("refresh_in_doubt") or item.get("lease_owner"))
+        lease = f"{uuid.uuid4()}"
+        claim = {"lease_owner": lease, "lease_expires_at": now + LEASE_SECONDS,
+                 "refresh_in_doubt": True if in_doubt else None}
+        if not self._items.update(key, set=claim, expect={"lease_owner": item.get("lease_owner") or MISSING,
+                                                          "orphaned_at": item["orphaned_at"]}):
+            return item, tokens, "waiting"
+        item = {**item, **claim}
+        provider_deadline = min(now + LEASE_SECONDS, math.inf if deadline is None else deadline) - COMMIT_RESERVE
+        try:
+            answer = self._provider.refresh(profile, credentials, tokens["refresh_token"], deadline=provider_deadline)
+        except ProviderError as exc:
+            if exc.kind == FailureKind.TERMINAL:
+                if in_doubt:
+                    logger.warning("Orphaned grant's refresh refused after a lost answer; dropped",
+                                   extra={"provider_error": exc.code})
+                    self._items.delete(key, expect={})
+                    return item, tokens, "abandoned"
+                return item, tokens, self._ended(key, exc.code)
+            return item, tokens, self._later(key, item, now, error=exc, release=True,
+                                             in_doubt=in_doubt or (exc.maybe_processed and exc.code != "no_time"))
+        fresh = {"access_token": answer.access_token, "refresh_token": answer.refresh_token or tokens["refresh_token"]}
+        stored = {"tokens": self._cipher.seal(fresh, connection_id=key, provider=provider),
+                  "access_expires_at": answer.access_expires_at,
+                  "refresh_expires_at": answer.refresh_expires_at or item.get("refresh_expires_at"),
+                  "lease_owner": None, "lease_expires_at": None, "refresh_in_doubt": None}
+        if not self._items.update(key, set=stored, expect={"lease_owner": lease}):
+            # The lease ran out under a slow store: the revoke goes on with the fresh token all the same.
+            logger.warning("Orphaned grant's refreshed tokens not stored", extra={"provider": provider})
+        return {**item, **stored}, fresh, None
+
+    def _ended(self, key: str, why: str) -> str:
+        logger.info("Orphaned grant already ended at the provider", extra={"provider_error": why})
+        self._items.delete(key, expect={})
+        return "ended"
+
+    def _later(self, key: str, item: dict[str, Any], now: int, *, error: Exception | None,
+               release: bool = False, in_doubt: bool = False) -> str:
+        """The next attempt after capped backoff, or the grant left to expire after a day of attempts.
+        `release` gives back this attempt's refresh lease; `in_doubt`: a refresh may have rotated the refresh
+        token without our storing the answer."""
         attempts = int(item.get("attempts", 0)) + 1
         if now - int(item["orphaned_at"]) >= GIVE_UP_AFTER:
             logger.warning("Orphaned grant could not be revoked for a day; left to expire",
@@ -98,5 +190,7 @@ class OrphanGrants:
         next_at = now + max(30, backoff_delay(attempts, cap=RETRY_CAP, rng=self._rng))
         # The shard as today's count gives it: one written under an older count is left behind.
         self._items.update(key, set={"attempts": attempts, "next_refresh_at": next_at,
-                                     "due_shard": due_shard(key, self._shards)}, expect={})
+                                     "due_shard": due_shard(key, self._shards),
+                                     **({"lease_owner": None, "lease_expires_at": None} if release else {}),
+                                     **({"refresh_in_doubt": True} if in_doubt else {})}, expect={})
         return "retrying"
