@@ -159,10 +159,13 @@ class Disconnection:
         now = int(self._clock.now())
         if self._erasures is not None:
             self._erasures.record(owner_id, now)
+        # Marking spares connections connected after this, read once the tombstone is written: a callback that
+        # checked before it landed began before it, though it may have begun after `now` (see `_mark`).
+        spares_after = int(self._clock.now())
         operation_id = new_operation_id()
         key = OPERATION_PREFIX + operation_id
         self._record_operation(operation_id, {"kind": "erase_owner", "erased_owner": owner_id, "marking": True,
-                                              **self._due(key, now)}, now)
+                                              "spares_after": spares_after, **self._due(key, now)}, now)
         self.continue_erasure(operation_id, deadline=deadline)
         logger.info("Owner erasure requested", extra={"owner_id": owner_id, "operation_id": operation_id})
         return self.operation(operation_id)
@@ -314,7 +317,7 @@ class Disconnection:
                                               else Reason.ACCOUNT_ERASED, delete=True)
                     continue
                 if self._mark(cid, operation_id, Reason.APP_DISCONNECTED, erase=True,
-                              erased_at=int(item["created_at"])):
+                              erased_at=int(item.get("spares_after") or item["created_at"])):
                     found_new = True
                     self._kick([cid])
             start = after
