@@ -90,8 +90,11 @@ def test_an_erasure_that_crashes_before_deleting_an_item_is_deleted_by_the_next_
     _, operation = call("DELETE", "/owners/owner-1/connections")
     crash_once(monkeypatch, ConnectionStore, "erase")
     run_jobs()
-    assert sum(item(c) == {} for c in mine) == 1  # one crashed after its event, before the delete
-    assert call("GET", operation["status_url"])[1]["status"] == "running"
+    # One delete crashed (after its event). Which one depends on how the worker's threads interleave the
+    # connections' steps with the operation's own pass, so only this is certain: not everything is gone yet.
+    left = [c for c in mine if item(c) != {}]
+    assert left and call("GET", operation["status_url"])[1]["status"] == "running"
+    assert all(item(c)["status"]["S"] in ("disconnecting", "disconnected") for c in left)
     run_jobs()
     assert all(item(c) == {} for c in mine)
     assert len(disconnected_events(stack)) == 2 and tiktok.stats["revocations"] == 2
