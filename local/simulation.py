@@ -56,7 +56,7 @@ class World:
                             event_bus_name="memory", refresh_queue_url="memory", provider_overrides={"tiktok": {
                                 "refresh_policy": policy, "token_url": "http://tiktok.sim/v2/oauth/token/",
                                 "authorize_url": "http://tiktok.sim/v2/auth/authorize/",
-                                "userinfo_url": "http://tiktok.sim/v2/user/info/"}})
+                                "userinfo_url": "http://tiktok.sim/v2/user/info/"}}, allow_http_endpoints=True)
         world = cls(clock=clock, tiktok=tiktok, services=None, publisher=publisher)  # type: ignore[arg-type]
         world.ssm = {"client_key": tiktok.client_key, "client_secret": tiktok.client_secret}
         world.services = Container(

@@ -104,6 +104,7 @@ def create_resources(
         "TIKTOK_TOKEN_URL": f"{tiktok_base_url}/v2/oauth/token/",
         "TIKTOK_REVOKE_URL": f"{tiktok_base_url}/v2/oauth/revoke/",
         "TIKTOK_USERINFO_URL": f"{tiktok_base_url}/v2/user/info/",
+        "ALLOW_HTTP_ENDPOINTS": "true",  # local mode: the simulated TikTok serves http:// on loopback
         "DUE_SHARDS": "16",
         "CONNECT_CONFIRMATION": connect_confirmation,
         "REFRESH_QUEUE_URL": refresh_queue_url,

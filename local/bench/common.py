@@ -150,7 +150,8 @@ def world_services(world: World, *, items: ItemStore | None = None, http: Any = 
         overrides.update(token_url=f"{base_url}/v2/oauth/token/", authorize_url=f"{base_url}/v2/auth/authorize/",
                          userinfo_url=f"{base_url}/v2/user/info/")
     settings = Settings(connections_table="memory", flows_table="memory", token_key_arn="memory",
-                        event_bus_name="memory", refresh_queue_url="memory", provider_overrides={"tiktok": overrides})
+                        event_bus_name="memory", refresh_queue_url="memory", provider_overrides={"tiktok": overrides},
+                        allow_http_endpoints=True)
     from local.memory import MemoryFlowStore, MemoryItemStore, no_sleep
 
     world.services = Container(

@@ -134,7 +134,8 @@ class Container:
 
     @cached_property
     def profiles(self) -> Profiles:
-        return Profiles(self.settings.providers, self.settings.provider_overrides, lambda: self.http)
+        return Profiles(self.settings.providers, self.settings.provider_overrides, lambda: self.http,
+                        allow_http=self.settings.allow_http_endpoints)
 
     @cached_property
     def credentials(self) -> Credentials:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from .domain.claims import CONFIRMATION_MODES
 from .domain.errors import ConfigurationError, NotFound
-from .domain.providers import CLIENT_AUTH, PKCE_MODES, REFRESH_POLICIES, profile_for
+from .domain.providers import CLIENT_AUTH, PKCE_METHODS, REFRESH_POLICIES, profile_for
 from .domain.schedule import MAX_DUE_SHARDS
 from .domain.validation import normalize_origin
 
@@ -41,13 +41,16 @@ class Settings:
     # Connect confirmation (domain/claims.py): `required` holds each grant until the app's backend claims it
     # for its logged-in owner; `off` stores it at the callback (the contract before confirmation).
     connect_confirmation: str = "required"
+    # Local mode only (the simulator, the tests): provider endpoints may be http://. template.yaml never sets it.
+    allow_http_endpoints: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Settings from `env` (default: the process environment).
 
-        Raises ConfigurationError naming every required variable that is missing or empty, and any number or
-        provider option outside its allowed values, so a broken deployment fails at cold start, loudly."""
+        Raises ConfigurationError naming every required variable that is missing or empty, any number or
+        provider option outside its allowed values, and any provider endpoint that is not https:// (unless
+        ALLOW_HTTP_ENDPOINTS=true), so a broken deployment fails at cold start, loudly."""
         env = dict(os.environ if env is None else env)
         missing = [name for name in REQUIRED if not env.get(name, "").strip()]
         if missing:
@@ -71,6 +74,7 @@ class Settings:
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
             connect_confirmation=_choice(env, "CONNECT_CONFIRMATION", CONFIRMATION_MODES, "required"),
+            allow_http_endpoints=_flag(env, "ALLOW_HTTP_ENDPOINTS"),
         )
         _check_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
         for provider in settings.providers:
@@ -94,6 +98,13 @@ def _number(env: dict[str, str], name: str, default: int, *, low: int, high: int
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
         raise ConfigurationError(f"{name} must be a whole number from {low} to {high}.")
     return int(raw)
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "true", "false"):
+        raise ConfigurationError(f"{name} must be true or false.")
+    return raw == "true"
 
 
 # Provider settings come as <PROVIDER>_<KEY>, e.g. TIKTOK_SCOPES, TIKTOK_PKCE_MODE, TIKTOK_TOKEN_URL.
@@ -127,12 +138,18 @@ def _provider_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
             if value:
                 allowed = _CHOICES.get(key)
                 if allowed and value not in allowed:
-                    raise ConfigurationError(f"{prefix}_{suffix} must be one of {', '.join(allowed)}.")
+                    raise ConfigurationError(f"{prefix}_{suffix} must be one of {', '.join(allowed)}."
+                                             + (_PKCE_OFF if key == "pkce" and value == "none" else ""))
                 overrides.setdefault(provider, {})[key] = value
     return overrides
 
 
-_CHOICES = {"pkce": PKCE_MODES, "refresh_policy": REFRESH_POLICIES, "client_auth": CLIENT_AUTH}
+_CHOICES = {"pkce": PKCE_METHODS, "refresh_policy": REFRESH_POLICIES, "client_auth": CLIENT_AUTH}
+_PKCE_OFF = (" PKCE can no longer be turned off: without it a code stolen from one user's sign-in can be injected "
+             "into another's (see the README's upgrade notes).")
+# The setting behind each endpoint of a profile (ProviderProfile.insecure_endpoints names the fields).
+_ENDPOINT_SETTINGS = {"authorize_url": "AUTHORIZE_URL", "token_url": "TOKEN_URL", "revoke_url": "REVOKE_URL",
+                      "userinfo_url": "USERINFO_URL", "issuer": "ISSUER"}
 
 
 def _check_origins(raw: str) -> None:
@@ -157,3 +174,8 @@ def _check_profile(provider: str, settings: Settings) -> None:
         raise ConfigurationError(f"{prefix}_DISCOVERY needs {prefix}_ISSUER.")
     if not profile.discovery and not (profile.authorize_url and profile.token_url):
         raise ConfigurationError(f"{provider} needs {prefix}_AUTHORIZE_URL and {prefix}_TOKEN_URL, or discovery.")
+    insecure = [] if settings.allow_http_endpoints else profile.insecure_endpoints()
+    if insecure:
+        names = ", ".join(f"{prefix}_{_ENDPOINT_SETTINGS[name]}" for name in insecure)
+        raise ConfigurationError(f"{names} must be https:// (http:// is allowed only in local mode, "
+                                 "ALLOW_HTTP_ENDPOINTS=true, which template.yaml never sets).")

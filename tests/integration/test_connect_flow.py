@@ -347,16 +347,21 @@ def test_a_user_info_failure_never_loses_the_connection(stack, tiktok, browser, 
     assert item["status"]["S"] == "active" and "display_name" not in item
 
 
-def test_pkce_can_be_turned_off_for_a_provider_by_configuration(stack, tiktok, browser, monkeypatch):
+def test_the_pkce_method_is_switched_by_configuration_and_pkce_cannot_be_turned_off(stack, tiktok, browser,
+                                                                                     monkeypatch):
+    from oauth_keeper.domain.errors import ConfigurationError
 
     from local.stack import install_from_env
 
-    monkeypatch.setenv("TIKTOK_PKCE_MODE", "none")
+    monkeypatch.setenv("TIKTOK_PKCE_MODE", "s256")
     install_from_env()
-    tiktok.pkce = "none"
+    tiktok.pkce = "s256"  # TikTok checks the base64url challenge now
     callback, location = connect(browser, tiktok)
-    assert "code_challenge" not in location
+    assert parse_qs(urlsplit(location).query)["code_challenge_method"] == ["S256"]
     assert location_query(callback)["status"] == ["connected"]
+    monkeypatch.setenv("TIKTOK_PKCE_MODE", "none")  # a deployment that used to turn it off fails its cold start
+    with pytest.raises(ConfigurationError, match="TIKTOK_PKCE_MODE must be one of s256, s256-hex"):
+        install_from_env()
 
 
 def test_return_to_origin_must_be_on_the_allow_list(stack):

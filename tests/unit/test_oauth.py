@@ -27,7 +27,8 @@ def test_tiktok_pkce_challenge_is_the_hex_digest_and_s256_is_base64url():
     digest = hashlib.sha256(VERIFIER.encode()).digest()
     assert code_challenge(VERIFIER, "s256-hex") == digest.hex()
     assert code_challenge(VERIFIER, "s256") == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    assert code_challenge(VERIFIER, "none") is None
+    with pytest.raises(ValueError, match="none"):
+        code_challenge(VERIFIER, "none")
 
 
 def test_tiktok_authorize_url_uses_client_key_comma_scopes_and_exact_redirect():
@@ -43,17 +44,17 @@ def test_tiktok_authorize_url_uses_client_key_comma_scopes_and_exact_redirect():
     assert query["code_challenge_method"] == ["S256"]
 
 
-def test_pkce_can_be_switched_off_by_configuration_alone():
-    profile = profile_for("tiktok", settings(TIKTOK_PKCE_MODE="none"))
+def test_the_pkce_method_is_switchable_by_configuration_alone():
+    profile = profile_for("tiktok", settings(TIKTOK_PKCE_MODE="s256"))
     url = authorize_url(profile, client_id="ck", redirect_uri="https://x/callback/tiktok", state="s",
-                        scopes=("user.info.basic",), code_verifier=None)
-    assert "code_challenge" not in url
+                        scopes=("user.info.basic",), code_verifier=VERIFIER)
+    assert parse_qs(urlsplit(url).query)["code_challenge"] == [code_challenge(VERIFIER, "s256")]
 
 
 def test_endpoint_urls_and_scopes_are_overridable():
-    profile = profile_for("tiktok", settings(TIKTOK_TOKEN_URL="http://127.0.0.1:9/token",
+    profile = profile_for("tiktok", settings(TIKTOK_TOKEN_URL="https://127.0.0.1:9/token",
                                              TIKTOK_SCOPES="user.info.basic,video.list"))
-    assert profile.token_url == "http://127.0.0.1:9/token"
+    assert profile.token_url == "https://127.0.0.1:9/token"
     assert profile.default_scopes == ("user.info.basic", "video.list")
 
 

@@ -32,15 +32,15 @@ def new_code_verifier() -> str:
     return secrets.token_urlsafe(48)  # 64 characters, inside RFC 7636's 43..128
 
 
-def code_challenge(verifier: str, mode: str) -> str | None:
-    """The PKCE challenge for `mode`: `s256` is RFC 7636 section 4.2 (base64url SHA-256), `s256-hex` is
-    TikTok's variant (the hex digest, still labelled S256), `none` gives None."""
+def code_challenge(verifier: str, method: str) -> str:
+    """The PKCE challenge for `method` (PKCE_METHODS): `s256` is RFC 7636 section 4.2 (base64url SHA-256),
+    `s256-hex` is TikTok's variant (the hex digest, still labelled S256). Raises ValueError for another method."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    if mode == "s256":
+    if method == "s256":
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    if mode == "s256-hex":  # TikTok's desktop/mobile variant: the hex digest, still labelled S256
+    if method == "s256-hex":  # TikTok's desktop/mobile variant: the hex digest, still labelled S256
         return digest.hex()
-    return None
+    raise ValueError(f"unknown PKCE method {method!r}")
 
 
 def authorize_url(
@@ -62,9 +62,8 @@ def authorize_url(
         "redirect_uri": redirect_uri,
         "state": state,
     }
-    challenge = code_challenge(code_verifier, profile.pkce) if code_verifier else None
-    if challenge:
-        params["code_challenge"] = challenge
+    if code_verifier:  # every flow has one unless the profile declares PKCE unsupported
+        params["code_challenge"] = code_challenge(code_verifier, profile.pkce)
         params["code_challenge_method"] = "S256"
     separator = "&" if "?" in profile.authorize_url else "?"
     return profile.authorize_url + separator + urlencode(params)

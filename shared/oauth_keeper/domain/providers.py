@@ -2,7 +2,8 @@
 
 A deployment enables providers by name (PROVIDERS=tiktok,acme). A name with a file in profiles/ uses it; any
 other name is built on the generic RFC 6749 profile (`<NAME>_PROFILE=generic`). `<NAME>_<KEY>` settings
-override endpoints, scopes, PKCE, client authentication, issuer and discovery without code changes.
+override endpoints, scopes, the PKCE challenge method, client authentication, issuer and discovery without code
+changes. Whether PKCE is sent is the profile's alone (`pkce_support`): no setting turns it off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import FailureKind, NotFound
 
@@ -22,7 +24,15 @@ TRANSIENT, TERMINAL, OPERATOR, REJECTED = (
 )
 _PROFILES = Path(__file__).with_name("profiles")
 CLIENT_AUTH = ("client_secret_post", "client_secret_basic")  # RFC 6749 section 2.3.1
-PKCE_MODES = ("none", "s256", "s256-hex")
+# What the provider does with PKCE (RFC 7636): `required` refuses an authorization without it, `supported` checks it
+# when sent, `unsupported` must not be sent it. PKCE is sent unless the profile says `unsupported`: without it a
+# code stolen from another user's flow could be injected into ours (RFC 9700 section 4.5).
+PKCE_SUPPORT = ("required", "supported", "unsupported")
+# How the challenge is written (`pkce`): RFC 7636 section 4.2 (base64url SHA-256), or TikTok's hex SHA-256, both
+# sent as `S256`. There is no `none`: only a profile declaring `unsupported` sends no challenge.
+PKCE_METHODS = ("s256", "s256-hex")
+# The endpoints a profile calls or names; each must be https:// unless the deployment allows http:// (local mode).
+ENDPOINTS = ("authorize_url", "token_url", "revoke_url", "userinfo_url", "issuer")
 # eager: keep access tokens fresh; on_demand: refresh when the token route asks, plus a daily keep-alive
 REFRESH_POLICIES = ("eager", "on_demand")
 
@@ -106,7 +116,8 @@ class ProviderProfile:
     client_auth: str = "client_secret_post"
     scope_separator: str = " "
     granted_scopes_param: str | None = None  # callback query parameter listing granted scopes
-    pkce: str = "s256"
+    pkce: str = "s256"  # the challenge method, one of PKCE_METHODS
+    pkce_support: str = "supported"  # what the provider does with PKCE, one of PKCE_SUPPORT
     default_scopes: tuple[str, ...] = ()
     always_granted_scopes: tuple[str, ...] = ()
     token_fields: TokenFields = TokenFields()
@@ -126,6 +137,28 @@ class ProviderProfile:
     # screen is always shown, so a user finishing someone else's connect link sees which app asks for what.
     authorize_params: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.pkce_support not in PKCE_SUPPORT:
+            raise ValueError(f"{self.name}: pkce_support must be one of {PKCE_SUPPORT}, got {self.pkce_support!r}")
+        if self.pkce not in PKCE_METHODS:
+            hint = " (PKCE can no longer be switched off: a provider that cannot take it declares pkce_support " \
+                   "'unsupported' in its profile)" if self.pkce == "none" else ""
+            raise ValueError(f"{self.name}: pkce must be one of {PKCE_METHODS}, got {self.pkce!r}{hint}")
+
+    @property
+    def sends_pkce(self) -> bool:
+        """Whether authorizations carry a PKCE challenge: always, unless the provider cannot take one."""
+        return self.pkce_support != "unsupported"
+
+    def insecure_endpoints(self) -> list[str]:
+        """The names (ENDPOINTS) of the endpoints set to anything but an absolute https:// URL, in order."""
+        insecure = []
+        for name in ENDPOINTS:
+            value = getattr(self, name)
+            if value and not _is_https(value):
+                insecure.append(name)
+        return insecure
+
     def classify(self, error_code: str | None, http_status: int | None) -> FailureKind:
         """Whose problem an error is. HTTP 429 and 5xx are transient whatever the body says."""
         if http_status == 429 or (http_status is not None and http_status >= 500):
@@ -140,6 +173,14 @@ class ProviderProfile:
             return ()
         parts = re.split(r"[,\s]+", value) if self.scope_separator.strip() == "," else value.split()
         return tuple(dict.fromkeys(p for p in (s.strip() for s in parts) if p))
+
+
+def _is_https(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "https" and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
 
 
 SCOPE_PATTERN = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
@@ -179,7 +220,8 @@ def profile_for(name: str, enabled: tuple[str, ...],
     """The named profile with the deployment's overrides (`<NAME>_<KEY>` settings) applied.
 
     Raises NotFound for a provider not enabled (or without a profile), ValueError for an override outside
-    its allowed values (PKCE mode, refresh policy, client authentication)."""
+    its allowed values (PKCE method, refresh policy, client authentication) or a PKCE method given to a
+    profile that sends no PKCE."""
     if name not in enabled:
         raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
     overrides = overrides_by_provider.get(name, {})
@@ -194,11 +236,13 @@ def profile_for(name: str, enabled: tuple[str, ...],
         changes["display_name"] = overrides["display_name"]
     if "scopes" in overrides:
         changes["default_scopes"] = base.split_scopes(overrides["scopes"].replace(",", base.scope_separator))
-    for key, allowed in (("pkce", PKCE_MODES), ("refresh_policy", REFRESH_POLICIES), ("client_auth", CLIENT_AUTH)):
+    for key, allowed in (("pkce", PKCE_METHODS), ("refresh_policy", REFRESH_POLICIES), ("client_auth", CLIENT_AUTH)):
         if key in overrides:
             if overrides[key] not in allowed:
                 raise ValueError(f"{name}: {key} must be one of {allowed}")
             changes[key] = overrides[key]
+    if "pkce" in changes and not base.sends_pkce:
+        raise ValueError(f"{name}: its profile declares PKCE unsupported, so no PKCE method applies")
     if "discovery" in overrides:
         changes["discovery"] = overrides["discovery"].lower() in ("1", "true", "yes")
     return replace(base, **changes) if changes else base

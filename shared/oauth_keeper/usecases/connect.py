@@ -211,7 +211,7 @@ class Authorization:
                     code="owner_erased", status=410, title="This connect link is no longer valid",
                 ) from None
         state, nonce = new_secret(), new_secret()
-        verifier = new_code_verifier() if profile.pkce != "none" else None
+        verifier = new_code_verifier() if profile.sends_pkce else None
         uri = redirect_uri(base_url, profile.name)
         self._flows.put_flow(state, OAuthFlow(
             provider=profile.name, owner_id=session.owner_id, return_to=session.return_to, scopes=session.scopes,
