@@ -312,3 +312,13 @@ class TokenCipher(Protocol):
     def open(self, blob: bytes, *, connection_id: str, provider: str) -> dict[str, Any]:
         """Raises TokenDecryptionError when the blob is malformed, tampered with or moved."""
         ...
+
+
+class SecretCipher(Protocol):
+    """Seals one short secret (a flow's PKCE verifier) into an authenticated blob bound to where it is stored."""
+
+    def seal_secret(self, value: str, *, bound_to: str) -> bytes: ...
+
+    def open_secret(self, blob: bytes, *, bound_to: str) -> str:
+        """Raises TokenDecryptionError when the blob is malformed, tampered with or bound to something else."""
+        ...

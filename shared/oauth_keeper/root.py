@@ -98,7 +98,7 @@ class Container:
             return self._flows
         from .adapters.flows import DynamoFlowStore
 
-        return DynamoFlowStore(aws.client("dynamodb"), self.settings.flows_table)
+        return DynamoFlowStore(aws.client("dynamodb"), self.settings.flows_table, self.cipher)
 
     @cached_property
     def deliveries(self) -> DeliveryLog:

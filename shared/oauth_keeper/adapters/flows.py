@@ -1,6 +1,8 @@
 """The `FlowStore` port on DynamoDB: connect sessions and OAuth flows, each consumed by one conditional delete, and
 the tombstones of erased owners. Sessions and flows carry `owner_key` (a keyed hash of the owner id), which the
-sparse KEYS_ONLY index `ByOwnerKey` is keyed by: an erasure finds them without the index holding the id."""
+sparse KEYS_ONLY index `ByOwnerKey` is keyed by: an erasure finds them without the index holding the id. A flow's
+PKCE verifier is stored sealed like tokens (`sealed_code_verifier`); flows written before were stored with it in
+clear (`code_verifier`), and still read."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from ..domain.erasure import tombstone_key
 from ..domain.errors import FlowRejection
 from ..domain.flows import ConnectSession, OAuthFlow, secret_hash
+from ..ports import SecretCipher
 from .dynamodb import condition_failure_item, from_item, is_conditional_failure, to_item, to_values
 
 PURGE_GRACE = 86_400  # DynamoDB TTL deletes lazily; code checks expires_at itself
@@ -18,9 +21,12 @@ BY_OWNER_KEY = "ByOwnerKey"  # template.yaml's index on the Flows table: owner_k
 class DynamoFlowStore:
     """The `FlowStore` port on the Flows table. Records expire by DynamoDB TTL (`purge_at`) a day after they end."""
 
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, cipher: SecretCipher | None = None) -> None:
+        """`cipher` seals PKCE verifiers; without it the store holds sessions, tombstones and flows without a
+        verifier only (a verifier is never written in clear)."""
         self._db = dynamodb
         self._table = table
+        self._cipher = cipher
 
     # -- connect sessions ------------------------------------------------------------------------------
     def put_session(self, token: str, session: ConnectSession) -> None:
@@ -51,14 +57,23 @@ class DynamoFlowStore:
 
     # -- OAuth flows -------------------------------------------------------------------------------------
     def put_flow(self, state: str, flow: OAuthFlow) -> None:
-        self._put(secret_hash("state", state), {
+        """Store a flow under the state's hash, its PKCE verifier sealed and bound to that key and the provider.
+
+        Raises ValueError for a flow with a verifier when the store has no cipher."""
+        key = secret_hash("state", state)
+        sealed = None
+        if flow.code_verifier is not None:
+            if self._cipher is None:
+                raise ValueError("no cipher to seal the PKCE verifier with")
+            sealed = self._cipher.seal_secret(flow.code_verifier, bound_to=_verifier_binding(key, flow.provider))
+        self._put(key, {
             "kind": "flow",
             "provider": flow.provider,
             "owner_id": flow.owner_id,
             "return_to": flow.return_to,
             "scopes": list(flow.scopes),
             "redirect_uri": flow.redirect_uri,
-            "code_verifier": flow.code_verifier,
+            "sealed_code_verifier": sealed,
             "nonce_hash": flow.nonce_hash,
             "mode": flow.mode,
             "connection_id": flow.connection_id,
@@ -72,7 +87,8 @@ class DynamoFlowStore:
         provider and an unexpired flow, so nobody without the cookie can use up someone else's flow.
 
         Raises FlowRejection: `unknown` (or already used), `expired`, `wrong_provider`, `foreign_browser`,
-        told apart from the record the failed delete read back, without consuming it."""
+        told apart from the record the failed delete read back, without consuming it. Raises
+        TokenDecryptionError (the flow consumed) when its sealed verifier fails authentication."""
         key = secret_hash("state", state)
         item, competing = self._take(key, provider, now, nonce_hash=secret_hash("nonce", nonce))
         if item is None:
@@ -80,7 +96,7 @@ class DynamoFlowStore:
         return OAuthFlow(
             provider=item["provider"], owner_id=item["owner_id"], return_to=item["return_to"],
             scopes=tuple(item.get("scopes") or ()), redirect_uri=item["redirect_uri"],
-            code_verifier=item.get("code_verifier"), nonce_hash=item["nonce_hash"],
+            code_verifier=self._verifier(item, key), nonce_hash=item["nonce_hash"],
             expires_at=item["expires_at"], mode=item.get("mode", "redirect"),
             connection_id=item.get("connection_id"), issued_at=item.get("issued_at"),
             owner_key=item.get("owner_key"),
@@ -132,6 +148,16 @@ class DynamoFlowStore:
         return deleted, answer.get("LastEvaluatedKey")
 
     # -- internals -----------------------------------------------------------------------------------------
+    def _verifier(self, item: dict[str, Any], key: str) -> str | None:
+        """The flow's PKCE verifier: opened from `sealed_code_verifier`, or as stored in clear by a version from
+        before sealing (`code_verifier`: flows in flight across the deploy); None for a flow without PKCE."""
+        sealed = item.get("sealed_code_verifier")
+        if sealed is None:
+            return item.get("code_verifier")
+        if self._cipher is None:
+            raise ValueError("no cipher to open the PKCE verifier with")
+        return self._cipher.open_secret(sealed, bound_to=_verifier_binding(key, item["provider"]))
+
     def _put(self, key: str, data: dict[str, Any], expires_at: int) -> None:
         self._db.put_item(
             TableName=self._table,
@@ -161,6 +187,11 @@ class DynamoFlowStore:
                 return None, condition_failure_item(exc)
             raise
         return from_item(answer.get("Attributes")), None
+
+
+def _verifier_binding(flow_key: str, provider: str) -> str:
+    """What a sealed verifier is bound to: copied onto another flow (or provider), it no longer opens."""
+    return f"code_verifier|{provider}|{flow_key}"
 
 
 def _why_rejected(item: dict[str, Any] | None, provider: str, now: float) -> str:

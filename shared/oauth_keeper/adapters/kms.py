@@ -150,10 +150,16 @@ def associated_data(connection_id: str, provider: str) -> bytes:
     return f"oauth-keeper/v1|{provider}|{connection_id}".encode()
 
 
+def secret_associated_data(bound_to: str) -> bytes:
+    """Another prefix than the tokens': a token blob never opens as a secret, nor the other way round."""
+    return f"oauth-keeper/secret/v1|{bound_to}".encode()
+
+
 class EnvelopeCipher:
     """Seals a connection's tokens into one blob: format byte, wrapped key, nonce, AES-GCM ciphertext.
 
-    The associated data names the connection and provider, so a blob copied onto another item never opens."""
+    The associated data names the connection and provider, so a blob copied onto another item never opens.
+    `seal_secret` seals one short secret (a flow's PKCE verifier) the same way, bound to where it is stored."""
 
     def __init__(self, keys: DataKeys) -> None:
         self._keys = keys
@@ -163,13 +169,27 @@ class EnvelopeCipher:
         self._keys.prepare(for_seconds)
 
     def seal(self, tokens: dict[str, Any], *, connection_id: str, provider: str) -> bytes:
-        key, wrapped = self._keys.for_encryption()
-        nonce = os.urandom(_NONCE_BYTES)
         plaintext = json.dumps(tokens, separators=(",", ":")).encode()
-        sealed = AESGCM(key).encrypt(nonce, plaintext, associated_data(connection_id, provider))
-        return bytes([_FORMAT]) + len(wrapped).to_bytes(2, "big") + wrapped + nonce + sealed
+        return self._seal(plaintext, associated_data(connection_id, provider))
 
     def open(self, blob: bytes, *, connection_id: str, provider: str) -> dict[str, Any]:
+        return json.loads(self._open(blob, associated_data(connection_id, provider), "tokens"))
+
+    def seal_secret(self, value: str, *, bound_to: str) -> bytes:
+        """`value` sealed (same format as tokens), opening only with the same `bound_to` (e.g. the item's key)."""
+        return self._seal(value.encode(), secret_associated_data(bound_to))
+
+    def open_secret(self, blob: bytes, *, bound_to: str) -> str:
+        """Raises TokenDecryptionError when the blob is malformed, tampered with or bound to something else."""
+        return self._open(blob, secret_associated_data(bound_to), "secret").decode()
+
+    def _seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        key, wrapped = self._keys.for_encryption()
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = AESGCM(key).encrypt(nonce, plaintext, associated)
+        return bytes([_FORMAT]) + len(wrapped).to_bytes(2, "big") + wrapped + nonce + sealed
+
+    def _open(self, blob: bytes, associated: bytes, what: str) -> bytes:
         try:
             if not blob or blob[0] != _FORMAT:
                 raise ValueError("unknown format")
@@ -180,10 +200,9 @@ class EnvelopeCipher:
             if len(wrapped) != size or len(nonce) != _NONCE_BYTES or not sealed:
                 raise ValueError("truncated")
         except (ValueError, IndexError) as exc:
-            raise TokenDecryptionError("Stored tokens are malformed.") from exc
+            raise TokenDecryptionError(f"Stored {what}: malformed.") from exc
         key = self._keys.for_decryption(wrapped)
         try:
-            plaintext = AESGCM(key).decrypt(nonce, sealed, associated_data(connection_id, provider))
+            return AESGCM(key).decrypt(nonce, sealed, associated)
         except InvalidTag as exc:
-            raise TokenDecryptionError("Stored tokens failed authentication.") from exc
-        return json.loads(plaintext)
+            raise TokenDecryptionError(f"Stored {what}: failed authentication.") from exc
