@@ -22,6 +22,7 @@ def test_no_secret_reaches_logs_metrics_events_or_redirects(stack, tiktok, brows
     # The libraries on the request path, at DEBUG into the same stream (what POWERTOOLS_DEBUG would show).
     library_handler = logging.StreamHandler(logs)
     library_loggers = [logging.getLogger(n) for n in ("aws_lambda_powertools", "httpx", "httpcore")]
+    library_levels = [lib.level for lib in library_loggers]
     for lib in library_loggers:
         lib.addHandler(library_handler)
         lib.setLevel(logging.DEBUG)
@@ -44,9 +45,9 @@ def test_no_secret_reaches_logs_metrics_events_or_redirects(stack, tiktok, brows
     finally:
         logger.setLevel("INFO")
         logger.registered_handler.setStream(previous_stream)
-        for lib in library_loggers:
+        for lib, level in zip(library_loggers, library_levels, strict=True):
             lib.removeHandler(library_handler)
-            lib.setLevel(logging.NOTSET)
+            lib.setLevel(level)
 
     (grant,) = tiktok.grants_for(tiktok.users["alice"].open_id)
     secrets = {
