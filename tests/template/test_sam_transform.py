@@ -164,9 +164,14 @@ def test_the_generated_api_signs_every_route_but_the_public_ones(generated):
 
 
 def test_the_stage_throttles_each_public_route_on_top_of_the_default(generated):
+    """The limits reach the stage as the template's parameters (their defaults: test_template_structure.py)."""
     (stage,) = _of_type(generated, "AWS::ApiGatewayV2::Stage").values()
-    assert stage["DefaultRouteSettings"] == {"ThrottlingBurstLimit": 50, "ThrottlingRateLimit": 25}
+    assert stage["DefaultRouteSettings"] == {"ThrottlingBurstLimit": {"Ref": "DefaultRouteBurstLimit"},
+                                             "ThrottlingRateLimit": {"Ref": "DefaultRouteRateLimit"}}
     settings = stage["RouteSettings"]
-    assert settings["POST /webhooks/{provider}"] == {"ThrottlingBurstLimit": 20, "ThrottlingRateLimit": 10}
+    public = {"ThrottlingBurstLimit": {"Ref": "PublicRouteBurstLimit"},
+              "ThrottlingRateLimit": {"Ref": "PublicRouteRateLimit"}}
+    for key in ("GET /connect/{provider}", "GET /callback/{provider}", "POST /webhooks/{provider}"):
+        assert settings[key] == public, key
     # A key naming no route of the API fails the stage at deploy time ("Unable to find Route by key").
     assert set(settings) <= set(_generated_routes(generated)), sorted(set(settings) - set(_generated_routes(generated)))

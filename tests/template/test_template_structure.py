@@ -47,11 +47,20 @@ ROUTES = {
 # its signature in code). Every other route must be IAM-signed: a new public route has to be
 # added here on purpose.
 PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}"), ("POST", "/webhooks/{provider}")}
-# Public routes get their own throttling, tighter than the API's default (route key -> burst, rate).
+# Public routes get their own throttling parameters (route key -> burst, rate parameter); the IAM routes the
+# API's default. HTTP APIs cannot have WAF: these are the template's defences (issue 13, section 6).
 PUBLIC_ROUTE_THROTTLING = {
-    "GET /connect/{provider}": (20, 10),
-    "GET /callback/{provider}": (20, 10),
-    "POST /webhooks/{provider}": (20, 10),
+    "GET /connect/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "GET /callback/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "POST /webhooks/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+}
+# Throttling parameter -> (default, least, most). The defaults are what the template had as literals; the
+# bounds are API Gateway's default account quota per region (10,000 requests per second, burst 5,000).
+THROTTLING_PARAMETERS = {
+    "DefaultRouteBurstLimit": (50, 1, 5000),
+    "DefaultRouteRateLimit": (25, 1, 10000),
+    "PublicRouteBurstLimit": (20, 1, 5000),
+    "PublicRouteRateLimit": (10, 1, 10000),
 }
 # Functions that take a connection's refresh lease: the worker, and the API when a token read
 # or a forced refresh refreshes on demand.
@@ -93,6 +102,7 @@ PERMISSIONS = {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
         ("dynamodb:putitem", "FlowsTable.Arn"),
         ("dynamodb:getitem", "FlowsTable.Arn"),
+        ("kms:generatedatakey", "TokenKey.Arn"),  # the flow's PKCE verifier is stored sealed
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
         ("kms:generatemac", "OwnerKey.Arn"),  # checking a session older than the owner keys
@@ -547,6 +557,11 @@ def test_every_function_gets_the_whole_configuration_from_globals():
         assert not overridden, f"{name} overrides {sorted(overridden)}"
 
 
+def test_the_template_never_allows_http_provider_endpoints():
+    """ALLOW_HTTP_ENDPOINTS is local mode (the simulator, the tests): a deployed stack refuses http:// endpoints."""
+    assert "ALLOW_HTTP_ENDPOINTS" not in (ROOT / "template.yaml").read_text(encoding="utf-8")
+
+
 def test_public_base_url_is_the_custom_domain_when_one_is_set():
     value = _globals_function()["Environment"]["Variables"]["PUBLIC_BASE_URL"]
     assert value == {"Fn::If": ["HasDomain", {"Fn::Sub": "https://${DomainName}"}, {"Ref": "PublicBaseUrl"}]}
@@ -567,7 +582,7 @@ def test_parameters_have_the_contract_defaults():
     assert params["AllowedReturnOrigins"]["Type"] == "CommaDelimitedList"
     assert params["TikTokScopes"]["Default"] == "user.info.basic"
     assert params["TikTokPkceMode"]["Default"] == "s256-hex"
-    assert sorted(params["TikTokPkceMode"]["AllowedValues"]) == ["none", "s256", "s256-hex"]
+    assert sorted(params["TikTokPkceMode"]["AllowedValues"]) == ["s256", "s256-hex"]
     assert int(params["DueShards"]["Default"]) == 16
     assert params["LogLevel"]["Default"] == "INFO"
     assert int(params["LogRetentionDays"]["Default"]) == 30
@@ -723,8 +738,8 @@ def test_every_function_folder_is_on_the_pytest_pythonpath():
 def test_http_api_fails_on_warnings_throttles_and_logs_json_without_query_strings():
     api = template()["Resources"]["HttpApi"]["Properties"]
     assert api["FailOnWarnings"] is True
-    throttling = api["DefaultRouteSettings"]
-    assert 0 < throttling["ThrottlingRateLimit"] <= throttling["ThrottlingBurstLimit"] <= 500
+    assert api["DefaultRouteSettings"] == {"ThrottlingBurstLimit": {"Ref": "DefaultRouteBurstLimit"},
+                                           "ThrottlingRateLimit": {"Ref": "DefaultRouteRateLimit"}}
     logs = api["AccessLogSettings"]
     destination = logs["DestinationArn"]
     assert destination.get("Fn::GetAtt", [None])[1] == "Arn"
@@ -748,14 +763,27 @@ def test_every_route_setting_names_an_existing_route():
 
 
 @pytest.mark.parametrize(("route_key", "limits"), sorted(PUBLIC_ROUTE_THROTTLING.items()))
-def test_public_routes_are_throttled_tighter_than_the_default(route_key, limits):
+def test_public_routes_are_throttled_by_their_own_parameters(route_key, limits):
     settings = _route_settings().get(route_key)
     assert settings is not None, f"{route_key} has no RouteSettings of its own"
-    assert (settings["ThrottlingBurstLimit"], settings["ThrottlingRateLimit"]) == limits
-    assert 0 < settings["ThrottlingRateLimit"] <= settings["ThrottlingBurstLimit"]
-    default = template()["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"]
-    assert settings["ThrottlingBurstLimit"] <= default["ThrottlingBurstLimit"]
-    assert settings["ThrottlingRateLimit"] <= default["ThrottlingRateLimit"]
+    burst, rate = limits
+    assert settings == {"ThrottlingBurstLimit": {"Ref": burst}, "ThrottlingRateLimit": {"Ref": rate}}
+
+
+@pytest.mark.parametrize(("name", "bounds"), sorted(THROTTLING_PARAMETERS.items()))
+def test_route_throttling_is_a_parameter_with_todays_limits_as_its_default(name, bounds):
+    default, low, high = bounds
+    param = template()["Parameters"][name]
+    assert param["Type"] == "Number"
+    assert (int(param["Default"]), int(param["MinValue"]), int(param["MaxValue"])) == (default, low, high)
+
+
+def test_by_default_the_public_routes_are_throttled_tighter_than_the_signed_ones():
+    defaults = {name: default for name, (default, _, _) in THROTTLING_PARAMETERS.items()}
+    assert defaults["PublicRouteBurstLimit"] <= defaults["DefaultRouteBurstLimit"]
+    assert defaults["PublicRouteRateLimit"] <= defaults["DefaultRouteRateLimit"]
+    for kind in ("Default", "Public"):
+        assert 0 < defaults[f"{kind}RouteRateLimit"] <= defaults[f"{kind}RouteBurstLimit"]
 
 
 def test_every_public_route_has_its_own_throttling_and_iam_routes_keep_the_default():
@@ -1331,6 +1359,34 @@ def test_every_function_writes_to_its_own_log_group_which_exists_before_it():
         assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Delete", "Retain"), fn
         used.append(target["Ref"])
     assert len(used) == len(set(used)), "two functions share a log group"
+
+
+def test_every_log_group_is_encrypted_with_the_operators_key_when_one_is_given():
+    """LogGroupKmsKeyArn: empty keeps CloudWatch Logs' own encryption; a key ARN applies to every log group."""
+    param = template()["Parameters"]["LogGroupKmsKeyArn"]
+    assert param["Default"] == ""
+    assert template()["Conditions"]["HasLogKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "LogGroupKmsKeyArn"}, ""]}]}
+    groups = resources_of_type(LOG_GROUP)
+    assert len(groups) == len(_functions()) + 1  # one per function, and the API's access log
+    for name, group in groups.items():
+        assert group["Properties"]["KmsKeyId"] == {
+            "Fn::If": ["HasLogKey", {"Ref": "LogGroupKmsKeyArn"}, {"Ref": "AWS::NoValue"}]}, name
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+        ("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab", True),
+        ("arn:aws:kms:eu-west-1:123456789012:alias/logs", False),  # CloudWatch Logs needs the key's ARN
+        ("1234abcd-12ab-34cd-56ef-1234567890ab", False),
+        ("arn:aws:sns:eu-west-1:123456789012:key/x", False),
+    ],
+)
+def test_the_log_key_is_empty_or_a_kms_key_arn(value, accepted):
+    pattern = template()["Parameters"]["LogGroupKmsKeyArn"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
 
 
 def test_no_log_group_is_named_after_a_function():
