@@ -1,5 +1,7 @@
 """A root logger at DEBUG turns on no library's request logging: a whole flow leaks no secret (issue 13, section 4).
 
+The flow: connect link, authorize, consent, callback, the app's claim, a forced refresh, a token read.
+
 Before, anyone who set the root logger to DEBUG (Lambda's AWS_LAMBDA_LOG_LEVEL, a `logging.basicConfig` in a
 handler, a debugging session) got botocore's request and response bodies in the logs: the client secret from
 SSM, KMS data keys in clear, raw DynamoDB items with the PKCE verifier. `observability.py` now keeps botocore,
@@ -21,6 +23,7 @@ from oauth_keeper.observability import logger
 from oauth_keeper.usecases import connect as connect_module
 
 from local import apigw
+from local.stack import install_from_env
 from tests.integration.conftest import create_session, location_query
 
 pytestmark = pytest.mark.integration
@@ -53,7 +56,10 @@ def forms(secret: str | bytes) -> dict[str, str]:
     return {"as is": secret, "url-encoded": quote(secret, safe="")}
 
 
-def test_a_whole_flow_at_debug_logs_no_secret(stack, tiktok, browser, monkeypatch, capfd):
+def test_a_whole_flow_at_debug_logs_no_secret(stack, tiktok, browser, clock, monkeypatch, capfd):
+    monkeypatch.setenv("CONNECT_CONFIRMATION", "required")  # the template's default: the claim code is a secret too
+    root.reset()
+    install_from_env(clock=clock)
     verifiers: list[str] = []
     draw = connect_module.new_code_verifier
     monkeypatch.setattr(connect_module, "new_code_verifier", lambda: verifiers.append(draw()) or verifiers[-1])
@@ -71,7 +77,10 @@ def test_a_whole_flow_at_debug_logs_no_secret(stack, tiktok, browser, monkeypatc
         nonce = next(iter(browser.cookies.values()))
         callback_url = tiktok.approve(authorize["headers"]["Location"])
         code = parse_qs(urlsplit(callback_url).query)["code"][0]
-        connection_id = location_query(browser.get(callback_url))["connection_id"][0]
+        claim = location_query(browser.get(callback_url))["claim"][0]
+        claimed = apigw.invoke("POST", "/connections/claims", body=json.dumps({"claim": claim, "owner_id": "owner-1"}))
+        assert claimed["statusCode"] == 200, claimed
+        connection_id = json.loads(claimed["body"])["connection"]["connection_id"]
         (first,) = tiktok.grants_for(tiktok.users["alice"].open_id)
         first_tokens = (first.access_token, first.refresh_token)
         refreshed = apigw.invoke("POST", f"/connections/{connection_id}/refresh")
@@ -89,14 +98,14 @@ def test_a_whole_flow_at_debug_logs_no_secret(stack, tiktok, browser, monkeypatc
     data_keys = {key for key, _ in keys._unwrapped.values()} | {keys._current[0]}  # noqa: SLF001
     secrets: dict[str, str | bytes] = {
         "client secret": tiktok.client_secret, "session token": session_token, "state": state,
-        "cookie nonce": nonce, "code": code, "PKCE verifier": verifiers[0],
+        "cookie nonce": nonce, "code": code, "claim code": claim, "PKCE verifier": verifiers[0],
         "first access token": first_tokens[0], "first refresh token": first_tokens[1],
         "refreshed access token": second.access_token, "refreshed refresh token": second.refresh_token,
         **{f"data key {i}": key for i, key in enumerate(sorted(data_keys))},
     }
     out, err = capfd.readouterr()
     logs = "\n".join([*capture.lines, ours.getvalue(), out, err])
-    assert "Connection saved" in logs and "Refresh" in logs  # the capture saw the service's DEBUG logging
+    assert "Authorization started" in logs and "TokenReads" in logs  # the capture saw the service's logs
     leaks = [f"{name} ({form})" for name, secret in secrets.items() for form, text in forms(secret).items()
              if text in logs]
     assert not leaks, f"reached the logs: {leaks}"
