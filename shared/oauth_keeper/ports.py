@@ -100,8 +100,13 @@ class ConnectionRepository(Protocol):
         """The stored tokens in clear ({} when none). Raises TokenDecryptionError when they fail authentication."""
         ...
 
-    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
-        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
+    def open_tokens_of(self, binding: TokenBinding, sealed: bytes) -> dict[str, Any]:
+        """Open tokens another item holds (a pending grant's), checked against `binding` as read from it.
+        Raises TokenDecryptionError."""
+        ...
+
+    def seal_tokens_of(self, binding: TokenBinding, tokens: dict[str, Any]) -> bytes:
+        """`tokens` sealed for an item that is not a connection (a pending grant), bound to `binding`."""
         ...
 
     def claimed_from(self, connection_id: str) -> str | None:

@@ -16,6 +16,7 @@ from oauth_keeper import root
 
 from local import apigw
 from tests.integration.test_alarm_metrics import emf_metrics
+from tests.integration.test_connect_confirmation import claim, confirming, finish_connect  # noqa: F401 - fixture
 from tests.security.support import connection_item
 from tests.security.test_stored_data import connect, open_stored
 from tests.v1_tokens import seal_v1
@@ -96,6 +97,25 @@ def test_an_item_moved_to_another_account_does_not_serve_its_tokens(stack, tikto
     overwrite(alice, account_id={"S": connection_item(bob)["account_id"]["S"]})
     answer = token_route(alice, "owner-1")
     assert answer["statusCode"] == 500 and json.loads(answer["body"])["error"]["code"] == "token_unreadable"
+
+
+@pytest.mark.usefixtures("confirming")
+def test_a_pending_grant_moved_to_another_owner_cannot_be_claimed_by_it(tiktok, browser, capfd):
+    """The callback's role writes pending grants: rewriting one's owner must not let that owner claim it."""
+    from oauth_keeper.domain.claims import pending_key
+
+    code = finish_connect(browser, tiktok, owner_id="owner-1")["claim"][0]
+    overwrite(pending_key(code), owner_id={"S": "owner-2"})
+    capfd.readouterr()
+    status, body = claim(code, "owner-2")
+    assert status == 410 and body["error"]["code"] == "claim_used", body
+    assert integrity_failures(capfd.readouterr().out) >= 1
+    assert call_list("owner-2") == []
+
+
+def call_list(owner_id: str) -> list[dict[str, Any]]:
+    answer = apigw.invoke("GET", "/connections", raw_query=f"owner_id={owner_id}")
+    return json.loads(answer["body"])["connections"]
 
 
 def seed_v1(connection_id: str) -> dict[str, Any]:

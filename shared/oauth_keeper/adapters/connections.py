@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any
 
 from ..domain.claims import is_pending_key
-from ..domain.connection import DISCONNECTED, Connection, Status
+from ..domain.connection import DISCONNECTED, Connection, Status, TokenBinding
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
@@ -89,9 +89,14 @@ class ConnectionStore:
             return {}
         return self._cipher.open(connection.sealed_tokens, connection.binding())
 
-    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
-        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
-        return self._cipher.open(sealed, connection_id=key, provider=provider)
+    def open_tokens_of(self, binding: TokenBinding, sealed: bytes) -> dict[str, Any]:
+        """Open tokens another item holds (a pending grant's), checked against `binding` as read from it.
+        Raises TokenDecryptionError."""
+        return self._cipher.open(sealed, binding)
+
+    def seal_tokens_of(self, binding: TokenBinding, tokens: dict[str, Any]) -> bytes:
+        """`tokens` sealed for an item that is not a connection (a pending grant), bound to `binding`."""
+        return self._cipher.seal(tokens, binding)
 
     def prepare_seal(self, for_seconds: float) -> None:
         self._cipher.prepare(for_seconds)
