@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import threading
 import time
@@ -236,6 +237,7 @@ class FakeKms:
         self._master = AESGCM(AESGCM.generate_key(bit_length=256))
         self._mac_key = os.urandom(32)
         self.calls: list[str] = []
+        self.contexts: list[dict[str, str]] = []  # the encryption context of each data-key call, in order
 
     def generate_mac(self, KeyId: str, Message: bytes, MacAlgorithm: str) -> dict[str, Any]:  # noqa: N803
         """KMS GenerateMac (HMAC_SHA_256 only) under a local key: deterministic, as KMS's is."""
@@ -244,18 +246,31 @@ class FakeKms:
         return {"Mac": hmac.new(self._mac_key, KeyId.encode() + b"\0" + Message, hashlib.sha256).digest(),
                 "KeyId": KeyId, "MacAlgorithm": MacAlgorithm}
 
-    def generate_data_key(self, KeyId: str, KeySpec: str) -> dict[str, bytes]:  # noqa: N803 - boto3's names
+    def generate_data_key(self, KeyId: str, KeySpec: str,  # noqa: N803 - boto3's names
+                          EncryptionContext: dict[str, str] | None = None) -> dict[str, bytes]:  # noqa: N803
+        """A data key wrapped under the key id and the encryption context: Decrypt needs the same two, as in KMS."""
         self.calls.append("GenerateDataKey")
+        self.contexts.append(dict(EncryptionContext or {}))
         key, nonce = os.urandom(32), os.urandom(12)
-        return {"Plaintext": key, "CiphertextBlob": nonce + self._master.encrypt(nonce, key, KeyId.encode())}
+        aad = _kms_aad(KeyId, EncryptionContext)
+        return {"Plaintext": key, "CiphertextBlob": nonce + self._master.encrypt(nonce, key, aad)}
 
-    def decrypt(self, CiphertextBlob: bytes, KeyId: str) -> dict[str, bytes]:  # noqa: N803
+    def decrypt(self, CiphertextBlob: bytes, KeyId: str,  # noqa: N803
+                EncryptionContext: dict[str, str] | None = None) -> dict[str, bytes]:  # noqa: N803
         self.calls.append("Decrypt")
+        self.contexts.append(dict(EncryptionContext or {}))
         try:
-            key = self._master.decrypt(CiphertextBlob[:12], CiphertextBlob[12:], KeyId.encode())
+            key = self._master.decrypt(CiphertextBlob[:12], CiphertextBlob[12:], _kms_aad(KeyId, EncryptionContext))
         except InvalidTag as exc:
             raise FakeKms.InvalidCiphertextException() from exc
         return {"Plaintext": key}
+
+
+def _kms_aad(key_id: str, context: dict[str, str] | None) -> bytes:
+    """Without a context, the key id alone (as data keys were wrapped before contexts existed)."""
+    if not context:
+        return key_id.encode()
+    return key_id.encode() + b"\0" + json.dumps(sorted(context.items())).encode()
 
 
 class MemoryPublisher:

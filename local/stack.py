@@ -94,6 +94,7 @@ def create_resources(
         "FLOWS_TABLE": tables["FlowsTable"],
         "TOKEN_KEY_ARN": key_arn,
         "OWNER_KEY_ARN": owner_key_arn,
+        "STACK_NAME": name,
         "EVENT_BUS_NAME": bus,
         "SSM_PREFIX": ssm_prefix,
         "PUBLIC_BASE_URL": public_base_url,

@@ -46,6 +46,7 @@ FUNCTION_ENV = {
     "CONNECTIONS_TABLE": "bench-connections", "FLOWS_TABLE": "bench-flows",
     "TOKEN_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/bench",
     "OWNER_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/bench-owner",
+    "STACK_NAME": "bench",
     "EVENT_BUS_NAME": "bench-bus",
     "REFRESH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/bench-refresh",
     "ALLOWED_RETURN_ORIGINS": "https://app.example.com", "AWS_DEFAULT_REGION": "us-east-1",

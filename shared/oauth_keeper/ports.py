@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .domain.connection import Connection
+from .domain.connection import Connection, TokenBinding
 from .domain.events import PendingEvent
 from .domain.flows import ConnectSession, OAuthFlow
 from .domain.lifecycle import GrantPlan
@@ -100,8 +100,13 @@ class ConnectionRepository(Protocol):
         """The stored tokens in clear ({} when none). Raises TokenDecryptionError when they fail authentication."""
         ...
 
-    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
-        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
+    def open_tokens_of(self, binding: TokenBinding, sealed: bytes) -> dict[str, Any]:
+        """Open tokens another item holds (a pending grant's), checked against `binding` as read from it.
+        Raises TokenDecryptionError."""
+        ...
+
+    def seal_tokens_of(self, binding: TokenBinding, tokens: dict[str, Any]) -> bytes:
+        """`tokens` sealed for an item that is not a connection (a pending grant), bound to `binding`."""
         ...
 
     def claimed_from(self, connection_id: str) -> str | None:
@@ -112,7 +117,10 @@ class ConnectionRepository(Protocol):
         """Sealing tokens within the next `for_seconds` will need no call to the key service."""
         ...
 
-    def seal_tokens(self, connection_id: str, provider: str, tokens: dict[str, Any]) -> bytes: ...
+    def seal_tokens(self, connection: Connection, tokens: dict[str, Any], *, token_version: int) -> bytes:
+        """`tokens` sealed for `connection` (id, provider, owner, account) at `token_version`: the version the
+        write that stores the blob gives the item, so the blob opens only beside that version."""
+        ...
 
     def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]: ...
 
@@ -288,9 +296,11 @@ class KeyService(Protocol):
     """The KMS calls envelope encryption and owner keys need, under boto3's names (a KMS client, or
     `local.memory.FakeKms`)."""
 
-    def generate_data_key(self, *, KeyId: str, KeySpec: str) -> dict[str, Any]: ...  # noqa: N803
+    def generate_data_key(self, *, KeyId: str, KeySpec: str,  # noqa: N803
+                          EncryptionContext: dict[str, str]) -> dict[str, Any]: ...  # noqa: N803
 
-    def decrypt(self, *, CiphertextBlob: bytes, KeyId: str) -> dict[str, Any]: ...  # noqa: N803
+    def decrypt(self, *, CiphertextBlob: bytes, KeyId: str,  # noqa: N803
+                EncryptionContext: dict[str, str] = ...) -> dict[str, Any]: ...  # noqa: N803
 
     def generate_mac(self, *, KeyId: str, Message: bytes, MacAlgorithm: str) -> dict[str, Any]: ...  # noqa: N803
 
@@ -303,14 +313,16 @@ class HttpClient(Protocol):
 
 
 class TokenCipher(Protocol):
-    """Seals a connection's tokens into one authenticated blob bound to the connection and provider."""
+    """Seals a connection's tokens into one authenticated blob bound to its item (`TokenBinding`: connection,
+    provider, owner, account, token version)."""
 
     def prepare(self, for_seconds: float) -> None: ...
 
-    def seal(self, tokens: dict[str, Any], *, connection_id: str, provider: str) -> bytes: ...
+    def seal(self, tokens: dict[str, Any], binding: TokenBinding) -> bytes: ...
 
-    def open(self, blob: bytes, *, connection_id: str, provider: str) -> dict[str, Any]:
-        """Raises TokenDecryptionError when the blob is malformed, tampered with or moved."""
+    def open(self, blob: bytes, binding: TokenBinding) -> dict[str, Any]:
+        """Raises TokenDecryptionError when the blob is malformed, tampered with, moved, or no longer matches
+        its item (an older token version, another owner or account)."""
         ...
 
 

@@ -112,7 +112,7 @@ class Container:
     def data_keys(self) -> DataKeys:
         kms = self._kms
         return DataKeys((lambda: kms) if kms is not None else (lambda: aws.client("kms")),
-                        self.settings.token_key_arn, self.clock.now)
+                        self.settings.token_key_arn, self.clock.now, stack=self.settings.stack_name)
 
     @cached_property
     def owner_keys(self) -> KmsOwnerKeys:

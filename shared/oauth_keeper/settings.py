@@ -14,7 +14,7 @@ from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
 REQUIRED = ("CONNECTIONS_TABLE", "FLOWS_TABLE", "TOKEN_KEY_ARN", "OWNER_KEY_ARN", "EVENT_BUS_NAME",
-            "REFRESH_QUEUE_URL")
+            "REFRESH_QUEUE_URL", "STACK_NAME")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class Settings:
     token_key_arn: str
     event_bus_name: str
     owner_key_arn: str = ""  # the KMS HMAC key naming erased owners by a keyed hash (usecases/erasure.py)
+    # The CloudFormation stack: the `stack` of the token data keys' KMS encryption context (adapters/kms.py).
+    # Every function must see the same value, and it must never change: data keys made under it need it to open.
+    stack_name: str = "oauth-keeper"
     ssm_prefix: str = "/oauth-keeper"
     # Empty: the handlers fall back to the API's own domain from the request context.
     public_base_url: str = ""
@@ -61,6 +64,7 @@ class Settings:
             token_key_arn=env["TOKEN_KEY_ARN"].strip(),
             event_bus_name=env["EVENT_BUS_NAME"].strip(),
             owner_key_arn=env["OWNER_KEY_ARN"].strip(),
+            stack_name=env["STACK_NAME"].strip(),
             ssm_prefix=env.get("SSM_PREFIX", "/oauth-keeper").rstrip("/"),
             public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
             allowed_return_origins=frozenset(

@@ -5,6 +5,7 @@ CloudWatch turns into metrics) is read back from stdout."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from oauth_keeper import root
 
+from local import apigw
 from local.apigw import LambdaContext
 from local.cfn import resources_of_type
 from tests.integration.test_refresh import connect
@@ -78,12 +80,23 @@ def _refresh_with_a_refused_client_secret(tiktok, browser, clock) -> None:
     _refresh_one(tiktok, browser, clock, then=lambda: tiktok.rotate_client_secret("rotated-in-the-portal"))
 
 
+def _token_read_after_an_owner_rewrite(tiktok, browser, clock) -> None:
+    """Someone with write access to the table moved the connection to another owner: its tokens no longer open."""
+    connection_id = connect(browser, tiktok)
+    boto3.client("dynamodb").update_item(
+        TableName=os.environ["CONNECTIONS_TABLE"], Key={"connection_id": {"S": connection_id}},
+        UpdateExpression="SET owner_id = :o", ExpressionAttributeValues={":o": {"S": "owner-2"}})
+    answer = apigw.invoke("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-2")
+    assert answer["statusCode"] == 500
+
+
 # Metric -> a handler run that must emit it. Every custom metric an alarm reads needs a row here.
 SCENARIOS: dict[str, Callable[..., None]] = {
     "SweepSucceeded": _sweep,
     "RefreshSucceeded": _refresh_one,
     "RefreshFailed": _refresh_failing,
     "CircuitBreakerOpen": _refresh_with_a_refused_client_secret,
+    "TokenIntegrityFailures": _token_read_after_an_owner_rewrite,
 }
 
 

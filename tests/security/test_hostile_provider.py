@@ -303,6 +303,7 @@ def test_whatever_the_provider_answers_the_service_stays_honest(aws_env, first, 
 def aws_env(monkeypatch):
     """The handlers import with a deployment's environment; every part they use here is in memory."""
     for name, value in {"CONNECTIONS_TABLE": "memory", "FLOWS_TABLE": "memory", "TOKEN_KEY_ARN": "arn:memory",
-                        "OWNER_KEY_ARN": "arn:memory", "EVENT_BUS_NAME": "memory", "REFRESH_QUEUE_URL": "memory",
+                        "OWNER_KEY_ARN": "arn:memory", "STACK_NAME": "memory", "EVENT_BUS_NAME": "memory",
+                        "REFRESH_QUEUE_URL": "memory",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)

@@ -43,6 +43,7 @@ PLACEHOLDERS = {
     "FLOWS_TABLE": "oauth-keeper-FlowsTable-EXAMPLE",
     "TOKEN_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
     "OWNER_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000001",
+    "STACK_NAME": "oauth-keeper",
     "EVENT_BUS_NAME": "oauth-keeper-connections",
     "PUBLIC_BASE_URL": "",
     "ALLOWED_RETURN_ORIGINS": "https://app.example.com",

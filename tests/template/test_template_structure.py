@@ -4,6 +4,7 @@ logs, the refresh pipeline (schedule, queues, worker) and its alarms."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import math
 import re
@@ -71,6 +72,7 @@ ENVIRONMENT = {
     "FLOWS_TABLE",
     "TOKEN_KEY_ARN",
     "OWNER_KEY_ARN",
+    "STACK_NAME",
     "EVENT_BUS_NAME",
     "SSM_PREFIX",
     "PUBLIC_BASE_URL",
@@ -102,7 +104,6 @@ PERMISSIONS = {
         ("dynamodb:deleteitem", "FlowsTable.Arn"),
         ("dynamodb:putitem", "FlowsTable.Arn"),
         ("dynamodb:getitem", "FlowsTable.Arn"),
-        ("kms:generatedatakey", "TokenKey.Arn"),  # the flow's PKCE verifier is stored sealed
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
         ("kms:generatemac", "OwnerKey.Arn"),  # checking a session older than the owner keys
@@ -113,8 +114,6 @@ PERMISSIONS = {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
-        ("kms:generatedatakey", "TokenKey.Arn"),
-        ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
         ("ssm:getparameter", _SSM + "client_secret"),
@@ -138,8 +137,6 @@ PERMISSIONS = {
         ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
         ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
         ("kms:generatemac", "OwnerKey.Arn"),
-        ("kms:generatedatakey", "TokenKey.Arn"),
-        ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
         ("ssm:getparameter", _SSM + "client_secret"),
@@ -156,8 +153,6 @@ PERMISSIONS = {
         ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
         ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
         ("kms:generatemac", "OwnerKey.Arn"),
-        ("kms:generatedatakey", "TokenKey.Arn"),
-        ("kms:decrypt", "TokenKey.Arn"),
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
         ("ssm:getparameter", _SSM + "client_secret"),
@@ -176,6 +171,9 @@ PERMISSIONS = {
         ("events:putevents", "ConnectionEventBus.Arn"),
     },
 }
+# The roles that seal or open tokens. TokenKey's own policy grants them kms:GenerateDataKey and kms:Decrypt (no IAM
+# statement: see test_only_the_token_roles_may_use_the_token_key).
+TOKEN_ROLES = ("CallbackFunction", "RefreshWorkerFunction", "BackendApiFunction")
 # Functions that read the provider's client secret (SecureString) through SSM.
 READS_CLIENT_SECRET = ("CallbackFunction", "RefreshWorkerFunction", "BackendApiFunction", "WebhookFunction")
 
@@ -244,6 +242,8 @@ ALARMS = {
     "SweeperErrorsAlarm": _function_errors("SweeperFunction"),
     # a batch that failed is retried by SQS: two periods, not one
     "RefreshWorkerErrorsAlarm": _function_errors("RefreshWorkerFunction", periods=2),
+    # one blob that fails authentication is an incident: tampering, a rollback, a rewritten owner, a wrong key
+    "TokenIntegrityAlarm": Watch("OAuthKeeper", frozenset({"TokenIntegrityFailures"}), _SERVICE, "Sum", 300, 1, ">", 0),
 }
 _COMPARISONS = {">": "GreaterThanThreshold", "<": "LessThanThreshold"}
 
@@ -393,7 +393,13 @@ def reference_problems(tpl: dict[str, Any]) -> list[str]:
     refable = parameters | set(resources) | PSEUDO_PARAMETERS | _sam_generated_names(resources)
     problems: list[str] = []
 
+    generated_roles = {name for name in _sam_generated_names(resources) if name.endswith("FunctionRole")}
+
     def check_getatt(where: str, logical_id: str, attribute: str) -> None:
+        if logical_id in generated_roles:  # the AWS::IAM::Role SAM makes for a function without one
+            if attribute not in ("Arn", "RoleId"):
+                problems.append(f"{where}: GetAtt {logical_id}.{attribute}: unknown attribute")
+            return
         if logical_id not in resources:
             problems.append(f"{where}: GetAtt {logical_id}.{attribute}: no such resource")
             return
@@ -538,6 +544,7 @@ def test_every_function_gets_the_whole_configuration_from_globals():
     assert variables["CONNECTIONS_TABLE"] == {"Ref": "ConnectionsTable"}
     assert variables["FLOWS_TABLE"] == {"Ref": "FlowsTable"}
     assert variables["TOKEN_KEY_ARN"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert variables["STACK_NAME"] == {"Ref": "AWS::StackName"}  # the token data keys' encryption context
     assert variables["EVENT_BUS_NAME"] == {"Ref": "ConnectionEventBus"}
     assert variables["SSM_PREFIX"] == {"Ref": "SsmPrefix"}
     assert variables["ALLOWED_RETURN_ORIGINS"] == {"Fn::Join": [",", {"Ref": "AllowedReturnOrigins"}]}
@@ -878,11 +885,12 @@ def test_flows_table_is_keyed_by_flow_key_and_expires_by_purge_at():
 
 
 @pytest.mark.parametrize("table", ["ConnectionsTable", "FlowsTable"])
-def test_tables_are_recoverable_encrypted_with_the_token_key_and_named_by_cloudformation(table):
+def test_tables_are_recoverable_encrypted_with_the_table_key_and_named_by_cloudformation(table):
     res = template()["Resources"][table]
     props = res["Properties"]
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "TokenKey"}}
+    # Not the token key: what may read a table through DynamoDB is not what may open a token.
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "TableKey"}}
     assert "TableName" not in props
     # Both policies set, so the intent is explicit (Retain for connections, see template).
     assert res["DeletionPolicy"] == res["UpdateReplacePolicy"]
@@ -893,28 +901,97 @@ def test_connections_survive_stack_deletion_and_replacement():
     assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain"
 
 
-def test_token_key_is_retained_rotated_symmetric_and_aliased():
-    key = template()["Resources"]["TokenKey"]
-    assert key["Type"] == "AWS::KMS::Key"
-    assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
-    assert key["Properties"]["EnableKeyRotation"] is True
-    assert key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+@pytest.mark.parametrize("key,alias", [("TokenKey", "tokens"), ("TableKey", "tables")])
+def test_the_token_and_table_keys_are_retained_rotated_symmetric_and_aliased(key, alias):
+    res = template()["Resources"][key]
+    assert res["Type"] == "AWS::KMS::Key"
+    assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain"
+    assert res["Properties"]["EnableKeyRotation"] is True
+    assert res["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
     aliases = [a["Properties"] for a in resources_of_type("AWS::KMS::Alias").values()]
-    assert {"AliasName": {"Fn::Sub": "alias/${AWS::StackName}-tokens"}, "TargetKeyId": {"Ref": "TokenKey"}} in aliases
+    assert {"AliasName": {"Fn::Sub": f"alias/${{AWS::StackName}}-{alias}"}, "TargetKeyId": {"Ref": key}} in aliases
 
 
-def test_token_key_policy_lets_only_the_account_administer_and_others_only_through_dynamodb():
-    statements = template()["Resources"]["TokenKey"]["Properties"]["KeyPolicy"]["Statement"]
-    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
-    assert any(s["Principal"] == {"AWS": root} and s["Action"] == "kms:*" for s in statements)
+_ROOT = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+_VIA_DYNAMODB = {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
+# What reads or makes key material (or lets another do it); the rest (Describe*, Get*, PutKeyPolicy, ...) only
+# manages the key.
+_CRYPTO = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
+           "kms:GenerateDataKeyWithoutPlaintext", "kms:GenerateDataKeyPair", "kms:CreateGrant")
+
+
+def _key_statements(key: str) -> list[dict[str, Any]]:
+    return template()["Resources"][key]["Properties"]["KeyPolicy"]["Statement"]
+
+
+def _uses_key_material(action: str) -> bool:
+    """Whether an action pattern (IAM wildcards) matches a cryptographic action."""
+    return any(fnmatch.fnmatchcase(c.lower(), action.lower()) for c in _CRYPTO)
+
+
+def test_only_the_token_roles_may_use_the_token_key():
+    """The token key's policy is the whole grant: the account administers it without being delegated its
+    cryptographic use, so no IAM policy of another role can reach it; the three token roles (by principal ARN)
+    may make data keys, only under the stack's encryption context, and unwrap them; the authorize role may only
+    make them (the sealed PKCE verifier). DynamoDB keeps unwrapping
+    what was wrapped before the tables moved to TableKey, through DynamoDB only."""
+    roles = [{"Fn::GetAtt": [f"{name}Role", "Arn"]} for name in TOKEN_ROLES]
+    users: dict[str, set[str]] = {}
+    for s in _key_statements("TokenKey"):
+        assert s["Effect"] == "Allow"
+        actions = [a.lower() for a in _as_list(s["Action"])]
+        if s["Principal"] == {"AWS": _ROOT}:
+            assert not any(_uses_key_material(a) for a in actions), f"{s['Sid']}: the account may use the key"
+            assert "kms:putkeypolicy" in actions  # AWS refuses a policy nobody can change
+            continue
+        assert s["Principal"] == {"AWS": "*"}, s["Sid"]
+        condition = s["Condition"]
+        assert condition["StringEquals"]["kms:CallerAccount"] == {"Ref": "AWS::AccountId"}, s["Sid"]
+        if "kms:ViaService" in condition["StringEquals"]:
+            assert condition["StringEquals"]["kms:ViaService"] == _VIA_DYNAMODB
+            assert set(actions) == {"kms:decrypt", "kms:describekey", "kms:creategrant"}, s["Sid"]
+            continue
+        # The authorize role also makes data keys: it seals the flow's PKCE verifier (it never unwraps one).
+        sealers = [*roles, {"Fn::GetAtt": ["AuthorizeFunctionRole", "Arn"]}]
+        assert condition["ArnEquals"] == {"aws:PrincipalArn": sealers if actions == ["kms:generatedatakey"]
+                                          else roles}, s["Sid"]
+        for action in actions:
+            users.setdefault(action, set()).add(s["Sid"])
+    assert set(users) == {"kms:generatedatakey", "kms:decrypt"}
+
+
+def test_token_data_keys_are_made_only_under_the_stacks_encryption_context():
+    from oauth_keeper.adapters.kms import PURPOSE, encryption_context
+
+    context = {"kms:EncryptionContext:purpose": PURPOSE, "kms:EncryptionContext:stack": {"Ref": "AWS::StackName"}}
+    assert set(encryption_context("s")) == {"purpose", "stack"}
+    for s in _key_statements("TokenKey"):
+        actions = [a.lower() for a in _as_list(s["Action"])]
+        if "kms:generatedatakey" in actions:
+            assert {k: s["Condition"]["StringEquals"][k] for k in context} == context, s["Sid"]
+        if "kms:decrypt" in actions and "ArnEquals" in s.get("Condition", {}):
+            # format v1 data keys have no context, so only a present one must match
+            assert s["Condition"]["StringEqualsIfExists"] == context, s["Sid"]
+
+
+def test_no_function_role_is_granted_the_token_key_by_iam():
+    """The key policy names the roles; an IAM statement naming the key would make each depend on the other."""
+    for name, fn in _functions().items():
+        for statement in _policy_statements(fn):
+            assert "TokenKey" not in json.dumps(statement.get("Resource")), name
+
+
+def test_the_table_key_lets_the_account_administer_and_others_use_it_only_through_dynamodb():
+    statements = _key_statements("TableKey")
+    assert any(s["Principal"] == {"AWS": _ROOT} and s["Action"] == "kms:*" for s in statements)
     for s in statements:
         actions = _as_list(s["Action"])
         if "kms:*" in actions:
-            assert s["Principal"] == {"AWS": root}, f"{s.get('Sid')}: kms:* for someone else than the account"
+            assert s["Principal"] == {"AWS": _ROOT}, f"{s.get('Sid')}: kms:* for someone else than the account"
         if s["Principal"] in ("*", {"AWS": "*"}):
             condition = s.get("Condition", {}).get("StringEquals", {})
             assert condition.get("kms:CallerAccount") == {"Ref": "AWS::AccountId"}, s.get("Sid")
-            assert condition.get("kms:ViaService") == {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
+            assert condition.get("kms:ViaService") == _VIA_DYNAMODB
             assert not any(a in {"kms:*", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"} for a in actions)
 
 
@@ -1527,11 +1604,13 @@ def test_outputs_name_the_api_tables_bus_key_and_tiktok_redirect_uri():
         "FlowsTableName",
         "EventBusName",
         "TokenKeyArn",
+        "TableKeyArn",
     } <= set(outputs)
     assert outputs["ConnectionsTableName"]["Value"] == {"Ref": "ConnectionsTable"}
     assert outputs["FlowsTableName"]["Value"] == {"Ref": "FlowsTable"}
     assert outputs["EventBusName"]["Value"] == {"Ref": "ConnectionEventBus"}
     assert outputs["TokenKeyArn"]["Value"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert outputs["TableKeyArn"]["Value"] == {"Fn::GetAtt": ["TableKey", "Arn"]}
 
 
 def test_outputs_name_the_refresh_queue_and_the_dead_letter_queues():

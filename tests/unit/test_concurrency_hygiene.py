@@ -63,10 +63,10 @@ class SlowKms(FakeKms):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def decrypt(self, CiphertextBlob: bytes, KeyId: str) -> dict[str, bytes]:  # noqa: N803 - boto3's names
+    def decrypt(self, CiphertextBlob: bytes, KeyId: str, **context) -> dict[str, bytes]:  # noqa: N803 - boto3's
         self.entered.set()
         self.release.wait(timeout=5)
-        return super().decrypt(CiphertextBlob=CiphertextBlob, KeyId=KeyId)
+        return super().decrypt(CiphertextBlob=CiphertextBlob, KeyId=KeyId, **context)
 
 
 def test_a_cold_batch_unwraps_each_data_key_with_one_kms_call():

@@ -20,7 +20,8 @@ def profile_for(name: str, configured: Settings):
 
 def settings(**env):
     return Settings.from_env({"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k",
-                              "OWNER_KEY_ARN": "h", "EVENT_BUS_NAME": "b", "REFRESH_QUEUE_URL": "q", **env})
+                              "OWNER_KEY_ARN": "h", "STACK_NAME": "s", "EVENT_BUS_NAME": "b",
+                              "REFRESH_QUEUE_URL": "q", **env})
 
 
 def test_tiktok_pkce_challenge_is_the_hex_digest_and_s256_is_base64url():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from oauth_keeper.domain.connection import TokenBinding
 from oauth_keeper.domain.errors import FailureKind, ProviderError
 from oauth_keeper.domain.schedule import due_shard
 from oauth_keeper.usecases.orphans import GIVE_UP_AFTER, OrphanGrants, is_orphan
@@ -186,7 +187,8 @@ def orphaned_with_refresh_token(world) -> str:
 
 def stored_tokens(world, key: str) -> dict:
     item = world.items.get(key)
-    return world.orphans._cipher.open(item["tokens"], connection_id=key, provider="tiktok")  # noqa: SLF001
+    binding = TokenBinding(key, "tiktok", "", "", 0)  # an orphaned grant belongs to no owner
+    return world.orphans._cipher.open(item["tokens"], binding)  # noqa: SLF001
 
 
 def expired_access(world) -> None:

@@ -14,7 +14,7 @@ from oauth_keeper.domain.tokens import ClientCredentials
 from oauth_keeper.settings import Settings
 
 pytestmark = pytest.mark.unit
-BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "OWNER_KEY_ARN": "h",
+BASE_ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "OWNER_KEY_ARN": "h", "STACK_NAME": "s",
             "EVENT_BUS_NAME": "b",
             "REFRESH_QUEUE_URL": "q"}
 ACME = {

@@ -25,7 +25,7 @@ from local.memory import ManualClock, MemoryFlowStore, StaticCredentials
 pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000
-ENV = {"CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "OWNER_KEY_ARN": "h",
+ENV = {"STACK_NAME": "s", "CONNECTIONS_TABLE": "c", "FLOWS_TABLE": "f", "TOKEN_KEY_ARN": "k", "OWNER_KEY_ARN": "h",
        "EVENT_BUS_NAME": "b", "REFRESH_QUEUE_URL": "q"}
 ACME = {"PROVIDERS": "tiktok,acme", "ACME_PROFILE": "generic", "ACME_AUTHORIZE_URL": "https://id.acme.test/a",
         "ACME_TOKEN_URL": "https://id.acme.test/t"}

@@ -25,9 +25,9 @@ def test_an_invalid_grant_after_a_sibling_rotated_the_token_is_not_the_users_rev
     def sibling_rotates_then_the_old_token_is_refused():
         current = world.at(cid)
         world.store.apply(current, {"token_version": current.token_version + 1,
-                                    "tokens": world.store.seal_tokens(cid, "tiktok", {
+                                    "tokens": world.store.seal_tokens(current, {
                                         "access_token": "at-sibling", "refresh_token": "rt-sibling",
-                                        "token_type": "Bearer"})})
+                                        "token_type": "Bearer"}, token_version=current.token_version + 1)})
         return invalid_grant()
 
     world.provider.script(sibling_rotates_then_the_old_token_is_refused)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPLETE = {
     "CONNECTIONS_TABLE": "connections", "FLOWS_TABLE": "flows", "TOKEN_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/k",
     "OWNER_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/h",
+    "STACK_NAME": "oauth-keeper-prod",
     "EVENT_BUS_NAME": "bus", "REFRESH_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/refresh",
 }
 

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any
 
 from ..domain.claims import is_pending_key
-from ..domain.connection import DISCONNECTED, Connection, Status
+from ..domain.connection import DISCONNECTED, Connection, Status, TokenBinding
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
@@ -83,21 +83,27 @@ class ConnectionStore:
         return provider if isinstance(provider, str) else None
 
     def open_tokens(self, connection: Connection) -> dict[str, Any]:
+        """The stored tokens in clear ({} when none), checked against the item as read (`Connection.binding`).
+        Raises TokenDecryptionError when they fail authentication."""
         if not connection.sealed_tokens:
             return {}
-        return self._cipher.open(
-            connection.sealed_tokens, connection_id=connection.connection_id, provider=connection.provider
-        )
+        return self._cipher.open(connection.sealed_tokens, connection.binding())
 
-    def open_tokens_of(self, key: str, provider: str, sealed: bytes) -> dict[str, Any]:
-        """Open tokens sealed under another item's key (a pending grant's). Raises TokenDecryptionError."""
-        return self._cipher.open(sealed, connection_id=key, provider=provider)
+    def open_tokens_of(self, binding: TokenBinding, sealed: bytes) -> dict[str, Any]:
+        """Open tokens another item holds (a pending grant's), checked against `binding` as read from it.
+        Raises TokenDecryptionError."""
+        return self._cipher.open(sealed, binding)
+
+    def seal_tokens_of(self, binding: TokenBinding, tokens: dict[str, Any]) -> bytes:
+        """`tokens` sealed for an item that is not a connection (a pending grant), bound to `binding`."""
+        return self._cipher.seal(tokens, binding)
 
     def prepare_seal(self, for_seconds: float) -> None:
         self._cipher.prepare(for_seconds)
 
-    def seal_tokens(self, connection_id: str, provider: str, tokens: dict[str, Any]) -> bytes:
-        return self._cipher.seal(tokens, connection_id=connection_id, provider=provider)
+    def seal_tokens(self, connection: Connection, tokens: dict[str, Any], *, token_version: int) -> bytes:
+        """`tokens` sealed for `connection` at `token_version`, the version the storing write gives the item."""
+        return self._cipher.seal(tokens, connection.binding(token_version))
 
     def shard_of(self, connection_id: str) -> int:
         return due_shard(connection_id, self._shards)
@@ -176,7 +182,8 @@ class ConnectionStore:
         `claimed_from`: the pending grant it comes from, stored with it so a repeated claim writes it once."""
         connection = replace(plan.connection, outbox=dict(plan.connection.outbox))
         connection_id = connection.connection_id
-        sealed = self.seal_tokens(connection_id, connection.provider, plan.tokens)
+        # Bound to what this very write stores: owner, account and the planned token version.
+        sealed = self.seal_tokens(connection, plan.tokens, token_version=connection.token_version)
         attributes = {
             "owner_id": connection.owner_id, "provider": connection.provider, "account_id": connection.account_id,
             "account_key": connection.account_key, "status": connection.status,

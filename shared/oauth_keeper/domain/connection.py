@@ -118,6 +118,25 @@ class Connection:
         """The provider may hold a rotated token we never saved: flagged, or a lease expired uncommitted."""
         return self.refresh_in_doubt or bool(self.lease_owner and (self.lease_expires_at or 0) <= now)
 
+    def binding(self, token_version: int | None = None) -> TokenBinding:
+        """What this connection's tokens are sealed to: its id, provider, owner, account, and `token_version`
+        (default: the stored one; when sealing, the version the same write stores)."""
+        return TokenBinding(self.connection_id, self.provider, self.owner_id, self.account_id,
+                            self.token_version if token_version is None else token_version)
+
+
+@dataclass(frozen=True)
+class TokenBinding:
+    """The item a sealed blob belongs to, bound in as the AEAD associated data: the blob opens only where all five
+    still hold. A blob written back over newer tokens (an older `token_version`), or an item moved to another
+    owner or account, fails authentication. Orphaned grants have no owner or account (empty) and version 0."""
+
+    connection_id: str
+    provider: str
+    owner_id: str
+    account_id: str
+    token_version: int
+
 
 @dataclass(frozen=True)
 class Grant:

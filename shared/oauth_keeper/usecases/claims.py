@@ -32,7 +32,7 @@ from ..domain.claims import (
     tokens_from_data,
     tokens_to_data,
 )
-from ..domain.connection import DISCONNECTED, DISCONNECTING, Grant, Reason
+from ..domain.connection import DISCONNECTED, DISCONNECTING, Grant, Reason, TokenBinding
 from ..domain.deadlines import ENRICH_MIN, budget
 from ..domain.errors import ClaimRefused, InvalidInput, OwnerErased, TokenDecryptionError
 from ..domain.flows import OAuthFlow
@@ -81,7 +81,9 @@ class PendingGrants:
         code = new_secret()
         key = pending_key(code)
         now = int(self._clock.now())
-        sealed = self._connections.seal_tokens(key, grant.provider, {"grant": tokens_to_data(grant.tokens)})
+        sealed = self._connections.seal_tokens_of(
+            TokenBinding(key, grant.provider, grant.owner_id, grant.account_id, 0),
+            {"grant": tokens_to_data(grant.tokens)})
         self._items.update(key, set={
             "owner_id": grant.owner_id, "provider": grant.provider, "account_id": grant.account_id,
             "account_key": f"{grant.provider}#{grant.account_id}", "state": PENDING, "tokens": sealed,
@@ -138,7 +140,7 @@ class PendingGrants:
 
     def _confirm(self, key: str, item: dict[str, Any], now: int, deadline: float | None) -> ClaimAnswer:
         try:
-            data = self._connections.open_tokens_of(key, item["provider"], item["tokens"])
+            data = self._connections.open_tokens_of(_binding(key, item), item["tokens"])
         except TokenDecryptionError:
             self.discard(key, Reason.CLAIM_EXPIRED)
             raise ClaimRefused("This claim code can no longer be used.", code="claim_used", status=410) from None
@@ -224,7 +226,7 @@ class PendingGrants:
         if item.get("tokens"):
             if not self._held_elsewhere(key, item["provider"], item["account_id"]) and self._orphans is not None:
                 try:
-                    data = self._connections.open_tokens_of(key, item["provider"], item["tokens"])
+                    data = self._connections.open_tokens_of(_binding(key, item), item["tokens"])
                     self._orphans.record(item["provider"], tokens_from_data(data["grant"]), "unclaimed")
                 except TokenDecryptionError:
                     logger.warning("Unclaimed grant unreadable; left to expire")
@@ -278,3 +280,9 @@ def _parse(body: dict[str, Any]) -> tuple[str, str]:
 
 def _split(value: Any) -> tuple[str, ...]:
     return tuple(v for v in str(value or "").split(",") if v)
+
+
+def _binding(key: str, item: dict[str, Any]) -> TokenBinding:
+    """What a pending grant's tokens are sealed to: its key, provider, owner and account (written once: version 0).
+    An item whose owner was rewritten (to be claimed by another owner) no longer opens."""
+    return TokenBinding(key, item["provider"], item["owner_id"], item["account_id"], 0)

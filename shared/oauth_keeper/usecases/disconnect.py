@@ -597,13 +597,14 @@ class Disconnection:
         rotated = bool(answer.refresh_token)
         tokens = {"access_token": answer.access_token, "refresh_token": answer.refresh_token or spent,
                   "token_type": answer.token_type}
-        sealed = self._connections.seal_tokens(leased.connection_id, leased.provider, tokens)
         refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
             else leased.refresh_expires_at
         current: Connection | None = leased
         for _ in range(2):
             if current is None or current.status != DISCONNECTING or current.token_version != leased.token_version:
                 return None
+            # Sealed for the item as this write leaves it: its owner and account, the version it stores.
+            sealed = self._connections.seal_tokens(current, tokens, token_version=current.token_version + 1)
             written = self._connections.apply(current, {
                 "tokens": sealed, "token_version": current.token_version + 1,
                 "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,

@@ -20,6 +20,7 @@ import random
 import uuid
 from typing import Any
 
+from ..domain.connection import TokenBinding
 from ..domain.deadlines import COMMIT_RESERVE, LEASE_SECONDS, MIN_PROVIDER_CALL, REFRESH_MIN_TIME, budget
 from ..domain.errors import FailureKind, ProviderError, TokenDecryptionError
 from ..domain.schedule import backoff_delay, due_shard
@@ -34,6 +35,11 @@ RETRY_CAP = 3600  # seconds between attempts at most
 
 def is_orphan(key: str) -> bool:
     return key.startswith(PREFIX)
+
+
+def _binding(key: str, provider: str) -> TokenBinding:
+    """An orphaned grant is written once and belongs to no owner: its blob is bound to its key and provider."""
+    return TokenBinding(connection_id=key, provider=provider, owner_id="", account_id="", token_version=0)
 
 
 class OrphanGrants:
@@ -55,7 +61,7 @@ class OrphanGrants:
         key = PREFIX + hashlib.sha256(tokens.access_token.encode()).hexdigest()[:32]
         now = int(self._clock.now())
         sealed = self._cipher.seal({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token},
-                                   connection_id=key, provider=provider)
+                                   _binding(key, provider))
         # The expiries tell the revoke whether the access token can still do it (older items lack them).
         self._items.update(key, set={"provider": provider, "tokens": sealed, "orphaned_at": now, "why": why,
                                      "access_expires_at": tokens.access_expires_at,
@@ -79,7 +85,7 @@ class OrphanGrants:
             return "waiting"  # a refresh is at the provider; the item stays due, so the sweep brings it back
         try:
             profile = self._profiles.profile(item["provider"])
-            tokens = self._cipher.open(item["tokens"], connection_id=key, provider=item["provider"])
+            tokens = self._cipher.open(item["tokens"], _binding(key, item["provider"]))
         except (TokenDecryptionError, Exception) as exc:  # noqa: BLE001 - nothing usable to revoke with
             logger.warning("Orphaned grant unreadable; dropped", extra={"error_type": type(exc).__name__})
             self._items.delete(key, expect={})
@@ -161,7 +167,7 @@ class OrphanGrants:
             return item, tokens, self._later(key, item, now, error=exc, release=True,
                                              in_doubt=in_doubt or (exc.maybe_processed and exc.code != "no_time"))
         fresh = {"access_token": answer.access_token, "refresh_token": answer.refresh_token or tokens["refresh_token"]}
-        stored = {"tokens": self._cipher.seal(fresh, connection_id=key, provider=provider),
+        stored = {"tokens": self._cipher.seal(fresh, _binding(key, provider)),
                   "access_expires_at": answer.access_expires_at,
                   "refresh_expires_at": answer.refresh_expires_at or item.get("refresh_expires_at"),
                   "lease_owner": None, "lease_expires_at": None, "refresh_in_doubt": None}

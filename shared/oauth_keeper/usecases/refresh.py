@@ -242,15 +242,14 @@ class Refresher:
             refresh_expires_at = leased.refresh_expires_at
         if implausible(refresh_expires_at, now, profile.refresh_lifetime.maximum):  # stored by an older version
             refresh_expires_at = now + profile.refresh_lifetime.fallback
-        sealed = self._store.seal_tokens(leased.connection_id, leased.provider, {
-            "access_token": answer.access_token, "refresh_token": refresh_token, "token_type": answer.token_type,
-        })
+        tokens = {"access_token": answer.access_token, "refresh_token": refresh_token,
+                  "token_type": answer.token_type}
         policy = profile.refresh_policy
         next_at = plan_next_refresh(policy, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
                                     refresh_expires_at=refresh_expires_at, rng=self._rng)
         extended = bool(refresh_expires_at and refresh_expires_at > (leased.refresh_expires_at or 0) + 60)
         changes: dict[str, Any] = {
-            "tokens": sealed, "token_version": leased.token_version + 1, "status": ACTIVE, "status_reason": None,
+            "status": ACTIVE, "status_reason": None,
             "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
             "failures": None, "last_refresh_at": now, "last_refresh_outcome": "succeeded",
             "last_refresh_reason": None, "last_provider_log_id": None, "updated_at": now,
@@ -276,6 +275,8 @@ class Refresher:
             # reconnect with a refresh token of its own clears the lease): the answer's is then the only live
             # refresh token, so it is written over the reconnect's version. No token is opened to tell.
             changes["token_version"] = current.token_version + 1
+            # Sealed for the version this write stores (the prepared data key: no KMS call under the lease).
+            changes["tokens"] = self._store.seal_tokens(current, tokens, token_version=changes["token_version"])
             written_events = self._commit_events(current, answer.access_expires_at, refresh_expires_at, extended, now)
             if written_events and any(e["detail_type"] == events.EXPIRING for e in written_events):
                 changes["expiring_notified"] = True
