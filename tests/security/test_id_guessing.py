@@ -13,6 +13,7 @@ import pytest
 from oauth_keeper.domain.connection import derived_connection_id
 
 from local import apigw
+from tests.integration.test_audit import audited, error_level, the_record  # noqa: F401 - pytest fixtures
 from tests.integration.test_backend_api import connect, item
 
 pytestmark = pytest.mark.integration
@@ -61,3 +62,13 @@ def test_a_malformed_owner_id_is_refused_before_any_lookup(stack, tiktok, browse
         status, _, body = answer(method, route.format(victim), query)
         assert status == 400 and '"field":"owner_id"' in body.replace(" ", ""), (query, body)
     assert answer(method, route.format(UNKNOWN), "owner_id=a%20b")[0] == 400  # the same for an unknown id
+
+
+def test_a_read_of_another_owner_s_connection_is_audited_as_refused_with_the_owner_asked_for(
+        audited, tiktok, browser):  # noqa: F811 - the fixture
+    victim = connect(browser, tiktok)["connection_id"][0]
+    assert answer("GET", f"/connections/{victim}/token", "owner_id=owner-2")[0] == 404
+    _, records = audited()
+    record = the_record(records, "token_read", connection_id=victim)
+    assert record["outcome"] == "refused" and record["error_code"] == "connection_not_found"
+    assert record["owner_id"] == "owner-2"  # who the caller acted for; never the victim's owner

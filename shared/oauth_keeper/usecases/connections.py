@@ -93,6 +93,7 @@ def existing(connections: ConnectionRepository, connection_id: str, owner_id: st
     acts for), a connection of another owner is NotFound too, answered exactly as an unknown id: a caller that
     knows or guesses an id learns nothing about another owner's connection. Raises InvalidInput (400) for a
     malformed `owner_id`."""
+    note(owner_id=owner_id)  # the owner the request asked for, when it names one (a refusal too)
     if owner_id is not None and not OWNER_ID.fullmatch(owner_id):
         raise InvalidInput(OWNER_ID_RULE, field="owner_id")
     if not connection_id or len(connection_id) > MAX_CONNECTION_ID:
