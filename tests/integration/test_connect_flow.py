@@ -41,7 +41,7 @@ def raw_items(table_env: str) -> list[dict]:
 
 
 def connection_items() -> list[dict]:
-    """The Connections table's items but the guard items (one per connection: ADR 0017)."""
+    """The Connections table's items but the guard items (one per connection: ADR 0018)."""
     from oauth_keeper.domain.connection import GUARD_PREFIX
 
     return [i for i in raw_items("CONNECTIONS_TABLE") if not i["connection_id"]["S"].startswith(GUARD_PREFIX)]

@@ -1,5 +1,5 @@
 """Random connection ids and their guard items on the real adapters (moto, TransactWriteItems), through the real
-flows, starting from a table of the items versions before guards wrote (issue 13, section 3; ADR 0017).
+flows, starting from a table of the items versions before guards wrote (issue 13, section 3; ADR 0018).
 
 Those connections keep their ids (derived from owner, provider and account), and gain a guard item the first
 time a connect touches them: reconnects, claims, scope upgrades and racing callbacks during the transition never

@@ -77,7 +77,7 @@ def flow_keys() -> set[str]:
 
 
 def connection_ids() -> set[str]:
-    """The keys of the Connections table's items but the guard items (one per connection, ADR 0017)."""
+    """The keys of the Connections table's items but the guard items (one per connection, ADR 0018)."""
     return {item["connection_id"]["S"] for item in raw_items("CONNECTIONS_TABLE")
             if not item["connection_id"]["S"].startswith("guard#")}
 

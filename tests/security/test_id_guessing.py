@@ -2,7 +2,7 @@
 TikTok open_id, reads or changes nothing of that owner's connection.
 
 Before, the id was derived from owner, provider and account (ADR 0010): computing it was enough to read the
-token. Now ids are random (ADR 0017), and every per-connection route takes `owner_id` (the owner the caller acts
+token. Now ids are random (ADR 0018), and every per-connection route takes `owner_id` (the owner the caller acts
 for): a connection of another owner is answered exactly as an unknown id, so an id learnt elsewhere is no way in
 either, and the answer says nothing about whether it exists.
 """

@@ -3,7 +3,7 @@
 The attack: a caller allowed the token route who knows an owner id and a TikTok open_id computed the connection id
 (ADR 0010 derived it from the three) and read the token. New ids are random; the guard item `guard#<hash>` names
 the one connection of each (owner, provider, account), written in the same transaction as the connection, so
-reconnects and racing connects still find and update that one (ADR 0017). Connections written before keep their
+reconnects and racing connects still find and update that one (ADR 0018). Connections written before keep their
 derived ids: their guard is written when they are first touched. In memory here; on moto in
 tests/integration/test_connection_ids.py.
 """

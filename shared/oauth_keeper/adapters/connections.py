@@ -2,7 +2,7 @@
 
 This module owns the item layout: attribute names, the sparse Due and Outbox index entries, one attribute
 per pending event, and the guard items (`guard#<hash>`, in no index) naming the one connection of each owner,
-provider and account (ADR 0017). It runs unchanged on DynamoDB (`adapters/dynamodb.py`) and in memory
+provider and account (ADR 0018). It runs unchanged on DynamoDB (`adapters/dynamodb.py`) and in memory
 (`local/memory.py`).
 """
 

@@ -65,12 +65,12 @@ GUARD_PREFIX = "guard#"
 
 def new_connection_id() -> str:
     """A new connection's id: `con_` and 32 lower-case base32 characters (160 random bits). Nothing about the
-    connection can compute it (ADR 0017): its owner's app learns it from the claim or the callback."""
+    connection can compute it (ADR 0018): its owner's app learns it from the claim or the callback."""
     return "con_" + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
 
 
 def derived_connection_id(owner_id: str, provider: str, account_id: str) -> str:
-    """The id versions before ADR 0017 gave the connection of (owner, provider, account), in the same format.
+    """The id versions before ADR 0018 gave the connection of (owner, provider, account), in the same format.
     Such a connection keeps it; it is looked up only to find one written before its guard (never given anew)."""
     # JSON keeps the three parts apart whatever characters they hold.
     digest = hashlib.sha256(json.dumps([owner_id, provider, account_id]).encode()).digest()
