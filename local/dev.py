@@ -319,10 +319,12 @@ class DevApp:
         found = re.fullmatch(r"/connections/([^/]+)(/refresh)?", path)
         if found and _CONNECTION_ID.match(found.group(1)):
             connection_id = found.group(1)
+            # As the README asks of an app's backend: scoped to the dashboard's own owner, never one from the page.
+            owner = "?" + urlencode({"owner_id": self.stack.owner_id})
             if method == "POST" and found.group(2):
-                return self._signed("POST", f"/connections/{connection_id}/refresh")
+                return self._signed("POST", f"/connections/{connection_id}/refresh{owner}")
             if method == "DELETE" and not found.group(2):
-                answer = self._signed("DELETE", f"/connections/{connection_id}")
+                answer = self._signed("DELETE", f"/connections/{connection_id}{owner}")
                 if answer[0] == 202:  # in AWS the refresh worker takes it within seconds: here, at once
                     self._sweep()
                 return answer

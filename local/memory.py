@@ -21,7 +21,7 @@ from oauth_keeper.domain.errors import ConfigurationError, FlowRejection
 from oauth_keeper.domain.flows import ConnectSession, OAuthFlow, secret_hash
 from oauth_keeper.domain.providers import ProviderProfile
 from oauth_keeper.domain.tokens import ClientCredentials
-from oauth_keeper.ports import INDEXES, MISSING, WriteResult
+from oauth_keeper.ports import INDEXES, MISSING, TransactWrite, WriteResult
 
 
 class ManualClock:
@@ -66,25 +66,49 @@ class MemoryItemStore:
                expect: dict[str, Any]) -> WriteResult:
         with self._lock:
             current = self._items.get(key)
-            refused = WriteResult(False, dict(current) if current is not None else None)
-            for attr, value in expect.items():
-                actual = current.get(attr, MISSING) if current is not None else MISSING
-                if value is MISSING:
-                    if actual is not MISSING:
-                        return refused
-                elif actual is MISSING or actual != value:
-                    return refused
-            item = dict(current) if current is not None else {self.key_name: key}
-            for attr in remove:
-                item.pop(attr, None)
-            for attr, value in set.items():
-                if value is None:
-                    item.pop(attr, None)
-                else:
-                    item[attr] = value
-            self._reindex(key, current, item)
-            self._items[key] = item
+            if not self._holds(current, expect):
+                return WriteResult(False, dict(current) if current is not None else None)
+            self._apply(key, current, set, remove)
             return WriteResult(True)
+
+    def transact(self, writes: Sequence[TransactWrite]) -> bool:
+        """All or nothing under the one lock, as TransactWriteItems: every expectation first, then every write."""
+        if len({w.key for w in writes}) != len(writes):
+            raise ValueError("a transaction writes each item once")  # DynamoDB's ValidationException
+        with self._lock:
+            if not all(self._holds(self._items.get(w.key), w.expect) for w in writes):
+                return False
+            for write in writes:
+                current = self._items.get(write.key)
+                if write.action == "update":
+                    self._apply(write.key, current, write.set, write.remove)
+                elif write.action == "delete" and current is not None:
+                    self._reindex(write.key, current, {})
+                    del self._items[write.key]
+            return True
+
+    @staticmethod
+    def _holds(current: dict[str, Any] | None, expect: dict[str, Any]) -> bool:
+        for attr, value in expect.items():
+            actual = current.get(attr, MISSING) if current is not None else MISSING
+            if value is MISSING:
+                if actual is not MISSING:
+                    return False
+            elif actual is MISSING or actual != value:
+                return False
+        return True
+
+    def _apply(self, key: str, current: dict[str, Any] | None, set: dict[str, Any], remove: Iterable[str]) -> None:
+        item = dict(current) if current is not None else {self.key_name: key}
+        for attr in remove:
+            item.pop(attr, None)
+        for attr, value in set.items():
+            if value is None:
+                item.pop(attr, None)
+            else:
+                item[attr] = value
+        self._reindex(key, current, item)
+        self._items[key] = item
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
         with self._lock:

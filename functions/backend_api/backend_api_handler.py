@@ -38,26 +38,28 @@ def claim():
     return responses.json_response(200, answer)
 
 
+# Each per-connection route takes `owner_id` (the owner the caller acts for): another owner's connection is 404.
 @app.get("/connections/<connection_id>", middlewares=_audited("connection_read"))
 def get_connection(connection_id: str):
-    return responses.json_response(200, root.container().queries.get(connection_id))
+    return responses.json_response(200, root.container().queries.get(connection_id, _query("owner_id")))
 
 
 @app.get("/connections/<connection_id>/token", middlewares=_audited("token_read"))
 def get_token(connection_id: str):
     return responses.json_response(200, root.container().tokens.token_for(
-        connection_id, _query("min_valid_seconds"), deadline=root.deadline_of(app.lambda_context)))
+        connection_id, _query("min_valid_seconds"), owner_id=_query("owner_id"),
+        deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.post("/connections/<connection_id>/refresh", middlewares=_audited("token_refresh"))
 def refresh(connection_id: str):
     return responses.json_response(200, root.container().tokens.force_refresh(
-        connection_id, deadline=root.deadline_of(app.lambda_context)))
+        connection_id, owner_id=_query("owner_id"), deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.delete("/connections/<connection_id>", middlewares=_audited("connection_disconnect"))
 def disconnect(connection_id: str):
-    operation = root.container().disconnection.request_disconnect(connection_id)
+    operation = root.container().disconnection.request_disconnect(connection_id, owner_id=_query("owner_id"))
     audit.note(operation_id=operation["operation_id"])
     return responses.json_response(202, operation)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from oauth_keeper.adapters.connections import SHARD_SPAN_KEY
-from oauth_keeper.ports import INDEXES, ItemStore, WriteResult
+from oauth_keeper.ports import INDEXES, ItemStore, TransactWrite, WriteResult
 from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
 
@@ -121,6 +121,23 @@ class CountingItemStore:
                 self.log.append({"op": "UpdateItem" if done else "UpdateItem (condition failed)", "key": key,
                                  "size": max(model.item_size(before or {}), model.item_size(after or {})),
                                  "attributes": sorted([*set, *remove]), "wru": units_copy})
+        return done
+
+    def transact(self, writes: Sequence[TransactWrite]) -> bool:
+        """TransactWriteItems (a new connection with its guard item): each item is priced as a write, twice, as
+        DynamoDB charges transactions; index writes once."""
+        before = {write.key: self.inner.get(write.key) for write in writes}
+        done = self.inner.transact(writes)
+        with self._lock:
+            self.calls["transact" if done else "transact_failed"] += 1
+            for write in writes:
+                after = self.inner.get(write.key) if done else before[write.key]
+                units = model.update_write_units(before[write.key], after or {}, table_key=self.key_name,
+                                                 indexes={n: tuple(k for k in keys if k)
+                                                          for n, keys in INDEXES.items()})
+                self.units["table_write"] += 2 * units.pop("table")
+                for index, count in units.items():
+                    self.units[f"{index}_write"] += count if done else 0
         return done
 
     def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from oauth_keeper.adapters.dynamodb import DynamoItemStore
-from oauth_keeper.domain.connection import connection_id_for
+from oauth_keeper.domain.connection import derived_connection_id
 from oauth_keeper.domain.schedule import MAX_DUE_SHARDS
 
 from local import cfn
@@ -51,7 +51,7 @@ def build_items(count: int, template: dict[str, Any], store_for_shards: Any, now
     items, due = [], set()
     for i in range(count):
         owner, account = f"owner-{i:09d}", f"-000{i:032d}"  # TikTok open_ids: "-000" + 32 characters
-        cid = connection_id_for(owner, "tiktok", account)
+        cid = derived_connection_id(owner, "tiktok", account)  # any id will do: reproducible
         if i < due_count:
             next_at = now - rng.randint(0, 300)
             due.add(cid)

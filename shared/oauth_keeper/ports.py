@@ -7,8 +7,8 @@ adapters; tests and `local/` pass the in-memory ones from `local/memory.py`). No
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from .domain.connection import Connection, TokenBinding
 from .domain.events import PendingEvent
@@ -60,6 +60,19 @@ class WriteResult:
         return self.ok
 
 
+@dataclass(frozen=True)
+class TransactWrite:
+    """One write of an all-or-nothing transaction (DynamoDB TransactWriteItems): `update` (the SETs, None
+    removing, and the REMOVEs of `ItemStore.update`), `delete`, or `check` (writes nothing), each only if every
+    `expect` attribute has that value (MISSING: absent). One write per key."""
+
+    key: str
+    action: Literal["update", "delete", "check"] = "update"
+    set: dict[str, Any] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
 class ItemStore(Protocol):
     """Get, guarded update, guarded delete, one-partition index queries: all the refresh logic needs of a table.
 
@@ -79,6 +92,10 @@ class ItemStore(Protocol):
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
 
+    def transact(self, writes: Sequence[TransactWrite]) -> bool:
+        """Apply every write or none: False (nothing written) when any expectation fails."""
+        ...
+
     def query(self, index: str, hash_value: Any, *, range_max: Any = None, range_min: Any = None,
               limit: int | None = None, start: dict[str, Any] | None = None,
               ) -> tuple[list[str], dict[str, Any] | None]:
@@ -95,6 +112,11 @@ class ConnectionRepository(Protocol):
     def shards(self) -> int: ...
 
     def get(self, connection_id: str) -> Connection | None: ...
+
+    def find(self, owner_id: str, provider: str, account_id: str) -> Connection | None:
+        """The one connection of (owner, provider, account), through its guard item; None when there is none.
+        A connection written before guards existed (its derived id) gets its guard here."""
+        ...
 
     def open_tokens(self, connection: Connection) -> dict[str, Any]:
         """The stored tokens in clear ({} when none). Raises TokenDecryptionError when they fail authentication."""
@@ -126,8 +148,9 @@ class ConnectionRepository(Protocol):
 
     def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
         """Store a prepared grant (new connection or reconnect) with its event in the outbox, guarded on the
-        revision the plan was made from. None when someone wrote in between: plan again. `claimed_from`: the
-        pending grant's key, stored with it."""
+        revision the plan was made from; a new connection together with its guard item, in one transaction.
+        None when someone wrote in between (or another connection holds the guard): plan again. `claimed_from`:
+        the pending grant's key, stored with it."""
         ...
 
     def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
@@ -140,7 +163,10 @@ class ConnectionRepository(Protocol):
         """Like `apply`, for a lease: (written, None) or (None, the competing connection as the write found it)."""
         ...
 
-    def erase(self, connection_id: str) -> bool: ...
+    def erase(self, connection_id: str) -> bool:
+        """Delete a disconnected connection whose events are all out, with its guard item (one transaction).
+        False when it is not (yet) to be deleted."""
+        ...
 
     def set_profile(self, connection_id: str, display_name: str | None, avatar_url: str | None) -> None: ...
 

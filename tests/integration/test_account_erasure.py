@@ -137,11 +137,11 @@ def test_a_connection_of_the_account_made_after_the_request_is_the_user_s_new_co
     run_jobs()
     assert item(before) == {}
     clock.advance(1)
-    after = connect(browser, tiktok)["connection_id"][0]  # same owner, same account: the same derived id
+    after = connect(browser, tiktok)["connection_id"][0]  # same owner, same account: a new connection
     finish_marking(clock)
     clock.advance(3600)
     run_jobs()
-    assert after == before and item(after)["status"]["S"] == "active"
+    assert after != before and item(after)["status"]["S"] == "active"  # the erased one's id is never reused
     assert call("GET", f"/connections/{after}/token")[0] == 200
     assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
 

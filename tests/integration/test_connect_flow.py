@@ -40,6 +40,13 @@ def raw_items(table_env: str) -> list[dict]:
     return boto3.client("dynamodb").scan(TableName=os.environ[table_env])["Items"]
 
 
+def connection_items() -> list[dict]:
+    """The Connections table's items but the guard items (one per connection: ADR 0018)."""
+    from oauth_keeper.domain.connection import GUARD_PREFIX
+
+    return [i for i in raw_items("CONNECTIONS_TABLE") if not i["connection_id"]["S"].startswith(GUARD_PREFIX)]
+
+
 def connection_item(connection_id: str) -> dict:
     import os
 
@@ -292,7 +299,8 @@ def test_reconnecting_the_same_account_updates_the_same_connection(stack, tiktok
     assert kinds == ["Connection Created", "Connection Reconnected"]
     other_owner, _ = connect(browser, tiktok, owner_id="owner-2")
     assert location_query(other_owner)["connection_id"] != [first_id]
-    assert len(raw_items("CONNECTIONS_TABLE")) == 2
+    assert len(connection_items()) == 2
+    assert len(raw_items("CONNECTIONS_TABLE")) == 4  # and their two guards
 
 
 def test_concurrent_callbacks_for_one_account_make_one_connection(stack, tiktok, browser):
@@ -310,8 +318,9 @@ def test_concurrent_callbacks_for_one_account_make_one_connection(stack, tiktok,
         t.join()
     ids = {location_query(r)["connection_id"][0] for r in results}
     assert len(ids) == 1
-    (item,) = raw_items("CONNECTIONS_TABLE")
+    (item,) = connection_items()
     assert item["token_version"]["N"] == "4"
+    assert len(raw_items("CONNECTIONS_TABLE")) == 2  # and its guard
 
 
 def test_a_failed_code_exchange_is_retryable_and_stores_nothing(stack, tiktok, browser):

@@ -77,7 +77,9 @@ def flow_keys() -> set[str]:
 
 
 def connection_ids() -> set[str]:
-    return {item["connection_id"]["S"] for item in raw_items("CONNECTIONS_TABLE")}
+    """The keys of the Connections table's items but the guard items (one per connection, ADR 0018)."""
+    return {item["connection_id"]["S"] for item in raw_items("CONNECTIONS_TABLE")
+            if not item["connection_id"]["S"].startswith("guard#")}
 
 
 def connection_item(connection_id: str) -> dict[str, Any]:

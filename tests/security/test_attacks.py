@@ -87,7 +87,7 @@ def test_two_racing_presentations_of_one_callback_exchange_the_code_once(stack, 
         t.join()
     assert sorted(a["statusCode"] for a in answers) == [302, 400]
     assert tiktok.stats["code_exchanges"] == 1
-    assert item_count("CONNECTIONS_TABLE") == 1
+    assert len(connection_ids()) == 1
 
 
 # -- a state used from another browser --------------------------------------------------------------------

@@ -113,6 +113,7 @@ PERMISSIONS = {
         ("dynamodb:getitem", "FlowsTable.Arn"),
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
+        ("dynamodb:conditioncheckitem", "ConnectionsTable.Arn"),  # a new connection with its guard, one transaction
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
         ("ssm:getparameter", _SSM + "client_key"),
         ("ssm:getparameter", _SSM + "client_id"),
@@ -147,6 +148,7 @@ PERMISSIONS = {
         ("dynamodb:getitem", "ConnectionsTable.Arn"),
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),
         ("dynamodb:deleteitem", "ConnectionsTable.Arn"),  # DELETE /owners/{owner_id}/connections
+        ("dynamodb:conditioncheckitem", "ConnectionsTable.Arn"),  # a claim's new connection with its guard
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),  # erasing a provider account
         ("dynamodb:putitem", "FlowsTable.Arn"),  # erasure tombstones only (erased#*)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from oauth_keeper.adapters.connections import ConnectionStore
 from oauth_keeper.adapters.kms import DataKeys, EnvelopeCipher
-from oauth_keeper.domain.connection import ACTIVE, Grant, connection_id_for
+from oauth_keeper.domain.connection import ACTIVE, Grant
 from oauth_keeper.domain.errors import FailureKind, FlowRejected, ProviderError
 from oauth_keeper.domain.events import CREATED
 from oauth_keeper.domain.flows import SESSION_TTL, OAuthFlow, secret_hash
@@ -163,7 +163,7 @@ def test_a_completed_authorization_stores_an_active_connection_and_announces_it(
 
     result = world.complete({"state": [STATE], "code": ["code-1"], "scopes": ["user.info.basic,video.list"]})
 
-    cid = connection_id_for(OWNER, "tiktok", "acct-1")
+    cid = world.store.find(OWNER, "tiktok", "acct-1").connection_id
     assert result.params == {"status": "connected", "connection_id": cid,
                              "granted_scopes": "user.info.basic,video.list"}
     assert result.return_to == RETURN_TO and result.cookie_name == flow_cookie_name(STATE)
@@ -245,7 +245,7 @@ def test_a_scope_upgrade_that_comes_back_for_another_account_is_refused_and_chan
     result = world.complete({"state": [STATE], "code": ["code-1"]})
 
     assert result.params == {"status": "error", "error": "account_mismatch", "retryable": "true"}
-    assert world.store.get(connection_id_for(OWNER, "tiktok", "acct-2")) is None
+    assert world.store.find(OWNER, "tiktok", "acct-2") is None
     assert world.items.get(existing) == before
     assert world.publisher.events == []
 
@@ -302,7 +302,7 @@ def test_a_replayed_callback_is_refused_as_unknown_and_the_code_is_not_exchanged
     world.start()
     world.provider.exchanges.append(tokens("acct-1"))
     assert world.complete({"state": [STATE], "code": ["code-1"]}).params["status"] == "connected"
-    stored = world.items.get(connection_id_for(OWNER, "tiktok", "acct-1"))
+    stored = world.items.get(cid := world.store.find(OWNER, "tiktok", "acct-1").connection_id)
 
     world.provider.exchanges.append(tokens("acct-1", suffix="2"))
     with pytest.raises(FlowRejected) as replay:
@@ -310,7 +310,7 @@ def test_a_replayed_callback_is_refused_as_unknown_and_the_code_is_not_exchanged
 
     assert (replay.value.code, replay.value.status) == ("unknown", 400)
     assert len(world.provider.exchanged()) == 1
-    assert world.items.get(connection_id_for(OWNER, "tiktok", "acct-1")) == stored
+    assert world.items.get(cid) == stored
     assert len(world.publisher.of_type(CREATED)) == 1
 
 

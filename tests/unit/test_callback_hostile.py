@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from oauth_keeper.domain.connection import connection_id_for
 
 from tests.unit.test_callback import OWNER, STATE, World, tokens
 
@@ -46,4 +45,4 @@ def test_a_reconnect_without_a_refresh_token_is_refused_when_the_stored_one_is_d
                                             refresh_expires_at=None))
     result = world.complete({"state": [STATE], "code": ["code-2"]})
     assert result.params["error"] == "incomplete_grant"
-    assert world.store.get(connection_id_for(OWNER, "tiktok", "acct-1")).token_version == 1  # untouched
+    assert world.store.find(OWNER, "tiktok", "acct-1").token_version == 1  # untouched

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from oauth_keeper.domain.connection import ACTIVE, connection_id_for
+from oauth_keeper.domain.connection import ACTIVE
 from oauth_keeper.domain.deadlines import ENRICH_MIN, SAVE_RESERVE
 from oauth_keeper.domain.events import CREATED
 from oauth_keeper.domain.providers import ProviderProfile
@@ -83,7 +83,7 @@ def test_an_exchange_that_left_less_than_save_reserve_still_stores_the_grant_and
     world = CallbackWorld(exchange_takes=8.5)  # of 9 s: 0.5 s left, less than SAVE_RESERVE
     result = world.complete_by(9.0)
     assert result.params["status"] == "connected"
-    stored = world.store.get(connection_id_for(OWNER, "tiktok", "acct-1"))
+    stored = world.store.find(OWNER, "tiktok", "acct-1")
     assert stored.status == ACTIVE and stored.profile_pending and stored.display_name is None
     assert world.provider.users_fetched() == 0
     assert [e["detail_type"] for e in world.publisher.events] == [CREATED]
@@ -92,7 +92,7 @@ def test_an_exchange_that_left_less_than_save_reserve_still_stores_the_grant_and
 def test_with_enrich_min_left_after_the_save_the_callback_fetches_the_display_name():
     world = CallbackWorld(exchange_takes=6.0)  # of 9 s: exactly ENRICH_MIN left
     assert world.complete_by(9.0).params["status"] == "connected"
-    stored = world.store.get(connection_id_for(OWNER, "tiktok", "acct-1"))
+    stored = world.store.find(OWNER, "tiktok", "acct-1")
     assert world.provider.users_fetched() == 1
     assert stored.display_name == "Creator One" and not stored.profile_pending
 
@@ -100,7 +100,7 @@ def test_with_enrich_min_left_after_the_save_the_callback_fetches_the_display_na
 def test_with_less_than_enrich_min_left_the_callback_defers_the_display_name():
     world = CallbackWorld(exchange_takes=6.1)  # of 9 s: 2.9 s left
     assert world.complete_by(9.0).params["status"] == "connected"
-    stored = world.store.get(connection_id_for(OWNER, "tiktok", "acct-1"))
+    stored = world.store.find(OWNER, "tiktok", "acct-1")
     assert world.provider.users_fetched() == 0
     assert stored.profile_pending and stored.display_name is None
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oauth_keeper.adapters.connections import ConnectionStore
 from oauth_keeper.adapters.kms import DataKeys, EnvelopeCipher
-from oauth_keeper.domain.connection import ACTIVE, DISCONNECTED, Grant, connection_id_for
+from oauth_keeper.domain.connection import ACTIVE, DISCONNECTED, Grant
 from oauth_keeper.domain.provider_events import (
     CLOCK_SKEW_TOLERANCE,
     DELIVERY_MEMORY,
@@ -416,7 +416,7 @@ def test_a_removal_never_ends_a_later_grant_and_always_ends_an_earlier_one(steps
             if not live:
                 continue  # TikTok retries for 72 h, then stops
             created, body = live[action[1] % len(live)]
-            before = {owner: world.store.get(connection_id_for(owner, "tiktok", ACCOUNT)) for owner in OWNERS}
+            before = {owner: world.store.find(owner, "tiktok", ACCOUNT) for owner in OWNERS}
             answer = world.deliver(body)
             assert answer["handled"]
             event("a repeated delivery" if answer.get("duplicate") else "a first delivery")

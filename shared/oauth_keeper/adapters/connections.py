@@ -1,7 +1,9 @@
 """The `ConnectionRepository` port over any `ItemStore`: one item per connection, tokens sealed in one attribute.
 
 This module owns the item layout: attribute names, the sparse Due and Outbox index entries, one attribute
-per pending event. It runs unchanged on DynamoDB (`adapters/dynamodb.py`) and in memory (`local/memory.py`).
+per pending event, and the guard items (`guard#<hash>`, in no index) naming the one connection of each owner,
+provider and account (ADR 0018). It runs unchanged on DynamoDB (`adapters/dynamodb.py`) and in memory
+(`local/memory.py`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from enum import Enum
 from typing import Any
 
 from ..domain.claims import is_pending_key
-from ..domain.connection import DISCONNECTED, Connection, Status, TokenBinding
+from ..domain.connection import DISCONNECTED, Connection, Status, TokenBinding, derived_connection_id, guard_key
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
-from ..ports import MISSING, ItemStore, TokenCipher
+from ..ports import MISSING, ItemStore, TokenCipher, TransactWrite
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
 SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
+GUARDED = "guarded_connection"  # a guard item's one attribute: the id of the connection it names
+_FIND_ATTEMPTS = 5
 _SPAN_FIELDS = ("shards", "found", "probed_at", "audit_at")
 
 # Attributes a reconnect clears: whatever the old grant's refresh history said no longer applies.
@@ -76,6 +80,33 @@ class ConnectionStore:
             return None
         item = self.items.get(connection_id)
         return connection_from_item(item) if item and "owner_id" in item else None
+
+    def find(self, owner_id: str, provider: str, account_id: str) -> Connection | None:
+        """The one connection of (owner, provider, account): the one its guard item names. None when there is
+        none, or the guard names a deleted connection (stale: the next new connection replaces it).
+
+        A connection written before guards existed has the id derived from the three (ADR 0010) and no guard:
+        it is looked for there, and its guard written now (first touch), so it keeps its id and is never
+        duplicated. Raises RuntimeError when the guard keeps changing under five attempts."""
+        key, legacy = guard_key(owner_id, provider, account_id), derived_connection_id(owner_id, provider, account_id)
+        for _ in range(_FIND_ATTEMPTS):
+            named = self._guarded(key)
+            if named is not None:
+                connection = self.get(named)
+                if connection is not None:
+                    return connection if _holds(connection, owner_id, provider, account_id) else None
+            connection = self.get(legacy) if named != legacy else None
+            if connection is None or not _holds(connection, owner_id, provider, account_id):
+                return None
+            if self.items.update(key, set={GUARDED: legacy},
+                                 expect={GUARDED: named} if named else {self.items.key_name: MISSING}):
+                return connection
+        raise RuntimeError("The connection's guard kept changing.")
+
+    def _guarded(self, key: str) -> str | None:
+        item = self.items.get(key, (GUARDED,))
+        value = (item or {}).get(GUARDED)
+        return value if isinstance(value, str) else None
 
     def provider_of(self, connection_id: str) -> str | None:
         item = self.items.get(connection_id, ("provider",))
@@ -179,7 +210,9 @@ class ConnectionStore:
 
     def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
         """Store a planned grant, its event in the outbox in the same write; None if the item moved meanwhile.
-        `claimed_from`: the pending grant it comes from, stored with it so a repeated claim writes it once."""
+        A new connection is written in one transaction with its guard item, which must name no live connection:
+        None when one does (another connect won: plan again, as a reconnect of it). `claimed_from`: the pending
+        grant it comes from, stored with it so a repeated claim writes it once."""
         connection = replace(plan.connection, outbox=dict(plan.connection.outbox))
         connection_id = connection.connection_id
         # Bound to what this very write stores: owner, account and the planned token version.
@@ -200,18 +233,41 @@ class ConnectionStore:
             "claimed_from": claimed_from,
         }
         attributes.update(self._outbox_attributes(connection, [plan.event]))
-        expect = {"revision": plan.expected_revision} if plan.expected_revision is not None \
-            else {"connection_id": MISSING}
         # A kept refresh token keeps its lease too: a refresh may be spending it at the provider right now, and a
         # sibling must not send it again meanwhile (under strict rotation that would revoke the grant).
         kept = _LEASE_ATTRIBUTES if plan.kept_refresh_token else ()
         stale = [a for a in _GRANT_RESETS if a not in attributes and a not in kept]
-        if not self.items.update(connection_id, set=_plain(attributes), remove=stale, expect=expect):
+        if plan.expected_revision is not None:
+            written = bool(self.items.update(connection_id, set=_plain(attributes), remove=stale,
+                                             expect={"revision": plan.expected_revision}))
+        else:
+            guard = self._guard_writes(connection)
+            written = guard is not None and self.items.transact([
+                TransactWrite(connection_id, set=_plain(attributes), remove=tuple(stale),
+                              expect={self.items.key_name: MISSING}), *guard])
+        if not written:
             return None
         connection.sealed_tokens = sealed
         connection.outbox_seq = attributes["outbox_seq"]
         connection.outbox[plan.event["event_id"]] = plan.event
         return connection
+
+    def _guard_writes(self, connection: Connection) -> list[TransactWrite] | None:
+        """The writes that make `connection` (new) the one its guard names: the guard, expected as read (absent,
+        or naming a deleted connection), and no connection under the derived id (written meanwhile by a version
+        from before guards). None when the guard names a live connection."""
+        owner, provider, account = connection.owner_id, connection.provider, connection.account_id
+        key = guard_key(owner, provider, account)
+        named = self._guarded(key)
+        if named is not None and self.items.get(named, (self.items.key_name,)) is not None:
+            return None
+        absent = {self.items.key_name: MISSING}
+        writes = [TransactWrite(key, set={GUARDED: connection.connection_id},
+                                expect={GUARDED: named} if named else absent)]
+        legacy = derived_connection_id(owner, provider, account)
+        if legacy != connection.connection_id:  # (a write of that very id expects it absent already)
+            writes.append(TransactWrite(legacy, "check", expect=absent))
+        return writes
 
     def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
               events: Iterable[PendingEvent] = ()) -> Connection | None:
@@ -256,13 +312,18 @@ class ConnectionStore:
         return {"next_refresh_at": int(next_refresh_at), "due_shard": self.shard_of(connection_id)}
 
     def erase(self, connection_id: str) -> bool:
-        """Delete a disconnected connection for good, once no event of it waits in the outbox."""
+        """Delete a disconnected connection for good, once no event of it waits in the outbox, and its guard item
+        in the same transaction (a guard naming another connection, or none, is left alone)."""
         connection = self.get(connection_id)
         if connection is None:
             return True
         if connection.status != DISCONNECTED or connection.outbox:
             return False
-        return self.items.delete(connection_id, expect={"revision": connection.revision})
+        key = guard_key(connection.owner_id, connection.provider, connection.account_id)
+        if self._guarded(key) != connection_id:  # no guard names it: written before guards, not connected since
+            return self.items.delete(connection_id, expect={"revision": connection.revision})
+        return self.items.transact([TransactWrite(connection_id, "delete", expect={"revision": connection.revision}),
+                                    TransactWrite(key, "delete", expect={GUARDED: connection_id})])
 
     def set_profile(self, connection_id: str, display_name: str | None, avatar_url: str | None) -> None:
         """Enrichment after the commit: never touches tokens or status, so it cannot clobber a refresh."""
@@ -295,6 +356,10 @@ class ConnectionStore:
         attributes["outbox_seq"] = connection.outbox_seq + 1
         attributes["outbox_shard"] = self.shard_of(connection.connection_id)
         return attributes
+
+
+def _holds(connection: Connection, owner_id: str, provider: str, account_id: str) -> bool:
+    return (connection.owner_id, connection.provider, connection.account_id) == (owner_id, provider, account_id)
 
 
 def _plain(attributes: dict[str, Any]) -> dict[str, Any]:

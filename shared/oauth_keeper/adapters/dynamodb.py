@@ -1,7 +1,8 @@
 """DynamoDB through the low-level client: the `ItemStore` port for the Connections table, and item codecs.
 
 Every write is conditional where the logic needs a guard, and a failed guard reads back the competing item
-in the same call (ReturnValuesOnConditionCheckFailure), never with a second GetItem.
+in the same call (ReturnValuesOnConditionCheckFailure), never with a second GetItem. Writes that must land
+together (a new connection and its guard item) go in one TransactWriteItems.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from ..ports import INDEXES, MISSING, WriteResult
+from ..ports import INDEXES, MISSING, TransactWrite, WriteResult
 
 
 @cache
@@ -48,6 +49,59 @@ def condition_failure_item(exc: Exception) -> dict[str, Any] | None:
     """The item a failed conditional write found (asked for with ReturnValuesOnConditionCheckFailure=ALL_OLD);
     None when there was no item."""
     return from_item(getattr(exc, "response", {}).get("Item"))
+
+
+def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, Any]) -> dict[str, Any]:
+    """UpdateExpression (SETs, None removing; REMOVEs), ConditionExpression (`expect`, MISSING: absent) and
+    their name and value maps, as UpdateItem and TransactWriteItems take them (absent parts left out)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def name(attr: str) -> str:
+        placeholder = f"#n{len(names)}"
+        names[placeholder] = attr
+        return placeholder
+
+    sets, removes = [], [name(a) for a in remove]
+    for attr, value in set.items():
+        if value is None:
+            removes.append(name(attr))
+        else:
+            placeholder = f":v{len(values)}"
+            values[placeholder] = value
+            sets.append(f"{name(attr)} = {placeholder}")
+    conditions = []
+    for attr, value in expect.items():
+        if value is MISSING:
+            conditions.append(f"attribute_not_exists({name(attr)})")
+        else:
+            placeholder = f":v{len(values)}"
+            values[placeholder] = value
+            conditions.append(f"{name(attr)} = {placeholder}")
+    expression = " ".join(part for part in (
+        ("SET " + ", ".join(sets)) if sets else "",
+        ("REMOVE " + ", ".join(removes)) if removes else "",
+    ) if part)
+    args: dict[str, Any] = {"ExpressionAttributeNames": names}
+    if not names:
+        del args["ExpressionAttributeNames"]  # DynamoDB refuses an empty map
+    if expression:
+        args["UpdateExpression"] = expression
+    if values:
+        args["ExpressionAttributeValues"] = to_values(values)
+    if conditions:
+        args["ConditionExpression"] = " AND ".join(conditions)
+    return args
+
+
+def _lost_transaction(exc: Exception) -> bool:
+    """A cancelled transaction that lost a race (a failed condition, a concurrent transaction on an item), not
+    one refused for another reason (throttling, validation: raised)."""
+    response = getattr(exc, "response", {})
+    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return False
+    reasons = {r.get("Code") for r in response.get("CancellationReasons", [])} - {None, "None"}
+    return reasons <= {"ConditionalCheckFailed", "TransactionConflict"}
 
 
 def _plain(value: Any) -> Any:
@@ -90,42 +144,9 @@ class DynamoItemStore:
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
                expect: dict[str, Any]) -> WriteResult:
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-
-        def name(attr: str) -> str:
-            placeholder = f"#n{len(names)}"
-            names[placeholder] = attr
-            return placeholder
-
-        sets, removes = [], [name(a) for a in remove]
-        for attr, value in set.items():
-            if value is None:
-                removes.append(name(attr))
-            else:
-                placeholder = f":v{len(values)}"
-                values[placeholder] = value
-                sets.append(f"{name(attr)} = {placeholder}")
-        conditions = []
-        for attr, value in expect.items():
-            if value is MISSING:
-                conditions.append(f"attribute_not_exists({name(attr)})")
-            else:
-                placeholder = f":v{len(values)}"
-                values[placeholder] = value
-                conditions.append(f"{name(attr)} = {placeholder}")
-        expression = " ".join(part for part in (
-            ("SET " + ", ".join(sets)) if sets else "",
-            ("REMOVE " + ", ".join(removes)) if removes else "",
-        ) if part)
-        args: dict[str, Any] = {
-            "TableName": self._table, "Key": {self.key_name: {"S": key}},
-            "UpdateExpression": expression, "ExpressionAttributeNames": names,
-        }
-        if values:
-            args["ExpressionAttributeValues"] = to_values(values)
-        if conditions:
-            args["ConditionExpression"] = " AND ".join(conditions)
+        args: dict[str, Any] = {"TableName": self._table, "Key": {self.key_name: {"S": key}},
+                                **_expressions(set, remove, expect)}
+        if "ConditionExpression" in args:
             args["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         try:
             self._db.update_item(**args)
@@ -134,6 +155,25 @@ class DynamoItemStore:
                 return WriteResult(False, condition_failure_item(exc))
             raise
         return WriteResult(True)
+
+    def transact(self, writes: Sequence[TransactWrite]) -> bool:
+        """TransactWriteItems: an Update, Delete or ConditionCheck per write. False when a condition failed or
+        a concurrent transaction touched one of the items (TransactionConflict): nothing was written."""
+        actions = []
+        for write in writes:
+            action: dict[str, Any] = {"TableName": self._table, "Key": {self.key_name: {"S": write.key}},
+                                      **_expressions(write.set if write.action == "update" else {},
+                                                     write.remove if write.action == "update" else (),
+                                                     write.expect)}
+            name = {"update": "Update", "delete": "Delete", "check": "ConditionCheck"}[write.action]
+            actions.append({name: action})
+        try:
+            self._db.transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            if _lost_transaction(exc):
+                return False
+            raise
+        return True
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool:
         names = {f"#e{i}": attr for i, attr in enumerate(expect)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -59,11 +60,28 @@ class Reason(StrEnum):
     ACCOUNT_ERASED = "account_erased"  # the provider account was erased before the claim
 
 
-def connection_id_for(owner_id: str, provider: str, account_id: str) -> str:
-    """One connection per (owner, provider, account): concurrent callbacks for it land on the same item."""
+GUARD_PREFIX = "guard#"
+
+
+def new_connection_id() -> str:
+    """A new connection's id: `con_` and 32 lower-case base32 characters (160 random bits). Nothing about the
+    connection can compute it (ADR 0018): its owner's app learns it from the claim or the callback."""
+    return "con_" + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
+
+
+def derived_connection_id(owner_id: str, provider: str, account_id: str) -> str:
+    """The id versions before ADR 0018 gave the connection of (owner, provider, account), in the same format.
+    Such a connection keeps it; it is looked up only to find one written before its guard (never given anew)."""
     # JSON keeps the three parts apart whatever characters they hold.
     digest = hashlib.sha256(json.dumps([owner_id, provider, account_id]).encode()).digest()
     return "con_" + base64.b32encode(digest[:20]).decode("ascii").lower()
+
+
+def guard_key(owner_id: str, provider: str, account_id: str) -> str:
+    """The key of the guard item: the one connection of (owner, provider, account) is the one it names, so two
+    connects of the same account never make two connections (`guard#` and 64 hex digits)."""
+    digest = hashlib.sha256(json.dumps(["guard", owner_id, provider, account_id]).encode()).hexdigest()
+    return GUARD_PREFIX + digest
 
 
 @dataclass

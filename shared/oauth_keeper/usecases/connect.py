@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..domain.connection import DISCONNECTED, Connection, Grant, connection_id_for
+from ..domain.connection import DISCONNECTED, Connection, Grant, new_connection_id
 from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
 from ..domain.errors import (
     FailureKind,
@@ -339,8 +339,7 @@ class Callback:
             return fail("account_unavailable")
         grant = Grant(owner_id=flow.owner_id, provider=profile.name, account_id=tokens.account_id, tokens=tokens,
                       scopes_requested=flow.scopes, scopes_granted=granted or flow.scopes)
-        connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
-        if flow.connection_id and connection_id != flow.connection_id:
+        if flow.connection_id and not self._holds_account(flow.connection_id, grant):
             # The user picked another account while upgrading this connection's scopes.
             logger.info("Scope upgrade with another account refused", extra={"owner_id": flow.owner_id})
             self._orphan(profile.name, tokens, "account_mismatch")
@@ -399,6 +398,13 @@ class Callback:
             params["missing_scopes"] = ",".join(missing)
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
 
+    def _holds_account(self, connection_id: str, grant: Grant) -> bool:
+        """Whether the connection a scope upgrade names is this grant's account (of the same owner and provider);
+        one deleted since does not stand in the way (the grant then makes a new connection)."""
+        upgraded = self._connections.get(connection_id)
+        return upgraded is None or (upgraded.owner_id, upgraded.provider, upgraded.account_id) == (
+            grant.owner_id, grant.provider, grant.account_id)
+
     def _erased(self, flow: OAuthFlow) -> bool:
         if self._erasures is None:
             return False
@@ -451,19 +457,22 @@ class SavedGrant:
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
                missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
                requires_refresh_token: bool = True, claimed_from: str | None = None) -> SavedGrant:
-    """Store a completed authorization: a new connection, or the existing one back to `active` (same id).
+    """Store a completed authorization: a new connection (a random id), or the existing one back to `active`
+    (same id). The existing one is the one the guard item of (owner, provider, account) names
+    (`ConnectionRepository.find`).
 
-    Planned on the item as read and written guarded on its revision, so two callbacks for the same account
-    never make two connections or lose a write; the Created/Reconnected event goes into the item's outbox in
-    the same write, so a crash after it cannot lose the event. A response without a refresh token keeps the
+    Planned on the item as read and written guarded on its revision (a new one with its guard, in one
+    transaction), so two callbacks for the same account never make two connections or lose a write; the
+    Created/Reconnected event goes into the item's outbox in the same write, so a crash after it cannot lose
+    the event. A response without a refresh token keeps the
     stored one while it is usable. Raises NoUsableRefreshToken when no refresh token would be held and
     `requires_refresh_token`, TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when
     the item keeps changing under twelve attempts. `claimed_from` (a pending grant's key, domain/claims.py):
     stored with the grant; a connection already holding it is returned as it is (a repeated claim writes
     once)."""
-    connection_id = connection_id_for(grant.owner_id, grant.provider, grant.account_id)
     for attempt in range(_SAVE_ATTEMPTS):
-        existing = connections.get(connection_id)
+        existing = connections.find(grant.owner_id, grant.provider, grant.account_id)
+        connection_id = existing.connection_id if existing is not None else new_connection_id()
         if existing is not None and claimed_from and connections.claimed_from(connection_id) == claimed_from:
             return SavedGrant(existing, existing.created_at == existing.connected_at)
         stored_refresh = _stored_refresh_token(connections, existing) \

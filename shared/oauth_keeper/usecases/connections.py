@@ -9,6 +9,7 @@ from ..domain.connection import DISCONNECTING, ENDED, NEEDS_REAUTH, Connection
 from ..domain.errors import ConnectionUnavailable, InvalidInput, NotFound
 from ..domain.timestamps import iso8601
 from ..domain.validation import MAX_CONNECTION_ID, OWNER_ID, OWNER_ID_RULE, decode_cursor, encode_cursor, int_param
+from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository
 
 PAGE_SIZE = 50
@@ -87,11 +88,22 @@ def connection_view(connection: Connection, now: float) -> ConnectionView:
     }
 
 
-def existing(connections: ConnectionRepository, connection_id: str) -> Connection:
-    """The connection, or NotFound (404) for an unknown or implausible id."""
+def existing(connections: ConnectionRepository, connection_id: str, owner_id: str | None = None) -> Connection:
+    """The connection, or NotFound (404) for an unknown or implausible id. With `owner_id` (the owner the caller
+    acts for), a connection of another owner is NotFound too, answered exactly as an unknown id: a caller that
+    knows or guesses an id learns nothing about another owner's connection. Raises InvalidInput (400) for a
+    malformed `owner_id`."""
+    note(owner_id=owner_id)  # the owner the request asked for, when it names one (a refusal too)
+    if owner_id is not None and not OWNER_ID.fullmatch(owner_id):
+        raise InvalidInput(OWNER_ID_RULE, field="owner_id")
     if not connection_id or len(connection_id) > MAX_CONNECTION_ID:
         raise NotFound("No such connection.", code="connection_not_found", field="connection_id")
     connection = connections.get(connection_id)
+    if connection is not None and owner_id is not None and connection.owner_id != owner_id:
+        logger.warning("Connection asked for by another owner; answered as unknown",
+                       extra={"connection_id": connection_id, "owner_id": owner_id})
+        record_metric("ConnectionOwnerMismatches", MetricUnit.Count, 1)
+        connection = None
     if connection is None:
         raise NotFound("No such connection.", code="connection_not_found", field="connection_id")
     note(owner_id=connection.owner_id)  # the audit record of the request names whose connection it reached
@@ -116,9 +128,10 @@ class ConnectionQueries:
         self._connections = connections
         self._clock = clock
 
-    def get(self, connection_id: str) -> ConnectionView:
-        """One connection's metadata and health. Raises NotFound."""
-        return connection_view(existing(self._connections, connection_id), self._clock.now())
+    def get(self, connection_id: str, owner_id: str | None = None) -> ConnectionView:
+        """One connection's metadata and health (only if `owner_id`'s, when given). Raises NotFound,
+        InvalidInput (a malformed owner id)."""
+        return connection_view(existing(self._connections, connection_id, owner_id), self._clock.now())
 
     def list(self, owner_id: str | None, cursor: str | None, limit: str | None) -> ConnectionPage:
         """One page (`limit` 1-100, default 50) of an owner's connections, oldest first, and the opaque cursor

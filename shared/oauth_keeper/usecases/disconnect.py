@@ -131,11 +131,13 @@ class Disconnection:
         self._lease_owner = f"disconnect-{uuid.uuid4()}"  # the job's refresh lease identity (see `_refresh_first`)
 
     # -- the API ---------------------------------------------------------------------------------------------
-    def request_disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED) -> OperationView:
+    def request_disconnect(self, connection_id: str, *, reason: str = Reason.APP_DISCONNECTED,
+                           owner_id: str | None = None) -> OperationView:
         """`DELETE /connections/{id}`: mark the connection `disconnecting` (no token is served from now on) and
         record the operation that revokes and erases it in the background. Idempotent: a connection already
-        disconnecting gives its operation again. Raises NotFound."""
-        connection = existing(self._connections, connection_id)
+        disconnecting gives its operation again. With `owner_id`, only a connection of that owner. Raises
+        NotFound (also another owner's), InvalidInput (a malformed owner id)."""
+        connection = existing(self._connections, connection_id, owner_id)
         now = int(self._clock.now())
         if connection.status == DISCONNECTING and connection.operation_id:
             return self.operation(connection.operation_id)

@@ -62,20 +62,21 @@ class TokenAccess:
         self._clock = clock
         self._sleep = sleep
 
-    def token_for(self, connection_id: str, min_valid_seconds: str | None, *,
+    def token_for(self, connection_id: str, min_valid_seconds: str | None, *, owner_id: str | None = None,
                   deadline: float | None = None) -> TokenAnswer:
         """A valid access token for at least `min_valid_seconds` (0-3600, default 300). When it would end
         sooner it is refreshed first through the refresher's single-flight; a refresh already in flight is
         waited for (at most ~22 s) instead of started again. The route audits every read, served or refused
         (oauth_keeper/audit.py; the connection's owner comes from `existing`), never the token.
 
+        With `owner_id`, only a connection of that owner: another owner's is NotFound, as an unknown id.
         Raises NotFound, InvalidInput, ConnectionUnavailable (409: needs_reauth or disconnected),
         TemporarilyUnavailable (503: the provider could not refresh and no valid token is left),
         TokenDecryptionError (the stored tokens failed authentication; never served). `deadline` (epoch
         seconds): when the invocation must be over; refreshing and waiting for a sibling end before it."""
         min_valid = int_param(min_valid_seconds, "min_valid_seconds", default=DEFAULT_MIN_VALID, low=0,
                               high=MAX_MIN_VALID)
-        connection = usable(existing(self._connections, connection_id))
+        connection = usable(existing(self._connections, connection_id, owner_id))
         now = self._clock.now()
         # An expiry further ahead than the provider's tokens ever live was stored from an absurd answer by an
         # older version: the token may be dead already, so it is refreshed first.
@@ -98,9 +99,12 @@ class TokenAccess:
             "account_id": connection.account_id,
         }
 
-    def force_refresh(self, connection_id: str, *, deadline: float | None = None) -> RefreshAnswer:
-        """Refresh now, whatever the schedule says (same single-flight). Raises NotFound, ConnectionUnavailable."""
-        connection = usable(existing(self._connections, connection_id))
+    def force_refresh(self, connection_id: str, *, owner_id: str | None = None,
+                      deadline: float | None = None) -> RefreshAnswer:
+        """Refresh now, whatever the schedule says (same single-flight); with `owner_id`, only a connection of that
+        owner. Raises NotFound (also another owner's), InvalidInput (a malformed owner id),
+        ConnectionUnavailable."""
+        connection = usable(existing(self._connections, connection_id, owner_id))
         outcome = self._refresher.refresh(connection.connection_id, force=True, deadline=deadline)
         if outcome.result == BUSY and outcome.reason == NO_TIME:  # nothing was sent: say so, not "refreshed"
             current = outcome.connection or connection
