@@ -254,3 +254,27 @@ def _all_items() -> list[dict]:
     import boto3
 
     return boto3.client("dynamodb").scan(TableName=os.environ["CONNECTIONS_TABLE"])["Items"]
+
+
+def test_the_callback_writes_only_what_its_role_allows_under_confirmation(confirming, tiktok, browser,
+                                                                          monkeypatch):
+    """The template lets the callback role write only pending# and orphan# keys in the Connections table when
+    confirmation is required (tests/template: the callback role). The code must fit: a reconnect and a refused
+    grant alike touch no connection and no guard at the callback."""
+    connect_and_claim(browser, tiktok)  # an existing connection to reconnect
+    items = root.container().items
+    written: list[str] = []
+    for name in ("update", "delete"):
+        original = getattr(items, name)
+
+        def spy(key, *args, _original=original, **kwargs):
+            written.append(key)
+            return _original(key, *args, **kwargs)
+
+        monkeypatch.setattr(items, name, spy)
+    original_transact = items.transact
+    monkeypatch.setattr(items, "transact", lambda writes: (written.extend(w.key for w in writes),
+                                                           original_transact(writes))[1])
+    finish_connect(browser, tiktok)  # a reconnect, held
+    finish_connect(browser, tiktok, user="bob", scopes=["user.info.basic"])  # a new account, held
+    assert written and all(k.startswith(("pending#", "orphan#")) for k in written), written

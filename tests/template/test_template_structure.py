@@ -1830,3 +1830,26 @@ def test_the_owner_key_is_a_kms_hmac_key_only_the_functions_that_need_it_may_use
     from oauth_keeper.adapters.owner_keys import MAC_ALGORITHM
 
     assert MAC_ALGORITHM == "HMAC_SHA_256"  # what an HMAC_256 key computes
+
+
+def test_with_connect_confirmation_the_callback_role_cannot_write_a_connection():
+    """The public callback holds grants (pending#) and orphans them (orphan#); under `required`, the template's
+    default, its role may write nothing else in the Connections table: no connection, no guard, so it cannot roll
+    a connection's tokens back or move one to another owner. Under `off` it stores connections itself."""
+    assert template()["Parameters"]["ConnectConfirmation"]["Default"] == "required"
+    statements = _functions()["CallbackFunction"]["Properties"]["Policies"][0]["Statement"]
+    writes = [s for s in statements if any(a in ("dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
+                                                  "dynamodb:ConditionCheckItem", "dynamodb:BatchWriteItem")
+                                           for a in _as_list(s["Action"]))
+              and s["Resource"] == {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}]
+    assert [s["Sid"] for s in writes] == ["WriteConnection"]
+    condition, when_required, when_off = writes[0]["Condition"]["Fn::If"]
+    assert condition == "ConfirmationRequired" and when_off == {"Ref": "AWS::NoValue"}
+    patterns = when_required["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+
+    def allowed(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
+
+    assert allowed("pending#" + "a" * 48) and allowed("orphan#" + "b" * 32)
+    for key in ("con_v5kxitzfzikpm6z75y424h33jvfkl3xb", "guard#abc", "op#op_x", "_breaker#tiktok", "_due_shards"):
+        assert not allowed(key), key
