@@ -276,3 +276,32 @@ def test_nothing_of_a_connection_being_erased_reaches_one_made_after_the_erasure
     stored = item(connection_id)
     assert stored["created_at"] == stored["connected_at"]  # a new connection, not the erased one's history
     assert "erase_requested" not in stored and stored["status"]["S"] == "active"
+
+
+def test_a_removal_webhook_during_an_erasure_deletes_nothing_itself_and_the_worker_finishes(
+        stack, tiktok, browser, clock, monkeypatch):
+    """The webhook's role may not delete items (a public function): a removal landing while an erasure is
+    revoking disconnects the connection and leaves it due; the worker deletes it once its event is out."""
+    from tests.integration.test_backend_api import webhook
+
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(3600)
+    monkeypatch.setattr(Disconnection, "_kick", lambda self, ids: None)  # the job has not started yet
+    assert call("DELETE", "/owners/owner-1/connections")[0] == 202
+    assert item(connection_id)["status"]["S"] == "disconnecting"
+    open_id = tiktok.users["alice"].open_id
+    tiktok.revoke_user(open_id)
+    clock.advance(5)
+    body, headers = tiktok.signed_webhook(open_id)
+    deleted: list[str] = []
+    items = root.container().items
+    originals = {name: getattr(items, name) for name in ("delete", "transact")}
+    for name, original in originals.items():
+        setattr(items, name, lambda *a, _o=original, _n=name, **k: (deleted.append(_n), _o(*a, **k))[1])
+    status, answer = webhook(body, headers)
+    for name, original in originals.items():
+        setattr(items, name, original)
+    assert status == 200 and answer["disconnected"] == 1
+    assert deleted == [] and item(connection_id)["status"]["S"] == "disconnected"
+    run_jobs()
+    assert item(connection_id) == {}

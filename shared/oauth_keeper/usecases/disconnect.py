@@ -387,16 +387,16 @@ class Disconnection:
                            ) -> AccountRemoval:
         """Every live connection of one provider account (any owner) becomes disconnected, without a revoke
         (the provider already ended the grant); with `granted_before` (epoch seconds), only those whose latest
-        grant is older: the others are `kept`. A connection an erasure asked to delete is deleted. Repeats change
-        nothing."""
+        grant is older: the others are `kept`. A connection an erasure asked to delete is left due, for the worker
+        to delete. Repeats change nothing."""
         store = self._connections
         removal: AccountRemoval = {"disconnected": 0, "kept": []}
         for key in list(store.of_account(provider, account_id)):
             written = self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before)
             if written:
+                # One an erasure was deleting stays due (mark_disconnected): the worker deletes it once its event
+                # is out. Not here: the webhook's role may not delete (a public function deletes nothing).
                 removal["disconnected"] += 1
-                if written.erase_requested:
-                    store.erase(key)
             elif granted_before is not None:
                 current = store.get(key)  # told apart from "already disconnected"
                 if current and current.status != DISCONNECTED and not removal_applies(current, granted_before):
