@@ -1,9 +1,11 @@
 """The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure, operations."""
 
+import re
 from urllib.parse import unquote
 
 from aws_lambda_powertools.logging import correlation_paths
 from oauth_keeper import audit, root
+from oauth_keeper.domain.errors import InvalidInput
 from oauth_keeper.domain.validation import MAX_BODY_BYTES, parse_json_object
 from oauth_keeper.http import requests, responses
 from oauth_keeper.observability import logger, metrics
@@ -14,6 +16,15 @@ app = responses.api_app()
 
 def _query(name: str) -> str | None:
     return requests.single_value(requests.parse_query(app.current_event.raw_query_string), name)
+
+
+def _path_segment(value: str, field: str) -> str:
+    """A path segment as the client sent it, percent-decoded once (clients encode reserved characters, e.g.
+    `:` with encodeURIComponent). Raises InvalidInput for a `%` that starts no escape: a broken encoding, never
+    guessed at."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", value):
+        raise InvalidInput(f"{field} has a malformed percent-encoding.", field=field)
+    return unquote(value)
 
 
 def _audited(action: str) -> list:
@@ -66,6 +77,7 @@ def disconnect(connection_id: str):
 
 @app.delete("/owners/<owner_id>/connections", middlewares=_audited("owner_erasure"))
 def erase_owner(owner_id: str):
+    owner_id = _path_segment(owner_id, "owner_id")  # owner ids hold no `%`: decoding is never ambiguous
     operation = root.container().disconnection.request_erasure(owner_id, deadline=root.deadline_of(app.lambda_context))
     audit.note(operation_id=operation["operation_id"])
     return responses.json_response(202, operation)
@@ -74,7 +86,7 @@ def erase_owner(owner_id: str):
 @app.delete("/providers/<provider>/accounts/<account_id>/connections", middlewares=_audited("account_erasure"))
 def erase_account(provider: str, account_id: str):
     # The path as the client sent it: an account id's reserved characters arrive percent-encoded.
-    account_id = unquote(account_id)
+    account_id = _path_segment(account_id, "account_id")
     audit.note(account_id=account_id)
     operation = root.container().disconnection.request_account_erasure(
         provider, account_id, deadline=root.deadline_of(app.lambda_context))
