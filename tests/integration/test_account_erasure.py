@@ -161,3 +161,26 @@ def test_a_revoke_tiktok_never_accepts_is_counted_on_the_operation_after_the_ite
     finish_marking(clock)
     done = call("GET", operation["status_url"])[1]
     assert done["status"] == "succeeded" and done["revoke_failed"] == 1
+
+
+def test_following_an_erasure_of_many_connections_reads_a_bounded_number_of_items(stack, tiktok, browser, clock,
+                                                                                  monkeypatch):
+    """GET /operations must answer within the API's time however many connections the erasure covers: past
+    COUNT_LIMIT items it reports a lower bound and stays `running` (never a premature `succeeded`)."""
+    from oauth_keeper.usecases import disconnect
+
+    monkeypatch.setattr(disconnect, "COUNT_LIMIT", 2)
+    mine = [connect(browser, tiktok, user="alice", owner_id=o)["connection_id"][0]
+            for o in ("owner-1", "owner-2", "owner-3")]
+    _, operation = call("DELETE", account_path(tiktok.users["alice"].open_id))
+    reads: list[str] = []
+    store = root.container().connections
+    original = store.get
+    monkeypatch.setattr(store, "get", lambda key: (reads.append(key), original(key))[1])
+    view = call("GET", operation["status_url"])[1]
+    assert len(reads) <= 2 and view["status"] == "running" and 1 <= view["remaining"] <= 2
+    monkeypatch.setattr(store, "get", original)
+    run_jobs()
+    finish_marking(clock)
+    assert all(item(c) == {} for c in mine)
+    assert call("GET", operation["status_url"])[1]["status"] == "succeeded"

@@ -64,6 +64,7 @@ MARK_PAGE = 100  # connections of an owner marked per index page
 RECHECK_AFTER = 60  # seconds: an erasure's marking ends with a pass this long after it began that found nothing
 _WRITE_ATTEMPTS = 5
 ERASURE_KINDS = ("erase_owner", "erase_account")
+COUNT_LIMIT = 500  # items `GET /operations/{id}` reads at most to count what an erasure has left
 _LEASE = ("lease_owner", "lease_expires_at")
 
 OperationStatus = Literal["running", "succeeded", "superseded"]
@@ -220,9 +221,9 @@ class Disconnection:
                 view["status"] = "succeeded"
                 view["revoke_failed"] = int(bool(connection and connection.revoke_failed))
             return view
-        remaining = self._count_marked(item, operation_id)
-        view["remaining"] = remaining
-        if not item.get("marking") and remaining == 0:
+        remaining, complete = self._count_marked(item, operation_id)
+        view["remaining"] = remaining  # at least this many when not `complete`
+        if not item.get("marking") and remaining == 0 and complete:
             view["status"] = "succeeded"
             self._items.update(OPERATION_PREFIX + operation_id, set={"result": "succeeded"}, expect={})
         return view
@@ -491,16 +492,21 @@ class Disconnection:
         if kind in ERASURE_KINDS:  # guarded: an operation the TTL removed is not written back as a stray item
             self._items.update(key, set={f"failed#{connection_id}": log_id or "-"}, expect={"kind": kind})
 
-    def _count_marked(self, item: dict[str, Any], operation_id: str) -> int:
-        """The connections this erasure still has to end (a connection made after it is not one)."""
-        count, start = 0, None
+    def _count_marked(self, item: dict[str, Any], operation_id: str) -> tuple[int, bool]:
+        """(the connections this erasure still has to end, whether that is all of them). A connection made after
+        it is not one. Reads at most COUNT_LIMIT items (one GetItem each): a status call must answer within the
+        API's time however many connections the owner has, so past that it reports a lower bound."""
+        count, start, read = 0, None, 0
         page = self._scope(item)
         while True:
-            keys, start = page(1000, start)
+            keys, start = page(min(1000, COUNT_LIMIT - read), start)
+            read += len(keys)
             count += sum(1 for key in keys if (c := self._connections.get(key)) is not None
                          and c.operation_id == operation_id and c.erase_requested)
             if not start:
-                return count
+                return count, True
+            if read >= COUNT_LIMIT:
+                return count, False
 
     def _end_grant(self, connection: Connection, deadline: float | None) -> _Ending:
         """End the connection's grant at the provider: a revoke with the access token held (`_revoke`), or, when
