@@ -7,6 +7,7 @@ the grant revoked at TikTok, the tokens erased, the event published once, the op
 
 from __future__ import annotations
 
+import json
 import os
 
 import boto3
@@ -305,3 +306,30 @@ def test_a_removal_webhook_during_an_erasure_deletes_nothing_itself_and_the_work
     assert deleted == [] and item(connection_id)["status"]["S"] == "disconnected"
     run_jobs()
     assert item(connection_id) == {}
+
+
+@pytest.mark.parametrize("step", ["Erasures.record", "Disconnection._record_operation", "Erasures.purge",
+                                  "OutboxRelay.publish", "Disconnection._record_failure"])
+def test_an_owner_erasure_crashing_at_any_other_step_is_finished(stack, tiktok, browser, monkeypatch, clock, step):
+    """The steps the other crash tests do not reach: the tombstone, the operation record, the purge of sessions
+    and flows, the job's event publishing, and the failure record (a crash there only if a revoke failed)."""
+    from oauth_keeper.usecases.erasure import Erasures
+    from oauth_keeper.usecases.outbox import OutboxRelay
+
+    owners = {"Erasures": Erasures, "Disconnection": Disconnection, "OutboxRelay": OutboxRelay}
+    mine = [connect(browser, tiktok, user=u)["connection_id"][0] for u in ("alice", "bob")]
+    stack.received_events()
+    cls, name = step.split(".")
+    crash_once(monkeypatch, owners[cls], name)
+    answer = apigw.invoke("DELETE", "/owners/owner-1/connections")
+    if answer["statusCode"] == 500:  # the crash hit the API call: the data-protection job tries again
+        answer = apigw.invoke("DELETE", "/owners/owner-1/connections")
+    assert answer["statusCode"] == 202
+    operation = json.loads(answer["body"])
+    for _ in range(3):
+        run_jobs()
+    finish_marking(clock)
+    assert all(item(c) == {} for c in mine) and tiktok.stats["revocations"] == 2
+    kinds = [e["detail-type"] for e in stack.received_events()]
+    assert kinds.count("Connection Disconnected") == 2
+    assert call("GET", operation["status_url"])[1]["status"] == "succeeded"
