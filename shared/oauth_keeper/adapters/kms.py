@@ -255,18 +255,7 @@ class EnvelopeCipher:
         return wrapped, nonce, sealed, version
 
     def _open(self, blob: bytes, binding: TokenBinding) -> dict[str, Any]:
-        try:
-            version = blob[0] if blob else None
-            if version not in (V1, V2):
-                raise ValueError("unknown format")
-            size = int.from_bytes(blob[1:3], "big")
-            wrapped = blob[3 : 3 + size]
-            nonce = blob[3 + size : 3 + size + _NONCE_BYTES]
-            sealed = blob[3 + size + _NONCE_BYTES :]
-            if len(wrapped) != size or len(nonce) != _NONCE_BYTES or not sealed:
-                raise ValueError("truncated")
-        except (ValueError, IndexError) as exc:
-            raise TokenDecryptionError("Stored tokens are malformed.") from exc
+        wrapped, nonce, sealed, version = self._parts(blob)
         key = self._keys.for_decryption(wrapped, with_context=version == V2)
         try:
             plaintext = AESGCM(key).decrypt(nonce, sealed, associated_data(binding, version))
