@@ -110,18 +110,24 @@ def test_a_guard_item_is_never_read_as_a_connection(world):
     assert world.store.get(key) is None
 
 
-def test_concurrent_connects_of_one_account_make_one_connection(world):
-    barrier, saved = threading.Barrier(8), []
+def save_at_once(world, n: int) -> list:
+    """`n` grants of the same account saved by `n` threads released together; what each save returned."""
+    barrier, saved = threading.Barrier(n), []
 
     def one(i: int) -> None:
         barrier.wait()
         saved.append(save(world, grant(suffix=str(i))))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return saved
+
+
+def test_concurrent_connects_of_one_account_make_one_connection(world):
+    saved = save_at_once(world, 8)
     assert len({s.connection.connection_id for s in saved}) == 1
     assert sum(s.created for s in saved) == 1
     (cid,) = connections(world)
@@ -152,17 +158,7 @@ def test_a_reconnect_of_a_connection_written_before_guards_keeps_its_id_and_writ
 
 def test_concurrent_reconnects_of_a_connection_written_before_guards_never_duplicate_it(world):
     legacy = write_as_before_guards(world, grant())
-    barrier, saved = threading.Barrier(6), []
-
-    def one(i: int) -> None:
-        barrier.wait()
-        saved.append(save(world, grant(suffix=str(i))))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    saved = save_at_once(world, 6)
     assert {s.connection.connection_id for s in saved} == {legacy} and not any(s.created for s in saved)
     assert connections(world) == [legacy] and guards(world) == {guard_key(OWNER, "tiktok", "acct-1"): legacy}
     assert world.store.get(legacy).token_version == 7
