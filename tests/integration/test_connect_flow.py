@@ -303,19 +303,24 @@ def test_reconnecting_the_same_account_updates_the_same_connection(stack, tiktok
     assert len(raw_items("CONNECTIONS_TABLE")) == 4  # and their two guards
 
 
-def test_concurrent_callbacks_for_one_account_make_one_connection(stack, tiktok, browser):
+def concurrent_callbacks(tiktok, n: int) -> list[dict]:
+    """`n` connects of alice for owner-1, each in its own browser, whose callbacks land at once: their answers."""
     callbacks = []
-    for _ in range(4):
+    for _ in range(n):
         b = apigw.Browser()
-        created = json.loads(create_session()["body"])
-        authorize = b.get(created["connect_url"])
+        authorize = b.get(json.loads(create_session()["body"])["connect_url"])
         callbacks.append((b, tiktok.approve(authorize["headers"]["Location"])))
-    results = []
+    results: list[dict] = []
     threads = [threading.Thread(target=lambda b=b, u=u: results.append(b.get(u))) for b, u in callbacks]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_concurrent_callbacks_for_one_account_make_one_connection(stack, tiktok, browser):
+    results = concurrent_callbacks(tiktok, 4)
     ids = {location_query(r)["connection_id"][0] for r in results}
     assert len(ids) == 1
     (item,) = connection_items()

@@ -8,9 +8,7 @@ make a second connection. Erasures delete a connection's guard with it.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 
 import boto3
 import pytest
@@ -18,8 +16,7 @@ from oauth_keeper import root
 from oauth_keeper.domain.connection import GUARD_PREFIX, derived_connection_id, guard_key
 from oauth_keeper.usecases import connect as connect_module
 
-from local import apigw
-from tests.integration.conftest import create_session, location_query
+from tests.integration.conftest import location_query
 from tests.integration.test_account_erasure import account_path
 from tests.integration.test_backend_api import call, connect, item, run_jobs
 from tests.integration.test_connect_confirmation import claim, finish_connect
@@ -103,17 +100,9 @@ def test_claiming_a_reconnect_of_a_connection_from_before_guards_keeps_its_id(ol
 
 
 def test_concurrent_callbacks_for_a_connection_from_before_guards_never_duplicate_it(old_table, tiktok):
-    callbacks = []
-    for _ in range(4):
-        browser = apigw.Browser()
-        authorize = browser.get(json.loads(create_session()["body"])["connect_url"])
-        callbacks.append((browser, tiktok.approve(authorize["headers"]["Location"])))
-    results = []
-    threads = [threading.Thread(target=lambda b=b, u=u: results.append(b.get(u))) for b, u in callbacks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    from tests.integration.test_connect_flow import concurrent_callbacks
+
+    results = concurrent_callbacks(tiktok, 4)
     assert {location_query(r)["connection_id"][0] for r in results} == {old_table["owner-1/alice"]}
     assert connection_ids() == sorted(old_table.values())
     assert item(old_table["owner-1/alice"])["token_version"]["N"] == "5"
