@@ -33,7 +33,7 @@ ALLOWED: Outcome = "allowed"  # answered with 2xx/3xx
 REFUSED: Outcome = "refused"  # a 4xx: bad input, unknown id, a connection that cannot give a token, ...
 ERROR: Outcome = "error"  # a 5xx: our side or the provider's; nothing was handed out
 
-_WHICH = ("connection_id", "owner_id", "operation_id", "provider", "account_id")
+_WHICH = ("connection_id", "owner_id", "operation_id", "provider", "account_id", "grant_owner_id")
 _MAX_VALUE = 256  # ids come from the path before validation: bounded, so a record stays small
 
 
@@ -57,6 +57,7 @@ class AuditRecord(TypedDict):
     operation_id: str | None
     provider: str | None  # a provider account's erasure: the provider and the account id (decoded) in its path
     account_id: str | None
+    grant_owner_id: str | None  # a claim refused `owner_mismatch`: the owner who began that connect (never answered)
     at: str | None  # when, ISO 8601 UTC from the service's clock
     correlation_id: str | None  # API Gateway's requestId: the same key in the function's logs and the access log
 
@@ -66,7 +67,8 @@ _open: ContextVar[AuditRecord | None] = ContextVar("oauth_keeper_audit_record", 
 
 def note(**which: str | None) -> None:
     """Tell the audit record of the request in progress which connection, owner, operation or provider account
-    it reached (`connection_id`, `owner_id`, `operation_id`, `provider`, `account_id`); the first value of each
+    it reached (`connection_id`, `owner_id`, `operation_id`, `provider`, `account_id`; `grant_owner_id`: whose
+    connect a refused claim was); the first value of each
     wins. Outside an audited request (the sweep, the worker, another thread) it does nothing. Raises TypeError
     for another name."""
     record = _open.get()
@@ -118,6 +120,7 @@ def _started(action: str, request_context: dict[str, Any], path: dict[str, str])
         "connection_id": _text(path.get("connection_id")), "owner_id": _text(path.get("owner_id")),
         "operation_id": _text(path.get("operation_id")), "provider": _text(path.get("provider")),
         "account_id": None,  # percent-encoded in the path: the route notes it decoded
+        "grant_owner_id": None,
         "at": None, "correlation_id": _text(request_context.get("requestId")),
     }
 

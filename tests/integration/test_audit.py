@@ -221,6 +221,9 @@ def test_claims_are_audited_never_with_the_claim_code(audited, tiktok, browser, 
     mismatch = the_record(records, "connection_claim", http_status=409)
     assert mismatch["outcome"] == "refused" and mismatch["error_code"] == "owner_mismatch"
     assert mismatch["owner_id"] == "owner-2" and "connection_id" not in mismatch
+    assert mismatch["grant_owner_id"] == "owner-1"  # whose connect it was: the record names both owners...
+    assert "owner-1" not in json.dumps(refused[1])  # ...the claimant's answer never names the rightful one
+    assert done.get("grant_owner_id") is None
     assert_the_caller(mismatch)
     assert_no_secret(out, {*codes, *secrets_of(tiktok, "alice")}, capfd)
 

@@ -100,8 +100,9 @@ def test_an_item_moved_to_another_account_does_not_serve_its_tokens(stack, tikto
 
 
 @pytest.mark.usefixtures("confirming")
-def test_a_pending_grant_moved_to_another_owner_cannot_be_claimed_by_it(tiktok, browser, capfd):
-    """The callback's role writes pending grants: rewriting one's owner must not let that owner claim it."""
+def test_a_pending_grant_moved_to_another_owner_cannot_be_claimed_by_it(stack, tiktok, browser, capfd):
+    """The callback's role writes pending grants: rewriting one's owner must not let that owner claim it. The grant
+    is discarded for what it is (`token_unreadable`), not as a code that ran out of time."""
     from oauth_keeper.domain.claims import pending_key
 
     code = finish_connect(browser, tiktok, owner_id="owner-1")["claim"][0]
@@ -111,6 +112,8 @@ def test_a_pending_grant_moved_to_another_owner_cannot_be_claimed_by_it(tiktok, 
     assert status == 410 and body["error"]["code"] == "claim_used", body
     assert integrity_failures(capfd.readouterr().out) >= 1
     assert call_list("owner-2") == []
+    failed = [e["detail"] for e in stack.received_events() if e["detail-type"] == "Connection Confirmation Failed"]
+    assert [d["reason"] for d in failed] == ["token_unreadable"]
 
 
 def call_list(owner_id: str) -> list[dict[str, Any]]:

@@ -152,6 +152,7 @@ PERMISSIONS = {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByOwner"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),  # erasing a provider account
         ("dynamodb:putitem", "FlowsTable.Arn"),  # erasure tombstones only (erased#*)
+        ("dynamodb:getitem", "FlowsTable.Arn"),  # ...read by a claim
         ("dynamodb:query", "${FlowsTable.Arn}/index/ByOwnerKey"),  # the erased owner's sessions and flows
         ("dynamodb:deleteitem", "FlowsTable.Arn"),  # ...deleted (session#* and state#* only)
         ("kms:generatemac", "OwnerKey.Arn"),
@@ -1789,6 +1790,7 @@ def test_erasure_functions_touch_only_tombstones_sessions_and_flows_of_the_flows
     assert _flows_conditions("ConnectSessionsFunction") == {"dynamodb:PutItem": None,
                                                            "dynamodb:GetItem": _leading_keys("erased#*")}
     assert _flows_conditions("BackendApiFunction") == {"dynamodb:PutItem": _leading_keys("erased#*"),
+                                                      "dynamodb:GetItem": _leading_keys("erased#*"),
                                                       "dynamodb:DeleteItem": _leading_keys("session#*", "state#*")}
     assert _flows_conditions("RefreshWorkerFunction") == {"dynamodb:DeleteItem": _leading_keys("session#*",
                                                                                                 "state#*")}

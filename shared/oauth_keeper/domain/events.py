@@ -112,7 +112,7 @@ class ConfirmationFailedDetail(TypedDict):
     owner_id: str  # who began the connect
     provider: str
     status: str  # always "not_connected"
-    reason: str  # owner_mismatch | claim_expired | owner_erased | account_erased
+    reason: str  # owner_mismatch | claim_expired | owner_erased | account_erased | token_unreadable
     retryable: bool
     occurred_at: str | None
 
@@ -120,7 +120,8 @@ class ConfirmationFailedDetail(TypedDict):
 def confirmation_failed_event(*, owner_id: str, provider: str, connection_id: str | None, reason: str,
                               occurred_at: float) -> dict[str, Any]:
     """The event for a pending grant discarded unclaimed. Raises ValueError for a reason outside the list."""
-    if reason not in (Reason.OWNER_MISMATCH, Reason.CLAIM_EXPIRED, Reason.OWNER_ERASED, Reason.ACCOUNT_ERASED):
+    if reason not in (Reason.OWNER_MISMATCH, Reason.CLAIM_EXPIRED, Reason.OWNER_ERASED, Reason.ACCOUNT_ERASED,
+                      Reason.TOKEN_UNREADABLE):
         raise ValueError(f"unknown confirmation reason {reason!r}")
     detail: ConfirmationFailedDetail = {
         "event_id": str(uuid.uuid4()), "schema_version": SCHEMA_VERSION, "connection_id": connection_id,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypedDict
 
+from .. import audit
 from ..domain import events
 from ..domain.claims import (
     CLAIM_TTL,
@@ -116,6 +117,7 @@ class PendingGrants:
         state = item["state"]
         if state == CLAIMED:
             if item["owner_id"] != owner_id:
+                audit.note(grant_owner_id=item["owner_id"])  # the rightful owner, for the audit record only
                 raise ClaimRefused("This claim belongs to another owner.", code="owner_mismatch", status=409)
             return self._answer(item["claimed_connection"], item["claim_result"])
         if state != PENDING:
@@ -125,6 +127,7 @@ class PendingGrants:
             self.discard(key, Reason.CLAIM_EXPIRED)
             raise ClaimRefused("This claim code has expired.", code="claim_expired", status=410)
         if item["owner_id"] != owner_id:
+            audit.note(grant_owner_id=item["owner_id"])  # the rightful owner, for the audit record only
             self.discard(key, Reason.OWNER_MISMATCH)
             logger.warning("Claim by another owner refused; grant discarded", extra={"owner_id": owner_id})
             record_metric("ClaimsRefused", MetricUnit.Count, 1)
@@ -141,8 +144,9 @@ class PendingGrants:
     def _confirm(self, key: str, item: dict[str, Any], now: int, deadline: float | None) -> ClaimAnswer:
         try:
             data = self._connections.open_tokens_of(_binding(key, item), item["tokens"])
-        except TokenDecryptionError:
-            self.discard(key, Reason.CLAIM_EXPIRED)
+        except TokenDecryptionError:  # counted in TokenIntegrityFailures (its alarm): never made a connection
+            logger.error("Pending grant's tokens failed authentication; grant discarded")
+            self.discard(key, Reason.TOKEN_UNREADABLE)
             raise ClaimRefused("This claim code can no longer be used.", code="claim_used", status=410) from None
         tokens = tokens_from_data(data["grant"])
         grant = Grant(owner_id=item["owner_id"], provider=item["provider"], account_id=item["account_id"],

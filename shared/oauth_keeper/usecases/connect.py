@@ -475,8 +475,9 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
         connection_id = existing.connection_id if existing is not None else new_connection_id()
         if existing is not None and claimed_from and connections.claimed_from(connection_id) == claimed_from:
             return SavedGrant(existing, existing.created_at == existing.connected_at)
+        # A disconnected connection's tokens are dead (the webhook leaves them for the worker to erase): never kept.
         stored_refresh = _stored_refresh_token(connections, existing) \
-            if existing and not grant.tokens.refresh_token else None
+            if existing and existing.status != DISCONNECTED and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
                           requires_refresh_token=requires_refresh_token)

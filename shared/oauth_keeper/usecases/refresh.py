@@ -134,6 +134,11 @@ class Refresher:
         if connection.status == DISCONNECTING:  # never refreshed again: the disconnect job's (see the worker)
             self._breakers.forget_probe(connection.provider, connection_id)
             return RefreshOutcome(connection_id, INACTIVE, DISCONNECTING_REASON, connection)
+        if connection.status == DISCONNECTED and not connection.erase_requested \
+                and (connection.sealed_tokens or connection.next_refresh_at):
+            # Disconnected by the provider's webhook, whose role may not write tokens: erased here. Guarded: a
+            # reconnect landing meanwhile keeps its own; a lost write stays due for the next sweep.
+            self._store.apply(connection, {"tokens": None, **self._store.schedule_attributes(connection_id, None)})
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             self._breakers.forget_probe(connection.provider, connection_id)  # it can probe nothing any more
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
