@@ -108,6 +108,8 @@ class ItemStore(Protocol):
 class ConnectionRepository(Protocol):
     """Connections, one item each, tokens sealed; every decision write guarded on the revision it read."""
 
+    def new_id(self, owner_id: str, provider: str, account_id: str) -> str: ...
+
     @property
     def shards(self) -> int: ...
 

@@ -130,7 +130,8 @@ class Container:
 
     @cached_property
     def connections(self) -> ConnectionStore:
-        return ConnectionStore(self.items, self.cipher, self.settings.due_shards)
+        return ConnectionStore(self.items, self.cipher, self.settings.due_shards,
+                               id_scheme=self.settings.connection_ids)
 
     @cached_property
     def profiles(self) -> Profiles:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .domain.claims import CONFIRMATION_MODES
+from .domain.connection import CONNECTION_ID_SCHEMES
 from .domain.errors import ConfigurationError, NotFound
 from .domain.providers import CLIENT_AUTH, PKCE_METHODS, REFRESH_POLICIES, profile_for
 from .domain.schedule import MAX_DUE_SHARDS
@@ -44,6 +45,9 @@ class Settings:
     # Connect confirmation (domain/claims.py): `required` holds each grant until the app's backend claims it
     # for its logged-in owner; `off` stores it at the callback (the contract before confirmation).
     connect_confirmation: str = "required"
+    # How new connections get their ids (domain/connection.py CONNECTION_ID_SCHEMES): `random`, or `derived` for
+    # the transition deploy over a stack from before random ids (README, upgrade notes).
+    connection_ids: str = "random"
     # Local mode only (the simulator, the tests): provider endpoints may be http://. template.yaml never sets it.
     allow_http_endpoints: bool = False
 
@@ -78,6 +82,7 @@ class Settings:
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
             connect_confirmation=_choice(env, "CONNECT_CONFIRMATION", CONFIRMATION_MODES, "required"),
+            connection_ids=_choice(env, "CONNECTION_IDS", CONNECTION_ID_SCHEMES, "random"),
             allow_http_endpoints=_flag(env, "ALLOW_HTTP_ENDPOINTS"),
         )
         _check_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))

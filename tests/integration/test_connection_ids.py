@@ -13,8 +13,8 @@ import os
 import boto3
 import pytest
 from oauth_keeper import root
+from oauth_keeper.adapters.connections import ConnectionStore
 from oauth_keeper.domain.connection import GUARD_PREFIX, derived_connection_id, guard_key
-from oauth_keeper.usecases import connect as connect_module
 
 from tests.integration.conftest import location_query
 from tests.integration.test_account_erasure import account_path
@@ -44,7 +44,7 @@ def connect_as_before_guards(monkeypatch, browser, tiktok, *, user: str = "alice
     open_id = tiktok.users[user].open_id
     legacy = derived_connection_id(owner_id, "tiktok", open_id)
     with monkeypatch.context() as before:
-        before.setattr(connect_module, "new_connection_id", lambda: legacy)
+        before.setattr(ConnectionStore, "new_id", lambda self, *_: legacy)
         assert connect(browser, tiktok, user=user, owner_id=owner_id)["connection_id"] == [legacy]
     boto3.client("dynamodb").delete_item(TableName=os.environ["CONNECTIONS_TABLE"],
                                          Key={"connection_id": {"S": guard_key(owner_id, "tiktok", open_id)}})
@@ -68,6 +68,29 @@ def test_a_new_connection_gets_a_random_id_and_a_guard_in_the_same_transaction(s
     assert guards() == {guard_key("owner-1", "tiktok", open_id): cid}
     assert connect(browser, tiktok)["connection_id"] == [cid]  # a reconnect, through the guard
     assert connection_ids() == [cid] and item(cid)["token_version"]["N"] == "2"
+
+
+def test_the_transition_deploy_gives_new_connections_the_ids_an_older_instance_finds(stack, tiktok, browser, clock,
+                                                                                    monkeypatch):
+    """Upgrade step 1 (`ConnectionIds=derived`): a new connection gets the id versions before random ids compute
+    (an older instance still running, or a rollback, looks there and finds it: no duplicate) and its guard. Step 2
+    (`random`): reconnects find it through its guard; new accounts get random ids."""
+    from local.stack import install_from_env
+
+    monkeypatch.setenv("CONNECTION_IDS", "derived")
+    root.reset()
+    install_from_env(clock=clock)
+    alice = connect(browser, tiktok)["connection_id"][0]
+    alice_id = tiktok.users["alice"].open_id
+    assert alice == derived_connection_id("owner-1", "tiktok", alice_id)  # where an older version looks
+    assert guards() == {guard_key("owner-1", "tiktok", alice_id): alice}
+    monkeypatch.setenv("CONNECTION_IDS", "random")
+    root.reset()
+    install_from_env(clock=clock)
+    assert connect(browser, tiktok)["connection_id"] == [alice]
+    bob = connect(browser, tiktok, user="bob")["connection_id"][0]
+    assert bob != derived_connection_id("owner-1", "tiktok", tiktok.users["bob"].open_id)
+    assert connection_ids() == sorted([alice, bob])
 
 
 def test_reconnecting_connections_from_before_guards_keeps_their_ids_and_writes_their_guards(old_table, stack,

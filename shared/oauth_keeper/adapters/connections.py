@@ -15,7 +15,15 @@ from enum import Enum
 from typing import Any
 
 from ..domain.claims import is_pending_key
-from ..domain.connection import DISCONNECTED, Connection, Status, TokenBinding, derived_connection_id, guard_key
+from ..domain.connection import (
+    DISCONNECTED,
+    Connection,
+    Status,
+    TokenBinding,
+    derived_connection_id,
+    guard_key,
+    new_connection_id,
+)
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
@@ -68,10 +76,19 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
 
 
 class ConnectionStore:
-    def __init__(self, items: ItemStore, cipher: TokenCipher, due_shards: int) -> None:
+    def __init__(self, items: ItemStore, cipher: TokenCipher, due_shards: int, *, id_scheme: str = "random") -> None:
         self.items = items
         self._cipher = cipher
         self._shards = due_shards
+        self._derived_ids = id_scheme == "derived"
+
+    def new_id(self, owner_id: str, provider: str, account_id: str) -> str:
+        """The id of a new connection of (owner, provider, account): random (`new_connection_id`), or with the
+        `derived` scheme the id versions before ADR 0018 computed, which they look up (the transition deploy: see
+        the README's upgrade notes). Either way its guard item is written with it."""
+        if self._derived_ids:
+            return derived_connection_id(owner_id, provider, account_id)
+        return new_connection_id()
 
     # -- reads -------------------------------------------------------------------------------------------
     def get(self, connection_id: str) -> Connection | None:

@@ -63,6 +63,11 @@ class Reason(StrEnum):
 GUARD_PREFIX = "guard#"
 
 
+# How new connections get their ids (template parameter ConnectionIds): `random` (ADR 0018), or `derived` for the
+# first deploy over a stack from before it, so instances of the older version never duplicate a connection.
+CONNECTION_ID_SCHEMES = ("random", "derived")
+
+
 def new_connection_id() -> str:
     """A new connection's id: `con_` and 32 lower-case base32 characters (160 random bits). Nothing about the
     connection can compute it (ADR 0018): its owner's app learns it from the claim or the callback."""

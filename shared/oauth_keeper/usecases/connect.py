@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..domain.connection import DISCONNECTED, Connection, Grant, new_connection_id
+from ..domain.connection import DISCONNECTED, Connection, Grant
 from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
 from ..domain.errors import (
     FailureKind,
@@ -472,7 +472,8 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
     once)."""
     for attempt in range(_SAVE_ATTEMPTS):
         existing = connections.find(grant.owner_id, grant.provider, grant.account_id)
-        connection_id = existing.connection_id if existing is not None else new_connection_id()
+        connection_id = existing.connection_id if existing is not None \
+            else connections.new_id(grant.owner_id, grant.provider, grant.account_id)
         if existing is not None and claimed_from and connections.claimed_from(connection_id) == claimed_from:
             return SavedGrant(existing, existing.created_at == existing.connected_at)
         # A disconnected connection's tokens are dead (the webhook leaves them for the worker to erase): never kept.
