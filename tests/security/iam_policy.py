@@ -9,7 +9,8 @@ A request's context keys are derived from the request the code really sends (bot
 DynamoDB developer guide's "Using IAM policy conditions for fine-grained access control" describes them:
 - `dynamodb:LeadingKeys`: the partition key value of the item (of every item of a transaction, one at a time);
 - `dynamodb:Attributes`: the top-level attribute names the request names: an item's attributes (PutItem), the
-  key and every name in the update, condition and projection expressions. Names in a condition are counted too:
+  key and every name in the update, condition and projection expressions, and in the legacy parameters
+  (AttributeUpdates, Expected, AttributesToGet). Names in a condition are counted too:
   stricter than AWS may be, so a request allowed here is allowed there;
 - `dynamodb:Select`: SPECIFIC_ATTRIBUTES with a projection, ALL_ATTRIBUTES without (reads only);
 - `dynamodb:ReturnValues`: the request's ReturnValues, when it sets one.
@@ -87,15 +88,22 @@ def requests_of(operation: str, params: dict[str, Any]) -> Iterator[Request]:
         resource = table
         key = params["Item"] if operation == "PutItem" else params["Key"]
         context["dynamodb:LeadingKeys"] = [_scalar(key[_partition_key(table)])]
+    # The legacy parameters name attributes too (a flaw chooses the form): counted as IAM counts them.
+    legacy = set(params.get("AttributeUpdates", {})) | set(params.get("Expected", {})) \
+        | set(params.get("AttributesToGet", [])) | set(params.get("QueryFilter", {}))
+    for unknown in ("ScanFilter", "KeyConditions"):
+        if unknown in params:
+            raise ValueError(f"a parameter not judged here: {unknown}")
     if operation in ("GetItem", "Query"):
-        projected = "ProjectionExpression" in params
+        projected = "ProjectionExpression" in params or "AttributesToGet" in params
         context["dynamodb:Select"] = [params.get("Select") or ("SPECIFIC_ATTRIBUTES" if projected
                                                                 else "ALL_ATTRIBUTES")]
         if projected:
-            context["dynamodb:Attributes"] = sorted(set(key) | _names(params["ProjectionExpression"], names))
+            context["dynamodb:Attributes"] = sorted(set(key) | _names(params.get("ProjectionExpression"), names)
+                                                    | legacy)
     else:
         attributes = set(key) | _names(params.get("UpdateExpression"), names) \
-            | _names(params.get("ConditionExpression"), names)
+            | _names(params.get("ConditionExpression"), names) | legacy
         context["dynamodb:Attributes"] = sorted(attributes)
     if params.get("ReturnValues"):
         context["dynamodb:ReturnValues"] = [params["ReturnValues"]]

@@ -128,6 +128,17 @@ def test_the_evaluator_judges_conditions_as_iam_does():
         allows([{**fenced[0], "Condition": {"NumericLessThan": {"x": "1"}}}], Request("dynamodb:UpdateItem", "T"))
 
 
+def test_the_evaluator_counts_the_legacy_parameters_a_flaw_could_choose(stack):
+    """`AttributeUpdates` names attributes as much as an UpdateExpression does: the webhook role may not write
+    tokens or owner through it either."""
+    legacy = {"TableName": os.environ["CONNECTIONS_TABLE"], "Key": {"connection_id": {"S": CONNECTION}},
+              "AttributeUpdates": {"tokens": {"Value": {"B": b"old"}, "Action": "PUT"},
+                                   "owner_id": {"Value": {"S": "eve"}, "Action": "PUT"}}}
+    assert not may("WebhookFunction", REQUIRED, "UpdateItem", legacy)
+    status = {**legacy, "AttributeUpdates": {"status": {"Value": {"S": "disconnected"}, "Action": "PUT"}}}
+    assert may("WebhookFunction", REQUIRED, "UpdateItem", status)
+
+
 # -- every request a connection's life sends is allowed by its function's role -----------------------------------
 class Recorder:
     """DynamoDB calls, each with the function that made it (handlers through the template's routes; the scheduled
