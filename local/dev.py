@@ -451,6 +451,7 @@ class DevApp:
                 detail = event.get("detail", {})
                 self._events.appendleft({
                     "type": event.get("detail-type"), "connection_id": detail.get("connection_id"),
+                    "account_id": detail.get("account_id"),  # names a connection no longer listed
                     "status": detail.get("status"), "reason": detail.get("reason"),
                     "retryable": detail.get("retryable"), "occurred_at": detail.get("occurred_at"),
                 })

@@ -76,6 +76,7 @@ export function connect(connectUrl, options = {}) {
   }
 
   if (running) running.settle(cancelled("superseded"));
+  try { popup.focus(); } catch (_) { /* brings a reused pop-up to the front where the browser allows it */ }
   try {
     if (popup.location.href === "about:blank") {
       popup.document.title = "Connecting…";

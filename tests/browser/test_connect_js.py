@@ -77,7 +77,8 @@ def claim(app: Page, code: str) -> dict:
 # -- the pop-up --------------------------------------------------------------------------------------------------
 def test_the_popup_resolves_with_the_claim_which_the_backend_claims(app, dev):
     app.evaluate("""fetch('/dev/api/connect', {method: 'POST', headers: {'Content-Type': 'application/json'},
-        body: JSON.stringify({mode: 'popup'})}).then((r) => r.json()).then((s) => { window.connectUrl = s.connect_url; })""")
+        body: JSON.stringify({mode: 'popup'})}).then((r) => r.json())
+        .then((s) => { window.connectUrl = s.connect_url; })""")
     popup = click_connect(app)
     assert popup.url.startswith(dev.tiktok.base_url)
 
