@@ -142,6 +142,8 @@ function when(iso, options = {}) {
 
 async function withButton(button, where, action) {
   if (button) button.disabled = true;
+  const previous = notes.get(where);  // a new action in this card: the last one's message no longer applies
+  if (previous) { clearTimeout(previous.timer); notes.delete(where); renderNote(where); }
   try { await action(); }
   catch (error) { notice(where, error.message || String(error), "error"); }
   finally { if (button) button.disabled = false; await load(); }
