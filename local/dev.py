@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+CLIENTS_JS_DIR = Path(__file__).resolve().parent.parent / "clients" / "js"  # connect.js, at /dev/clients/js/
 OWNER_ID = "dev-user"  # the dashboard's one (fixed) app user
 PROVIDER = "tiktok"
 SCOPES = "user.info.basic,video.list,video.publish"
@@ -227,7 +228,7 @@ class DevApp:
     def __init__(self) -> None:
         self.stack: DevStack | None = None
         self.log: Callable[[str], None] | None = None
-        self._files = {p.name: p for p in DASHBOARD_DIR.iterdir() if p.is_file()} if DASHBOARD_DIR.is_dir() else {}
+        self._files = {**_files_in(DASHBOARD_DIR), **_files_in(CLIENTS_JS_DIR, "clients/js/")}
         self._events: deque[dict[str, Any]] = deque(maxlen=50)
         self._events_lock = threading.Lock()
         self._sweep_lock = threading.Lock()
@@ -450,10 +451,17 @@ class DevApp:
                 detail = event.get("detail", {})
                 self._events.appendleft({
                     "type": event.get("detail-type"), "connection_id": detail.get("connection_id"),
+                    "account_id": detail.get("account_id"),  # names a connection no longer listed
                     "status": detail.get("status"), "reason": detail.get("reason"),
                     "retryable": detail.get("retryable"), "occurred_at": detail.get("occurred_at"),
                 })
             return list(self._events)
+
+
+def _files_in(folder: Path, prefix: str = "") -> dict[str, Path]:
+    """The static files the dashboard serves from `folder`, by their path under /dev/ (a fixed list: no path
+    from a request ever reaches the file system)."""
+    return {prefix + p.name: p for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
 
 
 def _iso(epoch: float) -> str:

@@ -1,6 +1,7 @@
-// The local dashboard. It holds no credentials: every call goes to /dev/api/ on this origin, whose server-side
-// proxy signs the IAM routes (local/dev.py). Untrusted text is only ever set with textContent.
-"use strict";
+// The local dashboard (an ES module). It holds no credentials: every call goes to /dev/api/ on this origin, whose
+// server-side proxy signs the IAM routes (local/dev.py). Untrusted text is only ever set with textContent.
+// It connects as an app would: clients/js/connect.js opens the pop-up, then its backend (the proxy) claims.
+import { connect, redirectResult } from "/dev/clients/js/connect.js";
 
 const STATUS_TEXT = {
   active: "active",
@@ -26,7 +27,7 @@ const ERROR_HELP = {
   claim_expired: "The connect was not confirmed within 10 minutes, so nothing was connected. Click Connect TikTok to try again.",
   owner_mismatch: "This connect link was made for another user of the app, so nothing was connected here.",
   claim_used: "This connect was already confirmed or refused. Click Connect TikTok to try again.",
-  access_denied: "You chose Cancel on TikTok, so nothing was connected. Click Connect TikTok whenever you want to try again.",
+  access_denied: "You chose Cancel on TikTok, so nothing was connected. Click Connect TikTok whenever you want to connect.",
   invalid_scope: "TikTok refused the permissions the app asked for. Trying again won't help until the app's scope settings are fixed.",
   invalid_request: "The sign-in request was not valid. Start again from the app; if it keeps happening, the app's configuration needs fixing.",
   unauthorized_client: "TikTok doesn't let this app connect this account (in sandbox mode only target users can). An operator must fix the app's TikTok settings.",
@@ -40,13 +41,15 @@ const ERROR_HELP = {
   provider_error: "TikTok returned an unexpected error. Wait a few minutes and try again.",
 };
 
+const INACTIVE = ["needs_reauth", "disconnecting", "disconnected"];
+
 let state = null;
-let popup = null;
-let popupWatch = null;
-let popupResultSeen = false;
 let loading = false;
 let loadAgain = false;
-let lastOutcome = null;  // the last connect result, re-rendered when the listing brings the account's name
+let lastOutcome = null;  // the last connect result, re-rendered as the listing brings the account's name and status
+// Messages after an action, shown inside the card whose button was pressed ("keeper", "tiktok", or
+// "connection:<id>"), never floating over the page: where -> {message, kind, timer}.
+const notes = new Map();
 
 // -- small helpers ---------------------------------------------------------------------------------------------
 function $(id) { return document.getElementById(id); }
@@ -88,13 +91,24 @@ async function api(method, path, body) {
   return data;
 }
 
-function notice(message, kind) {
-  const box = $("notice");
-  box.textContent = message;
-  box.className = "notice" + (kind === "error" ? " error" : "");
-  box.hidden = false;
-  clearTimeout(notice.timer);
-  notice.timer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 9000 : 5000);
+function notice(where, message, kind) {
+  const previous = notes.get(where);
+  if (previous) clearTimeout(previous.timer);
+  const timer = setTimeout(() => { notes.delete(where); renderNote(where); }, kind === "error" ? 10000 : 6000);
+  notes.set(where, { message, kind, timer });
+  renderNote(where);
+}
+
+function noteFor(where) {
+  const note = notes.get(where);
+  if (!note) return null;
+  return el("p", { className: "notice" + (note.kind === "error" ? " error" : ""), role: "status" }, note.message);
+}
+
+function renderNote(where) {
+  if (where.startsWith("connection:")) { if (state) renderConnections(); return; }
+  const box = $("notice-" + where);
+  if (box) box.replaceChildren(...[noteFor(where)].filter(Boolean));
 }
 
 function duration(seconds) {
@@ -110,18 +124,28 @@ function duration(seconds) {
 
 function epochOf(iso) { return iso ? Date.parse(iso) / 1000 : null; }
 
-function when(iso, { pastWord = "ago", expired = false } = {}) {
-  if (!iso || !state) return el("span", { className: "muted" }, "—");
+// Every time on the page is simulated time, shown one way: as the header's clock shows it, or relative to it.
+function stamp(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : ""; }
+
+function relative(iso, { pastWord = "ago", expired = false } = {}) {
   const diff = epochOf(iso) - state.now_epoch;
-  if (Math.abs(diff) < 5) return el("span", { title: iso }, "just now");
-  const text = diff >= 0 ? "in " + duration(diff) : (expired ? "expired " : "") + duration(diff) + " " + pastWord;
-  return el("span", { title: iso, className: diff < 0 && expired ? "bad" : null }, text);
+  if (Math.abs(diff) < 5) return "just now";
+  return diff >= 0 ? "in " + duration(diff) : (expired ? "expired " : "") + duration(diff) + " " + pastWord;
 }
 
-async function withButton(button, action) {
+function when(iso, options = {}) {
+  if (!iso || !state) return el("span", { className: "muted" }, "—");
+  const past = epochOf(iso) - state.now_epoch < -5;
+  return el("span", { title: stamp(iso) + " (simulated time, UTC)", className: past && options.expired ? "bad" : null },
+    relative(iso, options));
+}
+
+async function withButton(button, where, action) {
   if (button) button.disabled = true;
+  const previous = notes.get(where);  // a new action in this card: the last one's message no longer applies
+  if (previous) { clearTimeout(previous.timer); notes.delete(where); renderNote(where); }
   try { await action(); }
-  catch (error) { notice(error.message || String(error), "error"); }
+  catch (error) { notice(where, error.message || String(error), "error"); }
   finally { if (button) button.disabled = false; await load(); }
 }
 
@@ -140,6 +164,13 @@ function showOutcome(data) {
     const who = connection && connection.display_name ? " as " + connection.display_name : "";
     const granted = [].concat(data.granted_scopes || []).join(", ");
     const missing = [].concat(data.missing_scopes || []).filter(Boolean);
+    if (connection && connection.status !== "active") {
+      // The connect worked, but the connection has changed since: the box must not say all is well.
+      showResult(INACTIVE.includes(connection.status) ? "stale" : "warn",
+        "Connected" + who + " earlier; now " + (STATUS_TEXT[connection.status] || connection.status),
+        el("p", {}, "Connection ", el("code", {}, data.connection_id), ": see its card below for what to do."));
+      return;
+    }
     showResult("ok", "Connected" + who,
       el("p", {}, "Connection ", el("code", {}, data.connection_id || "?"), granted ? " · granted: " + granted : ""),
       missing.length ? "TikTok granted less than asked: " + missing.join(", ") + " missing. Connect again and keep those boxes ticked if the app needs them." : null);
@@ -150,7 +181,8 @@ function showOutcome(data) {
   const help = ERROR_HELP[code] || (retryable ? "Wait a few minutes and try again." : "Start again from the app.");
   showResult("error", "Not connected: " + code,
     el("p", {}, help),
-    el("p", { className: "muted" }, retryable ? "Retryable: yes (trying again later can work)." : "Retryable: no (trying again as-is won't help)."));
+    // What the callback reported to the app, in its terms: never a second piece of advice beside the one above.
+    el("p", { className: "muted" }, retryable ? "Retryable: yes (the same connect can work when tried again later)." : "Retryable: no (an app should not retry this by itself)."));
 }
 
 function showPending(kind, title, ...lines) {
@@ -158,55 +190,29 @@ function showPending(kind, title, ...lines) {
   showResult(kind, title, ...lines);
 }
 
-function showPopupBlocked() {
-  showPending("warn", "Your browser blocked the pop-up",
-    "Allow pop-ups for " + window.location.host + " (the icon at the end of the address bar) and click Connect TikTok again, or connect in this tab instead:",
-    el("p", {}, el("a", { id: "blocked-connect-tab", className: "button", href: "/dev/connect" }, "Connect in this tab")));
-}
-
-// -- pop-up mode -------------------------------------------------------------------------------------------------
+// -- connecting: connect.js opens the pop-up (this tab goes to TikTok instead if the pop-up is blocked) -----------
 async function connectInPopup(button) {
-  // Opened right away, inside the click, so pop-up blockers allow it; pointed at TikTok once the session exists.
-  const opened = window.open("", "oauth-keeper-connect", "popup,width=520,height=760");
-  if (!opened) { showPopupBlocked(); return; }
-  popup = opened;
-  popupResultSeen = false;
-  try { opened.document.title = "Connecting to TikTok…"; opened.document.body.textContent = "Opening TikTok…"; } catch (_) { /* fine */ }
-  showPending("pending", "Waiting for TikTok…", "Finish in the pop-up window. If you can't see it, it may be behind this window.");
+  // connect() is called inside the click, with the session still on its way: the pop-up opens at once.
   if (button) button.disabled = true;
+  const session = api("POST", "/connect", { mode: "popup" }).then((answer) => answer.connect_url);
+  // Enabled again once the session exists: a second click brings the pop-up back with a new session.
+  session.finally(() => { if (button) button.disabled = false; }).catch(() => {});
+  showPending("pending", "Waiting for TikTok…", "Finish in the pop-up window. If you can't see it, it may be behind this window.");
+  let result;
   try {
-    const session = await api("POST", "/connect", { mode: "popup" });
-    opened.location.href = session.connect_url;
+    result = await connect(session);
   } catch (error) {
-    opened.close();
     showPending("error", "Could not start connecting", error.message, "Try again in a moment.");
     return;
-  } finally {
-    if (button) button.disabled = false;
   }
-  clearInterval(popupWatch);
-  popupWatch = setInterval(() => {
-    if (!opened.closed) return;
-    clearInterval(popupWatch);
-    // The result message may still be on its way when the window closes.
-    setTimeout(() => {
-      if (!popupResultSeen && popup === opened) {
-        showPending("warn", "The pop-up was closed before TikTok finished",
-          "Nothing was connected. Click Connect TikTok to try again.");
-      }
-    }, 800);
-  }, 300);
+  if (result.status === "cancelled") {
+    if (result.error !== "superseded") {  // superseded: a newer click's connect reports instead
+      showPending("warn", "The pop-up was closed before TikTok finished", "Nothing was connected. Click Connect TikTok to try again.");
+    }
+    return;
+  }
+  settle(result);
 }
-
-window.addEventListener("message", (event) => {
-  // Only our own callback page may report a result (the API and the dashboard share this origin).
-  if (event.origin !== window.location.origin) return;
-  if (popup && event.source !== popup) return;
-  const data = event.data;
-  if (!data || typeof data !== "object" || typeof data.status !== "string") return;
-  popupResultSeen = true;
-  settle(data);
-});
 
 // Connect confirmation: the callback only holds the grant; the dashboard's backend claims it for its own user.
 async function settle(data) {
@@ -223,20 +229,9 @@ async function settle(data) {
   load();
 }
 
-// -- full-page mode: the callback sent us back here with the result in the query ---------------------------------
-function resultFromQuery() {
-  const query = new URLSearchParams(window.location.search);
-  if (!query.has("status")) return null;
-  const data = { status: query.get("status") };
-  for (const name of ["connection_id", "error", "retryable", "claim"]) if (query.has(name)) data[name] = query.get(name);
-  for (const name of ["granted_scopes", "missing_scopes"]) if (query.has(name)) data[name] = query.get(name).split(",");
-  history.replaceState(null, "", window.location.pathname);
-  return data;
-}
-
 // -- rendering ---------------------------------------------------------------------------------------------------
 function renderClock() {
-  $("now").textContent = state.now.replace("T", " ").replace("Z", "");
+  $("now").textContent = stamp(state.now);
   const ahead = state.now_epoch - Date.now() / 1000;
   $("offset").textContent = Math.abs(ahead) < 90 ? "in step with real time" : duration(ahead) + (ahead > 0 ? " ahead of" : " behind") + " real time";
 }
@@ -264,15 +259,16 @@ function scopes(list, missing) {
 
 function renderConnection(c) {
   const id = c.connection_id;
-  const inactive = c.status === "needs_reauth" || c.status === "disconnecting" || c.status === "disconnected";
+  const inactive = INACTIVE.includes(c.status);
   const buttons = [];
+  const where = "connection:" + id;
   if (inactive) {
     buttons.push(el("button", { type: "button", className: "primary reconnect", onclick: (e) => connectInPopup(e.currentTarget) }, "Reconnect"));
   } else {
-    buttons.push(el("button", { type: "button", className: "refresh", onclick: (e) => refreshNow(e.currentTarget, c) }, "Refresh now"));
+    buttons.push(el("button", { type: "button", className: "refresh", onclick: (e) => refreshNow(e.currentTarget, where, c) }, "Refresh now"));
   }
   if (c.status !== "disconnected" && c.status !== "disconnecting") {
-    buttons.push(el("button", { type: "button", className: "danger disconnect", onclick: (e) => disconnect(e.currentTarget, c) }, "Disconnect"));
+    buttons.push(el("button", { type: "button", className: "danger disconnect", onclick: (e) => disconnect(e.currentTarget, where, c) }, "Disconnect"));
   }
   return el("article", { className: "connection", dataset: { connectionId: id, status: c.status } },
     el("header", {},
@@ -288,8 +284,9 @@ function renderConnection(c) {
       el("dt", {}, "Next refresh"), el("dd", { className: "next-refresh" }, c.next_refresh_at ? when(c.next_refresh_at, { pastWord: "overdue" }) : el("span", { className: "muted" }, "none scheduled")),
       el("dt", {}, "Refresh token"), el("dd", {}, inactive ? el("span", { className: "muted" }, "—") : when(c.refresh_expires_at, { expired: true })),
       el("dt", {}, "Last refresh"), el("dd", { className: "last-refresh" }, lastRefresh(c)),
-      el("dt", {}, "Connected"), el("dd", {}, when(c.connected_at))),
-    el("div", { className: "actions" }, buttons));
+      el("dt", {}, "Connected"), el("dd", { className: "connected-at" }, when(c.connected_at))),
+    el("div", { className: "actions" }, buttons),
+    noteFor(where));
 }
 
 function renderConnections() {
@@ -324,18 +321,25 @@ function renderTikTok() {
         onclick: (e) => simAction(e.currentTarget, "expire-refresh", { open_id: u.open_id }, u.display_name + "'s refresh token has now expired at TikTok.") }, "Expire refresh token")))));
 }
 
+function connectionName(e) {
+  const c = (state.connections || []).find((c) => c.connection_id === e.connection_id);
+  if (c && c.display_name) return c.display_name;
+  return e.account_id ? "TikTok account " + e.account_id : "TikTok account";
+}
+
 function renderEvents() {
   const items = state.events || [];
   if (!items.length) { $("events").replaceChildren(el("li", { className: "muted" }, "None yet.")); return; }
-  $("events").replaceChildren(...items.map((e) => el("li", {},
+  $("events").replaceChildren(...items.map((e) => el("li", { dataset: { connectionId: e.connection_id || "" } },
     el("strong", {}, e.type), " · ", STATUS_TEXT[e.status] || e.status, e.reason ? " (" + e.reason + ")" : "",
-    el("br"), el("span", { className: "muted" }, (e.occurred_at || "").replace("T", " ").replace("Z", " UTC")))));
+    el("br"), connectionName(e), " ", el("code", {}, e.connection_id || "?"),
+    el("br"), el("span", { className: "muted" }, e.occurred_at ? stamp(e.occurred_at) + " · " + relative(e.occurred_at) : "—"))));
 }
 
 function renderSweep() {
   const s = state.last_sweep;
   if (!s) { $("sweep-result").textContent = "No sweep yet."; return; }
-  const parts = ["Last sweep at " + s.at.replace("T", " ").replace("Z", "") + ": " + s.due + " due, " + s.sent + " sent to the worker" + (s.failures ? ", " + s.failures + " crashed" : "") + "."];
+  const parts = ["Last sweep at " + stamp(s.at) + " (" + relative(s.at) + "): " + s.due + " due, " + s.sent + " sent to the worker" + (s.failures ? ", " + s.failures + " crashed" : "") + "."];
   for (const o of s.outcomes || []) {
     parts.push((o.display_name || o.connection_id) + " → " + (STATUS_TEXT[o.status] || o.status) + (o.last_refresh && o.last_refresh.outcome ? " (" + o.last_refresh.outcome + (o.last_refresh.reason ? ": " + o.last_refresh.reason : "") + ")" : "") + ".");
   }
@@ -366,12 +370,12 @@ async function load() {
 }
 
 // -- actions -----------------------------------------------------------------------------------------------------
-function refreshNow(button, c) {
-  return withButton(button, async () => {
+function refreshNow(button, where, c) {
+  return withButton(button, where, async () => {
     try {
       const answer = await api("POST", "/connections/" + encodeURIComponent(c.connection_id) + "/refresh");
       const now = answer.connection;
-      notice("Refresh: " + answer.result + " — " + (STATUS_TEXT[now.status] || now.status) + (now.last_refresh.reason ? " (" + now.last_refresh.reason + ")" : "") + ".");
+      notice(where, "Refresh: " + answer.result + " — " + (STATUS_TEXT[now.status] || now.status) + (now.last_refresh.reason ? " (" + now.last_refresh.reason + ")" : "") + ".");
     } catch (error) {
       if (error.status === 409) throw new Error("TikTok no longer accepts this connection: the user must reconnect. (" + error.message + ")");
       if (error.status === 503) throw new Error("TikTok couldn't refresh it just now; the keeper will retry. (" + error.message + ")");
@@ -380,30 +384,30 @@ function refreshNow(button, c) {
   });
 }
 
-function disconnect(button, c) {
-  return withButton(button, async () => {
+function disconnect(button, where, c) {
+  return withButton(button, where, async () => {
     await api("DELETE", "/connections/" + encodeURIComponent(c.connection_id));
-    notice((c.display_name || "The account") + " is disconnected: its access was revoked at TikTok (retried for a day if TikTok fails) and its tokens erased.");
+    notice(where, (c.display_name || "The account") + " is disconnected: its access was revoked at TikTok (retried for a day if TikTok fails) and its tokens erased.");
   });
 }
 
 function simAction(button, action, body, message) {
-  return withButton(button, async () => {
+  return withButton(button, "tiktok", async () => {
     await api("POST", "/tiktok/" + action, body);
-    notice(message);
+    notice("tiktok", message);
   });
 }
 
 function advanceClock(button) {
   const seconds = Number(button.dataset.seconds);
-  return withButton(button, async () => {
+  return withButton(button, "keeper", async () => {
     await api("POST", "/clock", { seconds });
-    notice("Clock moved forward " + duration(seconds) + ". Run a sweep to let the keeper catch up.");
+    notice("keeper", "Clock moved forward " + duration(seconds) + ". Run a sweep to let the keeper catch up.");
   });
 }
 
 function runSweep(button) {
-  return withButton(button, async () => {
+  return withButton(button, "keeper", async () => {
     await api("POST", "/sweep", {});
   });
 }
@@ -420,7 +424,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const kind = $("fail-kind").value;
     simAction(e.currentTarget, "fail-next", { n: 1, kind }, "TikTok's next token call will fail with " + kind + ".");
   });
-  const fromRedirect = resultFromQuery();  // the claim code leaves the address bar at once (replaceState)
+  const fromRedirect = redirectResult();  // the claim code leaves the address bar at once (replaceState)
   if (fromRedirect) settle(fromRedirect); else load();
   setInterval(() => { if (!document.hidden) load(); }, 2000);
 });

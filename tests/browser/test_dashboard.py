@@ -46,7 +46,7 @@ def connect_in_popup(page: Page, user: str = "alice") -> str:
 def revoke_and_sweep(page: Page, handle: str = "alice") -> None:
     """The user removes the app inside TikTok; time passes beyond the next refresh; the sweep runs."""
     page.click(f"#revoke-{handle}")
-    expect(page.locator("#notice")).to_contain_text("removed the app's access")
+    expect(page.locator(".notice", has_text="removed the app's access")).to_be_visible()
     row = page.locator("article.connection").first
     page.click("#advance-1h")
     expect(page.locator("#offset")).to_contain_text("ahead of real time")
@@ -106,13 +106,15 @@ def test_a_popup_flow_without_an_opener_falls_back_to_the_redirect(dashboard, sh
     shot(dashboard, "connected-by-fallback")
 
 
-def test_cancel_on_tiktok_shows_access_denied(dashboard, shot):
+def test_cancel_on_tiktok_shows_access_denied_with_one_advice(dashboard, shot):
     finish_in_popup(open_consent_popup(dashboard), "cancel")
 
     result = dashboard.locator("#result")
     expect(result).to_contain_text("Not connected: access_denied")
     expect(result).to_contain_text("You chose Cancel on TikTok")
+    expect(result).to_contain_text("whenever you want")
     expect(result).to_contain_text("Retryable: no")
+    expect(result).not_to_contain_text("won't help")  # connecting again is exactly what the user may do
     expect(dashboard.locator("#connections")).to_contain_text("No TikTok account connected yet")
     shot(dashboard, "access-denied")
 
@@ -181,21 +183,21 @@ def test_a_callback_opened_in_another_browser_is_refused(dashboard, browser, dev
 
 
 # -- error states and the other buttons ----------------------------------------------------------------------------
-def test_a_blocked_popup_says_allow_popups_and_offers_the_full_page_link(page, dev, shot):
+def test_a_blocked_popup_connects_in_this_tab_instead(page, dev, shot):
     page.add_init_script("window.open = () => null;")  # what a pop-up blocker does to the page
     page.goto(dev.dashboard_url)
     page.wait_for_selector("body[data-ready=true]")
 
     page.click("#connect-popup")
 
-    result = page.locator("#result")
-    expect(result).to_contain_text("blocked the pop-up")
-    expect(result).to_contain_text("Allow pop-ups")
-    shot(page, "popup-blocked")
-    page.click("#blocked-connect-tab")
-    page.wait_for_selector("#authorize")
+    page.wait_for_selector("#authorize")  # connect.js sent this tab to TikTok's consent page
+    assert page.url.startswith(dev.tiktok.base_url)
+    shot(page, "1-consent-in-this-tab")
     page.click("#authorize")
-    expect(page.locator("#result")).to_contain_text("Connected")
+    expect(page.locator("#result")).to_contain_text("Connected as Alice Example")
+    expect(row(page).locator(".status")).to_have_text("active")
+    assert page.url == dev.dashboard_url  # the claim code was taken out of the address bar
+    shot(page, "2-connected")
 
 
 def test_a_tiktok_outage_during_connect_is_shown_as_retryable(dashboard, shot):
@@ -224,7 +226,7 @@ def test_refresh_now_then_disconnect(dashboard, shot):
     expect(connection.locator(".last-refresh")).to_contain_text("never")
 
     connection.locator("button.refresh").click()
-    expect(dashboard.locator("#notice")).to_contain_text("Refresh: refreshed")
+    expect(dashboard.locator(".notice", has_text="Refresh: refreshed")).to_be_visible()
     expect(connection.locator(".last-refresh")).to_contain_text("succeeded")
     shot(dashboard, "1-refreshed")
 
@@ -286,3 +288,98 @@ def test_results_posted_from_another_origin_are_ignored(dashboard, dev):
     other.evaluate("window.opener.postMessage({status: 'connected', connection_id: 'con_forged'}, '*')")
     dashboard.wait_for_timeout(300)
     expect(dashboard.locator("#result")).to_be_hidden()
+
+
+# -- the dashboard shows the truth -----------------------------------------------------------------------------------
+def test_the_last_connect_box_stops_being_green_when_the_connection_needs_reauth_or_is_disconnected(dashboard, shot):
+    result = dashboard.locator("#result")
+    connect_in_popup(dashboard)
+    expect(result).to_have_class(re.compile(r"\bok\b"))
+
+    revoke_and_sweep(dashboard)
+
+    expect(row(dashboard).locator(".status")).to_have_text("needs reauthorization")
+    expect(result).not_to_have_class(re.compile(r"\bok\b"))
+    expect(result).to_contain_text("needs reauthorization")
+    shot(dashboard, "1-needs-reauth")
+
+    finish_in_popup(open_consent_popup(dashboard, "article.connection button.reconnect"), "authorize")
+    expect(result).to_have_class(re.compile(r"\bok\b"))
+    row(dashboard).locator("button.disconnect").click()
+
+    expect(row(dashboard).locator(".status")).to_have_text("disconnected")
+    expect(result).not_to_have_class(re.compile(r"\bok\b"))
+    expect(result).to_contain_text("disconnected")
+    shot(dashboard, "2-disconnected")
+
+
+def test_each_event_names_its_connection(dashboard, shot):
+    alice = connect_in_popup(dashboard, "alice")
+    finish_in_popup(open_consent_popup(dashboard), "authorize", "bob")
+    expect(row(dashboard)).to_have_count(2)
+    bob = dashboard.locator("article.connection", has_text="Bob Example").get_attribute("data-connection-id")
+
+    events = dashboard.locator("#events li")
+    expect(events).to_have_count(2)
+    for name, connection_id in (("Alice Example", alice), ("Bob Example", bob)):
+        event = events.filter(has_text=connection_id)
+        expect(event).to_have_count(1)
+        expect(event).to_contain_text("Connection Created")
+        expect(event).to_contain_text(name)
+    shot(dashboard, "two-connections")
+
+
+def test_times_are_simulated_time_in_one_format(dashboard, shot):
+    connect_in_popup(dashboard)
+    connected_at = dashboard.locator("#now").inner_text()
+
+    dashboard.click("#advance-1d")
+    expect(dashboard.locator("#now")).not_to_have_text(connected_at)
+    dashboard.click("#sweep")
+    expect(dashboard.locator("#events")).to_contain_text("Connection Created")
+
+    created = dashboard.locator("#events li", has_text="Connection Created")
+    # The same simulated clock, read the same way as the header's and the cards' times.
+    expect(created).to_contain_text(connected_at)
+    expect(created).to_contain_text("1 d ago")
+    expect(row(dashboard).locator(".connected-at")).to_contain_text("1 d ago")
+    now = dashboard.locator("#now").inner_text()
+    expect(dashboard.locator("#sweep-result")).to_contain_text(now)
+    # Every date on the page reads like the simulated clock's (never an ISO or "... UTC" wall-clock-looking stamp).
+    stamps = re.findall(r"\d{4}-\d\d-\d\d\S?\s?\d\d:\d\d:\d\d\S*(?: UTC)?", dashboard.locator("main").inner_text())
+    assert stamps and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", stamp) for stamp in stamps), stamps
+    shot(dashboard, "a-day-later")
+
+
+COVERED_POINTS = """(selector) => {
+    // Points of each matching element, inside the viewport, where something that isn't part of it is on top.
+    const covered = [];
+    for (const element of document.querySelectorAll(selector)) {
+        const box = element.getBoundingClientRect();
+        for (let x = box.left + 4; x < box.right - 4; x += 16) {
+            for (let y = Math.max(box.top, 0) + 4; y < Math.min(box.bottom, innerHeight) - 4; y += 16) {
+                const top = document.elementFromPoint(x, y);
+                if (top && !element.contains(top)) covered.push([x, y, top.id || top.className]);
+            }
+        }
+    }
+    return covered;
+}"""
+
+
+def test_messages_never_cover_the_cards(page, dev, shot):
+    page.set_viewport_size({"width": 1280, "height": 700})
+    page.goto(dev.dashboard_url)
+    page.wait_for_selector("body[data-ready=true]")
+    connect_in_popup(page)
+    page.evaluate("window.scrollTo(0, 0)")
+
+    page.click("#advance-1h")
+    expect(page.locator(".notice", has_text="Clock moved forward 1 h")).to_be_visible()
+    assert page.evaluate(COVERED_POINTS, ".card, article.connection") == []
+    shot(page, "1-clock-moved")
+
+    row(page).locator("button.refresh").click()
+    expect(page.locator(".notice", has_text="Refresh: refreshed")).to_be_visible()
+    assert page.evaluate(COVERED_POINTS, ".card, article.connection") == []
+    shot(page, "2-refreshed")
