@@ -243,10 +243,9 @@ class DevApp:
         from local.gateway import Gateway
 
         self.stack, self.log = stack, log
-        self._gateway = Gateway(domain=stack.base_url.split("://", 1)[1])
+        self._gateway = Gateway(domain=stack.base_url.split("://", 1)[1], log=log)  # refused signatures: why
         # The proxy's calls go to the gateway in-process (a WSGI call), signed like any backend's.
-        self._gateway_client = httpx.Client(transport=httpx.WSGITransport(app=self._gateway),
-                                            base_url=stack.base_url, timeout=60)
+        self._gateway_client = httpx.Client(transport=self._gateway.transport(), base_url=stack.base_url, timeout=60)
         self._sim = httpx.Client(base_url=stack.tiktok.base_url, timeout=10)
 
     def close(self) -> None:
@@ -487,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated TikTok (default 3001)")
     args = parser.parse_args(argv)
 
+    from local import sigv4
+
     def log(line: str) -> None:
         print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
 
@@ -505,6 +506,13 @@ oauth-keeper local stack (Ctrl-C to stop)
   AWS (moto)          {stack.moto_url}
   Redirect URI        {stack.redirect_uri}   (registered at the simulated TikTok)
   Dashboard user      owner_id={stack.owner_id}; its /dev/api/ proxy signs IAM calls server-side
+
+Signing identity for the IAM routes (SigV4, service execute-api; local dummy values, not an AWS key):
+  export AWS_ACCESS_KEY_ID={sigv4.LOCAL_ACCESS_KEY}
+  export AWS_SECRET_ACCESS_KEY={sigv4.LOCAL_SECRET_KEY}
+  export AWS_DEFAULT_REGION={sigv4.LOCAL_REGION}
+A refused signature is logged below with why: unknown key, wrong region, clock skew, or (for a mismatch) the
+canonical request the gateway computed (an IAM route's query included; never the signature or a secret).
 
 Requests (paths only, never query strings):""", flush=True)
 

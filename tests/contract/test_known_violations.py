@@ -1,7 +1,7 @@
 """Requests schemathesis found breaking openapi.yaml's promises (a 5xx, or an answer the document does not
-describe), kept as exact regression tests now that they are fixed. The one still marked xfail(strict=True) is
-a limit of the local gateway, not of the handlers. The fuzzing keeps these inputs out (UNROUTABLE_IN_PATH in
-test_schemathesis.py) so it can still find new ones.
+describe), kept as exact regression tests now that they are fixed; the last one was a limit of the local gateway,
+not of the handlers. The fuzzing keeps these inputs out (UNROUTABLE_IN_PATH in test_schemathesis.py) so it can
+still find new ones.
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ def test_a_cursor_with_an_out_of_range_number_is_a_400(stack):
 
 
 # -- 6. the local gateway's SigV4 check (local/gateway.py, not the handlers) -------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "local/gateway.py verifies SigV4 over the decoded PATH_INFO: botocore (and API Gateway) canonicalise the "
-    "path as sent, percent-escapes included, so a correctly signed request whose path holds one (an owner id "
-    "such as 'tenant:7' -> /owners/tenant%3A7/connections) is refused with 403 locally but not in AWS."))
+# It verified the signature over the decoded PATH_INFO, while botocore (and API Gateway) canonicalise the path as
+# sent, percent-escapes included: a correctly signed request whose path held one (an owner id such as 'tenant:7'
+# -> /owners/tenant%3A7/connections) was refused with 403 locally but not in AWS.
 def test_the_local_gateway_accepts_signed_percent_encoded_paths(stack):
     url = f"{BASE}/owners/{quote('tenant:7', safe='')}/connections"
     response = through_gateway("DELETE", url, None, sigv4.sign("DELETE", url, None))
     assert response.status_code == 202, response.text
+    assert response.json()["owner_id"] == "tenant:7"
 
 
 def test_the_same_request_with_an_unescaped_path_is_accepted(stack):

@@ -62,3 +62,65 @@ def test_a_whole_connect_through_http(client, tiktok):
     name, value = authorize.headers["set-cookie"].split(";", 1)[0].split("=", 1)
     done = client.get(callback.replace("https://keeper.example.com", ""), headers={"Cookie": f"{name}={value}"})
     assert done.status_code == 302 and "status=connected" in done.headers["location"]
+
+
+# -- a refused signature says why (never the signature or a secret) -----------------------------------------------
+def refusal(client_of, *, sign_options=None, tamper=None) -> str:
+    """Sign a POST /connect-sessions, send it (possibly altered) through a gateway whose log is kept; the log."""
+    lines: list[str] = []
+    body = json.dumps(SESSION).encode()
+    headers = sigv4.sign("POST", BASE + "/connect-sessions", body,
+                         headers={"Content-Type": "application/json"}, **(sign_options or {}))
+    with client_of(lines) as c:
+        response = c.post("/connect-sessions", content=tamper(body) if tamper else body, headers=headers)
+    assert response.status_code == 403 and response.json() == {"message": "Forbidden"}
+    assert len(lines) == 1, lines
+    for secret in (sigv4.LOCAL_SECRET_KEY, "wrong-secret", headers["Authorization"].rsplit("Signature=", 1)[1]):
+        assert secret not in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def client_of(stack):
+    def make(lines, **options):
+        gateway = Gateway(log=lines.append, **options)
+        return httpx.Client(transport=gateway.transport(), base_url=BASE)
+    return make
+
+
+def test_a_refused_signature_is_logged_with_its_reason(client_of):
+    assert "unknown access key id 'AKIAUNKNOWN0000000000'" in refusal(
+        client_of, sign_options={"access_key": "AKIAUNKNOWN0000000000"})
+    assert "signed for region 'eu-west-1', but this gateway is in 'us-east-1'" in refusal(
+        client_of, sign_options={"region": "eu-west-1"})
+    mismatch = refusal(client_of, sign_options={"secret_key": "wrong-secret"})
+    assert "signature mismatch" in mismatch and "POST\n    /connect-sessions\n" in mismatch
+    assert "signature mismatch" in refusal(client_of, tamper=lambda body: body.replace(b"owner-1", b"owner-2"))
+
+
+def test_clock_skew_is_named_with_its_size(client_of):
+    late = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
+
+    def skewed(lines):
+        return httpx.Client(transport=Gateway(log=lines.append, now=lambda: late).transport(), base_url=BASE)
+
+    line = refusal(skewed)
+    assert "clock skew" in line and "behind the gateway's clock (at most 900 s)" in line
+
+
+def test_an_unsigned_call_is_logged_as_unsigned(client_of):
+    lines: list[str] = []
+    with client_of(lines) as c:
+        assert c.post("/connect-sessions", json=SESSION).status_code == 403
+    assert lines == ["SigV4 refused POST /connect-sessions: no Authorization header (an unsigned request)"]
+
+
+def test_a_session_token_is_never_logged(client_of):
+    """Temporary credentials sign X-Amz-Security-Token; a mismatch's canonical request hides its value."""
+    lines: list[str] = []
+    body = json.dumps(SESSION).encode()
+    headers = sigv4.sign("POST", BASE + "/connect-sessions", body, secret_key="wrong-secret",
+                         headers={"Content-Type": "application/json", "X-Amz-Security-Token": "session-token-xyz"})
+    with client_of(lines) as c:
+        assert c.post("/connect-sessions", content=body, headers=headers).status_code == 403
+    assert "x-amz-security-token:<redacted>" in lines[0] and "session-token-xyz" not in lines[0]
