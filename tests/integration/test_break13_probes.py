@@ -89,3 +89,44 @@ def test_a_claim_racing_the_expiry_sweep_never_answers_created_for_a_grant_it_re
         assert "Connection Confirmation Failed" not in kinds(confirming)
     else:
         assert [c for c in listed("owner-1") if c["status"] == "active"] == []
+
+
+def test_a_removal_made_before_the_claim_and_delivered_after_it_still_ends_the_connection(confirming, tiktok,
+                                                                                          browser, clock):
+    """The user consents at T, removes the app inside TikTok at T+120 s, the app claims at T+180 s, and TikTok's
+    `authorization.removed` (created T+120 s) is delivered at T+200 s. The grant the connection holds is older
+    than the removal, but the claim stored `connected_at` = the claim's time, so the removal is judged stale and
+    ignored (`kept`): the connection stays `active` with revoked tokens."""
+    from tests.integration.test_backend_api import webhook
+
+    back = finish_connect(browser, tiktok, user="bob")
+    open_id = tiktok.users["bob"].open_id
+    clock.advance(120)
+    tiktok.revoke_user(open_id)
+    body, _ = tiktok.signed_webhook(open_id)  # created now, T+120 s; its delivery is late
+    clock.advance(60)
+    status, answer = claim(back["claim"][0], "owner-1")
+    connection_id = answer["connection"]["connection_id"] if status == 200 else None
+    clock.advance(20)
+    status, delivered = webhook(body, tiktok.resign_webhook(body))
+    assert status == 200
+    if connection_id is not None:
+        assert item(connection_id)["status"]["S"] == "disconnected", delivered
+
+
+def test_claiming_an_older_consent_after_a_newer_one_keeps_the_newer_grant(confirming, tiktok, browser, clock):
+    """The user starts connecting in two tabs and consents in both (TikTok keeps one grant per app and user: the
+    second consent ends the first grant). The app claims the second tab's code, then the first tab's. The first
+    tab's grant, older and dead at TikTok, replaces the live one: the token route serves a dead token and the next
+    refresh blames the user (`invalid_grant`)."""
+    tiktok.single_grant_per_user = True
+    first = finish_connect(browser, tiktok)
+    clock.advance(10)
+    second = finish_connect(browser, tiktok)
+    status, body = claim(second["claim"][0], "owner-1")
+    assert status == 200
+    connection_id = body["connection"]["connection_id"]
+    claim(first["claim"][0], "owner-1")
+    (live,) = tiktok.grants_for(tiktok.users["alice"].open_id)
+    status, token = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1")
+    assert status == 200 and token["access_token"] == live.access_token
