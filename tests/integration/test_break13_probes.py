@@ -130,3 +130,34 @@ def test_claiming_an_older_consent_after_a_newer_one_keeps_the_newer_grant(confi
     (live,) = tiktok.grants_for(tiktok.users["alice"].open_id)
     status, token = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1")
     assert status == 200 and token["access_token"] == live.access_token
+
+
+def test_an_account_erasure_also_ends_a_grant_consented_before_it_and_claimed_after(confirming, tiktok, browser,
+                                                                                    clock, monkeypatch):
+    """TikTok's data-deletion request for bob's account arrives while his consent waits for its claim, and the
+    ByAccount index has not shown the pending item yet (it is eventually consistent: the erasure's later passes
+    exist for this). The app claims a moment later. The erasure's recheck finds the connection but spares it as
+    "made after the request": a claim stores `connected_at` = the claim's time, not the consent's."""
+    from oauth_keeper import root
+
+    back = finish_connect(browser, tiktok, user="bob")
+    open_id = tiktok.users["bob"].open_id
+    clock.advance(5)
+    items = root.container().items
+    query = items.query
+
+    def lagging(index, *args, **kwargs):  # the index does not show the new pending item yet
+        keys, cursor = query(index, *args, **kwargs)
+        return [k for k in keys if not k.startswith("pending#")], cursor
+
+    monkeypatch.setattr(items, "query", lagging)
+    assert call("DELETE", f"/providers/tiktok/accounts/{open_id}/connections")[0] == 202
+    monkeypatch.setattr(items, "query", query)
+    clock.advance(5)
+    status, answer = claim(back["claim"][0], "owner-1")
+    for _ in range(4):
+        clock.advance(61)
+        run_jobs()
+    if status == 200:
+        left = item(answer["connection"]["connection_id"])
+        assert not left or left["status"]["S"] in ("disconnecting", "disconnected"), left.get("status")
