@@ -33,3 +33,22 @@ def test_the_webhook_role_cannot_undo_a_user_s_disconnect_and_keep_its_tokens_se
     status, token = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1")
     assert status != 200, "a connection the user disconnected is served again"
     assert tiktok.grants_for(tiktok.users["alice"].open_id) == [], "its grant was never revoked"
+
+
+def test_the_policy_evaluator_counts_legacy_attribute_updates_as_iam_does(stack):
+    """IAM's `dynamodb:Attributes` names every attribute a request touches, whichever form it takes; a flaw in a
+    public function chooses the form. The evaluator reads only UpdateExpression/ConditionExpression, so an
+    UpdateItem written with the legacy `AttributeUpdates` looks to it like a write of the key alone: it reports
+    that the webhook role may overwrite the tokens (what AWS refuses), and it would as readily report as allowed
+    a request of the code that AWS refuses. It must count those names or refuse to judge (it promises never to
+    allow by not understanding)."""
+    import os
+
+    legacy = {"TableName": os.environ["CONNECTIONS_TABLE"], "Key": {"connection_id": {"S": "con_x"}},
+              "AttributeUpdates": {"tokens": {"Value": {"B": b"old"}, "Action": "PUT"},
+                                   "owner_id": {"Value": {"S": "eve"}, "Action": "PUT"}}}
+    try:
+        allowed = may("WebhookFunction", REQUIRED, "UpdateItem", legacy)
+    except ValueError:
+        return  # refusing to judge is fine
+    assert not allowed
