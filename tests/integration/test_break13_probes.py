@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration import test_connect_confirmation
 from tests.integration.test_backend_api import call, item, run_jobs
-from tests.integration.test_connect_confirmation import (  # noqa: F401 - fixture
-    claim,
-    confirming,
-    connect_and_claim,
-    finish_connect,
-    kinds,
-    listed,
-)
+from tests.integration.test_connect_confirmation import claim, connect_and_claim, finish_connect, kinds, listed
+
+confirming = test_connect_confirmation.confirming  # the stack as ConnectConfirmation=required deploys it
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +157,22 @@ def test_an_account_erasure_also_ends_a_grant_consented_before_it_and_claimed_af
     if status == 200:
         left = item(answer["connection"]["connection_id"])
         assert not left or left["status"]["S"] in ("disconnecting", "disconnected"), left.get("status")
+
+
+def test_a_forwarded_scope_upgrade_link_does_not_revoke_a_grant_another_connection_holds(confirming, tiktok,
+                                                                                          browser):
+    """owner-1 makes a scope-upgrade link for their own connection (alice's account) and forwards it to bob, who
+    already holds his TikTok account under his own owner (owner-2). bob consents: the callback answers
+    `account_mismatch` and hands the new grant to the background revoke without asking whether another live
+    connection holds bob's account. The issue's rule for a refused grant (revoke only if no other live or pending
+    connection holds the account: TikTok may keep one grant per app and user, and a revoke can trigger
+    `authorization.removed` for every owner of it) is skipped on this path."""
+    mine = connect_and_claim(browser, tiktok, owner_id="owner-1", user="alice")
+    connect_and_claim(browser, tiktok, owner_id="owner-2", user="bob")
+    revocations = tiktok.stats["revocations"]
+    back = finish_connect(browser, tiktok, owner_id="owner-1", user="bob", connection_id=mine,
+                          scopes=["user.info.basic", "video.list", "video.upload"])
+    assert back["error"] == ["account_mismatch"]
+    for _ in range(3):
+        run_jobs()
+    assert tiktok.stats["revocations"] == revocations

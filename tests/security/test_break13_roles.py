@@ -24,7 +24,8 @@ def test_the_webhook_role_cannot_undo_a_user_s_disconnect_and_keep_its_tokens_se
     status, operation = call("DELETE", f"/connections/{connection_id}", raw_query="owner_id=owner-1")
     assert status == 202
     stored = item(connection_id)
-    resurrect = update(connection_id, {"status": {"S": "active"}, "revision": {"N": str(int(stored["revision"]["N"]) + 1)}},
+    revision = {"N": str(int(stored["revision"]["N"]) + 1)}
+    resurrect = update(connection_id, {"status": {"S": "active"}, "revision": revision},
                        remove=("next_refresh_at", "due_shard", "status_reason"), expect_revision=None)
     if may("WebhookFunction", REQUIRED, "UpdateItem", resurrect):
         boto3.client("dynamodb").update_item(**resurrect)
