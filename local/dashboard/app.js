@@ -27,6 +27,7 @@ const ERROR_HELP = {
   claim_expired: "The connect was not confirmed within 10 minutes, so nothing was connected. Click Connect TikTok to try again.",
   owner_mismatch: "This connect link was made for another user of the app, so nothing was connected here.",
   claim_used: "This connect was already confirmed or refused. Click Connect TikTok to try again.",
+  user_revoked: "You removed the app inside TikTok after allowing it, so nothing was connected. Click Connect TikTok if you want to connect again.",
   access_denied: "You chose Cancel on TikTok, so nothing was connected. Click Connect TikTok whenever you want to connect.",
   invalid_scope: "TikTok refused the permissions the app asked for. Trying again won't help until the app's scope settings are fixed.",
   invalid_request: "The sign-in request was not valid. Start again from the app; if it keeps happening, the app's configuration needs fixing.",

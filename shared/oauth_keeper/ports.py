@@ -148,11 +148,13 @@ class ConnectionRepository(Protocol):
 
     def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]: ...
 
-    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
+    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None,
+                    together_with: Sequence[TransactWrite] = ()) -> Connection | None:
         """Store a prepared grant (new connection or reconnect) with its event in the outbox, guarded on the
         revision the plan was made from; a new connection together with its guard item, in one transaction.
         None when someone wrote in between (or another connection holds the guard): plan again. `claimed_from`:
-        the pending grant's key, stored with it."""
+        the pending grant's key, stored with it. `together_with`: other items' writes in the same transaction
+        (all land or none: None when one of their expectations fails)."""
         ...
 
     def apply(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),

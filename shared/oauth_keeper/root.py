@@ -38,7 +38,7 @@ from .ports import (
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
 from .usecases.claims import PendingGrants
-from .usecases.connect import Authorization, Callback, ConnectSessions, save_grant
+from .usecases.connect import Authorization, Callback, ConnectSessions
 from .usecases.connections import ConnectionQueries
 from .usecases.disconnect import Disconnection
 from .usecases.erasure import Erasures
@@ -189,7 +189,8 @@ class Container:
     @cached_property
     def orphans(self) -> OrphanGrants:
         return OrphanGrants(items=self.items, cipher=self.cipher, profiles=self.profiles, credentials=self.credentials,
-                            provider=self.provider, clock=self.clock, due_shards=self.settings.due_shards)
+                            provider=self.provider, clock=self.clock, due_shards=self.settings.due_shards,
+                            connections=self.connections)
 
     @cached_property
     def refresh_worker(self) -> RefreshWorker:
@@ -221,15 +222,9 @@ class Container:
 
     @cached_property
     def pending(self) -> PendingGrants:
-        def save(grant, next_refresh_at, missing, now, key):  # as the callback stores a grant
-            profile = self.profiles.profile(grant.provider)
-            return save_grant(self.connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
-                              now=now, sleep=self.sleep, requires_refresh_token=profile.issues_refresh_tokens,
-                              claimed_from=key)
-
         return PendingGrants(items=self.items, connections=self.connections, outbox=self.outbox,
                              publisher=self.publisher, clock=self.clock, orphans=self.orphans,
-                             erasures=self.erasures, save=save,
+                             erasures=self.erasures, sleep=self.sleep,
                              enrich=lambda connection, token, deadline: self.callback.enrich(connection, token,
                                                                                             deadline))
 

@@ -228,6 +228,28 @@ def test_claims_are_audited_never_with_the_claim_code(audited, tiktok, browser, 
     assert_no_secret(out, {*codes, *secrets_of(tiktok, "alice")}, capfd)
 
 
+def test_a_refused_claim_that_reconnected_the_claimant_s_own_connection_names_it(audited, tiktok, browser, clock,
+                                                                                  monkeypatch):
+    """owner-2 holds alice's account; alice finishes owner-1's forwarded link and owner-2's page claims it: refused,
+    and the grant reconnects owner-2's own connection. The record says which connection the refusal reached."""
+    monkeypatch.setenv("CONNECT_CONFIRMATION", "required")
+    root.reset()
+    install_from_env(clock=clock)
+    codes = []
+    for owner_id in ("owner-2", "owner-1"):
+        created = create_session(owner_id=owner_id)
+        authorize = browser.get(json.loads(created["body"])["connect_url"])
+        codes.append(location_query(browser.get(tiktok.approve(authorize["headers"]["Location"])))["claim"][0])
+    status, body = call("POST", "/connections/claims", body=json.dumps({"claim": codes[0], "owner_id": "owner-2"}))
+    assert status == 200
+    assert call("POST", "/connections/claims", body=json.dumps({"claim": codes[1], "owner_id": "owner-2"}))[0] == 409
+    _, records = audited()
+    mismatch = the_record(records, "connection_claim", http_status=409)
+    assert mismatch["outcome"] == "refused" and mismatch["error_code"] == "owner_mismatch"
+    assert mismatch["connection_id"] == body["connection"]["connection_id"]
+    assert (mismatch["owner_id"], mismatch["grant_owner_id"]) == ("owner-2", "owner-1")
+
+
 def test_operation_reads_are_audited(audited, tiktok, browser):
     connection_id = connect(browser, tiktok)["connection_id"][0]
     operation_id = call("DELETE", f"/connections/{connection_id}")[1]["operation_id"]

@@ -119,6 +119,103 @@ def test_a_victim_who_already_holds_the_account_keeps_their_connection(confirmin
     assert item(hers)["status"]["S"] == "active"
 
 
+def test_a_forwarded_link_consented_by_a_user_who_holds_the_account_reconnects_their_own_connection(
+        confirming, tiktok, browser, clock):
+    """alice holds her TikTok account under her own owner (owner-2). owner-1 forwards her a connect link; she
+    consents and her app page claims as owner-2 (refused). TikTok keeps one grant per app and user: her consent
+    superseded her connection's grant. The grant is the same TikTok user's, consented in owner-2's session: it
+    reconnects her connection, so nothing of hers breaks, and owner-1 gets nothing (nor learns of her)."""
+    tiktok.single_grant_per_user = True
+    hers = connect_and_claim(browser, tiktok, owner_id="owner-2", user="alice")
+    confirming.received_events()
+    back = finish_connect(browser, tiktok, owner_id="owner-1", user="alice")
+    status, answer = claim(back["claim"][0], "owner-2")
+    assert (status, answer["error"]["code"]) == (409, "owner_mismatch")
+    assert "owner-1" not in str(answer)
+    events = {e["detail-type"]: e["detail"] for e in confirming.received_events()}
+    assert events.keys() == {"Connection Confirmation Failed", "Connection Reconnected"}
+    assert events["Connection Confirmation Failed"]["owner_id"] == "owner-1"
+    assert events["Connection Reconnected"]["connection_id"] == hers
+    assert events["Connection Reconnected"]["owner_id"] == "owner-2"
+    assert claim(back["claim"][0], "owner-1")[1]["error"]["code"] == "claim_used" and listed("owner-1") == []
+    (live,) = tiktok.grants_for(tiktok.users["alice"].open_id)
+    assert call("GET", f"/connections/{hers}/token", raw_query="owner_id=owner-2")[1]["access_token"] == \
+        live.access_token
+    clock.advance(3 * 3600)  # past the access token's life: her connection refreshes as before
+    for _ in range(3):
+        run_jobs()
+        clock.advance(60)
+    stored = item(hers)
+    assert (stored["status"]["S"], stored.get("status_reason", {}).get("S")) == ("active", None)
+    assert "Connection Needs Reauthorization" not in kinds(confirming)
+    assert call("GET", f"/connections/{hers}/token")[0] == 200
+
+
+def test_while_another_owner_s_link_waits_for_its_claim_the_superseded_connection_is_held_not_blamed(
+        confirming, tiktok, browser, clock):
+    """alice (owner-2's connection) consents through owner-1's forwarded link; before any claim, her
+    connection's refresh meets `invalid_grant` (the consent superseded its grant). That is held
+    (`superseded_pending`) while the grant waits, whichever owner's link it came through."""
+    tiktok.single_grant_per_user = True
+    hers = connect_and_claim(browser, tiktok, owner_id="owner-2", user="alice")
+    confirming.received_events()
+    clock.advance(5700)  # near her grant's planned refresh
+    back = finish_connect(browser, tiktok, owner_id="owner-1", user="alice")
+    clock.advance(300)
+    run_jobs()
+    stored = item(hers)
+    assert stored["status"]["S"] == "active" and stored["superseded_pending"]["BOOL"] is True
+    assert kinds(confirming) == []
+    assert claim(back["claim"][0], "owner-2")[0] == 409  # her page claims: the grant reconnects her connection
+    assert "superseded_pending" not in item(hers)
+    assert call("GET", f"/connections/{hers}/token")[0] == 200
+
+
+def test_claiming_an_older_consent_after_a_newer_one_keeps_the_newer_grant(confirming, tiktok, browser, clock):
+    """The user starts connecting in two tabs and consents in both (TikTok keeps one grant per app and user: the
+    second consent ends the first grant). The app claims the second tab's code, then the first tab's: the
+    connection keeps the live grant (answered `reconnected`, the connection as it is), and the older grant is not
+    revoked (the connection holds the account)."""
+    tiktok.single_grant_per_user = True
+    first = finish_connect(browser, tiktok)
+    clock.advance(10)
+    second = finish_connect(browser, tiktok)
+    status, body = claim(second["claim"][0], "owner-1")
+    assert status == 200
+    connection_id = body["connection"]["connection_id"]
+    confirming.received_events()
+    revocations = tiktok.stats["revocations"]
+    status, older = claim(first["claim"][0], "owner-1")
+    assert status == 200 and older["result"] == "reconnected", older
+    assert older["connection"]["connection_id"] == connection_id
+    assert claim(first["claim"][0], "owner-1") == (200, older)  # the same answer again
+    (live,) = tiktok.grants_for(tiktok.users["alice"].open_id)
+    status, token = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1")
+    assert status == 200 and token["access_token"] == live.access_token
+    run_jobs()
+    run_jobs()
+    assert tiktok.stats["revocations"] == revocations and kinds(confirming) == []
+
+
+def test_a_forwarded_scope_upgrade_link_does_not_revoke_a_grant_another_connection_holds(confirming, tiktok,
+                                                                                          browser):
+    """owner-1 makes a scope-upgrade link for their own connection (alice's account) and forwards it to bob, who
+    already holds his TikTok account under his own owner (owner-2). bob consents: the callback answers
+    `account_mismatch` and orphans the new grant; the orphan revoke sees owner-2's live connection of bob's
+    account and leaves it (TikTok may keep one grant per app and user: a revoke could end bob's connection)."""
+    mine = connect_and_claim(browser, tiktok, owner_id="owner-1", user="alice")
+    his = connect_and_claim(browser, tiktok, owner_id="owner-2", user="bob")
+    revocations = tiktok.stats["revocations"]
+    back = finish_connect(browser, tiktok, owner_id="owner-1", user="bob", connection_id=mine,
+                          scopes=["user.info.basic", "video.list", "video.upload"])
+    assert back["error"] == ["account_mismatch"]
+    for _ in range(3):
+        run_jobs()
+    assert tiktok.stats["revocations"] == revocations
+    assert not any(i["connection_id"]["S"].startswith("orphan#") for i in _all_items())  # dropped, not retried
+    assert call("GET", f"/connections/{his}/token", raw_query="owner_id=owner-2")[0] == 200
+
+
 def test_an_unclaimed_grant_is_discarded_at_expiry_and_revoked(confirming, tiktok, browser, clock):
     back = finish_connect(browser, tiktok, user="bob")
     confirming.received_events()

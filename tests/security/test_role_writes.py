@@ -86,17 +86,24 @@ ATTEMPTS = {
         remove=("lease_owner", "lease_expires_at", "revoke_attempts"))),
     "hold a pending grant": ("UpdateItem", lambda: update("pending#" + "b" * 48, {
         "tokens": ROLLBACK["tokens"], "owner_id": {"S": "owner-1"}}, expect_revision=None)),
+    "end a pending grant by a removal": ("UpdateItem", lambda: update("pending#" + "b" * 48, {
+        "removed_at": {"N": "1"}, "next_refresh_at": {"N": "1"}}, expect_revision=None)),
+    "settle a pending grant": ("UpdateItem", lambda: update("pending#" + "b" * 48, {
+        "state": {"S": "claimed"}, "claimed_connection": {"S": CONNECTION}}, expect_revision=None)),
 }
 # What each public role may do of ATTEMPTS; everything else it is refused.
 MAY = {
     ("AuthorizeFunction", "required"): set(),
-    ("CallbackFunction", "required"): {"hold a pending grant"},
+    ("CallbackFunction", "required"): {"hold a pending grant", "end a pending grant by a removal",
+                                       "settle a pending grant"},
     # `off` keeps the callback storing connections (the README's upgrade notes say what that gives up).
     ("CallbackFunction", "off"): {"roll tokens, version and revision back", "write the tokens alone",
                                   "erase the tokens", "move the connection to another owner",
                                   "move it to another account", "rewrite a guard item", "mark it disconnected",
-                                  "hold a pending grant"},
-    ("WebhookFunction", "required"): {"mark it disconnected"},
+                                  "hold a pending grant", "end a pending grant by a removal",
+                                  "settle a pending grant"},
+    # A removal also ends a grant waiting for its claim (`removed_at`), never settles or rewrites one.
+    ("WebhookFunction", "required"): {"mark it disconnected", "end a pending grant by a removal"},
 }
 
 
@@ -205,7 +212,8 @@ def refused(recorder: Recorder, conditions: dict[str, bool]) -> list[str]:
 
 
 def a_whole_life(recorder, tiktok, browser, clock, *, confirming_: bool) -> str:
-    """Connect (and claim), read the token, refresh, removal webhook, the worker's clean-up, reconnect, disconnect."""
+    """Connect (and claim), read the token, refresh, a consent left waiting for its claim, removal webhook (which
+    ends the connection and the waiting grant), the worker's clean-up, reconnect, disconnect."""
     def connect() -> str:
         back = finish_connect(browser, tiktok)
         if not confirming_:
@@ -219,12 +227,15 @@ def a_whole_life(recorder, tiktok, browser, clock, *, confirming_: bool) -> str:
     clock.advance(3 * 3600)
     with recorder.acting_as("RefreshWorkerFunction"):
         assert root.container().refresher.refresh(connection_id, force=True).result == "refreshed"
-    clock.advance(60)
+    waiting = finish_connect(browser, tiktok) if confirming_ else None  # consented again, never claimed
+    clock.advance(120)
     body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id)
     status, answer = webhook(body, headers)
     assert status == 200 and answer["disconnected"] == 1, answer
     scheduled_jobs(recorder)
     assert "tokens" not in item(connection_id)  # the worker erased what the webhook may not touch
+    if waiting is not None:  # ended by the removal: discarded by the worker, never claimable
+        assert claim(waiting["claim"][0], "owner-1")[1]["error"]["code"] == "user_revoked"
     clock.advance(60)
     assert connect() == connection_id
     assert call("DELETE", f"/connections/{connection_id}", raw_query="owner_id=owner-1")[0] == 202

@@ -41,7 +41,7 @@ def world():
     world.provider.revoke = world.revokes.revoke
     world.orphans = OrphanGrants(items=world.items, cipher=world.store._cipher, profiles=world.profiles,  # noqa: SLF001
                                  credentials=world.callback._credentials, provider=world.provider,  # noqa: SLF001
-                                 clock=world.clock, due_shards=4)
+                                 clock=world.clock, due_shards=4, connections=world.store)
     world.callback._orphans = world.orphans  # noqa: SLF001 - as the composition root wires it
     return world
 
@@ -187,7 +187,8 @@ def orphaned_with_refresh_token(world) -> str:
 
 def stored_tokens(world, key: str) -> dict:
     item = world.items.get(key)
-    binding = TokenBinding(key, "tiktok", "", "", 0)  # an orphaned grant belongs to no owner
+    # An orphaned grant belongs to no owner; it is bound to the account it is for (held-elsewhere check).
+    binding = TokenBinding(key, "tiktok", "", item.get("account_id") or "", 0)
     return world.orphans._cipher.open(item["tokens"], binding)  # noqa: SLF001
 
 
@@ -268,3 +269,22 @@ def test_an_orphan_another_worker_is_refreshing_is_left_to_it(world, refreshes):
     world.items.update(key, set={"lease_owner": "other-worker", "lease_expires_at": world.now + 10}, expect={})
     assert world.orphans.revoke(key) == "waiting"
     assert refreshes.calls == [] and world.revokes.calls == []
+
+
+def test_an_orphaned_grant_of_an_account_another_connection_holds_is_dropped_never_revoked(world):
+    """TikTok may keep one grant per app and user: revoking this grant could end the live connection of the same
+    account, and its revoke can trigger `authorization.removed` for every owner of it."""
+    held = world.seed("acct-other")
+    key = orphaned_with_refresh_token(world)  # a scope upgrade answered for acct-other
+    assert world.orphans.revoke(key) == "held"
+    assert world.revokes.calls == [] and orphans_in(world) == []
+    assert world.store.get(held).status == "active"
+
+
+def test_an_orphan_whose_account_was_rewritten_in_the_table_is_never_revoked(world):
+    """The account steers the held-elsewhere check, so it is bound into the sealed tokens: a write that changes
+    it (to make a held account look free) leaves tokens that no longer open."""
+    key = orphaned_with_refresh_token(world)
+    world.items.update(key, set={"account_id": "acct-nobody-holds"}, expect={})
+    assert world.orphans.revoke(key) == "abandoned"
+    assert world.revokes.calls == [] and orphans_in(world) == []

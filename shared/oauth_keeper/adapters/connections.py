@@ -9,7 +9,7 @@ provider and account (ADR 0018). It runs unchanged on DynamoDB (`adapters/dynamo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 from enum import Enum
 from typing import Any
@@ -225,11 +225,13 @@ class ConnectionStore:
         value = (item or {}).get("claimed_from")
         return value if isinstance(value, str) else None
 
-    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None) -> Connection | None:
+    def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None,
+                    together_with: Sequence[TransactWrite] = ()) -> Connection | None:
         """Store a planned grant, its event in the outbox in the same write; None if the item moved meanwhile.
         A new connection is written in one transaction with its guard item, which must name no live connection:
         None when one does (another connect won: plan again, as a reconnect of it). `claimed_from`: the pending
-        grant it comes from, stored with it so a repeated claim writes it once."""
+        grant it comes from, stored with it. `together_with`: writes of other items (a claim's pending grant
+        settled) that land in the same transaction or not at all: None when any of their expectations fails."""
         connection = replace(plan.connection, outbox=dict(plan.connection.outbox))
         connection_id = connection.connection_id
         # Bound to what this very write stores: owner, account and the planned token version.
@@ -255,13 +257,16 @@ class ConnectionStore:
         kept = _LEASE_ATTRIBUTES if plan.kept_refresh_token else ()
         stale = [a for a in _GRANT_RESETS if a not in attributes and a not in kept]
         if plan.expected_revision is not None:
-            written = bool(self.items.update(connection_id, set=_plain(attributes), remove=stale,
-                                             expect={"revision": plan.expected_revision}))
+            expect = {"revision": plan.expected_revision}
+            written = bool(self.items.update(connection_id, set=_plain(attributes), remove=stale, expect=expect)) \
+                if not together_with else self.items.transact([
+                    TransactWrite(connection_id, set=_plain(attributes), remove=tuple(stale), expect=expect),
+                    *together_with])
         else:
             guard = self._guard_writes(connection)
             written = guard is not None and self.items.transact([
                 TransactWrite(connection_id, set=_plain(attributes), remove=tuple(stale),
-                              expect={self.items.key_name: MISSING}), *guard])
+                              expect={self.items.key_name: MISSING}), *guard, *together_with])
         if not written:
             return None
         connection.sealed_tokens = sealed

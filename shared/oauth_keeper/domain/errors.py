@@ -61,8 +61,8 @@ class OwnerErased(OAuthKeeperError):
 
 
 class ClaimRefused(OAuthKeeperError):
-    """A claim of a pending grant (domain/claims.py) that cannot make a connection: unknown (404), used or
-    expired (410), for another owner (409 `owner_mismatch`, the code is burned)."""
+    """A claim of a pending grant (domain/claims.py) that cannot make a connection: unknown (404), used, expired
+    or ended by the user at the provider (410), for another owner (409 `owner_mismatch`, the code is burned)."""
 
     status = 410
     code = "claim_refused"

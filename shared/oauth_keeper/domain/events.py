@@ -112,8 +112,8 @@ class ConfirmationFailedDetail(TypedDict):
     owner_id: str  # who began the connect
     provider: str
     status: str  # always "not_connected"
-    reason: str  # owner_mismatch | claim_expired | owner_erased | account_erased | token_unreadable
-    retryable: bool
+    reason: str  # owner_mismatch | claim_expired | owner_erased | account_erased | token_unreadable | user_revoked
+    retryable: bool  # false for owner_mismatch and user_revoked (the user removed the app after consenting)
     occurred_at: str | None
 
 
@@ -121,11 +121,11 @@ def confirmation_failed_event(*, owner_id: str, provider: str, connection_id: st
                               occurred_at: float) -> dict[str, Any]:
     """The event for a pending grant discarded unclaimed. Raises ValueError for a reason outside the list."""
     if reason not in (Reason.OWNER_MISMATCH, Reason.CLAIM_EXPIRED, Reason.OWNER_ERASED, Reason.ACCOUNT_ERASED,
-                      Reason.TOKEN_UNREADABLE):
+                      Reason.TOKEN_UNREADABLE, Reason.USER_REVOKED):
         raise ValueError(f"unknown confirmation reason {reason!r}")
     detail: ConfirmationFailedDetail = {
         "event_id": str(uuid.uuid4()), "schema_version": SCHEMA_VERSION, "connection_id": connection_id,
         "owner_id": owner_id, "provider": provider, "status": "not_connected", "reason": str(reason),
-        "retryable": reason != Reason.OWNER_MISMATCH, "occurred_at": iso8601(occurred_at),
+        "retryable": reason not in (Reason.OWNER_MISMATCH, Reason.USER_REVOKED), "occurred_at": iso8601(occurred_at),
     }
     return {"event_id": detail["event_id"], "detail_type": str(DetailType.CONFIRMATION_FAILED), "detail": detail}

@@ -42,6 +42,7 @@ def plan_grant(
     missing_scopes: list[str],
     now: int,
     requires_refresh_token: bool = True,
+    connected_at: int | None = None,
 ) -> GrantPlan:
     """A new connection, or the existing one brought back to `active` with the new tokens.
 
@@ -54,6 +55,10 @@ def plan_grant(
     and it has not ended. Raises NoUsableRefreshToken when `requires_refresh_token` and none is held. Without
     refresh tokens at all (`requires_refresh_token` false), the sweep looks at the connection at once to plan
     its end (Expiring, then needs_reauth when the access token ends).
+
+    `connected_at` (epoch seconds, default `now`): when the user consented to this grant. A claimed grant
+    (connect confirmation) was consented at the callback, before the claim stores it: a provider's removal or an
+    account erasure between the two must still reach it (`provider_events.removal_applies`).
     """
     tokens = grant.tokens
     # What the connection was is carried over, unless an erasure is deleting it: nothing from before an erasure
@@ -69,7 +74,8 @@ def plan_grant(
         account_id=grant.account_id, status=ACTIVE,
         revision=(existing.revision if existing else 0) + 1,
         token_version=(existing.token_version if existing else 0) + 1,
-        created_at=kept.created_at if kept else now, updated_at=now, connected_at=now,
+        created_at=kept.created_at if kept else now, updated_at=now,
+        connected_at=now if connected_at is None else connected_at,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
         next_refresh_at=next_refresh_at if refresh_token else (None if requires_refresh_token else now),

@@ -83,7 +83,8 @@ def _seconds(value: Any) -> int | None:
 
 
 def granted_at(connection: Connection) -> int:
-    """When the connection's latest grant was stored (connect or reconnect), epoch seconds."""
+    """When the user consented to the connection's latest grant (connect or reconnect; a claimed grant: at its
+    callback, not at the claim), epoch seconds."""
     return connection.connected_at if connection.connected_at is not None else connection.created_at
 
 

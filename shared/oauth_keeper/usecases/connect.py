@@ -456,7 +456,7 @@ class SavedGrant:
 
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
                missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
-               requires_refresh_token: bool = True, claimed_from: str | None = None) -> SavedGrant:
+               requires_refresh_token: bool = True) -> SavedGrant:
     """Store a completed authorization: a new connection (a random id), or the existing one back to `active`
     (same id). The existing one is the one the guard item of (owner, provider, account) names
     (`ConnectionRepository.find`).
@@ -467,23 +467,19 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
     the event. A response without a refresh token keeps the
     stored one while it is usable. Raises NoUsableRefreshToken when no refresh token would be held and
     `requires_refresh_token`, TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when
-    the item keeps changing under twelve attempts. `claimed_from` (a pending grant's key, domain/claims.py):
-    stored with the grant; a connection already holding it is returned as it is (a repeated claim writes
-    once)."""
+    the item keeps changing under twelve attempts. (A claimed grant is stored by `PendingGrants.claim`, in one
+    transaction with its pending item.)"""
     for attempt in range(_SAVE_ATTEMPTS):
         existing = connections.find(grant.owner_id, grant.provider, grant.account_id)
         connection_id = existing.connection_id if existing is not None \
             else connections.new_id(grant.owner_id, grant.provider, grant.account_id)
-        if existing is not None and claimed_from and connections.claimed_from(connection_id) == claimed_from:
-            return SavedGrant(existing, existing.created_at == existing.connected_at)
         # A disconnected connection's tokens are dead (the webhook leaves them for the worker to erase): never kept.
         stored_refresh = _stored_refresh_token(connections, existing) \
             if existing and existing.status != DISCONNECTED and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
                           requires_refresh_token=requires_refresh_token)
-        written = connections.write_grant(plan, claimed_from=claimed_from) if claimed_from \
-            else connections.write_grant(plan)
+        written = connections.write_grant(plan)
         if written:
             return SavedGrant(written, plan.created)
         sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - de-synchronise contenders

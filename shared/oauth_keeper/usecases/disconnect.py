@@ -396,12 +396,23 @@ class Disconnection:
                            ) -> AccountRemoval:
         """Every live connection of one provider account (any owner) becomes disconnected, without a revoke
         (the provider already ended the grant); with `granted_before` (epoch seconds), only those whose latest
-        grant is older: the others are `kept`. The public webhook calls this, so it writes only status, schedule
-        and outbox attributes (`keep_tokens`): the worker erases the tokens, and deletes a connection an erasure
-        asked to delete. Repeats change nothing."""
+        grant is older: the others are `kept`. A grant waiting for its claim, consented before, is ended too
+        (`PendingGrants.note_removal`: never made a connection), and a connection a claim made of it meanwhile
+        is handled like the others even before the ByAccount index shows it. The public webhook calls this, so
+        it writes only status, schedule, outbox attributes and a pending grant's `removed_at` (`keep_tokens`):
+        the worker erases the tokens, and deletes a connection an erasure asked to delete. Repeats change
+        nothing."""
         store = self._connections
         removal: AccountRemoval = {"disconnected": 0, "kept": []}
-        for key in list(store.of_account(provider, account_id)):
+        keys = list(store.of_account(provider, account_id))
+        for key in [k for k in keys if is_pending_key(k)]:
+            claimed = self._pending.note_removal(key, granted_before if granted_before is not None
+                                                 else int(self._clock.now())) if self._pending else None
+            if claimed is not None and claimed not in keys:
+                keys.append(claimed)
+        for key in keys:
+            if is_pending_key(key):
+                continue
             written = self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before,
                                              keep_tokens=True)
             if written:

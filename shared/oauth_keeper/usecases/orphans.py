@@ -20,13 +20,23 @@ import random
 import uuid
 from typing import Any
 
-from ..domain.connection import TokenBinding
+from ..domain.claims import PENDING, is_pending_key
+from ..domain.connection import DISCONNECTED, DISCONNECTING, TokenBinding
 from ..domain.deadlines import COMMIT_RESERVE, LEASE_SECONDS, MIN_PROVIDER_CALL, REFRESH_MIN_TIME, budget
 from ..domain.errors import FailureKind, ProviderError, TokenDecryptionError
 from ..domain.schedule import backoff_delay, due_shard
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import MISSING, Clock, Credentials, ItemStore, ProviderClient, ProviderProfiles, TokenCipher
+from ..ports import (
+    MISSING,
+    Clock,
+    ConnectionRepository,
+    Credentials,
+    ItemStore,
+    ProviderClient,
+    ProviderProfiles,
+    TokenCipher,
+)
 
 PREFIX = "orphan#"
 GIVE_UP_AFTER = 86_400  # seconds of failed revokes before the grant is left to expire on its own
@@ -37,15 +47,41 @@ def is_orphan(key: str) -> bool:
     return key.startswith(PREFIX)
 
 
-def _binding(key: str, provider: str) -> TokenBinding:
-    """An orphaned grant is written once and belongs to no owner: its blob is bound to its key and provider."""
-    return TokenBinding(connection_id=key, provider=provider, owner_id="", account_id="", token_version=0)
+def _binding(key: str, provider: str, account_id: str | None) -> TokenBinding:
+    """An orphaned grant is written once and belongs to no owner: its blob is bound to its key, provider and the
+    account it is for (empty when unknown, and on items recorded before the account was kept): an item whose
+    `account_id` is rewritten no longer opens, so nobody can steer the held-elsewhere check."""
+    return TokenBinding(connection_id=key, provider=provider, owner_id="", account_id=account_id or "",
+                        token_version=0)
+
+
+def account_held(connections: ConnectionRepository, items: ItemStore, provider: str, account_id: str, now: int,
+                 *, besides: str | None = None) -> bool:
+    """Whether a live connection (any status but `disconnecting` and `disconnected`) or a claimable pending grant
+    (`pending`, code not expired) of any owner holds this provider account; the item `besides` is not counted.
+    Reads the ByAccount index, then each item strongly consistent."""
+    for other in connections.of_account(provider, account_id):
+        if other == besides:
+            continue
+        if is_pending_key(other):
+            found = items.get(other, ("state", "expires_at"))
+            if found and found.get("state") == PENDING and int(found.get("expires_at", 0)) > now:
+                return True
+            continue
+        connection = connections.get(other)
+        if connection is not None and connection.status not in (DISCONNECTED, DISCONNECTING):
+            return True
+    return False
 
 
 class OrphanGrants:
     def __init__(self, *, items: ItemStore, cipher: TokenCipher, profiles: ProviderProfiles, credentials: Credentials,
-                 provider: ProviderClient, clock: Clock, due_shards: int, rng: random.Random | None = None) -> None:
+                 provider: ProviderClient, clock: Clock, due_shards: int, rng: random.Random | None = None,
+                 connections: ConnectionRepository | None = None) -> None:
+        """`connections` finds who else holds a grant's account (None: every grant is revoked, for tests of the
+        revoke alone)."""
         self._items = items
+        self._connections = connections
         self._cipher = cipher
         self._profiles = profiles
         self._credentials = credentials
@@ -55,15 +91,17 @@ class OrphanGrants:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
     def record(self, provider: str, tokens: TokenSet, why: str) -> str:
-        """Keep the grant's tokens (sealed) for the background revoke; due at once. Idempotent per token.
+        """Keep the grant's tokens (sealed) for the background revoke; due at once. Idempotent per token. The
+        account (`tokens.account_id`, when the provider said) is kept for the held-elsewhere check at the revoke.
 
         Returns the item's key (`orphan#` and a hash of the access token: never the token itself)."""
         key = PREFIX + hashlib.sha256(tokens.access_token.encode()).hexdigest()[:32]
         now = int(self._clock.now())
         sealed = self._cipher.seal({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token},
-                                   _binding(key, provider))
+                                   _binding(key, provider, tokens.account_id))
         # The expiries tell the revoke whether the access token can still do it (older items lack them).
-        self._items.update(key, set={"provider": provider, "tokens": sealed, "orphaned_at": now, "why": why,
+        self._items.update(key, set={"provider": provider, "account_id": tokens.account_id, "tokens": sealed,
+                                     "orphaned_at": now, "why": why,
                                      "access_expires_at": tokens.access_expires_at,
                                      "refresh_expires_at": tokens.refresh_expires_at,
                                      "attempts": 0, "next_refresh_at": now, "due_shard": due_shard(key, self._shards)},
@@ -75,6 +113,7 @@ class OrphanGrants:
     def revoke(self, key: str, *, deadline: float | None = None) -> str:
         """One attempt at revoking the orphaned grant `key`, with a refresh first when its access token has
         expired or is refused. Returns `revoked`, `ended` (the grant had already ended: nothing left to revoke),
+        `held` (another live connection or pending grant holds the account: dropped, never revoked),
         `retrying`, `waiting` (another worker holds its refresh lease), `abandoned` or `gone` (already handled).
         Raises only for storage trouble (the message is then delivered again)."""
         item = self._items.get(key)
@@ -85,11 +124,18 @@ class OrphanGrants:
             return "waiting"  # a refresh is at the provider; the item stays due, so the sweep brings it back
         try:
             profile = self._profiles.profile(item["provider"])
-            tokens = self._cipher.open(item["tokens"], _binding(key, item["provider"]))
+            tokens = self._cipher.open(item["tokens"], _binding(key, item["provider"], item.get("account_id")))
         except (TokenDecryptionError, Exception) as exc:  # noqa: BLE001 - nothing usable to revoke with
             logger.warning("Orphaned grant unreadable; dropped", extra={"error_type": type(exc).__name__})
             self._items.delete(key, expect={})
             return "abandoned"
+        if item.get("account_id") and self._connections is not None and account_held(
+                self._connections, self._items, item["provider"], item["account_id"], now):
+            logger.info("Orphaned grant's account held by another connection: not revoked",
+                        extra={"provider": item["provider"], "why": item.get("why")})
+            record_metric("OrphanedGrantsKept", MetricUnit.Count, 1)
+            self._items.delete(key, expect={})
+            return "held"
         if budget(deadline, now) < MIN_PROVIDER_CALL:
             return self._later(key, item, now, error=None)
         # One refresh at most, and none without a revoke endpoint (a fresh access token could do nothing).
@@ -167,7 +213,7 @@ class OrphanGrants:
             return item, tokens, self._later(key, item, now, error=exc, release=True,
                                              in_doubt=in_doubt or (exc.maybe_processed and exc.code != "no_time"))
         fresh = {"access_token": answer.access_token, "refresh_token": answer.refresh_token or tokens["refresh_token"]}
-        stored = {"tokens": self._cipher.seal(fresh, _binding(key, provider)),
+        stored = {"tokens": self._cipher.seal(fresh, _binding(key, provider, item.get("account_id"))),
                   "access_expires_at": answer.access_expires_at,
                   "refresh_expires_at": answer.refresh_expires_at or item.get("refresh_expires_at"),
                   "lease_owner": None, "lease_expires_at": None, "refresh_in_doubt": None}

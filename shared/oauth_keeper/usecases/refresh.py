@@ -95,12 +95,13 @@ class Refresher:
         self, *, connections: ConnectionRepository, breakers: CircuitBreakers, profiles: ProviderProfiles,
         credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
         sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
-        pending_until: Callable[[str, str, str], int | None] | None = None,
+        pending_until: Callable[[str, str], int | None] | None = None,
     ) -> None:
         """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
         `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends;
-        `pending_until(provider, account_id, owner_id)` is when the owner's pending grant for that account
-        (connect confirmation) expires, or None without one."""
+        `pending_until(provider, account_id)` is when the latest pending grant for that provider account (connect
+        confirmation; any owner's: a forwarded link is consented by the same provider user) expires, or None
+        without one."""
         self._pending_until = pending_until
         self._store = connections
         self._breakers = breakers
@@ -364,7 +365,7 @@ class Refresher:
                 reason = Reason.REFRESH_TOKEN_EXPIRED
             else:
                 reason = Reason.INVALID_GRANT
-                held_until = self._pending_until(current.provider, current.account_id, current.owner_id) \
+                held_until = self._pending_until(current.provider, current.account_id) \
                     if self._pending_until is not None else None
                 if held_until is not None:
                     return self._held_for_claim(leased, held_until, error, now)
