@@ -126,6 +126,16 @@ def _account_erased_before_the_claim(ctx) -> None:
     run_jobs()
 
 
+def _removed_before_the_claim(ctx) -> None:
+    """The user removes the app at TikTok after consenting, before anyone claims: the next sweep discards it."""
+    finish_connect(ctx.browser, ctx.tiktok, user="bob")
+    ctx.clock.advance(120)
+    open_id = ctx.tiktok.users["bob"].open_id
+    ctx.tiktok.revoke_user(open_id)
+    assert webhook(*ctx.tiktok.signed_webhook(open_id))[0] == 200
+    run_jobs()
+
+
 class Flow:
     def __init__(self, run: Callable[..., None], *expected: tuple[str, str], confirmation: bool = False) -> None:
         self.run, self.expected, self.confirmation = run, set(expected), confirmation
@@ -156,6 +166,9 @@ FLOWS = {
                                           ("Connection Confirmation Failed", "owner_erased"), confirmation=True),
     "account erased before the claim": Flow(_account_erased_before_the_claim,
                                             ("Connection Confirmation Failed", "account_erased"), confirmation=True),
+    "removed at the provider before the claim": Flow(_removed_before_the_claim,
+                                                     ("Connection Confirmation Failed", "user_revoked"),
+                                                     confirmation=True),
 }
 
 
