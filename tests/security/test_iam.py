@@ -29,6 +29,7 @@ TRUST_POLICY = "trust policy"
 
 _ACCOUNT_ROOT = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
 _ANY_KEY_HERE = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
+_CONSUMER_RULES = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/${ConnectionEventBus.Name}/*"
 _SSM_CLIENT_CREDENTIAL = re.compile(
     r"^arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter\$\{SsmPrefix\}/\*/"
     r"(client_key|client_id|client_secret)$"
@@ -100,6 +101,18 @@ def _provider_segment_of_client_credentials(resource: str) -> bool:
     """<SsmPrefix>/<provider>/client_key|client_id|client_secret: providers are data (docs/architecture.md), so
     the provider is the one path segment left open; the leaf names and the prefix are fixed."""
     return bool(_SSM_CLIENT_CREDENTIAL.match(resource))
+
+
+def _consumer_account_s_own_rules(st: Statement) -> bool:
+    """EventConsumerAccountId's rules on the connection event bus: the consumer names them when it creates them
+    (they do not exist when the stack deploys), so the rule name stays open; events:creatorAccount limits the grant
+    to rules that account created, never this stack's (README, "Receiving the events in another account")."""
+    condition = (st.body.get("Condition") or {}).get("StringEqualsIfExists") or {}
+    return (
+        st.kind == RESOURCE_POLICY
+        and [resource_text(r) for r in st.resources()] == [_CONSUMER_RULES]
+        and condition.get("events:creatorAccount") == "${aws:PrincipalAccount}"
+    )
 
 
 # -- walking the template ----------------------------------------------------------------------------------------
@@ -177,7 +190,8 @@ def resource_problems(st: Statement) -> list[str]:
             continue
         if "*" not in text and "?" not in text:
             continue
-        if _decrypt_secure_string_through_ssm(st) or _provider_segment_of_client_credentials(text):
+        if _decrypt_secure_string_through_ssm(st) or _provider_segment_of_client_credentials(text) \
+                or _consumer_account_s_own_rules(st):
             continue
         problems.append(f"{st.where}: Resource {text!r} is a wildcard where specific resources exist")
     return problems
@@ -231,6 +245,7 @@ def test_every_documented_exception_still_matches_something_in_the_template():
     assert any(_decrypt_secure_string_through_ssm(st) for st in statements)
     assert any(_provider_segment_of_client_credentials(resource_text(r)) for st in statements
                for r in st.resources())
+    assert any(_consumer_account_s_own_rules(st) for st in statements)
 
 
 # -- the checks themselves catch what they are for --------------------------------------------------------------
@@ -241,6 +256,9 @@ def _doc(kind_resource: str, statement: dict[str, Any], key: str = "PolicyDocume
     elif kind_resource == "key":
         props = {"KeyPolicy": {"Version": "2012-10-17", "Statement": [statement]}}
         rtype = "AWS::KMS::Key"
+    elif kind_resource == "bus":  # one statement, not a policy document
+        props = {"EventBusName": "B", "StatementId": "S", "Statement": statement}
+        rtype = "AWS::Events::EventBusPolicy"
     else:
         props = {key: {"Version": "2012-10-17", "Statement": [statement]}}
         rtype = "AWS::SQS::QueuePolicy"
@@ -292,6 +310,14 @@ def test_the_action_check_catches_broad_actions(where, statement, flagged):
              "Resource": {"Fn::GetAtt": ["OtherKey", "Arn"]}}, True),
     ("queue", {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
                "Resource": "*"}, True),
+    ("bus", {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "events:PutRule",
+             "Resource": {"Fn::Sub": _CONSUMER_RULES},
+             "Condition": {"StringEqualsIfExists": {"events:creatorAccount": "${aws:PrincipalAccount}"}}}, False),
+    ("bus", {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "events:PutRule",
+             "Resource": {"Fn::Sub": _CONSUMER_RULES}}, True),  # without it: this stack's rules too
+    ("bus", {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "events:PutRule",
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/*"},
+             "Condition": {"StringEqualsIfExists": {"events:creatorAccount": "${aws:PrincipalAccount}"}}}, True),
 ])
 def test_the_resource_check_catches_wildcard_resources(where, statement, flagged):
     problems = [p for st in policy_statements(_doc(where, statement)) for p in resource_problems(st)]

@@ -272,6 +272,8 @@ KNOWN_ATTRIBUTES = {
     "AWS::Serverless::LayerVersion": set(),
     "AWS::SQS::Queue": {"Arn", "QueueName", "QueueUrl"},
     "AWS::CloudWatch::Alarm": {"Arn"},
+    "AWS::CloudWatch::Dashboard": set(),
+    "AWS::Events::Archive": {"Arn"},
 }
 
 
@@ -1215,21 +1217,31 @@ def _metric_names_in(node: ast.expr) -> set[str]:
     return set()
 
 
-def emitted_metric_names(sources: list[str]) -> set[str]:
-    """Every metric name the code passes to `record_metric` or Powertools' `add_metric` (first argument or
-    `name=`)."""
-    names: set[str] = set()
+def emitted_metric_dimensions(sources: list[str]) -> dict[str, set[frozenset[str]]]:
+    """Every metric name the code passes to `record_metric`, Powertools' `add_metric` (first argument or `name=`)
+    or `record_metric_by`, with the dimension names each call files it under: `service` alone, or `service` and
+    the keyword arguments of `record_metric_by`."""
+    found: dict[str, set[frozenset[str]]] = {}
     for source in sources:
         for node in ast.walk(ast.parse(source)):
             if not isinstance(node, ast.Call):
                 continue
             called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if called not in {"record_metric", "add_metric"}:
+            if called not in {"record_metric", "add_metric", "record_metric_by"}:
                 continue
+            dimensions = frozenset({"service"})
+            if called == "record_metric_by":
+                dimensions |= {k.arg for k in node.keywords if k.arg not in (None, "name", "unit", "value")}
             arguments = node.args[:1] + [k.value for k in node.keywords if k.arg == "name"]
             for argument in arguments:
-                names |= _metric_names_in(argument)
-    return names
+                for name in _metric_names_in(argument):
+                    found.setdefault(name, set()).add(dimensions)
+    return found
+
+
+def emitted_metric_names(sources: list[str]) -> set[str]:
+    """Every metric name the code emits (see `emitted_metric_dimensions`)."""
+    return set(emitted_metric_dimensions(sources))
 
 
 def _code_sources() -> list[str]:
@@ -1255,6 +1267,15 @@ def test_the_emitted_metric_scan_sees_literals_branches_and_keywords_only():
         logger.info("NotAMetric")
     """)
     assert emitted_metric_names([source]) == {"A", "B", "C", "D"}
+
+
+def test_the_emitted_metric_scan_reads_the_dimensions_of_record_metric_by():
+    source = textwrap.dedent("""
+        record_metric("A", unit, 1)
+        record_metric_by("E", unit, 1, outcome=str(result), reason=reason)
+    """)
+    assert emitted_metric_dimensions([source]) == {"A": {frozenset({"service"})},
+                                                   "E": {frozenset({"service", "outcome", "reason"})}}
 
 
 def _dead_letter_queues() -> dict[str, str]:
@@ -1855,3 +1876,179 @@ def test_with_connect_confirmation_the_callback_role_cannot_write_a_connection()
     assert allowed("pending#" + "a" * 48) and allowed("orphan#" + "b" * 32)
     for key in ("con_v5kxitzfzikpm6z75y424h33jvfkl3xb", "guard#abc", "op#op_x", "_breaker#tiktok", "_due_shards"):
         assert not allowed(key), key
+
+
+# ----------------------------------------------------------------- operations: dashboard, event archive, consumers
+DASHBOARD = "AWS::CloudWatch::Dashboard"
+_SEARCH = re.compile(r"^SEARCH\('\{([^}]*)\}\s+([^']*)',\s*'(\w+)',\s*(\d+)\)$")
+_SEARCH_TERM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def dashboard_body() -> dict[str, Any]:
+    """The operations dashboard's body as CloudWatch receives it, each `${...}` of its Fn::Sub standing as
+    `<...>` (e.g. `<RefreshQueue.QueueName>`): that they name something is the reference test's job."""
+    (dashboard,) = resources_of_type(DASHBOARD).values()
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert isinstance(text, str), "a Fn::Sub without a variable map: every name comes from the template"
+    return json.loads(_SUB_VARIABLE.sub(lambda m: f"<{m.group(1)}>", text))
+
+
+class Graphed(NamedTuple):
+    """A metric a dashboard graph reads: a row names its `dimensions` with values; a SEARCH names them all
+    (its schema) and `dimensions` holds the values it filters on."""
+
+    namespace: str
+    name: str
+    dimensions: dict[str, str]
+    stat: str
+    search: frozenset[str] | None = None
+
+
+def dashboard_metrics(body: dict[str, Any] | None = None) -> list[Graphed]:
+    """Every metric the dashboard's graphs read, rows and SEARCH expressions alike (other expressions fail)."""
+    found = []
+    for widget in (body or dashboard_body())["widgets"]:
+        for row in widget["properties"].get("metrics", []) if widget["type"] == "metric" else []:
+            options = row[-1] if isinstance(row[-1], dict) else {}
+            if "expression" in options:
+                match = _SEARCH.match(options["expression"])
+                assert match, f"only SEARCH expressions are understood here: {options['expression']}"
+                namespace, *names = (part.strip() for part in match.group(1).split(","))
+                terms = dict(_SEARCH_TERM.findall(match.group(2)))
+                found.append(Graphed(namespace, terms.pop("MetricName"), terms, match.group(3), frozenset(names)))
+                continue
+            fields = row[:-1] if options else row
+            namespace, name, *pairs = fields
+            dimensions = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            found.append(Graphed(namespace, name, dimensions, options.get("stat", "Average")))
+    return found
+
+
+def _widgets(kind: str) -> list[dict[str, Any]]:
+    return [w for w in dashboard_body()["widgets"] if w["type"] == kind]
+
+
+def test_the_dashboard_is_named_after_the_stack_and_its_widgets_tile_the_24_column_grid():
+    (dashboard,) = resources_of_type(DASHBOARD).values()
+    assert dashboard["Properties"]["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-operations"}
+    cells: set[tuple[int, int]] = set()
+    for widget in dashboard_body()["widgets"]:
+        x, y, width, height = (widget[k] for k in ("x", "y", "width", "height"))
+        assert x >= 0 and y >= 0 and width > 0 and height > 0 and x + width <= 24, widget["properties"]["title"]
+        mine = {(col, row) for col in range(x, x + width) for row in range(y, y + height)}
+        assert not mine & cells, f"{widget['properties']['title']} overlaps another widget"
+        cells |= mine
+        if widget["type"] != "alarm":
+            assert widget["properties"]["region"] == "<AWS::Region>"
+
+
+def test_the_dashboard_shows_the_state_of_every_alarm():
+    (widget,) = _widgets("alarm")
+    assert set(widget["properties"]["alarms"]) == {f"<{name}.Arn>" for name in resources_of_type(ALARM)}
+
+
+def test_the_dashboard_graphs_refresh_outcomes_risk_reauth_and_latency_from_the_service_s_metrics():
+    graphed = dashboard_metrics()
+    plain = {(g.name, g.stat) for g in graphed if g.search is None and g.namespace == "OAuthKeeper"}
+    searched = {g.name: g for g in graphed if g.search is not None}
+    assert searched["RefreshOutcome"].search == {"service", "outcome", "reason"}
+    assert searched["RefreshOutcome"].stat == "Sum"
+    assert {("ConnectionsAtRisk", "Sum"), ("ConnectionsRecovered", "Sum"), ("NeedsReauthTransitions", "Sum"),
+            ("RefreshLatency", "p50"), ("RefreshLatency", "p99")} <= plain
+    needs_reauth = [g for g in graphed if g.name == "RefreshOutcome" and g.dimensions.get("outcome") == "needs_reauth"]
+    assert needs_reauth, "needs-reauth transitions by reason"
+    assert searched["ProviderPaused"].search == {"service", "provider"} and searched["ProviderPaused"].stat == "Maximum"
+    assert {("CircuitBreakerOpen", "Sum"), ("ProviderOutage", "Sum"), ("ProviderRateLimited", "Sum")} <= plain
+
+
+def test_the_dashboard_graphs_the_refresh_queue_s_age_and_every_dead_letter_queue():
+    graphed = {(g.name, g.dimensions.get("QueueName"), g.stat) for g in dashboard_metrics() if g.namespace == "AWS/SQS"}
+    assert ("ApproximateAgeOfOldestMessage", "<RefreshQueue.QueueName>", "Maximum") in graphed
+    for queue in _dead_letter_queues():
+        assert ("ApproximateNumberOfMessagesVisible", f"<{queue}.QueueName>", "Maximum") in graphed, queue
+
+
+def test_the_dashboard_counts_api_4xx_and_5xx_overall_and_per_route_from_the_access_log():
+    graphed = {(g.name, json.dumps(g.dimensions)) for g in dashboard_metrics() if g.namespace == "AWS/ApiGateway"}
+    assert graphed == {(code, json.dumps({"ApiId": "<HttpApi>"})) for code in ("4xx", "5xx")}
+    (logs,) = _widgets("log")
+    query = logs["properties"]["query"]
+    # API Gateway publishes per-route metrics only with detailed metrics (paid per route): the access log has
+    # each request's route key and status already.
+    assert query.startswith("SOURCE '<HttpApiAccessLogGroup>' |")
+    access_log = template()["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    assert access_log["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    fields = set(json.loads(access_log["Format"]))
+    assert "filter status >= 400" in query and re.search(r"stats count\(\*\) as \w+ by routeKey, status", query)
+    assert {"routeKey", "status"} <= fields
+
+
+def test_every_service_metric_the_dashboard_reads_is_emitted_under_those_dimensions():
+    variables = _globals_function()["Environment"]["Variables"]
+    emitted = emitted_metric_dimensions(_code_sources())
+    for graphed in dashboard_metrics():
+        if graphed.namespace.startswith("AWS/"):
+            continue
+        assert graphed.namespace == variables["POWERTOOLS_METRICS_NAMESPACE"], graphed
+        assert graphed.dimensions.get("service") == variables["POWERTOOLS_SERVICE_NAME"], graphed
+        assert graphed.name in emitted, f"the dashboard reads {graphed.name}, which the code never emits"
+        names = graphed.search if graphed.search is not None else frozenset(graphed.dimensions)
+        assert emitted[graphed.name] == {names}, f"{graphed.name}: emitted under {emitted[graphed.name]}"
+
+
+def test_the_dashboard_metric_reader_understands_rows_and_searches():
+    body = {"widgets": [{"type": "metric", "properties": {"metrics": [
+        ["NS", "A", "service", "s", {"stat": "p99"}],
+        ["NS", "B", "service", "s"],
+        [{"id": "e", "expression": "SEARCH('{NS,service,kind} MetricName=\"C\" kind=\"x\"', 'Sum', 300)"}]]}}]}
+    assert dashboard_metrics(body) == [
+        Graphed("NS", "A", {"service": "s"}, "p99"), Graphed("NS", "B", {"service": "s"}, "Average"),
+        Graphed("NS", "C", {"kind": "x"}, "Sum", frozenset({"service", "kind"}))]
+
+
+def test_the_archive_keeps_every_connection_event_for_the_retention_the_operator_chose():
+    from oauth_keeper.domain.events import SOURCE
+
+    (archive,) = resources_of_type("AWS::Events::Archive").values()
+    props = archive["Properties"]
+    assert props["SourceArn"] == {"Fn::GetAtt": ["ConnectionEventBus", "Arn"]}
+    assert props["EventPattern"] == {"source": [SOURCE]}
+    assert "ArchiveName" not in props  # CloudFormation names it: at most 48 characters, a stack name has 128
+    assert props["RetentionDays"] == {"Ref": "EventArchiveRetentionDays"}
+    retention = template()["Parameters"]["EventArchiveRetentionDays"]
+    # 0 would keep events (owner and account ids) forever, past an erasure.
+    assert retention["Type"] == "Number" and int(retention["MinValue"]) == 1 and int(retention["Default"]) == 30
+
+
+def test_a_consumer_account_may_manage_only_its_own_rules_on_the_bus_and_never_put_events():
+    assert template()["Conditions"]["HasEventConsumerAccount"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EventConsumerAccountId"}, ""]}]}
+    (policy,) = resources_of_type("AWS::Events::EventBusPolicy").values()
+    assert policy["Condition"] == "HasEventConsumerAccount"
+    props = policy["Properties"]
+    assert props["EventBusName"] == {"Ref": "ConnectionEventBus"}
+    statement = props["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${EventConsumerAccountId}:root"}}
+    assert set(statement["Action"]) == {"events:PutRule", "events:PutTargets", "events:DeleteRule",
+                                        "events:RemoveTargets", "events:DescribeRule", "events:EnableRule",
+                                        "events:DisableRule", "events:ListTargetsByRule"}
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/${ConnectionEventBus.Name}/*"}
+    assert statement["Condition"] == {"StringEqualsIfExists": {"events:creatorAccount": "${aws:PrincipalAccount}"}}
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    ("", True), ("123456789012", True), ("12345678901", False), ("1234567890123", False), ("*", False),
+    ("arn:aws:iam::123456789012:root", False),
+])
+def test_the_consumer_account_is_empty_or_one_account_id(value, accepted):
+    pattern = template()["Parameters"]["EventConsumerAccountId"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
+
+
+def test_outputs_name_the_bus_arn_the_archive_and_the_dashboard():
+    outputs = template()["Outputs"]
+    assert outputs["EventBusArn"]["Value"] == {"Fn::GetAtt": ["ConnectionEventBus", "Arn"]}
+    assert outputs["EventArchiveArn"]["Value"] == {"Fn::GetAtt": ["ConnectionEventArchive", "Arn"]}
+    assert outputs["DashboardName"]["Value"] == {"Ref": "OperationsDashboard"}

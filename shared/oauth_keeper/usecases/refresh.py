@@ -23,7 +23,7 @@ from ..domain.errors import ConfigurationError, FailureKind, ProviderError, Toke
 from ..domain.events import PendingEvent
 from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
 from ..domain.tokens import TokenSet
-from ..observability import MetricUnit, logger, record_metric
+from ..observability import MetricUnit, logger, record_metric, record_metric_by
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
 from .breaker import LEGACY_PARKED_AHEAD, OPEN, PROBE, Breaker, Cause, CircuitBreakers
 from .outbox import OutboxRelay
@@ -60,6 +60,9 @@ class RefreshResult(StrEnum):
 DISCONNECTING_REASON = "disconnecting"  # the reason of an INACTIVE outcome the disconnect job takes over
 NO_TIME = "no_time"  # the reason of a BUSY outcome that never called the provider for lack of time
 REFRESHED, NOT_DUE, BUSY, SUPERSEDED, RETRYING, PAUSED, NEEDS_USER, INACTIVE, UNKNOWN = tuple(RefreshResult)
+# Outcomes that decided something about a connection, counted by outcome and reason. Not counted: nothing to do
+# (not_due, inactive, unknown) or left to someone else (busy): the worker meets those on every duplicate message.
+COUNTED_OUTCOMES = frozenset({REFRESHED, RETRYING, PAUSED, NEEDS_USER, SUPERSEDED})
 _LEASE = ("lease_owner", "lease_expires_at")
 
 
@@ -122,7 +125,17 @@ class Refresher:
         `deadline` (epoch seconds) is when the caller's invocation must be over: the provider call ends before
         it, and before the lease leaves too little time to commit. Returns a RefreshOutcome; every provider
         failure is decided (retry, pause, needs_reauth) and written, never raised. Raises only for storage
-        trouble (the SQS message is then retried)."""
+        trouble (the SQS message is then retried).
+
+        Each decided outcome (refreshed, retrying, paused, needs_reauth, superseded) counts 1 `RefreshOutcome`
+        with dimensions `outcome` and `reason` (the operations dashboard's "refresh outcomes by reason")."""
+        outcome = self._refresh(connection_id, force=force, deadline=deadline)
+        if outcome.result in COUNTED_OUTCOMES:
+            record_metric_by("RefreshOutcome", MetricUnit.Count, 1, outcome=str(outcome.result),
+                             reason=str(outcome.reason or outcome.result))
+        return outcome
+
+    def _refresh(self, connection_id: str, *, force: bool, deadline: float | None) -> RefreshOutcome:
         now = self._now()
         connection = self._store.get(connection_id)
         if connection is None:
@@ -300,6 +313,8 @@ class Refresher:
             self._breakers.close(leased.provider)
         self._breakers.observe(leased.provider, failed_transiently=False)
         record_metric("RefreshSucceeded", MetricUnit.Count, 1)
+        if any(e["detail_type"] == events.RECOVERED for e in written_events):
+            record_metric("ConnectionsRecovered", MetricUnit.Count, 1)  # the way out of ConnectionsAtRisk
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
 

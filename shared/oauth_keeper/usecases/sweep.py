@@ -17,7 +17,7 @@ from ..domain.schedule import (
     span_after_probe,
     span_for_count,
 )
-from ..observability import MetricUnit, logger, record_metric
+from ..observability import MetricUnit, logger, record_metric, record_metric_by
 from ..ports import Clock, ConnectionRepository, RefreshQueue
 from .breaker import CLOSED, OPEN, PARK_OFFSET, CircuitBreakers
 
@@ -142,6 +142,10 @@ class Sweep:
         resumed: list[list[str]] = []
         for provider in self._providers if self._breakers else ():
             breaker = self._breakers.read(provider)  # type: ignore[union-attr]
+            # The breaker's state once a sweep, for the operations dashboard: 1 while the provider's refreshes
+            # are paused (open, probing included), 0 when closed.
+            record_metric_by("ProviderPaused", MetricUnit.Count, 1 if breaker.state is OPEN else 0,
+                             provider=provider)
             parked = breaker.parked_range(now)  # any cause: an earlier outage of the episode may have parked some
             if parked is None:
                 continue
