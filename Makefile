@@ -52,5 +52,30 @@ $(SAM):
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) tool install --quiet "aws-sam-cli==$(SAM_VERSION)"
 
+# Deploying: the SAM CLI installed above ($(SAM)), on a samconfig.toml environment (ENV=dev or prod). AWS
+# credentials and region come from your usual AWS configuration. GUIDED=1 asks for the parameters and saves them
+# (the first deploy of prod: AllowedReturnOrigins has no default).
+ENV    ?= dev
+GUIDED ?=
+FN     ?=
+.PHONY: deploy logs delete sync
+deploy: $(SAM)
+	$(SAM) build --config-env $(ENV)
+	$(SAM) deploy --config-env $(ENV)$(if $(GUIDED), --guided)
+
+# Follows the stack's logs as they arrive (every function's log group); FN=BackendApiFunction for one function.
+logs: $(SAM)
+	$(SAM) logs --config-env $(ENV) --tail$(if $(FN), --name $(FN))
+
+# Deletes the stack; the retained resources stay (README, "Deleting the stack").
+delete: $(SAM)
+	$(SAM) delete --config-env $(ENV)
+
+# dev only: code changes go to the functions as you save them, bypassing CloudFormation (the stack drifts from
+# the template until the next `make deploy`).
+sync: $(SAM)
+	$(if $(filter dev,$(ENV)),,$(error sam sync is for the dev stack only (ENV=$(ENV)): use make deploy ENV=$(ENV)))
+	$(SAM) sync --config-env dev --watch
+
 clean:
 	rm -rf .venv .aws-sam .pytest_cache .ruff_cache
