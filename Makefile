@@ -74,9 +74,12 @@ deploy: $(SAM)
 	$(SAM) build --config-env $(ENV)
 	$(SAM) deploy --config-env $(ENV)$(if $(GUIDED), --guided)
 
-# Follows the stack's logs as they arrive (every function's log group); FN=BackendApiFunction for one function.
+# Follows the logs of every function of template.yaml (or FN=BackendApiFunction, one) as they arrive. Named, not
+# left to SAM's scan of the stack, which would also try the HTTP API's access log (README, "Following the logs").
+FUNCTIONS = $(shell awk '/^  [A-Za-z0-9]+:$$/ {name = substr($$1, 1, length($$1) - 1)} \
+                         /Type: AWS::Serverless::Function$$/ {print name}' $(wildcard template.yaml) </dev/null)
 logs: $(SAM)
-	$(SAM) logs --config-env $(ENV) --tail$(if $(FN), --name $(FN))
+	$(SAM) logs --config-env $(ENV) --tail $(addprefix --name ,$(or $(FN),$(FUNCTIONS)))
 
 # Deletes the stack; the retained resources stay (README, "Deleting the stack").
 delete: $(SAM)

@@ -17,6 +17,7 @@ from local.cfn import ROOT, template
 pytestmark = pytest.mark.unit
 SAM = str(Path.home() / ".local" / "bin" / "sam")
 COMMANDS = ("build", "deploy", "sync", "logs", "delete", "validate")
+FUNCTIONS = [name for name, res in template()["Resources"].items() if res["Type"] == "AWS::Serverless::Function"]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def make_dry_run(*args: str) -> subprocess.CompletedProcess:
     (("deploy",), [f"{SAM} build --config-env dev", f"{SAM} deploy --config-env dev"]),
     (("deploy", "ENV=prod", "GUIDED=1"),
      [f"{SAM} build --config-env prod", f"{SAM} deploy --config-env prod --guided"]),
-    (("logs",), [f"{SAM} logs --config-env dev --tail"]),
+    (("logs",), [f"{SAM} logs --config-env dev --tail " + " ".join(f"--name {fn}" for fn in FUNCTIONS)]),
     (("logs", "ENV=prod", "FN=BackendApiFunction"),
      [f"{SAM} logs --config-env prod --tail --name BackendApiFunction"]),
     (("delete", "ENV=prod"), [f"{SAM} delete --config-env prod"]),
