@@ -1,5 +1,5 @@
 """Without Chromium the browser tests skip on a laptop, but with CI=true they fail the run: CI never passes by
-leaving 13 browser tests out (tests/browser/conftest.py; `.ci/run` installs Chromium first)."""
+leaving the browser tests out (tests/browser/conftest.py; `.ci/run` installs Chromium first)."""
 
 from __future__ import annotations
 
