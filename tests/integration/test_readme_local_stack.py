@@ -5,12 +5,16 @@ Convention (README, "Local stack"): a fenced block directly preceded by the line
 tests do) and runs the marked blocks in README order, as a reader following the README in one terminal would:
 
 - `bash` (or `sh`, `shell`) blocks through `bash` with `set -eo pipefail`, `python` blocks through the project's
-  python (the interpreter running the tests: `uv run`'s), each from the repository root;
+  python (the interpreter running the tests: `uv run`'s) with the Python client importable from
+  `clients/python/src` (what the README's `uv run --with ./clients/python` gives), each from the repository root;
 - `make dev`'s documented addresses (127.0.0.1:3000 for the API and dashboard, 127.0.0.1:3001 for the simulated
   TikTok) are replaced with the test stack's;
 - what a bash block exports (and where it `cd`s) carries over to the blocks after it; nothing else does. The
   blocks start without the test process's AWS_* variables, AWS config files or PYTHONPATH: what they need, the
-  README must say.
+  README must say;
+- a block that only sets the environment (every line `export NAME=value`, or a comment) runs before the others:
+  the examples say "with the local signing identity exported" and point to where the README exports it, as a
+  reader would have done first.
 
 A block fails the test when it exits non-zero or runs over BLOCK_TIMEOUT. A marker that is not directly followed by
 an opening fence, a block that is never closed, a language other than those above, or a block that bash or python
@@ -33,6 +37,7 @@ import pytest
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+CLIENT_SRC = ROOT / "clients" / "python" / "src"  # the package oauth-keeper-client as its source tree
 MARKER = "<!-- local-stack -->"
 LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python"}
 DEFAULT_API, DEFAULT_TIKTOK = "127.0.0.1:3000", "127.0.0.1:3001"  # `make dev`'s ports (local/dev.py)
@@ -106,6 +111,18 @@ def _syntax_problems(block: Block) -> list[str]:
     return [f"{block}: bash cannot parse it: {check.stderr.strip()}"] if check.returncode else []
 
 
+# `export NAME=value` with a plain value (no `$`, quote or backtick: nothing that depends on other blocks), or a comment
+EXPORT_LINE = re.compile(r"\s*(#.*)?|\s*export [A-Za-z_][A-Za-z0-9_]*=[^\s$`'\"]*\s*(#.*)?")
+
+
+def walk_order(blocks: list[Block]) -> list[Block]:
+    """The blocks that only export variables first (each group in README order), then the rest."""
+    def setup(block: Block) -> bool:
+        return block.language == "bash" and all(EXPORT_LINE.fullmatch(line) for line in block.code.splitlines())
+
+    return [b for b in blocks if setup(b)] + [b for b in blocks if not setup(b)]
+
+
 BLOCKS, PROBLEMS = marked_blocks(README.read_text())
 
 
@@ -166,7 +183,8 @@ def run_block(session: Session, block: Block) -> subprocess.CompletedProcess:
     """Run one block in `session`; a bash block that succeeds leaves its environment and directory to the next."""
     code = session.as_written_here(block.code)
     if block.language == "python":
-        return subprocess.run([sys.executable, "-"], input=code, cwd=session.cwd, env=session.env,
+        env = {**session.env, "PYTHONPATH": str(CLIENT_SRC)}
+        return subprocess.run([sys.executable, "-"], input=code, cwd=session.cwd, env=env,
                               capture_output=True, text=True, timeout=BLOCK_TIMEOUT, check=False)
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch)
@@ -196,7 +214,14 @@ def test_blocks_share_a_terminal_exports_and_directory_carry_over_and_make_devs_
     assert failing.returncode == 1 and "never" not in failing.stdout
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=str)
+def test_blocks_that_only_export_run_first_and_the_rest_keep_the_readmes_order():
+    blocks = [Block(1, "python", "print(1)\n"), Block(5, "bash", "curl -fsS x\n"),
+              Block(9, "bash", "# the identity\nexport A=1\n\nexport B=two  # why\n"),
+              Block(14, "bash", "export C=$A\n")]
+    assert [b.line for b in walk_order(blocks)] == [9, 1, 5, 14]  # `$A` is not a plain value: run in its place
+
+
+@pytest.mark.parametrize("block", walk_order(BLOCKS), ids=str)
 def test_the_marked_readme_block_runs_against_the_local_stack(session, block):
     run = run_block(session, block)
     assert run.returncode == 0, (f"{block} exited {run.returncode}\n--- block ---\n"
