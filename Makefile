@@ -23,9 +23,9 @@ dev: .venv/.synced
 	PYTHONPATH=shared:. $(UV) run --frozen python -m local.dev
 
 # How long `make test` takes, said before it starts; the time it took, said when it ends (passed or failed).
-# Measured 2026-12-01 on 2 cores: 13 min 57 s for 1,429 tests (pytest 13 min 41 s) with the machine otherwise
-# quiet (load ~3); 19-22 min while other test suites ran beside it (load 5-9).
-TEST_ESTIMATE := about 15 minutes on 2 cores, 20 on a busy machine (make test-fast skips the sam build checks)
+# Measured 2026-12-01 on 2 cores: 10 min 42 s for 1,452 tests (pytest 10 min 27 s) with the machine otherwise
+# quiet (load ~2); 14-22 min while other test suites ran beside it (load 3-9).
+TEST_ESTIMATE := about 11 minutes on 2 cores, up to 20 on a busy machine (make test-fast skips the sam build checks)
 test:
 	@echo "make test: ruff, lint-imports, security checks, then every test: $(TEST_ESTIMATE)."
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-steps; status=$$?; \
