@@ -37,9 +37,9 @@ def main() -> int:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
-    # The demo prints its own narrative; the handlers' JSON logs and EMF metrics would drown it.
+    # The demo prints its own narrative; the handlers' JSON logs and EMF metrics would drown it. The metrics are
+    # kept off stdout by local/emf.py and totalled at the end (what CloudWatch would have received).
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto_server.start()
@@ -47,11 +47,15 @@ def main() -> int:
     os.environ.update(DUMMY_CREDENTIALS)
     os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
 
+    from local.emf import emf_kept_off_stdout
     from local.fake_tiktok import FakeTikTok
 
     tiktok = FakeTikTok(redirect_uris=(f"{BASE_URL}/callback/tiktok",)).start()
     try:
-        return run(tiktok, os.environ["AWS_ENDPOINT_URL"])
+        with emf_kept_off_stdout() as metrics:
+            outcome = run(tiktok, os.environ["AWS_ENDPOINT_URL"])
+        print(f"Metrics (what CloudWatch would have received): {metrics.summary()}")
+        return outcome
     finally:
         tiktok.stop()
         moto_server.stop()

@@ -479,6 +479,15 @@ def _json(status: int, data: Any) -> Answer:
 
 # -- make dev ----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    """`make dev`: the stack on fixed ports until Ctrl-C or SIGTERM; the handlers' EMF metric lines are kept off
+    the console (local/emf.py)."""
+    from local.emf import emf_kept_off_stdout
+
+    with emf_kept_off_stdout():
+        return _serve(argv)
+
+
+def _serve(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="make dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEV_PORT", "3000")),
                         help="gateway and dashboard (default 3000)")

@@ -1,4 +1,4 @@
-"""`make demo` (the README's first command) connects an account end to end and prints no secret."""
+"""`make demo` (the README's first command) connects an account end to end and prints no secret and no raw EMF."""
 
 import os
 import re
@@ -28,3 +28,7 @@ def test_demo_connects_an_account_and_redacts_every_secret():
         assert values, f"the demo no longer shows {name}"
         assert set(values) == {"<redacted>"}, f"{name} printed unredacted"
     assert "act." not in out and "rft." not in out  # the simulated TikTok's token prefixes
+    # Powertools prints each metric as an EMF JSON line for CloudWatch; the demo totals them instead.
+    assert '"_aws"' not in out + run.stderr and "CloudWatchMetrics" not in out + run.stderr
+    assert re.search(r"^Metrics \(what CloudWatch would have received\): .*ColdStart 1.*ConnectionsCreated 1", out,
+                     re.MULTILINE)
