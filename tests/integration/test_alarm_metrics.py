@@ -184,6 +184,11 @@ def test_every_custom_metric_an_alarm_reads_has_a_handler_run_that_emits_it():
     assert read <= set(SCENARIOS), f"add a scenario for {sorted(read - set(SCENARIOS))}"
 
 
+def _directive(document: dict, metric: str) -> dict:
+    """The EMF directive of `document` that declares `metric` (its namespace and dimension sets)."""
+    return next(d for d in document["_aws"]["CloudWatchMetrics"] if metric in {m["Name"] for m in d["Metrics"]})
+
+
 @pytest.mark.parametrize("metric", sorted(SCENARIOS))
 def test_the_handler_emits_the_metric_with_the_namespace_and_dimensions_its_alarm_reads(
         metric, stack, tiktok, browser, clock, capfd):
@@ -193,8 +198,7 @@ def test_the_handler_emits_the_metric_with_the_namespace_and_dimensions_its_alar
     documents = emf_metrics(capfd.readouterr().out).get(metric)
     assert documents, f"{metric} was not emitted"
     for document in documents:
-        directive = next(d for d in document["_aws"]["CloudWatchMetrics"]
-                         if metric in {m["Name"] for m in d["Metrics"]})
+        directive = _directive(document, metric)
         assert directive["Namespace"] == namespace
         # CloudWatch files an EMF metric under exactly its dimension set: the alarm must name that set.
         assert directive["Dimensions"] == [[d["Name"] for d in dimensions]]
@@ -217,8 +221,7 @@ def test_the_handler_emits_the_metric_under_the_namespace_and_dimensions_the_das
     documents = emf_metrics(capfd.readouterr().out).get(metric)
     assert documents, f"{metric} was not emitted"
     for document in documents:
-        directive = next(d for d in document["_aws"]["CloudWatchMetrics"]
-                         if metric in {m["Name"] for m in d["Metrics"]})
+        directive = _directive(document, metric)
         assert directive["Namespace"] == namespace
         # CloudWatch files an EMF metric under exactly its dimension set: a SEARCH names that whole set.
         assert [set(names) for names in directive["Dimensions"]] == [set(dimensions)]
