@@ -41,6 +41,11 @@ def main() -> int:
     # kept off stdout by local/emf.py and totalled at the end (what CloudWatch would have received).
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+    from oauth_keeper.audit import audit_logger
+
+    # A deployed function writes audit records whatever its level (oauth_keeper/audit.py); the demo's narrative
+    # says what was done, so they follow POWERTOOLS_LOG_LEVEL here, as in local/dev.py.
+    audit_logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
     moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto_server.start()
     host, port = moto_server.get_host_and_port()

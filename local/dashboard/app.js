@@ -225,7 +225,8 @@ async function settle(data) {
     showOutcome({ status: "connected", connection_id: c.connection_id, granted_scopes: c.scopes_granted,
       missing_scopes: c.missing_scopes });
   } catch (error) {
-    showOutcome({ status: "error", error: error.code || "claim_failed", retryable: error.status === 410 });
+    // A used or expired claim code never works again (410, 409): only a failure on our side is worth retrying.
+    showOutcome({ status: "error", error: error.code || "claim_failed", retryable: error.status >= 500 });
   }
   load();
 }

@@ -32,3 +32,15 @@ def test_demo_connects_an_account_and_redacts_every_secret():
     assert '"_aws"' not in out + run.stderr and "CloudWatchMetrics" not in out + run.stderr
     assert re.search(r"^Metrics \(what CloudWatch would have received\): .*ColdStart 1.*ConnectionsCreated 1", out,
                      re.MULTILINE)
+
+
+def test_demo_prints_its_steps_not_raw_json_log_records():
+    """A newcomer reads `make demo` as a story: a Powertools JSON record (the audit trail's, say) dropped between
+    its steps is the same noise as the EMF lines kept off the console; make dev silences the audit logger too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIKTOK_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "shared"), str(ROOT)])
+    run = subprocess.run([sys.executable, "-m", "local.demo"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    raw = [line[:120] for line in (run.stdout + run.stderr).splitlines() if line.lstrip().startswith('{"')]
+    assert raw == []
