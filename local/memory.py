@@ -320,19 +320,31 @@ class ListQueue:
     def __init__(self) -> None:
         self.messages: list[str] = []  # connection ids, in the order sent
         self.forced: list[bool] = []  # ...and whether each was sent to be refreshed whatever its schedule
+        self.removals: list[str] = []  # bodies of the removals the webhook queued, in the order sent
+        self.down = False  # True: every send raises, as SQS unreachable does
 
     def send(self, connection_ids: list[str], *, force: bool = False) -> int:
+        if self.down:
+            raise ConnectionError("queue down")
         self.messages.extend(connection_ids)
         self.forced.extend([force] * len(connection_ids))
         return len(connection_ids)
 
+    def send_removal(self, removal: Any) -> None:
+        if self.down:
+            raise ConnectionError("queue down")
+        self.removals.append(removal.message())
+
     def drain(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The oldest `limit` messages (all without one) as SQS records; the rest stay queued."""
+        """The oldest `limit` messages (all without one) as SQS records, removals first; the rest stay queued."""
         from oauth_keeper.adapters.sqs import refresh_message
 
-        taken = len(self.messages) if limit is None else limit
-        records = [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}
-                   for i, (cid, force) in enumerate(zip(self.messages[:taken], self.forced[:taken], strict=True))]
+        taken = len(self.removals) + len(self.messages) if limit is None else limit
+        records = [{"messageId": f"r{i}", "body": body} for i, body in enumerate(self.removals[:taken])]
+        self.removals = self.removals[taken:]
+        taken -= len(records)
+        records += [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}
+                    for i, (cid, force) in enumerate(zip(self.messages[:taken], self.forced[:taken], strict=True))]
         self.messages, self.forced = self.messages[taken:], self.forced[taken:]
         return records
 

@@ -171,3 +171,29 @@ def sweep_into(queue: Any, container: Any = None) -> Any:
     parts = container or root.container()
     return Sweep(parts.connections, queue, parts.clock, parts.settings.sweep_interval, breakers=parts.breakers,
                  providers=parts.settings.providers).run()
+
+
+
+def deliver_refresh_queue() -> list[dict[str, Any]]:
+    """What the refresh worker's SQS event source does in AWS, done now: every message waiting in the refresh queue
+    (moto) goes to the worker's Lambda handler (template.yaml's RefreshWorkerFunction, in this process, on the
+    installed container), ten to a batch; a message it reports failed stays queued (invisible for the queue's
+    visibility timeout, as in SQS). Returns the records handed over."""
+    from oauth_keeper import root
+
+    from local.apigw import LambdaContext, Route
+
+    worker = cfn.resources_of_type("AWS::Serverless::Function")["RefreshWorkerFunction"]["Properties"]
+    handler = Route("RefreshWorkerFunction", worker["Handler"], "", "", "NONE", worker["CodeUri"]).load_handler()
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = root.container().settings.refresh_queue_url
+    delivered: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        records = [{"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs"} for m in messages]
+        failed = {f["itemIdentifier"] for f in handler({"Records": records},
+                                                       LambdaContext("RefreshWorkerFunction"))["batchItemFailures"]}
+        for message in messages:
+            if message["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        delivered += records
+    return delivered

@@ -14,6 +14,7 @@ from .domain.connection import Connection, TokenBinding
 from .domain.events import PendingEvent
 from .domain.flows import ConnectSession, OAuthFlow
 from .domain.lifecycle import GrantPlan
+from .domain.provider_events import AccountRemovalRequest
 from .domain.providers import ProviderProfile
 from .domain.schedule import ShardSpan
 from .domain.tokens import ClientCredentials, TokenSet, UserProfile
@@ -319,6 +320,11 @@ class RefreshQueue(Protocol):
     def send(self, connection_ids: list[str], *, force: bool = False) -> int:
         """Queue ids for the refresh workers (`force`: refresh whatever the schedule says); return how many
         were accepted."""
+        ...
+
+    def send_removal(self, removal: AccountRemovalRequest) -> None:
+        """Queue a verified provider removal for the refresh worker to apply (`usecases/worker.py`). Raises
+        when the queue did not take it (the webhook then answers 5xx and the provider retries)."""
         ...
 
 

@@ -22,6 +22,7 @@ from .adapters.kms import DataKeys, EnvelopeCipher
 from .adapters.owner_keys import KmsOwnerKeys
 from .adapters.profiles import Profiles
 from .domain.deadlines import HANDLER_MARGIN
+from .domain.provider_events import AccountRemovalRequest
 from .ports import (
     Clock,
     Credentials,
@@ -247,7 +248,7 @@ class Container:
     @cached_property
     def webhooks(self) -> WebhookReceiver:
         return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
-                               disconnection=self.disconnection, deliveries=self.deliveries, clock=self.clock)
+                               queue=_LazyQueue(lambda: self.queue), deliveries=self.deliveries, clock=self.clock)
 
 
 class _LazyQueue:
@@ -258,6 +259,9 @@ class _LazyQueue:
 
     def send(self, connection_ids: list[str], *, force: bool = False) -> int:
         return self._make().send(connection_ids, force=force)
+
+    def send_removal(self, removal: AccountRemovalRequest) -> None:
+        self._make().send_removal(removal)
 
 
 _current: Container | None = None

@@ -41,19 +41,21 @@ def test_a_removal_created_before_a_reconnect_arrives_late_and_leaves_the_reconn
     status, answer = webhook(body, tiktok.resign_webhook(body))  # T0+180 s: TikTok's retry, signed anew
 
     out = capfd.readouterr().out
-    assert status == 200 and answer == {"received": True, "handled": True, "disconnected": 0, "kept": 1}
+    assert status == 200 and answer == {"received": True, "handled": True, "queued": True}
     stored = item(connection_id)
     assert stored["status"]["S"] == "active" and "tokens" in stored
     status, token = call("GET", f"/connections/{connection_id}/token")
     assert status == 200 and token["access_token"] == current_grant(tiktok).access_token  # the live grant
     assert [e for e in stack.received_events() if e["detail-type"] == "Connection Disconnected"] == []
-    ignored = emitted_metrics(out)["WebhookStaleIgnored"]  # what CloudWatch receives (EMF)
+    ignored = emitted_metrics(out)["WebhookStaleIgnored"]  # what CloudWatch receives (EMF), from the worker
     assert ignored["WebhookStaleIgnored"] == [1.0] and ignored["service"] == "oauth-keeper"
     assert ignored["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "OAuthKeeper"
     assert ignored["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
     logs = log_output.getvalue()
     (line,) = [json.loads(x) for x in logs.splitlines() if "older than the connection's latest grant" in x]
-    assert line["connection_ids"] == [connection_id] and line["event_time_from"] == "event"
+    assert line["connection_ids"] == [connection_id] and line["function_name"] == "RefreshWorkerFunction"
+    (queued,) = [json.loads(x) for x in logs.splitlines() if "Authorization removed at the provider: queued" in x]
+    assert queued["event_time_from"] == "event" and queued["function_name"] == "WebhookFunction"
     for secret in (current_grant(tiktok).access_token, current_grant(tiktok).refresh_token, tiktok.client_secret,
                    body.decode(), tiktok.resign_webhook(body)["TikTok-Signature"]):
         assert secret not in logs and secret not in out
@@ -68,7 +70,8 @@ def test_a_re_signed_retry_of_a_handled_removal_is_a_duplicate_even_after_a_reco
     open_id = tiktok.users["alice"].open_id
     tiktok.revoke_user(open_id)
     body, headers = tiktok.signed_webhook(open_id, drop=("create_time",))
-    assert webhook(body, headers)[1]["disconnected"] == 1
+    assert webhook(body, headers)[1]["queued"] is True
+    assert item(connection_id)["status"]["S"] == "disconnected"
     clock.advance(600)
     connect(browser, tiktok)  # the user comes back
     clock.advance(71 * HOUR)  # TikTok retries the same body near the end of its 72 h window, signed anew
@@ -76,7 +79,7 @@ def test_a_re_signed_retry_of_a_handled_removal_is_a_duplicate_even_after_a_reco
 
     status, answer = webhook(body, tiktok.resign_webhook(body))
 
-    assert (status, answer) == (200, {"received": True, "handled": True, "duplicate": True, "disconnected": 0})
+    assert (status, answer) == (200, {"received": True, "handled": True, "duplicate": True})
     assert item(connection_id)["status"]["S"] == "active"
     assert stack.received_events() == []
     (marker,) = flows_items()
@@ -104,7 +107,7 @@ def test_a_removal_with_an_unusable_creation_time_is_answered_200_and_ends_only_
 
     status, answer = webhook(body, headers)
 
-    assert (status, answer) == (200, {"received": True, "handled": True, "disconnected": 1, "kept": 1})
+    assert (status, answer) == (200, {"received": True, "handled": True, "queued": True})
     assert (item(older)["status"]["S"], item(newer)["status"]["S"]) == ("disconnected", "active")
 
 
@@ -116,3 +119,19 @@ def test_a_stale_signature_is_still_refused_and_remembers_nothing(stack, tiktok,
     status, answer = webhook(body, tiktok.resign_webhook(body, int(clock.now()) - 301))
     assert status == 401 and answer["error"]["code"] == "stale_signature"
     assert item(connection_id)["status"]["S"] == "active" and flows_items() == []
+
+
+def test_a_removal_the_queue_cannot_take_is_a_json_5xx_and_not_remembered(stack, tiktok, browser, clock, log_output):
+    """SQS unreachable: the webhook answers a 5xx (no stack trace, nothing of the body), remembers nothing, so
+    TikTok's retry is queued rather than taken for a duplicate."""
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(HOUR)
+    body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id)
+    boto3.client("sqs").delete_queue(QueueUrl=stack.env["REFRESH_QUEUE_URL"])
+
+    status, answer = call("POST", "/webhooks/tiktok", body=body.decode(), headers=headers, caller_arn=None)
+
+    assert status >= 500 and set(answer) == {"error"} and "Traceback" not in json.dumps(answer)
+    assert flows_items() == []  # not remembered: the retry is queued
+    assert item(connection_id)["status"]["S"] == "active"
+    assert body.decode() not in log_output.getvalue()

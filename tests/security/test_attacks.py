@@ -342,7 +342,12 @@ def test_an_attackers_code_injected_into_the_victims_flow_fails_pkce_and_connect
 
 # -- forged provider webhooks (a public route: the signature is the only fence) -----------------------------------
 def _webhook(body: bytes, headers: dict[str, str]) -> dict:
-    return apigw.invoke("POST", "/webhooks/tiktok", body=body, headers=headers)
+    """The delivery, then the worker over whatever it queued (SQS's event source, within seconds in AWS)."""
+    from local.stack import deliver_refresh_queue
+
+    response = apigw.invoke("POST", "/webhooks/tiktok", body=body, headers=headers)
+    deliver_refresh_queue()
+    return response
 
 
 @pytest.mark.parametrize("forgery", ["wrong_secret", "stale_replay", "body_swapped", "signature_of_other_body",

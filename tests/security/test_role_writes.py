@@ -6,7 +6,9 @@ TikTok already rotated, the user blamed) or move a connection to another owner. 
 - the authorize role writes nothing there;
 - the callback role, with connect confirmation (`ConnectConfirmation=required`, the default), writes only held
   (`pending#`) and orphaned (`orphan#`) grants; with `off` it stores connections itself (what `off` gives up);
-- the webhook role updates only the status, schedule, lease and outbox attributes.
+- the webhook role writes nothing there: it queues each verified removal, and the refresh worker applies it (IAM
+  can fence the attributes a role writes, never their values: a webhook allowed to write `status` could set a
+  `disconnecting` connection back to `active`).
 
 Three views: the matrix of what each role can and cannot write; every DynamoDB request a whole connection's life
 sends, judged against the role of the function that sent it (so a restriction never breaks the code in AWS);
@@ -102,8 +104,8 @@ MAY = {
                                   "move it to another account", "rewrite a guard item", "mark it disconnected",
                                   "hold a pending grant", "end a pending grant by a removal",
                                   "settle a pending grant"},
-    # A removal also ends a grant waiting for its claim (`removed_at`), never settles or rewrites one.
-    ("WebhookFunction", "required"): {"mark it disconnected", "end a pending grant by a removal"},
+    # Removals are queued for the worker: nothing at all, not even a status.
+    ("WebhookFunction", "required"): set(),
 }
 
 
@@ -136,14 +138,17 @@ def test_the_evaluator_judges_conditions_as_iam_does():
 
 
 def test_the_evaluator_counts_the_legacy_parameters_a_flaw_could_choose(stack):
-    """`AttributeUpdates` names attributes as much as an UpdateExpression does: the webhook role may not write
-    tokens or owner through it either."""
+    """`AttributeUpdates` names attributes as much as an UpdateExpression does: a role fenced to the status may
+    not write tokens or owner through it either."""
+    fenced = [{"Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": {"Fn::GetAtt": ["ConnectionsTable",
+                                                                                             "Arn"]},
+               "Condition": {"ForAllValues:StringLike": {"dynamodb:Attributes": ["connection_id", "status"]}}}]
     legacy = {"TableName": os.environ["CONNECTIONS_TABLE"], "Key": {"connection_id": {"S": CONNECTION}},
               "AttributeUpdates": {"tokens": {"Value": {"B": b"old"}, "Action": "PUT"},
                                    "owner_id": {"Value": {"S": "eve"}, "Action": "PUT"}}}
-    assert not may("WebhookFunction", REQUIRED, "UpdateItem", legacy)
+    assert not all(allows(fenced, request) for request in requests_of("UpdateItem", legacy))
     status = {**legacy, "AttributeUpdates": {"status": {"Value": {"S": "disconnected"}, "Action": "PUT"}}}
-    assert may("WebhookFunction", REQUIRED, "UpdateItem", status)
+    assert all(allows(fenced, request) for request in requests_of("UpdateItem", status))
 
 
 # -- every request a connection's life sends is allowed by its function's role -----------------------------------
@@ -187,10 +192,12 @@ def recorder(monkeypatch) -> Recorder:
 
 
 def scheduled_jobs(recorder: Recorder) -> None:
-    """One sweep and one worker pass, each as its function."""
+    """What SQS has for the worker (the removals the webhook queued), one sweep and one worker pass, each as its
+    function."""
     from local.memory import ListQueue
-    from local.stack import sweep_into
+    from local.stack import deliver_refresh_queue, sweep_into
 
+    deliver_refresh_queue()  # the worker's handler: attributed to it by the recorder
     queue = ListQueue()
     with recorder.acting_as("SweeperFunction"):
         sweep_into(queue)
@@ -231,9 +238,10 @@ def a_whole_life(recorder, tiktok, browser, clock, *, confirming_: bool) -> str:
     clock.advance(120)
     body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id)
     status, answer = webhook(body, headers)
-    assert status == 200 and answer["disconnected"] == 1, answer
+    assert status == 200 and answer["queued"] is True, answer
     scheduled_jobs(recorder)
-    assert "tokens" not in item(connection_id)  # the worker erased what the webhook may not touch
+    assert item(connection_id)["status"]["S"] == "disconnected"
+    assert "tokens" not in item(connection_id)  # the worker erased them, at once or at its next pass
     if waiting is not None:  # ended by the removal: discarded by the worker, never claimable
         assert claim(waiting["claim"][0], "owner-1")[1]["error"]["code"] == "user_revoked"
     clock.advance(60)
@@ -250,6 +258,8 @@ def test_every_request_of_a_connections_life_is_allowed_with_connect_confirmatio
     functions = {function for function, _, _ in recorder.calls}
     assert {"CallbackFunction", "WebhookFunction", "BackendApiFunction", "RefreshWorkerFunction"} <= functions
     assert refused(recorder, REQUIRED) == []
+    webhook_tables = {params["TableName"] for function, _, params in recorder.calls if function == "WebhookFunction"}
+    assert webhook_tables == {os.environ["FLOWS_TABLE"]}  # its handled deliveries only, never a connection
 
 
 def test_every_request_of_a_connections_life_is_allowed_without_connect_confirmation(stack, tiktok, browser,

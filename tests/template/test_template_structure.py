@@ -163,15 +163,13 @@ PERMISSIONS = {
         ("events:putevents", "ConnectionEventBus.Arn"),
         ("sqs:sendmessage", "RefreshQueue.Arn"),  # marked connections go to the worker at once
     },
+    # Nothing in the Connections table: a verified removal is queued, and the refresh worker applies it.
     "WebhookFunction": {
-        ("dynamodb:getitem", "ConnectionsTable.Arn"),
-        ("dynamodb:updateitem", "ConnectionsTable.Arn"),
-        ("dynamodb:query", "${ConnectionsTable.Arn}/index/ByAccount"),
         ("dynamodb:getitem", "FlowsTable.Arn"),  # handled deliveries only (their keys; see the test below)
         ("dynamodb:putitem", "FlowsTable.Arn"),
+        ("sqs:sendmessage", "RefreshQueue.Arn"),
         ("ssm:getparameter", _SSM + "client_secret"),  # the HMAC key of the webhook signature
         ("kms:decrypt", _ANY_KEY_HERE),
-        ("events:putevents", "ConnectionEventBus.Arn"),
     },
 }
 # The roles that seal or open tokens. TokenKey's own policy grants them kms:GenerateDataKey and kms:Decrypt (no IAM

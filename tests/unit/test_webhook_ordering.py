@@ -32,9 +32,11 @@ from oauth_keeper.usecases.connect import save_grant
 from oauth_keeper.usecases.disconnect import Disconnection
 from oauth_keeper.usecases.outbox import OutboxRelay
 from oauth_keeper.usecases.webhooks import WebhookReceiver
+from oauth_keeper.usecases.worker import process_records
 
 from local.memory import (
     FakeKms,
+    ListQueue,
     ManualClock,
     MemoryDeliveryLog,
     MemoryItemStore,
@@ -65,10 +67,11 @@ class World:
         self.outbox = OutboxRelay(self.store, self.publisher)
         self.deliveries = MemoryDeliveryLog()
         credentials = StaticCredentials({"client_key": "ck", "client_secret": SECRET})
-        disconnection = Disconnection(connections=self.store, items=self.items, profiles=Profiles(),
-                                      credentials=credentials, provider=None,  # type: ignore[arg-type]
-                                      outbox=self.outbox, clock=self.clock)
-        self.webhooks = WebhookReceiver(profiles=Profiles(), credentials=credentials, disconnection=disconnection,
+        self.disconnection = Disconnection(connections=self.store, items=self.items, profiles=Profiles(),
+                                           credentials=credentials, provider=None,  # type: ignore[arg-type]
+                                           outbox=self.outbox, clock=self.clock)
+        self.queue = ListQueue()
+        self.webhooks = WebhookReceiver(profiles=Profiles(), credentials=credentials, queue=self.queue,
                                         deliveries=self.deliveries, clock=self.clock)
         self.grants = 0
 
@@ -98,10 +101,20 @@ class World:
         return json.dumps({k: v for k, v in fields.items() if k not in drop}).encode()
 
     def deliver(self, body: bytes, signed_at: int | None = None) -> dict[str, Any]:
-        """One delivery attempt of `body`, signed by TikTok at `signed_at` (default now)."""
+        """One delivery attempt of `body`, signed by TikTok at `signed_at` (default now), then the refresh
+        worker's pass over what it queued (SQS hands it over within seconds). Returns the webhook's answer with
+        what the worker's metrics counted: `disconnected` (WebhookDisconnects) and `kept` (WebhookStaleIgnored),
+        both 0 when nothing was queued."""
         t = self.now if signed_at is None else signed_at
         signature = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-        return dict(self.webhooks.receive("tiktok", {"TikTok-Signature": f"t={t},s={signature}"}, body))
+        answer = dict(self.webhooks.receive("tiktok", {"TikTok-Signature": f"t={t},s={signature}"}, body))
+        before = _metric_totals()
+        failures = process_records(self.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
+                                   disconnection=self.disconnection)["batchItemFailures"]
+        assert failures == []
+        after = _metric_totals()
+        return {**answer, "disconnected": int(after.get("WebhookDisconnects", 0) - before.get("WebhookDisconnects", 0)),
+                "kept": int(after.get("WebhookStaleIgnored", 0) - before.get("WebhookStaleIgnored", 0))}
 
     def status(self, connection_id: str) -> str:
         return self.store.get(connection_id).status
@@ -111,6 +124,10 @@ class World:
 
     def disconnected_events(self) -> list[dict[str, Any]]:
         return self.publisher.of_type("Connection Disconnected")
+
+
+def _metric_totals() -> dict[str, float]:
+    return {name: sum(m["Value"]) for name, m in metrics.provider.metric_set.items()}
 
 
 @pytest.fixture
@@ -136,7 +153,7 @@ def test_a_removal_created_before_a_reconnect_leaves_the_reconnect_and_its_token
 
     answer = world.deliver(removed)  # T0+180: the removal arrives, validly signed
 
-    assert answer == {"received": True, "handled": True, "disconnected": 0, "kept": 1}
+    assert answer == {"received": True, "handled": True, "queued": True, "disconnected": 0, "kept": 1}
     assert world.status(connection_id) == ACTIVE
     assert world.access_token(connection_id) == "at-2"  # the reconnect's tokens, not erased
     assert world.disconnected_events() == []
@@ -149,7 +166,7 @@ def test_a_removal_created_after_the_latest_grant_disconnects_it_and_leaves_its_
     removed = world.removal()
     world.clock.advance(180)  # delivered late, but nobody reconnected meanwhile
 
-    assert world.deliver(removed) == {"received": True, "handled": True, "disconnected": 1, "kept": 0}
+    assert world.deliver(removed) == {"received": True, "handled": True, "queued": True, "disconnected": 1, "kept": 0}
     connection = world.store.get(connection_id)
     # The webhook's role may not write tokens: the worker erases them (tests/integration/test_webhook_deliveries.py)
     assert connection.status == DISCONNECTED and connection.next_refresh_at <= world.clock.now()
@@ -166,7 +183,7 @@ def test_each_owners_connection_is_judged_by_its_own_latest_grant(world):
     after = world.connect("owner-2")
     world.clock.advance(HOUR)
 
-    assert world.deliver(removed) == {"received": True, "handled": True, "disconnected": 1, "kept": 1}
+    assert world.deliver(removed) == {"received": True, "handled": True, "queued": True, "disconnected": 1, "kept": 1}
     assert (world.status(before), world.status(after)) == (DISCONNECTED, ACTIVE)
 
 
@@ -185,7 +202,7 @@ def test_a_reconnect_landing_while_the_removal_is_written_is_left_alone(world):
         return write(connection, changes, **kwargs)
 
     world.store.apply = reconnect_first
-    assert world.deliver(removed) == {"received": True, "handled": True, "disconnected": 0, "kept": 1}
+    assert world.deliver(removed) == {"received": True, "handled": True, "queued": True, "disconnected": 0, "kept": 1}
     assert world.status(connection_id) == ACTIVE and world.access_token(connection_id) == "at-2"
 
 
@@ -216,7 +233,9 @@ def test_a_removal_left_alone_within_the_tolerance_still_ends_at_the_next_refres
     sim.clock.advance(30)  # the user removes the app 30 s after connecting: inside the tolerance
     sim.tiktok.revoke_user(open_id)
     body, headers = sim.tiktok.signed_webhook(open_id)
-    assert sim.services.webhooks.receive("tiktok", headers, body)["kept"] == 1
+    assert sim.services.webhooks.receive("tiktok", headers, body)["queued"] is True
+    assert sim.services.refresh_worker.process(sim.queue.drain()) == {"batchItemFailures": []}
+    assert sim.store.get(connection.connection_id).status == "active"  # kept: granted within the tolerance
     sim.services.refresher.refresh(connection.connection_id, force=True)
     ended = sim.store.get(connection.connection_id)
     assert (ended.status, ended.status_reason) == ("needs_reauth", "invalid_grant")
@@ -234,7 +253,7 @@ def test_a_repeated_delivery_answers_200_as_a_duplicate_and_changes_nothing(worl
 
     answer = world.deliver(body, signed_at=world.now - 30)  # the same attempt, delivered a second time
 
-    assert answer == {"received": True, "handled": True, "duplicate": True, "disconnected": 0}
+    assert answer == {"received": True, "handled": True, "duplicate": True, "disconnected": 0, "kept": 0}
     assert world.store.get(reconnected).revision == before.revision  # not even touched
     assert recorded_metrics()["WebhookDuplicates"] == 1
 
@@ -336,7 +355,7 @@ def test_a_removal_without_a_usable_creation_time_ends_only_grants_older_than_it
 
     answer = world.deliver(body)  # never a 5xx: a 200 TikTok stops retrying on
 
-    assert answer == {"received": True, "handled": True, "disconnected": 1, "kept": 1}
+    assert answer == {"received": True, "handled": True, "queued": True, "disconnected": 1, "kept": 1}
     assert (world.status(old), world.status(fresh)) == (DISCONNECTED, ACTIVE)
     assert recorded_metrics()["WebhookImplausibleEventTime"] == 1
 
@@ -347,8 +366,8 @@ def test_a_creation_time_older_than_any_retry_keeps_every_later_grant(world, rec
     their next refresh), while the signature's time instead would end every reconnect made since."""
     connection_id = world.connect()
     world.clock.advance(DAY)
-    assert world.deliver(world.removal(created)) == {"received": True, "handled": True, "disconnected": 0,
-                                                     "kept": 1}
+    assert world.deliver(world.removal(created)) == {"received": True, "handled": True, "queued": True,
+                                                     "disconnected": 0, "kept": 1}
     assert world.status(connection_id) == ACTIVE
     assert recorded_metrics()["WebhookImplausibleEventTime"] == 1
 

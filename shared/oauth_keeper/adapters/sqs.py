@@ -1,10 +1,13 @@
-"""The `RefreshQueue` port on SQS: connection ids, ten to a SendMessageBatch call, from a few threads."""
+"""The `RefreshQueue` port on SQS: connection ids, ten to a SendMessageBatch call, from a few threads; and the
+removals the webhook verified, one message each."""
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from ..domain.provider_events import AccountRemovalRequest
 
 
 def refresh_message(connection_id: str, *, force: bool = False) -> str:
@@ -26,6 +29,10 @@ class SqsRefreshQueue:
         batches = [connection_ids[i : i + 10] for i in range(0, len(connection_ids), 10)]
         with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
             return sum(pool.map(lambda batch: self._send_batch(batch, force), batches))
+
+    def send_removal(self, removal: AccountRemovalRequest) -> None:
+        """One SendMessage; botocore's retries cover a throttle, anything else raises (the provider retries)."""
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=removal.message())
 
     def _send_batch(self, batch: list[str], force: bool) -> int:
         entries = [{"Id": str(i), "MessageBody": refresh_message(cid, force=force)} for i, cid in enumerate(batch)]

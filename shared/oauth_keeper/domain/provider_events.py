@@ -8,11 +8,12 @@ I/O, what such a delivery may still change.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from .connection import Connection
+from .connection import Connection, Reason
 
 # How much newer than a grant an event must be to end it. It absorbs the skew between the provider's clock and
 # ours and the provider's lag between the user's action and the event's stamp. Erring this way is the one that
@@ -98,3 +99,51 @@ def delivery_key(provider: str, body: bytes) -> str:
     """The key a delivery is remembered under: SHA-256 of the provider and the raw body, never the signature (a
     provider re-signs each retry with a new timestamp; the body stays the same)."""
     return "delivery#" + hashlib.sha256(f"delivery:{provider}:".encode() + body).hexdigest()
+
+
+# -- a removal handed from the public webhook to the refresh worker ---------------------------------------------
+# The webhook verifies a delivery and queues it; the worker, whose role may write connections, applies it. So the
+# public function writes nothing in the Connections table, and no flaw in it can set a connection's status.
+REMOVAL_MESSAGE_VERSION = 1
+MAX_ACCOUNT_ID = 128
+_REASONS = frozenset(r.value for r in Reason)
+
+
+@dataclass(frozen=True)
+class AccountRemovalRequest:
+    """A verified removal, as queued for the worker: every grant of `account_id` at `provider` made before
+    `granted_before` (epoch seconds) ends, for `reason` (ours, e.g. `user_revoked`); `provider_reason` is the
+    provider's own reason number, when it sent one."""
+
+    provider: str
+    account_id: str
+    granted_before: int
+    reason: str
+    provider_reason: int | None = None
+
+    def message(self) -> str:
+        """The queue message's body: `{"removal": {...}, "version": 1}` (JSON)."""
+        return json.dumps({"version": REMOVAL_MESSAGE_VERSION, "removal": {
+            "provider": self.provider, "account_id": self.account_id, "granted_before": self.granted_before,
+            "reason": self.reason, "provider_reason": self.provider_reason}})
+
+
+def removal_request_of(data: Any) -> AccountRemovalRequest | None:
+    """The removal a decoded queue message carries, or None when it carries none or a malformed one (a newer
+    `version` than this code reads is malformed too: the message goes to the dead-letter queue, not applied half
+    understood)."""
+    if not isinstance(data, dict) or not isinstance(data.get("removal"), dict):
+        return None
+    if data.get("version") != REMOVAL_MESSAGE_VERSION:
+        return None
+    body = data["removal"]
+    provider, account_id, before, reason = (body.get("provider"), body.get("account_id"),
+                                             body.get("granted_before"), body.get("reason"))
+    provider_reason = body.get("provider_reason")
+    if not (isinstance(provider, str) and 0 < len(provider) <= 64 and reason in _REASONS
+            and isinstance(account_id, str) and 0 < len(account_id) <= MAX_ACCOUNT_ID
+            and isinstance(before, int) and not isinstance(before, bool)
+            and (provider_reason is None or (isinstance(provider_reason, int)
+                                             and not isinstance(provider_reason, bool)))):
+        return None
+    return AccountRemovalRequest(provider, account_id, before, reason, provider_reason)

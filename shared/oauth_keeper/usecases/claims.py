@@ -109,12 +109,12 @@ class PendingGrants:
         logger.info("Grant held for confirmation", extra={"owner_id": grant.owner_id, "provider": grant.provider})
         return code
 
-    # -- the webhook --------------------------------------------------------------------------------------------
+    # -- a provider's removal (the webhook's, applied by the refresh worker) ------------------------------------
     def note_removal(self, key: str, granted_before: int) -> str | None:
         """A provider's removal event for this grant's account (`authorization.removed`): a pending grant the user
         consented to before `granted_before` (epoch seconds) gets `removed_at` and is due now, so neither a claim
         nor the worker ever makes it a connection (both discard it, reason `user_revoked`). Writes only
-        `removed_at` and `next_refresh_at`, as the public webhook's role allows (template.yaml).
+        `removed_at` and `next_refresh_at`.
 
         Returns the id of the connection a claim made of this grant, when it is claimed (also meanwhile): the
         removal must reach it too, and the ByAccount index may not show it yet. None otherwise."""
@@ -123,8 +123,8 @@ class PendingGrants:
         if not item or "state" not in item:
             return None
         if item["state"] == PENDING and int(item.get("created_at", 0)) < granted_before:
-            # Not guarded on the state (the role may not name it): on an item settled meanwhile the two
-            # attributes change nothing (a settled item is in no index: it has no due_shard).
+            # Not guarded on the state: on an item settled meanwhile the two attributes change nothing (a
+            # settled item is in no index: it has no due_shard).
             self._items.update(key, set={"removed_at": int(granted_before), "next_refresh_at": int(self._clock.now())},
                                expect={self._items.key_name: key})
             item = self._items.get(key, wanted) or {}  # a claim may have landed first: its connection is ended

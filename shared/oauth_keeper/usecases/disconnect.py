@@ -343,12 +343,8 @@ class Disconnection:
     def mark_disconnected(self, connection_id: str, reason: str, *, provider_log_id: str | None = None,
                           revoke_failed: bool = False, extra: dict[str, Any] | None = None,
                           granted_before: int | None = None, still: tuple[str, int] | None = None,
-                          keep_tokens: bool = False) -> Connection | None:
+                          ) -> Connection | None:
         """Erase the tokens, leave the due index, publish Connection Disconnected (with `extra` in its detail).
-
-        `keep_tokens`: write only the status, schedule, lease and outbox attributes (what the public webhook's
-        role may write, template.yaml): the item stays due now and the refresh worker erases the tokens
-        (`Refresher.refresh`). Never served meanwhile: only a usable status is.
 
         `granted_before` (epoch seconds): only if the connection's latest grant is older (a provider's event
         about an earlier grant); checked on the revision the guarded write is made from, so a reconnect landing
@@ -366,16 +362,12 @@ class Disconnection:
             if still is not None and (connection.status, connection.token_version) != still:
                 return None  # not the state the caller decided on (a reconnect landed): theirs stands
             now = self._clock.now()
-            changes: dict[str, Any] = {"status": DISCONNECTED, "status_reason": reason, "updated_at": int(now)}
-            if keep_tokens:  # due now: the worker erases them
-                changes.update(store.schedule_attributes(connection_id, int(now)))
-            else:
-                changes.update({
-                    "tokens": None, "revoke_failed": True if revoke_failed else None,
-                    "revoke_log_id": provider_log_id,
-                    # An erasure stays due until the item is deleted: a crash before that leaves it to the sweep.
-                    **store.schedule_attributes(connection_id, int(now) if connection.erase_requested else None),
-                })
+            changes: dict[str, Any] = {
+                "status": DISCONNECTED, "status_reason": reason, "updated_at": int(now),
+                "tokens": None, "revoke_failed": True if revoke_failed else None, "revoke_log_id": provider_log_id,
+                # An erasure stays due until the item is deleted: a crash before that leaves it to the sweep.
+                **store.schedule_attributes(connection_id, int(now) if connection.erase_requested else None),
+            }
             event = events.connection_event(
                 events.DISCONNECTED, replace(connection, status=DISCONNECTED, status_reason=reason), reason=reason,
                 occurred_at=now, provider_log_id=provider_log_id,
@@ -398,10 +390,9 @@ class Disconnection:
         (the provider already ended the grant); with `granted_before` (epoch seconds), only those whose latest
         grant is older: the others are `kept`. A grant waiting for its claim, consented before, is ended too
         (`PendingGrants.note_removal`: never made a connection), and a connection a claim made of it meanwhile
-        is handled like the others even before the ByAccount index shows it. The public webhook calls this, so
-        it writes only status, schedule, outbox attributes and a pending grant's `removed_at` (`keep_tokens`):
-        the worker erases the tokens, and deletes a connection an erasure asked to delete. Repeats change
-        nothing."""
+        is handled like the others even before the ByAccount index shows it. The refresh worker calls this with
+        the removals the public webhook queued (`usecases/worker.py`); a connection an erasure asked to delete
+        stays due, and the worker's next pass deletes it. Repeats change nothing."""
         store = self._connections
         removal: AccountRemoval = {"disconnected": 0, "kept": []}
         keys = list(store.of_account(provider, account_id))
@@ -413,11 +404,7 @@ class Disconnection:
         for key in keys:
             if is_pending_key(key):
                 continue
-            written = self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before,
-                                             keep_tokens=True)
-            if written:
-                # Not here: the webhook's role may neither delete nor write tokens (a public function cannot roll
-                # tokens back). The item stays due now: the worker erases the tokens, or deletes it.
+            if self.mark_disconnected(key, reason, extra=extra, granted_before=granted_before):
                 removal["disconnected"] += 1
             elif granted_before is not None:
                 current = store.get(key)  # told apart from "already disconnected"

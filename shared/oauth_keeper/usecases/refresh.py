@@ -150,8 +150,9 @@ class Refresher:
             return RefreshOutcome(connection_id, INACTIVE, DISCONNECTING_REASON, connection)
         if connection.status == DISCONNECTED and not connection.erase_requested \
                 and (connection.sealed_tokens or connection.next_refresh_at):
-            # Disconnected by the provider's webhook, whose role may not write tokens: erased here. Guarded: a
-            # reconnect landing meanwhile keeps its own; a lost write stays due for the next sweep.
+            # Disconnected by the webhook of an earlier version (it wrote no tokens; removals are now applied by
+            # the worker, which erases them at once): erased here. Guarded: a reconnect landing meanwhile keeps
+            # its own; a lost write stays due for the next sweep.
             self._store.apply(connection, {"tokens": None, **self._store.schedule_attributes(connection_id, None)})
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             self._breakers.forget_probe(connection.provider, connection_id)  # it can probe nothing any more

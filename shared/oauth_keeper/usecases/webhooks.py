@@ -4,6 +4,9 @@ What the signature header is called, which events mean "the user removed the app
 reason and creation time are in the body all come from the provider's profile. Deliveries come at least once,
 late and out of order: a removal ends only grants older than the event (`domain/provider_events.py`), and a
 delivery already handled (same raw body, whatever its signature) changes nothing.
+
+This function is public, so it writes no connection: it queues each verified removal, and the refresh worker
+applies it (`usecases/worker.py`). A flaw here can at worst queue a removal, never set a status or a schedule.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from typing import Any, NotRequired, TypedDict
 
 from ..domain.connection import Reason
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.provider_events import DELIVERY_MEMORY, delivery_key, event_time
+from ..domain.provider_events import DELIVERY_MEMORY, AccountRemovalRequest, delivery_key, event_time
 from ..domain.signatures import verify_signature
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import Clock, Credentials, DeliveryLog, ProviderProfiles
-from .disconnect import Disconnection
+from ..ports import Clock, Credentials, DeliveryLog, ProviderProfiles, RefreshQueue
 
 MAX_BODY = 64 * 1024
 
@@ -25,30 +27,31 @@ MAX_BODY = 64 * 1024
 class WebhookAnswer(TypedDict):
     received: bool
     handled: bool
-    disconnected: NotRequired[int]
-    kept: NotRequired[int]  # connections granted after the event: left alone
+    queued: NotRequired[bool]  # the removal is queued for the refresh worker, which applies it within seconds
     duplicate: NotRequired[bool]  # this body was handled before: nothing done
 
 
 class WebhookReceiver:
-    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, disconnection: Disconnection,
+    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, queue: RefreshQueue,
                  deliveries: DeliveryLog, clock: Clock) -> None:
         self._profiles = profiles
         self._credentials = credentials
-        self._disconnection = disconnection
+        self._queue = queue
         self._deliveries = deliveries
         self._clock = clock
 
     def receive(self, provider: str, headers: dict[str, str], body: bytes) -> WebhookAnswer:
-        """Verify the delivery's signature over the raw `body`, then act on a removal event: every connection
-        of that account granted before the event was created (less CLOCK_SKEW_TOLERANCE) is disconnected
-        (reason `user_revoked`); later grants are `kept`. A removal whose body was handled before (within
-        DELIVERY_MEMORY) answers `duplicate` and changes nothing. A creation time that is not a number, or is
-        after the signature, counts as the signature's timestamp (`provider_events.event_time`). Other events
-        are acknowledged, not handled.
+        """Verify the delivery's signature over the raw `body`, then queue a removal event for the refresh
+        worker (answer `queued`): it disconnects every connection of that account granted before the event was
+        created (less CLOCK_SKEW_TOLERANCE), reason `user_revoked`, and leaves later grants alone
+        (`Disconnection.disconnect_account`). A removal whose body was handled before (within DELIVERY_MEMORY)
+        answers `duplicate` and queues nothing. A creation time that is not a number, or is after the signature,
+        counts as the signature's timestamp (`provider_events.event_time`). Other events are acknowledged, not
+        handled.
 
         Raises NotFound (provider without webhooks), Unauthorized (401: bad or stale signature), InvalidInput
-        (too large, not a JSON object, no account)."""
+        (too large, not a JSON object, no account); what the queue raises when it refuses the removal (a 5xx:
+        the delivery is not remembered, so the provider's retry queues it)."""
         profile = self._profiles.profile(provider)
         hook = profile.webhook
         if hook is None:
@@ -74,30 +77,24 @@ class WebhookReceiver:
         if self._deliveries.seen(key, self._clock.now()):
             record_metric("WebhookDuplicates", MetricUnit.Count, 1)
             logger.info("Webhook delivery handled before: ignored", extra={"provider": provider})
-            return {"received": True, "handled": True, "duplicate": True, "disconnected": 0}
+            return {"received": True, "handled": True, "duplicate": True}
         created = event_time(_field(payload, hook.created_field), signed_at)
         if not created.plausible and hook.created_field:  # a profile without the field uses the signature's time
             record_metric("WebhookImplausibleEventTime", MetricUnit.Count, 1)
             logger.warning("Webhook event without a plausible creation time", extra={
                 "provider": provider, "signed_at": signed_at, "event_time": created.at,
                 "event_time_from": "event" if created.from_event else "signature"})
-        reason = {"provider_reason": _reason_code(payload, hook.reason_field)}
-        removal = self._disconnection.disconnect_account(provider, account_id, Reason.USER_REVOKED, extra=reason,
-                                                         granted_before=created.granted_before)
-        disconnected, kept = removal["disconnected"], removal["kept"]
-        record_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
-        if kept:
-            record_metric("WebhookStaleIgnored", MetricUnit.Count, len(kept))
-            logger.info("Removal event older than the connection's latest grant: ignored",
-                        extra={"provider": provider, "connection_ids": kept, "event_time": created.at,
-                               "event_time_from": "event" if created.from_event else "signature"})
-        logger.info("Authorization removed at the provider", extra={"provider": provider,
-                                                                     "connections": disconnected})
+        self._queue.send_removal(AccountRemovalRequest(
+            provider, account_id, created.granted_before, Reason.USER_REVOKED,
+            _reason_code(payload, hook.reason_field)))
+        logger.info("Authorization removed at the provider: queued", extra={
+            "provider": provider, "event_time": created.at,
+            "event_time_from": "event" if created.from_event else "signature"})
         try:
             self._deliveries.remember(key, provider, self._clock.now(), int(self._clock.now()) + DELIVERY_MEMORY)
-        except Exception:  # noqa: BLE001 - the removal is done; a retry of it would be ordered like any delivery
+        except Exception:  # noqa: BLE001 - the removal is queued; a retry of it would be applied like a repeat
             logger.exception("Webhook delivery not remembered")
-        return {"received": True, "handled": True, "disconnected": disconnected, "kept": len(kept)}
+        return {"received": True, "handled": True, "queued": True}
 
 
 def _field(payload: dict[str, Any], path: str | None) -> Any:

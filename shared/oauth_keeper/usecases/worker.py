@@ -1,4 +1,9 @@
-"""The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message."""
+"""The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message.
+
+The same queue carries the background jobs' keys (orphan revokes, disconnect and erasure operations, pending
+grants at expiry) and the provider removals the public webhook verified (`{"removal": ...}`), applied here
+because the webhook's role may write no connection.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import Any, TypedDict
 
 from ..domain.claims import is_pending_key
 from ..domain.deadlines import REFRESH_MIN_TIME, budget
-from ..observability import logger
+from ..domain.provider_events import AccountRemovalRequest, removal_request_of
+from ..observability import MetricUnit, logger, record_metric
 from .claims import PendingGrants
 from .disconnect import OPERATION_PREFIX, Disconnection, is_operation
 from .orphans import OrphanGrants, is_orphan
@@ -70,8 +76,13 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     schedule lives on the item, not in the queue. Only an unexpected error sends the message back.
     """
     jobs: list[tuple[str, str, bool]] = []
+    removals: list[tuple[str, AccountRemovalRequest | None]] = []
     for record in records:
-        connection_id, force = refresh_request_of(record.get("body", ""))
+        body = record.get("body", "")
+        if _is_removal(body):
+            removals.append((record["messageId"], removal_request_of(json.loads(body))))
+            continue
+        connection_id, force = refresh_request_of(body)
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
             logger.error("Malformed refresh message dropped", extra={"message_id": record.get("messageId")})
             continue
@@ -79,8 +90,10 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
 
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome | str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) or 1))) as pool:
-        futures = [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) + len(removals) or 1))) as pool:
+        futures = [(message_id, pool.submit(_apply_removal, disconnection, removal))
+                   for message_id, removal in removals]
+        futures += [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
                      else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
                      else pool.submit(pending.expire, cid) if pending and is_pending_key(cid)
                      else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now, disconnection))
@@ -114,6 +127,35 @@ def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, dead
     if outcome.result == INACTIVE and outcome.reason == DISCONNECTING_REASON and disconnection is not None:
         return disconnection.step(connection_id, deadline=deadline)  # the disconnect job's, not a refresh
     return outcome
+
+
+def _is_removal(body: str) -> bool:
+    """Whether a message is a provider removal (`{"removal": ...}`), however malformed its content."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(data, dict) and "removal" in data
+
+
+def _apply_removal(disconnection: Disconnection | None, removal: AccountRemovalRequest | None) -> str:
+    """Apply a removal the webhook verified and queued. One this code cannot read (a newer version, a broken
+    body) or cannot apply raises: SQS delivers it again, then parks it in the dead-letter queue, where the
+    operator sees it (never dropped: it may be the user's only word that the grant is gone)."""
+    if removal is None or disconnection is None:
+        raise ValueError("A removal message this worker cannot apply")
+    result = disconnection.disconnect_account(
+        removal.provider, removal.account_id, removal.reason, granted_before=removal.granted_before,
+        extra={"provider_reason": removal.provider_reason})
+    disconnected, kept = result["disconnected"], result["kept"]
+    record_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
+    if kept:
+        record_metric("WebhookStaleIgnored", MetricUnit.Count, len(kept))
+        logger.info("Removal event older than the connection's latest grant: ignored", extra={
+            "provider": removal.provider, "connection_ids": kept, "granted_before": removal.granted_before})
+    logger.info("Authorization removed at the provider", extra={"provider": removal.provider,
+                                                                 "connections": disconnected, "kept": len(kept)})
+    return "removal_applied"
 
 
 def _erasure(disconnection: Disconnection, key: str, deadline: float | None) -> str:

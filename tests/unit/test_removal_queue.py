@@ -1,0 +1,116 @@
+"""A verified removal travels from the public webhook to the refresh worker through the queue (issue 13,
+finding 5): the webhook's role writes no connection, so nothing is lost on the way and nothing half-read is
+applied."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from oauth_keeper.domain.connection import ACTIVE, DISCONNECTED
+from oauth_keeper.domain.provider_events import AccountRemovalRequest, removal_request_of
+from oauth_keeper.usecases.worker import process_records
+
+from tests.unit.test_webhook_ordering import HOUR, SECRET, World
+
+pytestmark = pytest.mark.unit
+
+
+def _work(world: World) -> list[dict[str, str]]:
+    return process_records(world.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
+                           disconnection=world.disconnection)["batchItemFailures"]
+
+
+def test_the_webhook_only_queues_and_the_worker_disconnects():
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    body = world.removal()
+    signature = hmac.new(SECRET.encode(), f"{world.now}.".encode() + body, hashlib.sha256).hexdigest()
+    before = copy.deepcopy(world.items._items)  # noqa: SLF001 - the whole table, as the webhook leaves it
+
+    answer = world.webhooks.receive("tiktok", {"TikTok-Signature": f"t={world.now},s={signature}"}, body)
+
+    assert answer == {"received": True, "handled": True, "queued": True}
+    assert world.items._items == before  # noqa: SLF001 - the webhook wrote nothing in the table
+    assert json.loads(world.queue.removals[0])["removal"]["account_id"] == "acct-alice"
+    assert _work(world) == []
+    assert world.status(connection_id) == DISCONNECTED
+    assert world.store.get(connection_id).status_reason == "user_revoked"
+
+
+def test_a_removal_the_queue_refuses_is_a_5xx_and_not_remembered_so_the_retry_is_queued():
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    body = world.removal()
+    world.queue.down = True
+    with pytest.raises(ConnectionError):
+        world.deliver(body)
+    assert world.status(connection_id) == ACTIVE
+    world.queue.down = False
+    world.clock.advance(60)  # TikTok retries, signed anew: not taken for a duplicate
+    answer = world.deliver(body)
+    assert answer["queued"] is True and answer["disconnected"] == 1
+    assert world.status(connection_id) == DISCONNECTED
+
+
+@pytest.mark.parametrize("body", [
+    {"version": 2, "removal": {"provider": "tiktok", "account_id": "acct-alice", "granted_before": 1,
+                               "reason": "user_revoked"}},  # a newer writer, rolled back
+    {"version": 1, "removal": {"provider": "tiktok", "account_id": "", "granted_before": 1,
+                               "reason": "user_revoked"}},
+    {"version": 1, "removal": {"provider": "tiktok", "account_id": "acct-alice", "granted_before": "1",
+                               "reason": "user_revoked"}},
+    {"version": 1, "removal": {"provider": "tiktok", "account_id": "acct-alice", "granted_before": 1,
+                               "reason": "active"}},  # not a reason we end connections for
+    {"version": 1, "removal": "acct-alice"},
+], ids=["newer_version", "no_account", "time_as_text", "unknown_reason", "not_an_object"])
+def test_a_removal_the_worker_cannot_read_goes_back_to_the_queue_and_changes_nothing(body):
+    """Never dropped (it may be the only word that the grant is gone): SQS redelivers it, then parks it in the
+    dead-letter queue, whose alarm tells the operator."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    world.queue.removals.append(json.dumps(body))
+    assert _work(world) == [{"itemIdentifier": "r0"}]
+    assert world.status(connection_id) == ACTIVE
+
+
+def test_a_removal_applied_twice_changes_nothing_the_second_time():
+    """SQS delivers at least once: the same message twice ends the grant once, one event."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    message = AccountRemovalRequest("tiktok", "acct-alice", world.now - 60, "user_revoked", 1).message()
+    world.queue.removals += [message, message]
+    assert _work(world) == []
+    assert world.status(connection_id) == DISCONNECTED
+    assert len(world.disconnected_events()) == 1
+
+
+_requests = st.builds(AccountRemovalRequest, provider=st.text(min_size=1, max_size=64),
+                      account_id=st.text(min_size=1, max_size=128), granted_before=st.integers(-2**63, 2**63),
+                      reason=st.sampled_from(["user_revoked"]), provider_reason=st.none() | st.integers())
+
+
+@given(_requests)
+def test_every_removal_the_webhook_queues_reads_back_as_itself(request):
+    assert removal_request_of(json.loads(request.message())) == request
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                max_size=4), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["provider", "account_id", "granted_before", "reason", "provider_reason",
+                                        "x"]), _json), st.one_of(st.just(1), _json))
+def test_any_message_content_is_read_or_refused_never_raises(removal, version):
+    read = removal_request_of({"version": version, "removal": removal})
+    assert read is None or (isinstance(read.account_id, str) and isinstance(read.granted_before, int))
