@@ -160,7 +160,7 @@ def test_a_removal_created_before_a_reconnect_leaves_the_reconnect_and_its_token
     assert recorded_metrics()["WebhookStaleIgnored"] == 1
 
 
-def test_a_removal_created_after_the_latest_grant_disconnects_it_and_leaves_its_tokens_due_for_erasure(world):
+def test_a_removal_created_after_the_latest_grant_disconnects_it_and_erases_its_tokens(world):
     connection_id = world.connect()
     world.clock.advance(HOUR)
     removed = world.removal()
@@ -168,8 +168,9 @@ def test_a_removal_created_after_the_latest_grant_disconnects_it_and_leaves_its_
 
     assert world.deliver(removed) == {"received": True, "handled": True, "queued": True, "disconnected": 1, "kept": 0}
     connection = world.store.get(connection_id)
-    # The webhook's role may not write tokens: the worker erases them (tests/integration/test_webhook_deliveries.py)
-    assert connection.status == DISCONNECTED and connection.next_refresh_at <= world.clock.now()
+    # Applied by the worker (the webhook only queued it): tokens erased at once, out of the Due index.
+    assert connection.status == DISCONNECTED and connection.sealed_tokens is None
+    assert connection.next_refresh_at is None
     (event,) = world.disconnected_events()
     assert event["detail"]["reason"] == "user_revoked" and event["detail"]["provider_reason"] == 1
 
@@ -450,4 +451,4 @@ def test_a_removal_never_ends_a_later_grant_and_always_ends_an_earlier_one(steps
                     assert now.status == ACTIVE and now.revision == connection.revision
                 elif connection.connected_at < created - CLOCK_SKEW_TOLERANCE:  # clearly before: always ended
                     event("an earlier grant at delivery")
-                    assert now.status == DISCONNECTED and now.next_refresh_at is not None  # tokens: the worker's
+                    assert now.status == DISCONNECTED and now.sealed_tokens is None
