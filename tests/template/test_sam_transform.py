@@ -175,3 +175,10 @@ def test_the_stage_throttles_each_public_route_on_top_of_the_default(generated):
         assert settings[key] == public, key
     # A key naming no route of the API fails the stage at deploy time ("Unable to find Route by key").
     assert set(settings) <= set(_generated_routes(generated)), sorted(set(settings) - set(_generated_routes(generated)))
+
+
+def test_the_webhook_lambda_is_updated_after_the_refresh_worker_lambda(generated):
+    """SAM keeps the webhook's DependsOn on the Lambda function it generates (break-test of issue 13, finding 5:
+    a removal queued by the new webhook must never reach a worker of the previous version, which drops it)."""
+    depends = generated["WebhookFunction"].get("DependsOn", [])
+    assert "RefreshWorkerFunction" in (depends if isinstance(depends, list) else [depends])
