@@ -3,19 +3,21 @@ that found something, each kept as the test of its fix or, while open, as a stri
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from oauth_keeper import root
 from oauth_keeper.domain.provider_events import AccountRemovalRequest
 from oauth_keeper.usecases.worker import refresh_request_of
 
 from local.cfn import resources_of_type
-
-pytestmark = pytest.mark.unit
+from tests.integration.test_backend_api import call, connect, item
 
 
 def _as_list(value: object) -> list[object]:
     return value if isinstance(value, list) else [value] if value else []
 
 
+@pytest.mark.unit
 def test_the_webhook_is_updated_only_after_the_worker_that_reads_its_removals():
     """The worker of the previous version reads every message as a refresh (`refresh_request_of`, unchanged):
     a removal names no connection, so it is "malformed" and deleted, not failed; and the new webhook has already
@@ -26,3 +28,36 @@ def test_the_webhook_is_updated_only_after_the_worker_that_reads_its_removals():
     assert refresh_request_of(body) == (None, False)  # what the previous worker makes of it: dropped
     functions = resources_of_type("AWS::Serverless::Function")
     assert "RefreshWorkerFunction" in _as_list(functions["WebhookFunction"].get("DependsOn"))
+
+
+def _senders_to_the_refresh_queue() -> set[str]:
+    functions = resources_of_type("AWS::Serverless::Function")
+    return {name for name, res in functions.items()
+            for policy in res["Properties"].get("Policies", []) if isinstance(policy, dict)
+            for statement in policy.get("Statement", [])
+            if "sqs:SendMessage" in _as_list(statement.get("Action"))
+            and statement.get("Resource") == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}}
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="open (Low): the refresh worker applies a removal whoever sent it and "
+                   "believes its granted_before; sqs:SendMessage on RefreshQueue (the sweeper's role too) is now "
+                   "the power to end, without a revoke, every connection of any account, even grants made after "
+                   "the message was sent")
+def test_a_removal_not_sent_by_the_webhook_ends_no_connection(stack, tiktok, browser, clock):
+    """The queue used to carry only connection ids (a refresh, harmless whoever asks). Now a message is also a
+    command the worker obeys without knowing who sent it; SQS tells it (`attributes.SenderId`, the sender's role
+    id, and `SentTimestamp`), the worker does not look. The sweeper, a scheduled function that never needed to
+    end a connection, can send one; so can anyone given `sqs:SendMessage` on the queue for operations."""
+    from local.stack import deliver_refresh_queue
+
+    assert {"SweeperFunction", "BackendApiFunction", "WebhookFunction"} <= _senders_to_the_refresh_queue()
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    clock.advance(3600)
+    forged = AccountRemovalRequest("tiktok", tiktok.users["alice"].open_id,
+                                   int(clock.now()) + 10 * 365 * 86_400,  # also every grant made from now on
+                                   "user_revoked").message()
+    boto3.client("sqs").send_message(QueueUrl=root.container().settings.refresh_queue_url, MessageBody=forged)
+    deliver_refresh_queue()
+    assert item(connection_id)["status"]["S"] == "active"
+    assert call("GET", f"/connections/{connection_id}/token")[0] == 200
