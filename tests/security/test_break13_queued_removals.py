@@ -61,3 +61,22 @@ def test_a_removal_not_sent_by_the_webhook_ends_no_connection(stack, tiktok, bro
     deliver_refresh_queue()
     assert item(connection_id)["status"]["S"] == "active"
     assert call("GET", f"/connections/{connection_id}/token")[0] == 200
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="open (Medium, stacks upgraded from before random ids): a connection made "
+                   "before random ids (or during the ConnectionIds=derived step) keeps its computable id forever, "
+                   "and owner_id is the caller's to send: the token route serves it to whoever computes the id")
+def test_a_caller_who_computes_a_connection_from_before_random_ids_is_not_served_its_token(
+        stack, tiktok, browser, monkeypatch):
+    """Issue 13, section 3's attack on a connection an upgraded stack already held: the caller allowed the token
+    route knows the owner id and the TikTok open_id, so it computes the id (SHA-256, no secret). Sending
+    `owner_id` is its own choice, and it knows the right one anyway."""
+    from oauth_keeper.domain.connection import derived_connection_id
+
+    from tests.integration.test_connection_ids import connect_as_before_guards
+
+    legacy = connect_as_before_guards(monkeypatch, browser, tiktok, user="alice", owner_id="owner-1")
+    computed = derived_connection_id("owner-1", "tiktok", tiktok.users["alice"].open_id)
+    assert computed == legacy
+    assert call("GET", f"/connections/{computed}/token")[0] == 404
