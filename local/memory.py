@@ -314,8 +314,13 @@ class MemoryPublisher:
         return [e for e in self.events if e["detail_type"] == detail_type]
 
 
+# The in-memory removal queue's ARN: where a worker over ListQueue takes removals from (Settings.removal_queue_arn).
+REMOVALS_ARN = "arn:aws:sqs:local:000000000000:memory-removals"
+
+
 class ListQueue:
-    """The `RefreshQueue` port as a list; `drain` hands the messages over as SQS records."""
+    """The `RefreshQueue` and `RemovalQueue` ports as lists; `drain` hands the messages over as SQS records (a
+    removal's with `eventSourceARN` REMOVALS_ARN, as Lambda names its queue)."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []  # connection ids, in the order sent
@@ -340,7 +345,8 @@ class ListQueue:
         from oauth_keeper.adapters.sqs import refresh_message
 
         taken = len(self.removals) + len(self.messages) if limit is None else limit
-        records = [{"messageId": f"r{i}", "body": body} for i, body in enumerate(self.removals[:taken])]
+        records = [{"messageId": f"r{i}", "body": body, "eventSourceARN": REMOVALS_ARN}
+                   for i, body in enumerate(self.removals[:taken])]
         self.removals = self.removals[taken:]
         taken -= len(records)
         records += [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}

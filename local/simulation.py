@@ -21,6 +21,7 @@ from oauth_keeper.usecases.worker import process_records
 
 from local.fake_tiktok import FakeTikTok
 from local.memory import (
+    REMOVALS_ARN,
     FakeKms,
     ListQueue,
     ManualClock,
@@ -53,7 +54,8 @@ class World:
         tiktok = FakeTikTok(clock=clock.now, redirect_uris=(REDIRECT_URI,), **tiktok_options)
         publisher = MemoryPublisher()
         settings = Settings(connections_table="memory", flows_table="memory", token_key_arn="memory",
-                            event_bus_name="memory", refresh_queue_url="memory", provider_overrides={"tiktok": {
+                            event_bus_name="memory", refresh_queue_url="memory", removal_queue_arn=REMOVALS_ARN,
+                            provider_overrides={"tiktok": {
                                 "refresh_policy": policy, "token_url": "http://tiktok.sim/v2/oauth/token/",
                                 "authorize_url": "http://tiktok.sim/v2/auth/authorize/",
                                 "userinfo_url": "http://tiktok.sim/v2/user/info/"}}, allow_http_endpoints=True)

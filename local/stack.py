@@ -85,6 +85,9 @@ def create_resources(
     sqs = boto3.client("sqs", region_name=REGION)
     queue_url = sqs.create_queue(QueueName=f"{name}-events")["QueueUrl"]
     refresh_queue_url = sqs.create_queue(QueueName=f"{name}-refresh")["QueueUrl"]
+    removal_queue_url = sqs.create_queue(QueueName=f"{name}-removals")["QueueUrl"]
+    removal_queue_arn = sqs.get_queue_attributes(QueueUrl=removal_queue_url,
+                                                 AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name=f"{name}-all", EventBusName=bus, EventPattern=json.dumps({"source": ["oauth-keeper"]}))
     events.put_targets(Rule=f"{name}-all", EventBusName=bus, Targets=[{"Id": "capture", "Arn": queue_arn}])
@@ -109,6 +112,8 @@ def create_resources(
         "DUE_SHARDS": "16",
         "CONNECT_CONFIRMATION": connect_confirmation,
         "REFRESH_QUEUE_URL": refresh_queue_url,
+        "REMOVAL_QUEUE_URL": removal_queue_url,
+        "REMOVAL_QUEUE_ARN": removal_queue_arn,
         "POWERTOOLS_SERVICE_NAME": "oauth-keeper",
         "POWERTOOLS_METRICS_NAMESPACE": "OAuthKeeper",
     }
@@ -174,10 +179,12 @@ def sweep_into(queue: Any, container: Any = None) -> Any:
 
 
 
+
 def deliver_refresh_queue() -> list[dict[str, Any]]:
-    """What the refresh worker's SQS event source does in AWS, done now: every message waiting in the refresh queue
-    (moto) goes to the worker's Lambda handler (template.yaml's RefreshWorkerFunction, in this process, on the
-    installed container), ten to a batch; a message it reports failed stays queued (invisible for the queue's
+    """What the refresh worker's SQS event sources do in AWS, done now: every message waiting in the removal queue,
+    then in the refresh queue (moto), goes to the worker's Lambda handler (template.yaml's RefreshWorkerFunction,
+    in this process, on the installed container), ten to a batch, each record naming its queue in
+    `eventSourceARN` as Lambda does; a message it reports failed stays queued (invisible for the queue's
     visibility timeout, as in SQS). Returns the records handed over."""
     from oauth_keeper import root
 
@@ -186,14 +193,17 @@ def deliver_refresh_queue() -> list[dict[str, Any]]:
     worker = cfn.resources_of_type("AWS::Serverless::Function")["RefreshWorkerFunction"]["Properties"]
     handler = Route("RefreshWorkerFunction", worker["Handler"], "", "", "NONE", worker["CodeUri"]).load_handler()
     sqs = boto3.client("sqs", region_name=REGION)
-    url = root.container().settings.refresh_queue_url
+    settings = root.container().settings
     delivered: list[dict[str, Any]] = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        records = [{"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs"} for m in messages]
-        failed = {f["itemIdentifier"] for f in handler({"Records": records},
-                                                       LambdaContext("RefreshWorkerFunction"))["batchItemFailures"]}
-        for message in messages:
-            if message["MessageId"] not in failed:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        delivered += records
+    for url in filter(None, (settings.removal_queue_url, settings.refresh_queue_url)):
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            records = [{"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs",
+                        "eventSourceARN": arn} for m in messages]
+            answer = handler({"Records": records}, LambdaContext("RefreshWorkerFunction"))
+            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            delivered += records
     return delivered

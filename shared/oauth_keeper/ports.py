@@ -322,9 +322,12 @@ class RefreshQueue(Protocol):
         were accepted."""
         ...
 
+
+class RemovalQueue(Protocol):
     def send_removal(self, removal: AccountRemovalRequest) -> None:
-        """Queue a verified provider removal for the refresh worker to apply (`usecases/worker.py`). Raises
-        when the queue did not take it (the webhook then answers 5xx and the provider retries)."""
+        """Queue a verified provider removal for the refresh worker to apply (`usecases/worker.py`), on the queue
+        only the webhook may send to. Raises when the queue did not take it (the webhook then answers 5xx and the
+        provider retries)."""
         ...
 
 

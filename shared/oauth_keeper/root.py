@@ -34,6 +34,7 @@ from .ports import (
     KeyService,
     ProviderClient,
     RefreshQueue,
+    RemovalQueue,
     Sleep,
 )
 from .settings import Settings
@@ -169,6 +170,14 @@ class Container:
 
         return SqsRefreshQueue(aws.client("sqs"), self.settings.refresh_queue_url)
 
+    @cached_property
+    def removals(self) -> RemovalQueue:
+        if self._queue is not None:  # an in-memory world's queue takes both (local.memory.ListQueue)
+            return self._queue  # type: ignore[return-value]
+        from .adapters.sqs import SqsRemovalQueue
+
+        return SqsRemovalQueue(aws.client("sqs"), self.settings.removal_queue_url)
+
     # -- use cases -------------------------------------------------------------------------------------------
     @cached_property
     def outbox(self) -> OutboxRelay:
@@ -196,7 +205,8 @@ class Container:
     @cached_property
     def refresh_worker(self) -> RefreshWorker:
         return RefreshWorker(self.refresher, self.settings.refresh_concurrency, orphans=self.orphans,
-                             disconnection=self.disconnection, pending=self.pending)
+                             disconnection=self.disconnection, pending=self.pending,
+                             removal_source=self.settings.removal_queue_arn)
 
     @cached_property
     def sweep(self) -> Sweep:
@@ -248,7 +258,8 @@ class Container:
     @cached_property
     def webhooks(self) -> WebhookReceiver:
         return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
-                               queue=_LazyQueue(lambda: self.queue), deliveries=self.deliveries, clock=self.clock)
+                               queue=_LazyRemovals(lambda: self.removals), deliveries=self.deliveries,
+                               clock=self.clock)
 
 
 class _LazyQueue:
@@ -259,6 +270,13 @@ class _LazyQueue:
 
     def send(self, connection_ids: list[str], *, force: bool = False) -> int:
         return self._make().send(connection_ids, force=force)
+
+
+class _LazyRemovals:
+    """The removal queue, its SQS client built on first send (the webhook's cold start makes none)."""
+
+    def __init__(self, make: Callable[[], RemovalQueue]) -> None:
+        self._make = make
 
     def send_removal(self, removal: AccountRemovalRequest) -> None:
         self._make().send_removal(removal)

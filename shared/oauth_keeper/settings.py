@@ -39,6 +39,10 @@ class Settings:
     expiry_warning: int = 14 * 86400  # "Connection Expiring" when the refresh token ends within this
     refresh_concurrency: int = 8  # concurrent provider calls inside one worker invocation
     refresh_queue_url: str = ""
+    # The queue only the webhook's role may send to, and the one source the worker takes removals from (its ARN:
+    # a Lambda SQS record names its queue in `eventSourceARN`). Empty: removals are neither sent nor applied.
+    removal_queue_url: str = ""
+    removal_queue_arn: str = ""
     providers: tuple[str, ...] = ("tiktok",)  # enabled provider names
     # Per-provider overrides, e.g. {"tiktok": {"scopes": "...", "pkce": "s256-hex", "token_url": "..."}}
     provider_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -79,6 +83,8 @@ class Settings:
             expiry_warning=86400 * _number(env, "EXPIRY_WARNING_DAYS", 14, low=0, high=365),
             refresh_concurrency=_number(env, "REFRESH_CONCURRENCY", 8, low=1, high=64),
             refresh_queue_url=env["REFRESH_QUEUE_URL"].strip(),
+            removal_queue_url=env.get("REMOVAL_QUEUE_URL", "").strip(),
+            removal_queue_arn=env.get("REMOVAL_QUEUE_ARN", "").strip(),
             providers=_providers(env),
             provider_overrides=_provider_overrides(env),
             connect_confirmation=_choice(env, "CONNECT_CONFIRMATION", CONFIRMATION_MODES, "required"),

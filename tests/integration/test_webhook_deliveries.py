@@ -127,7 +127,7 @@ def test_a_removal_the_queue_cannot_take_is_a_json_5xx_and_not_remembered(stack,
     connection_id = connect(browser, tiktok)["connection_id"][0]
     clock.advance(HOUR)
     body, headers = tiktok.signed_webhook(tiktok.users["alice"].open_id)
-    boto3.client("sqs").delete_queue(QueueUrl=stack.env["REFRESH_QUEUE_URL"])
+    boto3.client("sqs").delete_queue(QueueUrl=stack.env["REMOVAL_QUEUE_URL"])
 
     status, answer = call("POST", "/webhooks/tiktok", body=body.decode(), headers=headers, caller_arn=None)
 

@@ -30,35 +30,32 @@ def test_the_webhook_is_updated_only_after_the_worker_that_reads_its_removals():
     assert "RefreshWorkerFunction" in _as_list(functions["WebhookFunction"].get("DependsOn"))
 
 
-def _senders_to_the_refresh_queue() -> set[str]:
+def _senders_to(queue: str) -> set[str]:
     functions = resources_of_type("AWS::Serverless::Function")
     return {name for name, res in functions.items()
             for policy in res["Properties"].get("Policies", []) if isinstance(policy, dict)
             for statement in policy.get("Statement", [])
             if "sqs:SendMessage" in _as_list(statement.get("Action"))
-            and statement.get("Resource") == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}}
+            and statement.get("Resource") == {"Fn::GetAtt": [queue, "Arn"]}}
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="open (Low): the refresh worker applies a removal whoever sent it and "
-                   "believes its granted_before; sqs:SendMessage on RefreshQueue (the sweeper's role too) is now "
-                   "the power to end, without a revoke, every connection of any account, even grants made after "
-                   "the message was sent")
 def test_a_removal_not_sent_by_the_webhook_ends_no_connection(stack, tiktok, browser, clock):
-    """The queue used to carry only connection ids (a refresh, harmless whoever asks). Now a message is also a
-    command the worker obeys without knowing who sent it; SQS tells it (`attributes.SenderId`, the sender's role
-    id, and `SentTimestamp`), the worker does not look. The sweeper, a scheduled function that never needed to
-    end a connection, can send one; so can anyone given `sqs:SendMessage` on the queue for operations."""
+    """The refresh queue carries connection ids, harmless whoever asks, and more roles may send there (the
+    sweeper, the backend API). A removal is a command: the worker obeys one only from the removal queue (the
+    record's `eventSourceARN`), which only the webhook's role may send to. One found on the refresh queue is
+    refused, so SQS parks it in the alarmed DLQ, and nothing of the connection changes."""
     from local.stack import deliver_refresh_queue
 
-    assert {"SweeperFunction", "BackendApiFunction", "WebhookFunction"} <= _senders_to_the_refresh_queue()
+    assert _senders_to("RemovalQueue") == {"WebhookFunction"}
+    assert "WebhookFunction" not in _senders_to("RefreshQueue")
     connection_id = connect(browser, tiktok)["connection_id"][0]
     clock.advance(3600)
     forged = AccountRemovalRequest("tiktok", tiktok.users["alice"].open_id,
-                                   int(clock.now()) + 10 * 365 * 86_400,  # also every grant made from now on
-                                   "user_revoked").message()
+                                   int(clock.now()) + 10 * 365 * 86_400, "user_revoked").message()
     boto3.client("sqs").send_message(QueueUrl=root.container().settings.refresh_queue_url, MessageBody=forged)
-    deliver_refresh_queue()
+    handed = deliver_refresh_queue()
+    assert [r["body"] for r in handed] == [forged]  # it reached the worker, which refused it (still queued)
     assert item(connection_id)["status"]["S"] == "active"
     assert call("GET", f"/connections/{connection_id}/token")[0] == 200
 

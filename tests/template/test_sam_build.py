@@ -48,6 +48,8 @@ PLACEHOLDERS = {
     "PUBLIC_BASE_URL": "",
     "ALLOWED_RETURN_ORIGINS": "https://app.example.com",
     "REFRESH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/oauth-keeper-RefreshQueue-EXAMPLE",
+    "REMOVAL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/oauth-keeper-RemovalQueue-EXAMPLE",
+    "REMOVAL_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:oauth-keeper-RemovalQueue-EXAMPLE",
 }
 
 

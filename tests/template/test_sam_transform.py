@@ -103,12 +103,14 @@ def test_the_schedule_role_may_write_to_the_scheduler_dlq_so_no_queue_policy_is_
 
 
 def test_the_refresh_queue_mapping_reports_partial_failures_and_caps_concurrency(generated):
-    (mapping,) = _of_type(generated, "AWS::Lambda::EventSourceMapping").values()
-    assert mapping["FunctionName"] == {"Ref": "RefreshWorkerFunction"}
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}
-    assert mapping["BatchSize"] == 10
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    mappings = {m["EventSourceArn"]["Fn::GetAtt"][0]: m
+                for m in _of_type(generated, "AWS::Lambda::EventSourceMapping").values()}
+    assert set(mappings) == {"RefreshQueue", "RemovalQueue"}
+    for mapping in mappings.values():
+        assert mapping["FunctionName"] == {"Ref": "RefreshWorkerFunction"}
+        assert mapping["BatchSize"] == 10
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mappings["RefreshQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
 
 
 def test_sam_adds_only_the_log_and_queue_polling_managed_policies_to_the_function_roles(generated):

@@ -85,6 +85,8 @@ ENVIRONMENT = {
     "EXPIRY_WARNING_DAYS",
     "REFRESH_CONCURRENCY",
     "REFRESH_QUEUE_URL",
+    "REMOVAL_QUEUE_URL",
+    "REMOVAL_QUEUE_ARN",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -167,7 +169,7 @@ PERMISSIONS = {
     "WebhookFunction": {
         ("dynamodb:getitem", "FlowsTable.Arn"),  # handled deliveries only (their keys; see the test below)
         ("dynamodb:putitem", "FlowsTable.Arn"),
-        ("sqs:sendmessage", "RefreshQueue.Arn"),
+        ("sqs:sendmessage", "RemovalQueue.Arn"),  # the only role that may: the worker obeys removals from there alone
         ("ssm:getparameter", _SSM + "client_secret"),  # the HMAC key of the webhook signature
         ("kms:decrypt", _ANY_KEY_HERE),
     },
@@ -222,6 +224,11 @@ ALARMS = {
     "RefreshQueueAgeAlarm": Watch(
         "AWS/SQS", frozenset({"ApproximateAgeOfOldestMessage"}),
         [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RefreshQueue", "QueueName"]}}], "Maximum", 300, 1, ">", 600,
+    ),
+    # a user's removal waiting 5 minutes: their ended connection is still served meanwhile
+    "RemovalQueueAgeAlarm": Watch(
+        "AWS/SQS", frozenset({"ApproximateAgeOfOldestMessage"}),
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RemovalQueue", "QueueName"]}}], "Maximum", 300, 1, ">", 300,
     ),
     "RefreshFailureRatioAlarm": Watch(
         "OAuthKeeper", frozenset({"RefreshFailed", "RefreshSucceeded"}), _SERVICE, "Sum", 300, 3, ">", 0.2
@@ -1083,13 +1090,24 @@ def test_only_the_refresh_worker_consumes_the_refresh_queue():
 
 
 def test_the_worker_reports_partial_batch_failures_and_caps_its_concurrency():
-    event = _only_event("RefreshWorkerFunction", "SQS")
-    assert event["Queue"] == {"Fn::GetAtt": ["RefreshQueue", "Arn"]}
-    assert event["BatchSize"] == 10
-    # Without it one failed connection would send its nine neighbours back to the queue.
-    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert event["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    events = {e["Queue"]["Fn::GetAtt"][0]: e for e in _events_of_type("RefreshWorkerFunction", "SQS")}
+    assert set(events) == {"RefreshQueue", "RemovalQueue"}
+    for event in events.values():
+        assert event["BatchSize"] == 10
+        # Without it one failed connection would send its nine neighbours back to the queue.
+        assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert events["RefreshQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    assert events["RemovalQueue"]["ScalingConfig"] == {"MaximumConcurrency": 2}  # SQS's least: removals are rare
     assert int(template()["Parameters"]["WorkerMaxConcurrency"]["MinValue"]) >= 2
+
+
+def test_the_worker_knows_the_removal_queue_it_alone_obeys_removals_from():
+    variables = template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["REMOVAL_QUEUE_ARN"] == {"Fn::GetAtt": ["RemovalQueue", "Arn"]}
+    assert variables["REMOVAL_QUEUE_URL"] == {"Ref": "RemovalQueue"}
+    visibility = int(_queue("RemovalQueue")["VisibilityTimeout"])
+    assert visibility >= 6 * _timeout("RefreshWorkerFunction")
+    assert _queue("RemovalQueue")["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RefreshDLQ", "Arn"]}
 
 
 def test_a_refresh_request_stays_hidden_for_at_least_six_worker_timeouts():
@@ -1310,7 +1328,7 @@ def test_every_dead_letter_queue_alarms_on_a_single_message():
 
 def test_every_queue_a_function_consumes_alarms_when_its_oldest_message_is_late():
     consumed = {event["Queue"]["Fn::GetAtt"][0] for name in _functions() for event in _events_of_type(name, "SQS")}
-    assert consumed == {"RefreshQueue"}
+    assert consumed == {"RefreshQueue", "RemovalQueue"}
     for queue in consumed:
         (alarm,) = _alarms_on("ApproximateAgeOfOldestMessage",
                               [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}])

@@ -16,6 +16,7 @@ from oauth_keeper.domain.connection import ACTIVE, DISCONNECTED
 from oauth_keeper.domain.provider_events import AccountRemovalRequest, removal_request_of
 from oauth_keeper.usecases.worker import process_records
 
+from local.memory import REMOVALS_ARN
 from tests.unit.test_webhook_ordering import HOUR, SECRET, World
 
 pytestmark = pytest.mark.unit
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.unit
 
 def _work(world: World) -> list[dict[str, str]]:
     return process_records(world.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
-                           disconnection=world.disconnection)["batchItemFailures"]
+                           disconnection=world.disconnection, removal_source=REMOVALS_ARN)["batchItemFailures"]
 
 
 def test_the_webhook_only_queues_and_the_worker_disconnects():
@@ -96,7 +97,8 @@ def test_a_removal_applied_twice_changes_nothing_the_second_time():
 
 _requests = st.builds(AccountRemovalRequest, provider=st.text(min_size=1, max_size=64),
                       account_id=st.text(min_size=1, max_size=128), granted_before=st.integers(-2**63, 2**63),
-                      reason=st.sampled_from(["user_revoked"]), provider_reason=st.none() | st.integers())
+                      reason=st.sampled_from(["user_revoked"]), provider_reason=st.none() | st.integers(),
+                      received_at=st.none() | st.integers(0, 2**40))
 
 
 @given(_requests)
@@ -110,7 +112,54 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 
 
 @given(st.dictionaries(st.sampled_from(["provider", "account_id", "granted_before", "reason", "provider_reason",
-                                        "x"]), _json), st.one_of(st.just(1), _json))
+                                        "received_at", "x"]), _json), st.one_of(st.just(1), _json))
 def test_any_message_content_is_read_or_refused_never_raises(removal, version):
     read = removal_request_of({"version": version, "removal": removal})
     assert read is None or (isinstance(read.account_id, str) and isinstance(read.granted_before, int))
+
+
+@pytest.mark.parametrize("source", [None, "arn:aws:sqs:us-east-1:123456789012:oauth-keeper-RefreshQueue"],
+                         ids=["no_source", "the_refresh_queue"])
+def test_a_removal_from_any_queue_but_the_removal_queue_is_refused(source):
+    """More roles may send to the refresh queue than the webhook's: a removal found there is not obeyed."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    message = AccountRemovalRequest("tiktok", "acct-alice", world.now - 60, "user_revoked").message()
+    record = {"messageId": "m1", "body": message, **({"eventSourceARN": source} if source else {})}
+    result = process_records([record], None, 4,  # type: ignore[arg-type] - removals only
+                             disconnection=world.disconnection, removal_source=REMOVALS_ARN)
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
+    assert world.status(connection_id) == ACTIVE
+
+
+def test_a_worker_configured_with_no_removal_queue_applies_no_removal():
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    world.queue.removals.append(AccountRemovalRequest("tiktok", "acct-alice", world.now - 60,
+                                                      "user_revoked").message())
+    result = process_records(world.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
+                             disconnection=world.disconnection)
+    assert result["batchItemFailures"] == [{"itemIdentifier": "r0"}]
+    assert world.status(connection_id) == ACTIVE
+
+
+def test_a_removal_is_never_about_a_grant_made_after_it_is_applied():
+    """`granted_before` in the future (TikTok's clock ahead of ours: a signature up to its tolerance ahead) is
+    capped at when the webhook received the delivery: a reconnect made after it stays connected even when SQS
+    delivers the same message again later."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    message = AccountRemovalRequest("tiktok", "acct-alice", world.now + 240, "user_revoked",
+                                    received_at=world.now).message()
+    world.queue.removals.append(message)
+    assert _work(world) == []
+    assert world.status(connection_id) == DISCONNECTED
+    world.clock.advance(60)
+    assert world.connect() == connection_id  # the user reconnects
+    world.clock.advance(60)
+    world.queue.removals.append(message)  # SQS delivers the same message again
+    assert _work(world) == []
+    assert world.status(connection_id) == ACTIVE

@@ -35,6 +35,7 @@ from oauth_keeper.usecases.webhooks import WebhookReceiver
 from oauth_keeper.usecases.worker import process_records
 
 from local.memory import (
+    REMOVALS_ARN,
     FakeKms,
     ListQueue,
     ManualClock,
@@ -109,9 +110,9 @@ class World:
         signature = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
         answer = dict(self.webhooks.receive("tiktok", {"TikTok-Signature": f"t={t},s={signature}"}, body))
         before = _metric_totals()
-        failures = process_records(self.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
-                                   disconnection=self.disconnection)["batchItemFailures"]
-        assert failures == []
+        result = process_records(self.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
+                                 disconnection=self.disconnection, removal_source=REMOVALS_ARN)
+        assert result["batchItemFailures"] == []
         after = _metric_totals()
         return {**answer, "disconnected": int(after.get("WebhookDisconnects", 0) - before.get("WebhookDisconnects", 0)),
                 "kept": int(after.get("WebhookStaleIgnored", 0) - before.get("WebhookStaleIgnored", 0))}

@@ -1,5 +1,5 @@
-"""The `RefreshQueue` port on SQS: connection ids, ten to a SendMessageBatch call, from a few threads; and the
-removals the webhook verified, one message each."""
+"""The `RefreshQueue` port on SQS (connection ids, ten to a SendMessageBatch call, from a few threads) and the
+`RemovalQueue` port (the removals the webhook verified, one message each, on a queue of their own)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..domain.errors import ConfigurationError
 from ..domain.provider_events import AccountRemovalRequest
 
 
@@ -30,10 +31,6 @@ class SqsRefreshQueue:
         with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
             return sum(pool.map(lambda batch: self._send_batch(batch, force), batches))
 
-    def send_removal(self, removal: AccountRemovalRequest) -> None:
-        """One SendMessage; botocore's retries cover a throttle, anything else raises (the provider retries)."""
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=removal.message())
-
     def _send_batch(self, batch: list[str], force: bool) -> int:
         entries = [{"Id": str(i), "MessageBody": refresh_message(cid, force=force)} for i, cid in enumerate(batch)]
         sent = 0
@@ -45,3 +42,19 @@ class SqsRefreshQueue:
             if not entries:
                 return sent
         raise RuntimeError(f"SQS refused {len(entries)} refresh messages")  # Lambda retries the sweep
+
+
+class SqsRemovalQueue:
+    """Verified removals to the removal queue: only the webhook's role may send there, and the worker applies a
+    removal only from it (a removal is a command, not a refresh anyone may ask for)."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    def send_removal(self, removal: AccountRemovalRequest) -> None:
+        """One SendMessage; botocore's retries cover a throttle, anything else raises (the provider retries).
+        Raises ConfigurationError when the deployment names no removal queue (REMOVAL_QUEUE_URL)."""
+        if not self._url:
+            raise ConfigurationError("REMOVAL_QUEUE_URL is not set: removals cannot be queued.")
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=removal.message())

@@ -113,19 +113,28 @@ _REASONS = frozenset(r.value for r in Reason)
 class AccountRemovalRequest:
     """A verified removal, as queued for the worker: every grant of `account_id` at `provider` made before
     `granted_before` (epoch seconds) ends, for `reason` (ours, e.g. `user_revoked`); `provider_reason` is the
-    provider's own reason number, when it sent one."""
+    provider's own reason number, when it sent one; `received_at` (epoch seconds) when the webhook took the
+    delivery: no removal is about a grant made after it (`effective_before`)."""
 
     provider: str
     account_id: str
     granted_before: int
     reason: str
     provider_reason: int | None = None
+    received_at: int | None = None
+
+    @property
+    def effective_before(self) -> int:
+        """`granted_before`, capped at `received_at`: a provider clock ahead of ours (a signature up to the
+        tolerance in the future) never reaches a reconnect made after the delivery, even when SQS delivers the
+        message again later."""
+        return self.granted_before if self.received_at is None else min(self.granted_before, self.received_at)
 
     def message(self) -> str:
         """The queue message's body: `{"removal": {...}, "version": 1}` (JSON)."""
         return json.dumps({"version": REMOVAL_MESSAGE_VERSION, "removal": {
             "provider": self.provider, "account_id": self.account_id, "granted_before": self.granted_before,
-            "reason": self.reason, "provider_reason": self.provider_reason}})
+            "reason": self.reason, "provider_reason": self.provider_reason, "received_at": self.received_at}})
 
 
 def removal_request_of(data: Any) -> AccountRemovalRequest | None:
@@ -139,11 +148,11 @@ def removal_request_of(data: Any) -> AccountRemovalRequest | None:
     body = data["removal"]
     provider, account_id, before, reason = (body.get("provider"), body.get("account_id"),
                                              body.get("granted_before"), body.get("reason"))
-    provider_reason = body.get("provider_reason")
-    if not (isinstance(provider, str) and 0 < len(provider) <= 64 and reason in _REASONS
+    provider_reason, received_at = body.get("provider_reason"), body.get("received_at")
+    if not (isinstance(provider, str) and 0 < len(provider) <= 64 and isinstance(reason, str) and reason in _REASONS
             and isinstance(account_id, str) and 0 < len(account_id) <= MAX_ACCOUNT_ID
             and isinstance(before, int) and not isinstance(before, bool)
-            and (provider_reason is None or (isinstance(provider_reason, int)
-                                             and not isinstance(provider_reason, bool)))):
+            and all(value is None or (isinstance(value, int) and not isinstance(value, bool))
+                    for value in (provider_reason, received_at))):
         return None
-    return AccountRemovalRequest(provider, account_id, before, reason, provider_reason)
+    return AccountRemovalRequest(provider, account_id, before, reason, provider_reason, received_at)

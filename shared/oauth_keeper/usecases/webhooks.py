@@ -19,7 +19,7 @@ from ..domain.errors import InvalidInput, NotFound
 from ..domain.provider_events import DELIVERY_MEMORY, AccountRemovalRequest, delivery_key, event_time
 from ..domain.signatures import verify_signature
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import Clock, Credentials, DeliveryLog, ProviderProfiles, RefreshQueue
+from ..ports import Clock, Credentials, DeliveryLog, ProviderProfiles, RemovalQueue
 
 MAX_BODY = 64 * 1024
 
@@ -32,7 +32,7 @@ class WebhookAnswer(TypedDict):
 
 
 class WebhookReceiver:
-    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, queue: RefreshQueue,
+    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, queue: RemovalQueue,
                  deliveries: DeliveryLog, clock: Clock) -> None:
         self._profiles = profiles
         self._credentials = credentials
@@ -86,7 +86,7 @@ class WebhookReceiver:
                 "event_time_from": "event" if created.from_event else "signature"})
         self._queue.send_removal(AccountRemovalRequest(
             provider, account_id, created.granted_before, Reason.USER_REVOKED,
-            _reason_code(payload, hook.reason_field)))
+            _reason_code(payload, hook.reason_field), received_at=int(self._clock.now())))
         logger.info("Authorization removed at the provider: queued", extra={
             "provider": provider, "event_time": created.at,
             "event_time_from": "event" if created.from_event else "signature"})

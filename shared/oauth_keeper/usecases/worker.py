@@ -1,8 +1,10 @@
 """The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message.
 
-The same queue carries the background jobs' keys (orphan revokes, disconnect and erasure operations, pending
-grants at expiry) and the provider removals the public webhook verified (`{"removal": ...}`), applied here
-because the webhook's role may write no connection.
+The refresh queue also carries the background jobs' keys (orphan revokes, disconnect and erasure operations,
+pending grants at expiry). The provider removals the public webhook verified (`{"removal": ...}`) come on a queue of
+their own, which only the webhook's role may send to, and are applied here because that role may write no
+connection. A removal is a command: it is obeyed only from that queue (the record's `eventSourceARN`), never from
+the refresh queue, which more roles can send to.
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ def refresh_request_of(body: str) -> tuple[str | None, bool]:
 
 class RefreshWorker:
     def __init__(self, refresher: Refresher, concurrency: int, *, orphans: OrphanGrants | None = None,
-                 disconnection: Disconnection | None = None, pending: PendingGrants | None = None) -> None:
+                 disconnection: Disconnection | None = None, pending: PendingGrants | None = None,
+                 removal_source: str = "") -> None:
         """`concurrency`: provider calls in flight at once inside one invocation. `orphans` revokes the orphaned
-        grants the sweep queues beside the connections; `disconnection` runs the disconnect and erasure jobs;
-        `pending` discards the pending grants whose claim code expired."""
+        grants the sweep queues beside the connections; `disconnection` runs the disconnect and erasure jobs and
+        applies removals; `pending` discards the pending grants whose claim code expired; `removal_source`: the
+        ARN of the only queue removals are taken from (empty: none is)."""
+        self._removal_source = removal_source
         self._pending = pending
         self._refresher = refresher
         self._concurrency = concurrency
@@ -63,24 +68,30 @@ class RefreshWorker:
         """Refresh each SQS record's connection; see `process_records`."""
         return process_records(records, self._refresher, self._concurrency, deadline=deadline,
                                now=self._refresher.now, orphans=self._orphans, disconnection=self._disconnection,
-                               pending=self._pending)
+                               pending=self._pending, removal_source=self._removal_source)
 
 
 def process_records(records: list[dict[str, Any]], refresher: Refresher, concurrency: int, *,
                     deadline: float | None = None, now: Any = None, orphans: OrphanGrants | None = None,
                     disconnection: Disconnection | None = None,
-                    pending: PendingGrants | None = None) -> BatchResponse:
-    """Refresh each record's connection; return SQS's partial-batch response.
+                    pending: PendingGrants | None = None, removal_source: str = "") -> BatchResponse:
+    """Refresh each record's connection, or apply its removal; return SQS's partial-batch response.
 
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
-    schedule lives on the item, not in the queue. Only an unexpected error sends the message back.
+    schedule lives on the item, not in the queue. Only an unexpected error sends the message back. A removal is
+    applied only when its record's `eventSourceARN` is `removal_source`; from anywhere else, or unreadable, it is
+    reported failed (SQS redelivers it, then parks it in the alarmed dead-letter queue).
     """
     jobs: list[tuple[str, str, bool]] = []
     removals: list[tuple[str, AccountRemovalRequest | None]] = []
     for record in records:
         body = record.get("body", "")
         if _is_removal(body):
-            removals.append((record["messageId"], removal_request_of(json.loads(body))))
+            trusted = bool(removal_source) and record.get("eventSourceARN") == removal_source
+            if not trusted:
+                logger.error("Removal from a queue removals may not come from: refused",
+                             extra={"message_id": record.get("messageId")})
+            removals.append((record["messageId"], removal_request_of(json.loads(body)) if trusted else None))
             continue
         connection_id, force = refresh_request_of(body)
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
@@ -91,7 +102,7 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome | str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) + len(removals) or 1))) as pool:
-        futures = [(message_id, pool.submit(_apply_removal, disconnection, removal))
+        futures = [(message_id, pool.submit(_apply_removal, disconnection, removal, now))
                    for message_id, removal in removals]
         futures += [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
                      else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
@@ -138,21 +149,24 @@ def _is_removal(body: str) -> bool:
     return isinstance(data, dict) and "removal" in data
 
 
-def _apply_removal(disconnection: Disconnection | None, removal: AccountRemovalRequest | None) -> str:
-    """Apply a removal the webhook verified and queued. One this code cannot read (a newer version, a broken
-    body) or cannot apply raises: SQS delivers it again, then parks it in the dead-letter queue, where the
-    operator sees it (never dropped: it may be the user's only word that the grant is gone)."""
+def _apply_removal(disconnection: Disconnection | None, removal: AccountRemovalRequest | None,
+                   now: Any = None) -> str:
+    """Apply a removal the webhook verified and queued. One refused (from another queue), one this code cannot
+    read (a newer version, a broken body) or cannot apply raises: SQS delivers it again, then parks it in the
+    dead-letter queue, where the operator sees it (never dropped: it may be the user's only word that the grant
+    is gone). Its `granted_before` is capped at its `received_at` (`effective_before`) and at now."""
     if removal is None or disconnection is None:
         raise ValueError("A removal message this worker cannot apply")
+    granted_before = removal.effective_before if now is None else min(removal.effective_before, int(now()))
     result = disconnection.disconnect_account(
-        removal.provider, removal.account_id, removal.reason, granted_before=removal.granted_before,
+        removal.provider, removal.account_id, removal.reason, granted_before=granted_before,
         extra={"provider_reason": removal.provider_reason})
     disconnected, kept = result["disconnected"], result["kept"]
     record_metric("WebhookDisconnects", MetricUnit.Count, disconnected)
     if kept:
         record_metric("WebhookStaleIgnored", MetricUnit.Count, len(kept))
         logger.info("Removal event older than the connection's latest grant: ignored", extra={
-            "provider": removal.provider, "connection_ids": kept, "granted_before": removal.granted_before})
+            "provider": removal.provider, "connection_ids": kept, "granted_before": granted_before})
     logger.info("Authorization removed at the provider", extra={"provider": removal.provider,
                                                                  "connections": disconnected, "kept": len(kept)})
     return "removal_applied"
