@@ -163,3 +163,41 @@ def test_a_removal_is_never_about_a_grant_made_after_it_is_applied():
     world.queue.removals.append(message)  # SQS delivers the same message again
     assert _work(world) == []
     assert world.status(connection_id) == ACTIVE
+
+
+class _RecordingRefresher:
+    """A refresher that only records what it was asked to do."""
+
+    def __init__(self, now: int) -> None:
+        self.asked: list[tuple[str, bool]] = []
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+    def refresh(self, connection_id: str, *, force: bool = False, deadline: float | None = None):  # noqa: ANN201
+        self.asked.append((connection_id, force))
+        raise AssertionError("a refresh was run from the removal queue")
+
+
+@pytest.mark.parametrize("body", [
+    {"connection_id": "CID", "force": True},  # a forced refresh: rotates the tokens, reschedules the connection
+    {"connection_id": "CID"},
+], ids=["forced_refresh", "refresh"])
+def test_the_removal_queue_carries_removals_only(body):
+    """Break-test of the removal queue (issue 13, finding 5): the queue is the public webhook's alone, and the
+    threat model says a flaw in the webhook can at worst queue a removal, never reschedule a connection. The
+    worker obeyed anything else found there as a refresh-queue job (a forced refresh, an erasure step, an
+    orphan revoke, a pending grant's expiry): what arrives from the removal queue and is not a removal is
+    refused (reported failed: SQS parks it in the alarmed DLQ), never run."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    refresher = _RecordingRefresher(world.now)
+    message = json.dumps({k: connection_id if v == "CID" else v for k, v in body.items()})
+    record = {"messageId": "m1", "body": message, "eventSourceARN": REMOVALS_ARN}
+    result = process_records([record], refresher, 4,  # type: ignore[arg-type]
+                             disconnection=world.disconnection, removal_source=REMOVALS_ARN, now=refresher.now)
+    assert refresher.asked == []
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
+    assert world.status(connection_id) == ACTIVE

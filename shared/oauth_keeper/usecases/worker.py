@@ -80,18 +80,24 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     A refresh that ends in any decided outcome (refreshed, retry scheduled, needs reauth, ...) is done: the
     schedule lives on the item, not in the queue. Only an unexpected error sends the message back. A removal is
     applied only when its record's `eventSourceARN` is `removal_source`; from anywhere else, or unreadable, it is
-    reported failed (SQS redelivers it, then parks it in the alarmed dead-letter queue).
+    reported failed (SQS redelivers it, then parks it in the alarmed dead-letter queue). Anything else from that
+    queue (a refresh, a job's key) is refused the same way: the public webhook's queue carries removals only.
     """
     jobs: list[tuple[str, str, bool]] = []
     removals: list[tuple[str, AccountRemovalRequest | None]] = []
     for record in records:
         body = record.get("body", "")
+        from_removal_queue = bool(removal_source) and record.get("eventSourceARN") == removal_source
         if _is_removal(body):
-            trusted = bool(removal_source) and record.get("eventSourceARN") == removal_source
-            if not trusted:
+            if not from_removal_queue:
                 logger.error("Removal from a queue removals may not come from: refused",
                              extra={"message_id": record.get("messageId")})
-            removals.append((record["messageId"], removal_request_of(json.loads(body)) if trusted else None))
+            removals.append((record["messageId"],
+                             removal_request_of(json.loads(body)) if from_removal_queue else None))
+            continue
+        if from_removal_queue:  # the public webhook's queue carries removals only: never a refresh or a job
+            logger.error("Not a removal, on the removal queue: refused", extra={"message_id": record.get("messageId")})
+            removals.append((record["messageId"], None))
             continue
         connection_id, force = refresh_request_of(body)
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
