@@ -201,3 +201,26 @@ def test_the_removal_queue_carries_removals_only(body):
     assert refresher.asked == []
     assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
     assert world.status(connection_id) == ACTIVE
+
+
+def test_the_webhook_stamps_its_receipt_so_a_provider_clock_ahead_never_ends_a_later_reconnect():
+    """Break-test: the cap at `received_at` was tested only on a message built by hand, so a webhook that no
+    longer stamped its receipt passed every test. TikTok's clock 4 minutes ahead of ours (within the signature's
+    tolerance): the event's time, less the skew, is still after a reconnect made a minute after the delivery.
+    SQS delivers the queued message again: the reconnect stays connected."""
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    ahead = world.now + 240
+    body = world.removal(created=ahead)
+    signature = hmac.new(SECRET.encode(), f"{ahead}.".encode() + body, hashlib.sha256).hexdigest()
+    assert world.webhooks.receive("tiktok", {"TikTok-Signature": f"t={ahead},s={signature}"}, body)["queued"]
+    (message,) = world.queue.removals
+    assert _work(world) == []
+    assert world.status(connection_id) == DISCONNECTED
+    world.clock.advance(60)
+    assert world.connect() == connection_id  # the user reconnects
+    world.clock.advance(60)
+    world.queue.removals.append(message)  # SQS delivers the same message again
+    assert _work(world) == []
+    assert world.status(connection_id) == ACTIVE
