@@ -3,6 +3,8 @@ that found something, each kept as the test of its fix or, while open, as a stri
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from oauth_keeper import root
@@ -77,3 +79,46 @@ def test_a_caller_who_computes_a_connection_from_before_random_ids_is_not_served
     computed = derived_connection_id("owner-1", "tiktok", tiktok.users["alice"].open_id)
     assert computed == legacy
     assert call("GET", f"/connections/{computed}/token")[0] == 404
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, reason="open (Low, needs lambda:InvokeFunction on the worker): the worker trusts the "
+                   "record's eventSourceARN, which is whatever the invoker writes in the event; a removal never "
+                   "received from RemovalQueue is obeyed. A fix: before applying, prove the record came from the "
+                   "queue (sqs:ChangeMessageVisibility on RemovalQueue with its receiptHandle succeeds only for a "
+                   "message in flight there)")
+def test_a_removal_in_an_event_written_by_hand_is_not_obeyed():
+    """`eventSourceARN` is not authenticated: Lambda's SQS event source writes it, but so does anyone allowed to
+    invoke the refresh worker directly (an operator role with lambda:InvokeFunction on `*`, a console test
+    event, `sam remote invoke` with events/refresh_worker.json edited). Such a caller, who may not write the
+    Connections table nor send to RemovalQueue, ends every connection of any account it can name."""
+    from oauth_keeper.domain.connection import ACTIVE
+    from oauth_keeper.usecases.worker import process_records
+
+    from local.memory import REMOVALS_ARN
+    from tests.unit.test_webhook_ordering import HOUR, World
+
+    world = World()
+    connection_id = world.connect()
+    world.clock.advance(HOUR)
+    forged = AccountRemovalRequest("tiktok", "acct-alice", world.now + 10 * 365 * 86_400, "user_revoked").message()
+    # Sent to no queue: an event written by hand, naming the removal queue as its source (no receipt of it).
+    record = {"messageId": "hand-1", "receiptHandle": "made-up", "body": forged, "eventSource": "aws:sqs",
+              "eventSourceARN": REMOVALS_ARN}
+    process_records([record], None, 4,  # type: ignore[arg-type] - removals only
+                    disconnection=world.disconnection, removal_source=REMOVALS_ARN)
+    assert world.status(connection_id) == ACTIVE
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, reason="open (Low): RemovalQueue has no queue policy, so 'only the webhook's role may "
+                   "send to it' holds among this stack's roles only: any principal of the account allowed "
+                   "sqs:SendMessage on every queue (an administrator, a deploy or operator role) can queue a "
+                   "removal the worker obeys. A Deny for every aws:PrincipalArn but the webhook's role would close "
+                   "it, at the price of DLQ redrives back to the queue (they send as the operator)")
+def test_no_principal_but_the_webhook_role_may_send_to_the_removal_queue():
+    policies = [res["Properties"] for res in resources_of_type("AWS::SQS::QueuePolicy").values()
+                if {"Ref": "RemovalQueue"} in res["Properties"].get("Queues", [])]
+    denies = [s for p in policies for s in p["PolicyDocument"]["Statement"]
+              if s.get("Effect") == "Deny" and "sqs:SendMessage" in _as_list(s.get("Action"))]
+    assert any("WebhookFunctionRole" in json.dumps(s.get("Condition")) for s in denies)
