@@ -24,6 +24,12 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
+def spread(values: Iterable[float], form: str = "{:.2f}") -> str:
+    """min / median / max of repeated runs, e.g. "9.1 / 9.6 / 9.8x"."""
+    ordered = sorted(values)
+    return " / ".join(form.format(v) for v in (ordered[0], statistics.median(ordered), ordered[-1]))
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table, columns padded so it also reads in a terminal."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
