@@ -87,6 +87,7 @@ class CountingItemStore:
         self.calls: Counter[str] = Counter()
         self.units: Counter[str] = Counter()  # "table_write", "<index>_write", "read", "query_items"
         self.written_sizes: list[int] = []
+        self.largest: dict[str, Any] | None = None  # the largest item any write left behind
         self.log: list[dict[str, Any]] | None = None  # set to [] to record every call with its units
 
     def snapshot(self) -> tuple[Counter[str], Counter[str]]:
@@ -123,6 +124,8 @@ class CountingItemStore:
                 self.units[f"{index}_write"] += count
             if done and after is not None:
                 self.written_sizes.append(model.item_size(after))
+                if self.largest is None or model.item_size(after) > model.item_size(self.largest):
+                    self.largest = dict(after)
             if self.log is not None:
                 self.log.append({"op": "UpdateItem" if done else "UpdateItem (condition failed)", "key": key,
                                  "size": max(model.item_size(before or {}), model.item_size(after or {})),
@@ -162,8 +165,25 @@ class CountingItemStore:
         return self.inner.items()  # type: ignore[attr-defined]
 
 
+class RealSizeKms(FakeKms):
+    """FakeKms whose wrapped data keys are as long as real KMS's: a CiphertextBlob for a 256-bit data key from
+    GenerateDataKey is 184 bytes (FakeKms's own is 60). The padding is dropped again before unwrapping."""
+
+    BLOB = 184
+
+    def generate_data_key(self, KeyId: str, KeySpec: str,  # noqa: N803 - boto3's names
+                          EncryptionContext: dict[str, str] | None = None) -> dict[str, bytes]:  # noqa: N803
+        answer = super().generate_data_key(KeyId, KeySpec, EncryptionContext)
+        blob = answer["CiphertextBlob"]
+        return {**answer, "CiphertextBlob": blob + b"\0" * (self.BLOB - len(blob))}
+
+    def decrypt(self, CiphertextBlob: bytes, KeyId: str,  # noqa: N803
+                EncryptionContext: dict[str, str] | None = None) -> dict[str, bytes]:  # noqa: N803
+        return super().decrypt(CiphertextBlob[:60], KeyId, EncryptionContext)
+
+
 def world_services(world: World, *, items: ItemStore | None = None, http: Any = None, base_url: str | None = None,
-                   policy: str = "eager") -> Container:
+                   policy: str = "eager", kms: Any = None) -> Container:
     """A container as World.create builds it, with parts swapped: the item store, the HTTP client, and the
     TikTok endpoint URLs (a started FakeTikTok's base_url for real loopback HTTP)."""
     old = world.services
@@ -179,7 +199,8 @@ def world_services(world: World, *, items: ItemStore | None = None, http: Any = 
 
     world.services = Container(
         settings, clock=world.clock, items=items if items is not None else MemoryItemStore(),
-        flows=MemoryFlowStore(), http=http if http is not None else old.http, kms=FakeKms(),
+        flows=MemoryFlowStore(), http=http if http is not None else old.http,
+        kms=kms if kms is not None else FakeKms(),
         publisher=world.publisher, queue=world.queue, credentials=old.credentials, sleep=no_sleep,
     )
     return world.services
