@@ -10,6 +10,7 @@ CPU subtracted), plus botocore's client-side CPU per DynamoDB call measured agai
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from base64 import b64encode
@@ -35,6 +36,9 @@ BOTO_CALLS = 300
 WAIT_MS = 100.0  # assumed network wait per refresh: TikTok's answer (DynamoDB round trips overlap in threads)
 REAL_KMS_BLOB = 184  # bytes: a CiphertextBlob for a 256-bit data key from real KMS (FakeKms's is 60); assumed
 ON_DEMAND_READS = 3  # token reads per connection per day
+ADAPTIVE_ACTIVE = 0.20  # share of connections whose token is read daily (adaptive's stated usage mix)
+FLOOR_PROPOSAL_WRU = 2  # docs/decisions/0023: lease 1 + commit 1, the Due entry unchanged
+STATE_CHANGES_PER_MONTH = 0.1  # events (at risk, recovered, expiring, needs reauth) per connection, assumed
 DUE_STEP = 100 * 60
 MILLION = 1_000_000
 
@@ -47,7 +51,9 @@ def template_settings() -> dict[str, Any]:
     batch = next((int(e["Properties"].get("BatchSize", 10)) for e in worker.get("Events", {}).values()
                   if e["Type"] == "SQS"), 10)
     max_workers = int(template["Parameters"].get("WorkerMaxConcurrency", {}).get("Default", 5))
-    return {"memory_mb": memory, "batch": batch, "max_workers": max_workers}
+    sweeper = template["Resources"]["SweeperFunction"]["Properties"]
+    sweeper_memory = int(sweeper.get("MemorySize", template["Globals"]["Function"]["MemorySize"]))
+    return {"memory_mb": memory, "batch": batch, "max_workers": max_workers, "sweeper_memory_mb": sweeper_memory}
 
 
 # ---- counting a day of refreshes ---------------------------------------------------------------------------
@@ -285,94 +291,249 @@ def main() -> dict[str, Any]:
           f"{(batch * cpu_ms / share + -(-batch // 8) * WAIT_MS) / batch:.1f} ms). x86 and Graviton differ: "
           f"a rough figure.")
 
+    return price_everything(run=run, settings=settings, wru=wru, rru=rru, index_wru=index_wru,
+                            kms_per_refresh=kms_per_refresh, cpu_ms=cpu_ms, cpu=cpu, boto=boto, boto_ms=boto_ms,
+                            worker_s=worker_s, api_s=api_s, share=share, breakdown=breakdown, per_day=per_day,
+                            calls=calls, per=per, updates=updates)
+
+
+# ---- the naive design and the sweeper, measured for the model -----------------------------------------------
+
+def naive_run(count: int = 50) -> dict[str, Any]:
+    """The naive refresher (local/bench/naive.py) over a counting store: its units and KMS calls per refresh."""
+    from local.bench.naive import NaiveRefresher
+
+    world = World.create()
+    fake = world.tiktok.start()
+    try:
+        import httpx
+
+        with httpx.Client() as http:
+            counting = CountingItemStore(MemoryItemStore())
+            services = world_services(world, items=counting, http=http, base_url=fake.base_url)
+            with quiet():
+                for i in range(count):
+                    world.connect(f"user{i}", owner_id=f"owner{i}")
+            world.clock.advance(DUE_STEP)
+            naive = NaiveRefresher(services.connections, http, fake.base_url + "/v2/oauth/token/", world.ssm)
+            kms0 = services.data_keys.kms_calls
+            calls0, units0 = counting.snapshot()
+            with quiet():
+                done = naive.run(int(world.clock.now()))
+            calls, units = (a - b for a, b in zip(counting.snapshot(), (calls0, units0), strict=True))
+            wru = sum(v for k, v in units.items() if k.endswith("_write")) / done
+            index = {k[: -len("_write")]: v / done for k, v in units.items() if k.endswith("_write")
+                     and k != "table_write"}
+            return {"refreshed": done, "wru": wru, "table_wru": units["table_write"] / done, "index_wru": index,
+                    "kms": (services.data_keys.kms_calls - kms0) / done, "scanned": naive.scanned,
+                    "item_bytes": max(counting.written_sizes)}
+    finally:
+        fake.stop()
+
+
+def sweep_seconds_per_due(count: int = 20_000, due_share: float = 0.1) -> dict[str, float]:
+    """In-process seconds of one sweep per due id (the Due and Outbox queries paged over a MemoryItemStore, the
+    ids handed to a list queue), on `count` connections of which `due_share` are due."""
+    import random
+
+    from local.bench import sweep_reads
+
+    saved = sweep_reads.DUE_SHARE
+    sweep_reads.DUE_SHARE = due_share
+    try:
+        template = sweep_reads.sample_item()
+        result = sweep_reads.run_memory(count, template, random.Random(7))  # noqa: S311 - test data
+    finally:
+        sweep_reads.DUE_SHARE = saved
+    return {"seconds": result["seconds"], "due": result["due"], "per_due": result["seconds"] / result["due"]}
+
+
+def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: float, rru: float,
+                     index_wru: dict[str, float], kms_per_refresh: float, cpu_ms: float, cpu: dict[str, float],
+                     boto: dict[str, float], boto_ms: float, worker_s: float, api_s: float, share: float,
+                     breakdown: dict[str, Any], per_day: float, calls: Any, per: int, updates: float) -> dict[str, Any]:
+    """Cost per million refreshes, all-in, and a month at 1 M connections per policy, beside the naive design."""
+    from local.bench import logs, writes
+
+    memory_mb, batch, max_workers = settings["memory_mb"], settings["batch"], settings["max_workers"]
+    prices, more = model.Prices(), model.MorePrices()
     gb = memory_mb / 1024
-    worker_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=kms_per_refresh,
-                                      sqs_requests=0.1 + 1 + 1, lambda_gb_seconds=gb * worker_s,
-                                      lambda_requests=1 / batch)
+    connections = MILLION
+    sweeps = model.sweeps_per_month()
+
+    # Scale: how many worker containers 1 M eager connections keep busy, and so what KMS costs.
+    needed = connections * model.eager_refreshes_per_month(7200) / model.MONTH_SECONDS
+    per_invocation = 1 / worker_s
+    containers = max(1, math.ceil(needed / per_invocation))
+    kms_month = model.kms_calls_per_month(containers)
+    kms_at_scale = kms_month / (connections * model.eager_refreshes_per_month(7200))
+
+    # Logs and metrics: a warm worker invocation's real output.
+    output = logs.worker_invocation_output(batch)
+    log_bytes = model.log_bytes_per_refresh(batch_bytes=output["bytes"], batch_lines=output["lines"], batch=batch)
+    metrics_seen = len(output["metrics"])
+
+    # Events: a state change's own writes, recorded (writes.py), and one PutEvents entry.
+    ordinary = writes.units_of(writes.recorded_refresh(False)["log"])
+    changed = writes.units_of(writes.recorded_refresh(True)["log"])
+    event_extra_wru = changed["wru"] - ordinary["wru"]
+
+    sqs = model.sqs_requests_per_refresh(batch=batch)
+    worker_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=kms_at_scale, sqs_requests=sqs,
+                                      lambda_gb_seconds=gb * worker_s, lambda_requests=1 / batch)
     api_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=1.0, sqs_requests=0,
                                    lambda_gb_seconds=gb * api_s, lambda_requests=0)
     worker_cost = model.cost_per_refresh(worker_usage, prices)
+    worker_cost["logs"] = model.logs_cost(log_bytes, more)
     api_cost = model.cost_per_refresh(api_usage, prices)
+    # A token read's refresh logs what a worker refresh does; the request's own platform lines are the read's.
+    api_cost["logs"] = model.logs_cost((output["bytes"] + output["lines"] * model.LOG_EVENT_OVERHEAD) / batch, more)
 
-    print("\nPrices used (us-east-1, on-demand list prices as of 2024-2025; they may change; free tiers ignored):")
-    print(table(["service", "price"], prices.rows()))
+    # The naive design, priced the same way: measured units, a sequential invocation, a Scan per sweep.
+    naive = naive_run()
+    naive_s = (cpu_ms / share + WAIT_MS) / 1000  # one refresh after another: CPU and the wait add up
+    naive_usage = model.RefreshUsage(write_units=naive["wru"], read_units=0, kms_requests=naive["kms"],
+                                     sqs_requests=0, lambda_gb_seconds=gb * naive_s, lambda_requests=0)
+    naive_cost = model.cost_per_refresh(naive_usage, prices)
+    naive_cost["logs"] = 0.0
+    naive_bare = dict(naive_cost, dynamodb_writes=naive["table_wru"] * prices.dynamodb_per_million_wru / MILLION)
+
+    print(f"\nScale assumptions (1 M eager connections): {needed:.0f} refreshes/s on average; one worker invocation "
+          f"does ~{per_invocation:.0f}/s (batch {batch}, concurrency 8, {WAIT_MS:.0f} ms TikTok), so ~{containers} "
+          f"containers stay warm (WorkerMaxConcurrency default {max_workers}). KMS: each makes one data key per "
+          f"5-minute cache window and unwraps each other container's keys once: {kms_month:,.0f} calls a month, "
+          f"{kms_at_scale:.5f} per refresh (one warm container at low load counted {kms_per_refresh:.2f}; "
+          "containers assumed to live the month: each recycled container adds a window's GenerateDataKey and "
+          f"up to {containers * 20} Decrypts).")
+    print(f"SQS: send in batches of 10 (0.1) + the poller's ReceiveMessage of up to {batch} (1/{batch}) + its "
+          f"DeleteMessageBatch (1/{batch}) = {sqs:.2f} requests per refresh; idle long polls (5 pollers x 20 s) "
+          f"{model.sqs_idle_polls_per_month():,.0f} a month, fixed.")
+    print(f"Logs, measured: a warm worker invocation of {batch} refreshes at LogLevel INFO printed {output['bytes']:,} "
+          f"bytes in {output['lines']} lines ({output['emf_lines']} EMF metric lines, {output['log_lines']} log "
+          f"lines); + {model.LOG_EVENT_OVERHEAD} bytes per line billed + Lambda's START/END/REPORT "
+          f"(~{model.LAMBDA_PLATFORM_LOG_BYTES} bytes, assumed) = {log_bytes:.0f} bytes per refresh.")
+    print(f"Custom metrics (EMF): {metrics_seen} distinct metrics in an ordinary batch ("
+          + ", ".join(f"{name}{'(' + ','.join(f'{d}={v}' for d, v in dims if d != 'service') + ')' if len(dims) > 1 else ''}"
+                      for _, name, dims in output["metrics"])
+          + f"); each name + dimension set is ${more.custom_metric_per_month:.2f} a month whatever the volume; "
+          "every other outcome and reason seen adds one.")
+    print(f"Events: an ordinary refresh publishes none. A state change (e.g. Connection Recovered) costs 1 PutEvents "
+          f"entry and {event_extra_wru:g} more WRU, recorded: the event in the commit and the outbox clean-up after "
+          f"PutEvents, both over 1 KB with the event in the item ({ordinary['wru']:g} -> {changed['wru']:g} WRU). "
+          f"Assumed {STATE_CHANGES_PER_MONTH} state changes per connection per month.")
+
     labels = {"dynamodb_writes": "DynamoDB writes", "dynamodb_reads": "DynamoDB reads", "kms": "KMS",
-              "sqs": "SQS", "lambda_duration": "Lambda duration", "lambda_requests": "Lambda requests"}
-    usage_of = {
-        "dynamodb_writes": lambda u: f"{u.write_units:.2f} WRU", "dynamodb_reads": lambda u: f"{u.read_units:.2f} RRU",
-        "kms": lambda u: f"{u.kms_requests:.3g} requests", "sqs": lambda u: f"{u.sqs_requests:.2g} requests",
-        "lambda_duration": lambda u: f"{u.lambda_gb_seconds * 1000:.2f} GB-ms",
-        "lambda_requests": lambda u: f"{u.lambda_requests:.2g} invocations",
-    }
-    rows = [[labels[k], usage_of[k](worker_usage), worker_cost[k] * MILLION, usage_of[k](api_usage),
-             api_cost[k] * MILLION] for k in labels]
-    rows.append(["total", "", sum(worker_cost.values()) * MILLION, "", sum(api_cost.values()) * MILLION])
-    print("\nCost per million refreshes, in dollars:")
-    print(table(["service", "worker refresh (sweep -> SQS)", "$ / M", "on-demand refresh (token read)", "$ / M"], rows))
-    print("Worker: SQS = send in batches of 10 (0.1) + one receive + one delete per message (Lambda's poller batches "
-          "those too: ~0.3 then); KMS as counted in one warm container (lower per refresh at scale: calls go by "
-          "container and 5-minute window, not by refresh). On-demand: inside the token-read request (no SQS, no "
-          f"extra invocation), not overlapped: CPU + {WAIT_MS:.0f} ms; 1 KMS call assumed (a data key sealed "
-          "hours ago).")
+              "sqs": "SQS", "lambda_duration": "Lambda duration", "lambda_requests": "Lambda requests",
+              "logs": "CloudWatch Logs"}
+    rows = [[labels[k], worker_cost[k] * MILLION, api_cost[k] * MILLION, naive_cost[k] * MILLION] for k in labels]
+    worker_per, api_per, naive_per = (sum(c.values()) for c in (worker_cost, api_cost, naive_cost))
+    rows.append(["total", worker_per * MILLION, api_per * MILLION, naive_per * MILLION])
+    print("\nPrices: " + "; ".join(f"{a} {b}" for a, b in [*prices.rows(), *more.rows()]) + " (us-east-1 list "
+          "prices as of 2024-2025; free tiers ignored).")
+    print(f"\nCost per million refreshes, dollars (worker {wru:.2f} WRU, naive {naive['wru']:.2f} WRU measured on the "
+          f"same table: {naive['table_wru']:.0f} for the item, {sum(naive['index_wru'].values()):.0f} for the Due index "
+          "it keeps in step):")
+    print(table(["service", "worker refresh (sweep -> SQS -> worker)", "on-demand refresh (in a token read)",
+                 "naive (Scan + sequential)"], rows))
+    print(f"Naive without the Due index (a table of its own): ${sum(naive_bare.values()) * MILLION:.2f} per million. "
+          f"It logs nothing and publishes nothing (favouring it); its Scan is priced per sweep below. "
+          f"Worker / naive cost per refresh: {worker_per / naive_per:.2f}x.")
+    print(f"Goal <= $2.50 per million worker refreshes all-in: ${worker_per * MILLION:.2f}, missed by "
+          f"${worker_per * MILLION - 2.5:.2f} ({worker_per * MILLION / 2.5:.2f}x); DynamoDB writes alone are "
+          f"${worker_cost['dynamodb_writes'] * MILLION:.2f} ({wru:.2f} WRU x $0.625). Without the write-unit floor "
+          f"beaten (docs/decisions/0023) the goal cannot be met.")
+    floor_saving = (wru - FLOOR_PROPOSAL_WRU) * prices.dynamodb_per_million_wru / MILLION
+    print(f"What-if, the design proposed in docs/decisions/0023-write-unit-floor.md ({FLOOR_PROPOSAL_WRU} WRU per "
+          f"ordinary refresh, single-flight kept): ${(worker_per - floor_saving) * MILLION:.2f} per million worker "
+          f"refreshes; eager 1 M a month ${floor_saving * connections * model.eager_refreshes_per_month(7200):,.0f} "
+          "less (below).")
 
-    # A month at one million connections.
-    worker_per = sum(worker_cost.values())
-    api_per = sum(api_cost.values())
+    # The sweeper's own Lambda time at 1 M, extrapolated from measured per-id time.
+    sweep = sweep_seconds_per_due()
+    sweeper_memory = settings.get("sweeper_memory_mb", memory_mb)
+    due = connections * model.eager_refreshes_per_month(7200) / sweeps
+    sends = math.ceil(due / 10)
+    sweep_s = model.sweeper_seconds_per_sweep(due=due, seconds_per_due=sweep["per_due"], sends=sends,
+                                              send_cpu_ms=boto["SendMessageBatch (10 ids)"], send_wait_ms=10,
+                                              threads=8, memory_mb=sweeper_memory)
+    sweeper_month = sweep_s * sweeper_memory / 1024 * sweeps * prices.lambda_arm64_per_gb_second
+    print(f"\nSweeper Lambda time at 1 M eager (extrapolated, not measured at that size): {sweep['per_due'] * 1e6:.0f} us "
+          f"in-process per due id (measured: {sweep['due']:,} due in {sweep['seconds'] * 1000:.0f} ms) and "
+          f"{boto['SendMessageBatch (10 ids)']:.2f} ms client CPU per SendMessageBatch, at {sweeper_memory} MB "
+          f"({model.lambda_cpu_share(sweeper_memory):.3f} vCPU), + 10 ms per send over 8 threads: {due:,.0f} ids, "
+          f"{sweep_s:.1f} s a sweep, ${sweeper_month:,.2f} a month.")
+
+    # A month at 1 M connections.
     due_entry = model.item_size({"connection_id": run["item"]["connection_id"], "due_shard": 15,
                                  "next_refresh_at": 1_800_005_700})
-    sweeps = model.sweeps_per_month()
-    connections = MILLION
-    scenarios = [
-        ("eager", model.eager_refreshes_per_month(7200), 0.0),
-        ("on_demand (3 reads/day, keep-alive pre-empted)", 0.0,
-         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0)),
-        ("on_demand bound (+1 keep-alive/day)", model.on_demand_refreshes_per_month(0, 1),
-         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0)),
-    ]
-    rows, monthly = [], {}
-    for name, worker_refreshes, api_refreshes in scenarios:
-        swept = connections * worker_refreshes / sweeps  # ids returned per sweep
+
+    def fixed(worker_refreshes: float) -> dict[str, float]:
+        swept = connections * worker_refreshes / sweeps
         queries = 2 * 16 + int(swept // 500)
         sweep_rru = model.query_read_units(int(swept * due_entry), queries=queries) * sweeps
-        # The shard span record (a strongly consistent GetItem a sweep) and the daily audit of the empty shards
-        # above 16 (two queries each).
         sweep_rru += model.read_units(100) * sweeps
         sweep_rru += model.query_read_units(0, queries=2 * (MAX_DUE_SHARDS - 16)) * 30 * 86_400 / SHARD_AUDIT_INTERVAL
-        sweep_cost = sweep_rru * prices.dynamodb_per_million_rru / MILLION + model.scheduler_cost_per_month(prices)
-        refresh_cost = connections * (worker_refreshes * worker_per + api_refreshes * api_per)
-        total = refresh_cost + sweep_cost
+        scale = worker_refreshes / model.eager_refreshes_per_month(7200)
+        return {
+            "sweep reads + schedule": sweep_rru * prices.dynamodb_per_million_rru / MILLION
+            + model.scheduler_cost_per_month(prices),
+            "sweeper Lambda": sweeper_month * scale + sweeps * prices.lambda_per_million_requests / MILLION,
+            "SQS idle polls": model.sqs_idle_polls_per_month() * prices.sqs_per_million_requests / MILLION,
+            "custom metrics": metrics_seen * more.custom_metric_per_month,
+            "state changes": connections * STATE_CHANGES_PER_MONTH * (
+                more.eventbridge_per_million_events + event_extra_wru * prices.dynamodb_per_million_wru) / MILLION,
+        }
+
+    mark_cost = model.write_units(100) * prices.dynamodb_per_million_wru / MILLION
+    adaptive = model.adaptive_refreshes_per_month(active_share=ADAPTIVE_ACTIVE)
+    scenarios = [
+        ("eager", model.eager_refreshes_per_month(7200), 0.0, 0.0),
+        (f"on_demand ({ON_DEMAND_READS} reads/day, keep-alive pre-empted)", 0.0,
+         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0), 0.0),
+        ("on_demand bound (+1 keep-alive/day)", model.on_demand_refreshes_per_month(0, 1),
+         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0), 0.0),
+        (f"adaptive, {ADAPTIVE_ACTIVE:.0%} active daily (model only, policy not built)", adaptive["worker"],
+         adaptive["synchronous"], adaptive["read_marks"] * mark_cost),
+    ]
+    rows, monthly = [], {}
+    for name, worker_refreshes, api_refreshes, extra in scenarios:
+        parts = fixed(worker_refreshes)
+        refresh_cost = connections * (worker_refreshes * worker_per + api_refreshes * api_per + extra)
+        total = refresh_cost + sum(parts.values())
         monthly[name] = total
-        rows.append([name, worker_refreshes + api_refreshes, (worker_refreshes + api_refreshes) * connections / MILLION,
-                     refresh_cost, sweep_cost, total])
-    print(f"\nA month (30 days) at {connections:,} connections, 2 h access tokens, one sweep every 5 min "
-          f"({sweeps:,.0f} Scheduler invocations):")
-    print(table(["policy", "refreshes/connection", "million refreshes", "refresh $", "schedule + sweep reads $",
-                 "total $ / month"], rows))
-    print("Eager: one refresh per 96 min (access lifetime less max(15 min, 20%)). Not included: storage, PITR, "
-          "the token reads themselves, CloudWatch logs and metrics, the sweeper's own Lambda time, data transfer.")
-    # Scale check: can the defaults keep up with one million eager connections?
+        rows.append([name, worker_refreshes + api_refreshes, refresh_cost, *parts.values(), total])
+    naive_scan_rru = model.read_units(int(connections * naive["item_bytes"]), consistent=False) * sweeps
+    naive_month = (connections * model.eager_refreshes_per_month(7200) * naive_per
+                   + naive_scan_rru * prices.dynamodb_per_million_rru / MILLION + model.scheduler_cost_per_month(prices))
+    rows.append(["naive, eager cadence (Scan every 5 min)", model.eager_refreshes_per_month(7200),
+                 connections * model.eager_refreshes_per_month(7200) * naive_per,
+                 naive_scan_rru * prices.dynamodb_per_million_rru / MILLION, 0, 0, 0, 0, naive_month])
+    monthly["naive"] = naive_month
+    print(f"\nA month (30 days) at {connections:,} connections, 2 h access tokens, dollars:")
+    print(table(["policy", "refreshes/connection", "refreshes $", *fixed(0).keys(), "total $ / month"], rows))
+    goal_eager, goal_adaptive = 1200.0, 400.0
+    adaptive_name = scenarios[-1][0]
+    eager_floor = monthly["eager"] - floor_saving * connections * model.eager_refreshes_per_month(7200)
+    print(f"Goals: eager <= ${goal_eager:,.0f}: ${monthly['eager']:,.0f} ({monthly['eager'] / goal_eager:.2f}x the goal); "
+          f"adaptive <= ${goal_adaptive:,.0f} at {ADAPTIVE_ACTIVE:.0%} active: ${monthly[adaptive_name]:,.0f} "
+          f"({monthly[adaptive_name] / goal_adaptive:.2f}x; model only). Adaptive assumes each active connection wakes "
+          "once a month (one synchronous refresh, on-demand price) and one read-mark write (1 WRU, no index) per "
+          "active connection per day. The naive row cannot run at this scale: one sequential invocation does "
+          f"~{1000 / (naive_s * 1000):.0f} refreshes/s against {needed:.0f}/s needed, and its Scan reads "
+          f"{connections * naive['item_bytes'] / 1e9:.2f} GB every 5 minutes. Not included: storage, PITR, the token "
+          "reads themselves, data transfer.")
     timeout = int(cfn.template()["Resources"]["SweeperFunction"]["Properties"].get("Timeout", 60))
-    due = connections * model.eager_refreshes_per_month(7200) / sweeps
-    sends = -(-int(due) // 10)
-    send_cpu_s = sends * boto["SendMessageBatch (10 ids)"] / 1000 / share
-    send_rtt_s = sends * 10 / 1000
-    needed = connections * model.eager_refreshes_per_month(7200) / model.MONTH_SECONDS
-    per_invocation = 1 / worker_s
-    print(f"\nScale check, eager at {connections:,} connections (estimates from the figures above):")
-    print(f"- sweeper: {due:,.0f} ids due every 5 min -> {sends:,} SendMessageBatch calls one after another: "
-          f"{send_cpu_s:.0f} s of CPU at {memory_mb} MB (measured {boto['SendMessageBatch (10 ids)']:.2f} ms "
-          f"client CPU per call here) + {send_rtt_s:.0f} s of round trips at an assumed 10 ms each, against its "
-          f"{timeout} s timeout.")
-    print(f"- workers: {needed:.0f} refreshes/s needed on average; one invocation does ~{per_invocation:.0f}/s "
-          f"(batch {batch}, {WAIT_MS:.0f} ms TikTok, concurrency 8), WorkerMaxConcurrency default "
-          f"{settings['max_workers']} -> ~{per_invocation * settings['max_workers']:.0f}/s.")
     return {
-        "sweeper_send_s": send_cpu_s + send_rtt_s, "sweeper_timeout": timeout, "needed_per_s": needed,
-        "worker_capacity_per_s": per_invocation * settings["max_workers"], "written_max": run["written_max"],
+        "sweeper_s": sweep_s, "sweeper_timeout": timeout, "needed_per_s": needed, "containers": containers,
+        "worker_capacity_per_s": per_invocation * max_workers, "written_max": run["written_max"],
         "item_bytes": breakdown["size"], "item_bytes_real_kms": breakdown["real_kms_size"], "wru": wru, "rru": rru,
-        "index_wru": index_wru, "kms_per_refresh": kms_per_refresh, "cpu_ms": cpu_ms, "cpu_in_process_ms": cpu["ms"],
-        "botocore_ms": boto_ms, "worker_ms_billed": worker_s * 1000, "worker_per_million": worker_per * MILLION,
-        "api_per_million": api_per * MILLION, "monthly": monthly, "per_day": per_day,
-        "gets": calls["get"] / per, "updates": updates, "max_workers": settings["max_workers"],
-        "worker_cpu_wall_ms": cpu_ms / share,
+        "index_wru": index_wru, "kms_per_refresh": kms_per_refresh, "kms_at_scale": kms_at_scale, "cpu_ms": cpu_ms,
+        "cpu_in_process_ms": cpu["ms"], "botocore_ms": boto_ms, "worker_ms_billed": worker_s * 1000,
+        "worker_per_million": worker_per * MILLION, "api_per_million": api_per * MILLION,
+        "naive_per_million": naive_per * MILLION, "naive_bare_per_million": sum(naive_bare.values()) * MILLION,
+        "naive_wru": naive["wru"], "monthly": monthly, "per_day": per_day, "log_bytes": log_bytes,
+        "metrics": metrics_seen, "event_extra_wru": event_extra_wru, "sqs": sqs,
+        "gets": calls["get"] / per, "updates": updates, "max_workers": max_workers,
+        "worker_cpu_wall_ms": cpu_ms / share, "eager_floor": eager_floor,
+        "worker_floor_per_million": (worker_per - floor_saving) * MILLION, "by_service": {k: v * MILLION for k, v in worker_cost.items()},
     }

@@ -212,3 +212,76 @@ def scheduler_cost_per_month(prices: Prices, sweep_interval: int = 300) -> float
 def monthly_cost(connections: int, refreshes_per_connection: float, per_refresh: float, fixed: float = 0.0) -> float:
     """Dollars a month: every connection's refreshes at the per-refresh cost, plus fixed costs (the schedule)."""
     return connections * refreshes_per_connection * per_refresh + fixed
+
+
+# ---- the all-in parts (issue 16): SQS, KMS at scale, logs, metrics, events, the sweeper ----------------
+
+@dataclass(frozen=True)
+class MorePrices:
+    """us-east-1 list prices for the parts `Prices` leaves out (as of 2024-2025; free tiers ignored)."""
+
+    logs_ingest_per_gb: float = 0.50  # CloudWatch Logs, standard class
+    custom_metric_per_month: float = 0.30  # CloudWatch custom metric (first 10,000), per name + dimensions
+    eventbridge_per_million_events: float = 1.00  # custom events on a custom bus (64 KB chunks)
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [("CloudWatch Logs ingestion", f"${self.logs_ingest_per_gb} per GB"),
+                ("CloudWatch custom metrics", f"${self.custom_metric_per_month} per metric per month"),
+                ("EventBridge PutEvents", f"${self.eventbridge_per_million_events} per million events")]
+
+
+GB = 1024 ** 3
+LOG_EVENT_OVERHEAD = 26  # bytes CloudWatch Logs adds to every log event it bills
+LAMBDA_PLATFORM_LOG_BYTES = 3 * LOG_EVENT_OVERHEAD + 330  # START, END, REPORT lines of one invocation (typical)
+
+
+def sqs_requests_per_refresh(*, batch: int, send_batch: int = 10) -> float:
+    """Requests per refreshed message: the sweep sends in batches of `send_batch`; Lambda's poller receives up
+    to `batch` messages a ReceiveMessage and deletes them with one DeleteMessageBatch."""
+    return 1 / send_batch + 1 / batch + 1 / batch
+
+
+def sqs_idle_polls_per_month(pollers: int = 5, wait_seconds: int = 20) -> float:
+    """Empty long polls of Lambda's SQS pollers (at least 5 per event source mapping, 20 s long polls)."""
+    return pollers * MONTH_SECONDS / wait_seconds
+
+
+def kms_calls_per_month(containers: int, *, window: float = 300.0) -> float:
+    """KMS calls of `containers` warm worker containers in a month: each makes one data key per cache window
+    (GenerateDataKey) and unwraps, once, every data key the other containers made (Decrypt; the tokens it
+    refreshes were sealed ~96 min earlier by any of them). Assumes the unwrapped-key cache (256) holds a refresh
+    interval's keys (containers x 96 min / window <= 256) and containers that live the whole month."""
+    windows = MONTH_SECONDS / window
+    return containers * windows + containers * (containers - 1) * windows
+
+
+def log_bytes_per_refresh(*, batch_bytes: int, batch_lines: int, batch: int) -> float:
+    """CloudWatch Logs bytes billed per refresh: what one invocation of `batch` refreshes printed, each line's
+    overhead, and Lambda's START/END/REPORT lines, shared by the batch."""
+    return (batch_bytes + batch_lines * LOG_EVENT_OVERHEAD + LAMBDA_PLATFORM_LOG_BYTES) / batch
+
+
+def logs_cost(log_bytes: float, more: MorePrices) -> float:
+    return log_bytes / GB * more.logs_ingest_per_gb
+
+
+def sweeper_seconds_per_sweep(*, due: float, seconds_per_due: float, sends: float, send_cpu_ms: float,
+                              send_wait_ms: float, threads: int, memory_mb: int) -> float:
+    """One sweep's billed seconds: its per-id work and the SendMessageBatch CPU at this memory's CPU share,
+    plus the sends' round trips spread over `threads`."""
+    cpu = (due * seconds_per_due + sends * send_cpu_ms / 1000) / lambda_cpu_share(memory_mb)
+    return cpu + sends * send_wait_ms / 1000 / threads
+
+
+def adaptive_refreshes_per_month(*, active_share: float, access_lifetime: int = 7200,
+                                 wakeups_per_active: float = 1.0) -> dict[str, float]:
+    """Per connection a month under `adaptive` (model only, the policy is not built): the active share is kept
+    fresh eagerly, the rest get the on_demand daily keep-alive; each active connection's first read after
+    idleness costs one synchronous refresh (`wakeups_per_active` a month); recording reads costs at most one write
+    per connection per one-day window."""
+    return {
+        "worker": active_share * eager_refreshes_per_month(access_lifetime)
+        + (1 - active_share) * on_demand_refreshes_per_month(0, 1, access_lifetime),
+        "synchronous": active_share * wakeups_per_active,
+        "read_marks": active_share * 30,
+    }

@@ -127,3 +127,34 @@ def test_queries_pay_at_least_one_eventually_consistent_unit_each():
     assert model.query_read_units(0, queries=32) == 16
     assert model.query_read_units(3 * 4096, queries=1) == 1.5
     assert model.query_read_units(0, queries=0) == 0
+
+
+def test_sqs_counts_batched_receive_and_delete():
+    assert model.sqs_requests_per_refresh(batch=10) == pytest.approx(0.3)
+    assert model.sqs_requests_per_refresh(batch=100, send_batch=10) == pytest.approx(0.12)
+    assert model.sqs_idle_polls_per_month(pollers=5, wait_seconds=20) == 5 * 30 * 86_400 / 20
+
+
+def test_kms_grows_per_container_and_cache_window_not_per_refresh():
+    windows = 30 * 86_400 / 300
+    assert model.kms_calls_per_month(1) == windows  # one data key per window, its own never unwrapped
+    assert model.kms_calls_per_month(5) == 5 * windows + 5 * 4 * windows
+
+
+def test_log_bytes_per_refresh_share_the_invocation_lines():
+    per = model.log_bytes_per_refresh(batch_bytes=1000, batch_lines=10, batch=10)
+    assert per == (1000 + 10 * model.LOG_EVENT_OVERHEAD + model.LAMBDA_PLATFORM_LOG_BYTES) / 10
+    assert model.logs_cost(model.GB, model.MorePrices()) == 0.50
+
+
+def test_sweeper_seconds_add_cpu_at_the_memory_share_and_spread_waits():
+    seconds = model.sweeper_seconds_per_sweep(due=1000, seconds_per_due=0.001, sends=100, send_cpu_ms=1,
+                                              send_wait_ms=10, threads=8, memory_mb=1769)
+    assert seconds == pytest.approx(1.0 + 0.1 + 100 * 0.01 / 8)
+
+
+def test_adaptive_keeps_the_active_share_eager_and_the_rest_on_keepalive():
+    mix = model.adaptive_refreshes_per_month(active_share=0.2)
+    assert mix["worker"] == pytest.approx(0.2 * 450 + 0.8 * 30)
+    assert mix["synchronous"] == 0.2
+    assert mix["read_marks"] == pytest.approx(6)
