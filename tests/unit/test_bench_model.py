@@ -158,3 +158,12 @@ def test_adaptive_keeps_the_active_share_eager_and_the_rest_on_keepalive():
     assert mix["worker"] == pytest.approx(0.2 * 450 + 0.8 * 30)
     assert mix["synchronous"] == 0.2
     assert mix["read_marks"] == pytest.approx(6)
+
+
+def test_lazy_client_creation_saves_the_unused_clients_but_not_botocores_one_time_set_up():
+    from local.bench.coldstart import lazy_saving
+
+    assert lazy_saving([["dynamodb", 100.0], ["events", 20.0]], set()) == 120.0  # nothing used: all of it
+    assert lazy_saving([["dynamodb", 100.0], ["events", 20.0]], {"dynamodb"}) == 20.0
+    assert lazy_saving([["dynamodb", 100.0], ["ssm", 30.0]], {"ssm"}) == 30.0  # ssm would pay the set-up instead
+    assert lazy_saving([["dynamodb", 100.0], ["kms", 25.0]], {"dynamodb", "kms"}) == 0.0
