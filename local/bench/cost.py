@@ -216,7 +216,6 @@ def main() -> dict[str, Any]:
     print(__doc__.split("\n\n")[0].strip())
     settings = template_settings()
     memory_mb, batch = settings["memory_mb"], settings["batch"]
-    prices = model.Prices()
     run = instrumented_run()
     per = max(1, run["refreshes"])
     calls, units = run["calls"], run["units"]
@@ -413,8 +412,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
           f"lines); + {model.LOG_EVENT_OVERHEAD} bytes per line billed + Lambda's START/END/REPORT "
           f"(~{model.LAMBDA_PLATFORM_LOG_BYTES} bytes, assumed) = {log_bytes:.0f} bytes per refresh.")
     print(f"Custom metrics (EMF): {metrics_seen} distinct metrics in an ordinary batch ("
-          + ", ".join(f"{name}{'(' + ','.join(f'{d}={v}' for d, v in dims if d != 'service') + ')' if len(dims) > 1 else ''}"
-                      for _, name, dims in output["metrics"])
+          + ", ".join(name + ("(" + ",".join(f"{d}={v}" for d, v in dims if d != "service") + ")"
+                                  if len(dims) > 1 else "") for _, name, dims in output["metrics"])
           + f"); each name + dimension set is ${more.custom_metric_per_month:.2f} a month whatever the volume; "
           "every other outcome and reason seen adds one.")
     print(f"Events: an ordinary refresh publishes none. A state change (e.g. Connection Recovered) costs 1 PutEvents "
@@ -430,9 +429,9 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     rows.append(["total", worker_per * MILLION, api_per * MILLION, naive_per * MILLION])
     print("\nPrices: " + "; ".join(f"{a} {b}" for a, b in [*prices.rows(), *more.rows()]) + " (us-east-1 list "
           "prices as of 2024-2025; free tiers ignored).")
-    print(f"\nCost per million refreshes, dollars (worker {wru:.2f} WRU, naive {naive['wru']:.2f} WRU measured on the "
-          f"same table: {naive['table_wru']:.0f} for the item, {sum(naive['index_wru'].values()):.0f} for the Due index "
-          "it keeps in step):")
+    print(f"\nCost per million refreshes, dollars (worker {wru:.2f} WRU, naive {naive['wru']:.2f} WRU measured on "
+          f"the same table: {naive['table_wru']:.0f} for the item, {sum(naive['index_wru'].values()):.0f} for the "
+          "Due index it keeps in step):")
     print(table(["service", "worker refresh (sweep -> SQS -> worker)", "on-demand refresh (in a token read)",
                  "naive (Scan + sequential)"], rows))
     print(f"Naive without the Due index (a table of its own): ${sum(naive_bare.values()) * MILLION:.2f} per million. "
@@ -457,8 +456,9 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
                                               send_cpu_ms=boto["SendMessageBatch (10 ids)"], send_wait_ms=10,
                                               threads=8, memory_mb=sweeper_memory)
     sweeper_month = sweep_s * sweeper_memory / 1024 * sweeps * prices.lambda_arm64_per_gb_second
-    print(f"\nSweeper Lambda time at 1 M eager (extrapolated, not measured at that size): {sweep['per_due'] * 1e6:.0f} us "
-          f"in-process per due id (measured: {sweep['due']:,} due in {sweep['seconds'] * 1000:.0f} ms) and "
+    print("\nSweeper Lambda time at 1 M eager (extrapolated, not measured at that size): "
+          f"{sweep['per_due'] * 1e6:.0f} us in-process per due id (measured: {sweep['due']:,} due in "
+          f"{sweep['seconds'] * 1000:.0f} ms) and "
           f"{boto['SendMessageBatch (10 ids)']:.2f} ms client CPU per SendMessageBatch, at {sweeper_memory} MB "
           f"({model.lambda_cpu_share(sweeper_memory):.3f} vCPU), + 10 ms per send over 8 threads: {due:,.0f} ids, "
           f"{sweep_s:.1f} s a sweep, ${sweeper_month:,.2f} a month.")
@@ -504,7 +504,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
         rows.append([name, worker_refreshes + api_refreshes, refresh_cost, *parts.values(), total])
     naive_scan_rru = model.read_units(int(connections * naive["item_bytes"]), consistent=False) * sweeps
     naive_month = (connections * model.eager_refreshes_per_month(7200) * naive_per
-                   + naive_scan_rru * prices.dynamodb_per_million_rru / MILLION + model.scheduler_cost_per_month(prices))
+                   + naive_scan_rru * prices.dynamodb_per_million_rru / MILLION
+                   + model.scheduler_cost_per_month(prices))
     rows.append(["naive, eager cadence (Scan every 5 min)", model.eager_refreshes_per_month(7200),
                  connections * model.eager_refreshes_per_month(7200) * naive_per,
                  naive_scan_rru * prices.dynamodb_per_million_rru / MILLION, 0, 0, 0, 0, naive_month])
@@ -514,7 +515,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     goal_eager, goal_adaptive = 1200.0, 400.0
     adaptive_name = scenarios[-1][0]
     eager_floor = monthly["eager"] - floor_saving * connections * model.eager_refreshes_per_month(7200)
-    print(f"Goals: eager <= ${goal_eager:,.0f}: ${monthly['eager']:,.0f} ({monthly['eager'] / goal_eager:.2f}x the goal); "
+    print(f"Goals: eager <= ${goal_eager:,.0f}: ${monthly['eager']:,.0f} ({monthly['eager'] / goal_eager:.2f}x the "
+          f"goal; ${eager_floor:,.0f} with ADR 0023's design); "
           f"adaptive <= ${goal_adaptive:,.0f} at {ADAPTIVE_ACTIVE:.0%} active: ${monthly[adaptive_name]:,.0f} "
           f"({monthly[adaptive_name] / goal_adaptive:.2f}x; model only). Adaptive assumes each active connection wakes "
           "once a month (one synchronous refresh, on-demand price) and one read-mark write (1 WRU, no index) per "
@@ -535,5 +537,6 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
         "metrics": metrics_seen, "event_extra_wru": event_extra_wru, "sqs": sqs,
         "gets": calls["get"] / per, "updates": updates, "max_workers": max_workers,
         "worker_cpu_wall_ms": cpu_ms / share, "eager_floor": eager_floor,
-        "worker_floor_per_million": (worker_per - floor_saving) * MILLION, "by_service": {k: v * MILLION for k, v in worker_cost.items()},
+        "worker_floor_per_million": (worker_per - floor_saving) * MILLION,
+        "by_service": {k: v * MILLION for k, v in worker_cost.items()},
     }

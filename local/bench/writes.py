@@ -102,9 +102,9 @@ def main() -> dict[str, Any]:
     length, documented_size = crossing_token_length(ordinary)
     largest = model.item_size(ordinary["largest"])
     access, refresh = ordinary["token_lengths"]
-    print(f"\nItem size: the largest item a refresh writes (the lease write) is {largest} bytes with a {RealSizeKms.BLOB}-"
-          f"byte KMS blob and the simulated TikTok's tokens ({access} and {refresh} characters; TikTok's documented "
-          f"examples are {DOCUMENTED_TOKEN}); {documented_size} bytes at the documented length. It crosses 1 KB "
+    print(f"\nItem size: the largest item a refresh writes (the lease write) is {largest} bytes with a "
+          f"{RealSizeKms.BLOB}-byte KMS blob and the simulated TikTok's tokens ({access} and {refresh} characters; "
+          f"TikTok's documented examples are {DOCUMENTED_TOKEN}); {documented_size} bytes at the documented length. It crosses 1 KB "
           f"(one more write unit on every write) at tokens of {length} characters each. "
           f"tests/unit/test_bench_items.py asserts it stays under 1 KB.")
     ordinary_units = results["ordinary refresh"]
