@@ -104,8 +104,8 @@ def main() -> dict[str, Any]:
     access, refresh = ordinary["token_lengths"]
     print(f"\nItem size: the largest item a refresh writes (the lease write) is {largest} bytes with a "
           f"{RealSizeKms.BLOB}-byte KMS blob and the simulated TikTok's tokens ({access} and {refresh} characters; "
-          f"TikTok's documented examples are {DOCUMENTED_TOKEN}); {documented_size} bytes at the documented length. It crosses 1 KB "
-          f"(one more write unit on every write) at tokens of {length} characters each. "
+          f"TikTok's documented examples are {DOCUMENTED_TOKEN}); {documented_size} bytes at the documented length. "
+          f"It crosses 1 KB (one more write unit on every write) at tokens of {length} characters each. "
           f"tests/unit/test_bench_items.py asserts it stays under 1 KB.")
     ordinary_units = results["ordinary refresh"]
     print(f"\nReturnValues=ALL_NEW on the lease (a figure, not built): the GetItem before it would go, "
