@@ -1,4 +1,4 @@
-"""(d) Cost model: what one refresh costs in DynamoDB, KMS, SQS and Lambda, and what that makes a month.
+"""(d) Cost model, all-in: what one refresh costs (DynamoDB, KMS, SQS, Lambda, logs, events), and a month of it.
 
 Measured, not guessed: the simulated world (in-process TikTok, in-memory table and KMS) runs CONNECTIONS
 connections through HOURS of sweeps with its item store wrapped in counters that price every GetItem,
