@@ -5,6 +5,13 @@ connections through HOURS of sweeps with its item store wrapped in counters that
 UpdateItem and Query with DynamoDB's size rules (local/bench/model.py); FakeKms counts KMS calls in one warm
 container; Lambda CPU per refresh is measured in-process with no network latency (the simulated TikTok's own
 CPU subtracted), plus botocore's client-side CPU per DynamoDB call measured against canned answers.
+
+The rest of the all-in price: SQS from the batch sizes (model.sqs_requests_per_refresh); KMS per warm container
+and cache window at the scale 1 M eager connections need (model.kms_calls_per_month, assumptions printed);
+CloudWatch Logs and custom metrics from the worker handler's real output (local/bench/logs.py); a state change's
+PutEvents entry and its recorded extra writes (local/bench/writes.py); the sweeper's Lambda time extrapolated
+from measured per-id time; the naive design (local/bench/naive.py) measured and priced the same way; the
+adaptive policy as a model only (it is not built).
 """
 
 from __future__ import annotations
