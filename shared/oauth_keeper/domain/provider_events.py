@@ -95,16 +95,22 @@ def removal_applies(connection: Connection, granted_before: int) -> bool:
     return granted_at(connection) < granted_before
 
 
-def delivery_key(provider: str, body: bytes) -> str:
+def delivery_key(provider: str, body: bytes, *, callback: str | None = None) -> str:
     """The key a delivery is remembered under: SHA-256 of the provider and the raw body, never the signature (a
-    provider re-signs each retry with a new timestamp; the body stays the same)."""
-    return "delivery#" + hashlib.sha256(f"delivery:{provider}:".encode() + body).hexdigest()
+    provider re-signs each retry with a new timestamp; the body stays the same). `callback` tells apart the
+    routes one signed body can reach (`deauthorize`); None is the webhook's key."""
+    label = f"delivery:{provider}:" if callback is None else f"delivery:{provider}:{callback}:"
+    return "delivery#" + hashlib.sha256(label.encode() + body).hexdigest()
 
 
 # -- a removal handed from the public webhook to the refresh worker ---------------------------------------------
 # The webhook verifies a delivery and queues it; the worker, whose role may write connections, applies it. So the
 # public function writes nothing in the Connections table, and no flaw in it can set a connection's status.
+# Version 1 ends grants; version 2 (a data-deletion request) erases the account's data through the account-erasure
+# job. A worker that reads only version 1 refuses a version 2 message: it goes back to the queue, then to the
+# dead-letter queue, never dropped or applied as a plain removal.
 REMOVAL_MESSAGE_VERSION = 1
+ERASURE_MESSAGE_VERSION = 2
 MAX_ACCOUNT_ID = 128
 _REASONS = frozenset(r.value for r in Reason)
 
@@ -114,7 +120,9 @@ class AccountRemovalRequest:
     """A verified removal, as queued for the worker: every grant of `account_id` at `provider` made before
     `granted_before` (epoch seconds) ends, for `reason` (ours, e.g. `user_revoked`); `provider_reason` is the
     provider's own reason number, when it sent one; `received_at` (epoch seconds) when the webhook took the
-    delivery: no removal is about a grant made after it (`effective_before`)."""
+    delivery: no removal is about a grant made after it (`effective_before`). With `operation_id` it is a
+    data-deletion request: those connections (and grants waiting for a claim) are erased by the account-erasure
+    job under that operation id (`Disconnection.request_account_erasure`), and `reason` is `account_erased`."""
 
     provider: str
     account_id: str
@@ -122,6 +130,7 @@ class AccountRemovalRequest:
     reason: str
     provider_reason: int | None = None
     received_at: int | None = None
+    operation_id: str | None = None
 
     @property
     def effective_before(self) -> int:
@@ -131,10 +140,15 @@ class AccountRemovalRequest:
         return self.granted_before if self.received_at is None else min(self.granted_before, self.received_at)
 
     def message(self) -> str:
-        """The queue message's body: `{"removal": {...}, "version": 1}` (JSON)."""
-        return json.dumps({"version": REMOVAL_MESSAGE_VERSION, "removal": {
+        """The queue message's body: `{"removal": {...}, "version": 1}` (JSON); version 2 with `operation_id`
+        for an erasure."""
+        removal: dict[str, Any] = {
             "provider": self.provider, "account_id": self.account_id, "granted_before": self.granted_before,
-            "reason": self.reason, "provider_reason": self.provider_reason, "received_at": self.received_at}})
+            "reason": self.reason, "provider_reason": self.provider_reason, "received_at": self.received_at}
+        if self.operation_id is None:
+            return json.dumps({"version": REMOVAL_MESSAGE_VERSION, "removal": removal})
+        return json.dumps({"version": ERASURE_MESSAGE_VERSION,
+                           "removal": {**removal, "operation_id": self.operation_id}})
 
 
 def removal_request_of(data: Any) -> AccountRemovalRequest | None:
@@ -143,16 +157,20 @@ def removal_request_of(data: Any) -> AccountRemovalRequest | None:
     understood)."""
     if not isinstance(data, dict) or not isinstance(data.get("removal"), dict):
         return None
-    if data.get("version") != REMOVAL_MESSAGE_VERSION:
+    version = data.get("version")
+    if version not in (REMOVAL_MESSAGE_VERSION, ERASURE_MESSAGE_VERSION) or isinstance(version, bool):
         return None
     body = data["removal"]
     provider, account_id, before, reason = (body.get("provider"), body.get("account_id"),
                                              body.get("granted_before"), body.get("reason"))
     provider_reason, received_at = body.get("provider_reason"), body.get("received_at")
+    operation_id = body.get("operation_id") if version == ERASURE_MESSAGE_VERSION else None
+    if version == ERASURE_MESSAGE_VERSION and not (isinstance(operation_id, str) and 0 < len(operation_id) <= 64):
+        return None
     if not (isinstance(provider, str) and 0 < len(provider) <= 64 and isinstance(reason, str) and reason in _REASONS
             and isinstance(account_id, str) and 0 < len(account_id) <= MAX_ACCOUNT_ID
             and isinstance(before, int) and not isinstance(before, bool)
             and all(value is None or (isinstance(value, int) and not isinstance(value, bool))
                     for value in (provider_reason, received_at))):
         return None
-    return AccountRemovalRequest(provider, account_id, before, reason, provider_reason, received_at)
+    return AccountRemovalRequest(provider, account_id, before, reason, provider_reason, received_at, operation_id)

@@ -87,6 +87,33 @@ class WebhookFields:
     created_field: str | None = None  # the event's own creation time (epoch seconds); None: the signature's time
 
 
+# How a provider signs its deauthorize and data-deletion callbacks (`DeauthorizationFields.format`):
+# `signed_request` is a form field `signed_request=<base64url signature>.<base64url JSON payload>`, the signature an
+# HMAC-SHA256 of the payload part under the app secret (domain/signatures.py `verify_signed_request`).
+DEAUTHORIZATION_FORMATS = ("signed_request",)
+
+
+@dataclass(frozen=True)
+class DeauthorizationFields:
+    """A provider's signed deauthorize and data-deletion callbacks (`POST /deauthorize/{provider}`,
+    `POST /data-deletion/{provider}`), verified with the provider's own client secret.
+
+    `account_field`: the payload field naming the provider account (the connection's `account_id`);
+    `time_field`: when the provider issued the request (epoch seconds; None: when we received it);
+    `algorithm`: the only `algorithm` the payload may name; `data_deletion`: the provider sends data-deletion
+    requests too, answered with a status URL and a confirmation code."""
+
+    format: str
+    account_field: str = "user_id"
+    time_field: str | None = "issued_at"
+    algorithm: str = "HMAC-SHA256"
+    data_deletion: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in DEAUTHORIZATION_FORMATS:
+            raise ValueError(f"deauthorization format must be one of {DEAUTHORIZATION_FORMATS}, got {self.format!r}")
+
+
 @dataclass(frozen=True)
 class LifetimeBounds:
     """What a provider's `expires_in`-style value may plausibly be, in seconds.
@@ -133,6 +160,7 @@ class ProviderProfile:
     require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
     discovery: bool = False  # fill endpoints from <issuer>/.well-known/openid-configuration
     webhook: WebhookFields | None = None
+    deauthorization: DeauthorizationFields | None = None  # signed deauthorize and data-deletion callbacks
     # Fixed extra parameters of the authorization request, e.g. TikTok's `disable_auto_auth=1`: the consent
     # screen is always shown, so a user finishing someone else's connect link sees which app asks for what.
     authorize_params: dict[str, str] = field(default_factory=dict)
@@ -210,6 +238,8 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
     webhook = data.get("webhook")
     values["webhook"] = WebhookFields(**{**webhook, "removed_events": tuple(webhook["removed_events"])}) \
         if webhook else None
+    deauthorization = data.get("deauthorization")
+    values["deauthorization"] = DeauthorizationFields(**deauthorization) if deauthorization else None
     for name in ("default_scopes", "always_granted_scopes"):
         values[name] = tuple(data.get(name) or ())
     return ProviderProfile(**values)

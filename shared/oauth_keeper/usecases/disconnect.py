@@ -173,23 +173,29 @@ class Disconnection:
         logger.info("Owner erasure requested", extra={"owner_id": owner_id, "operation_id": operation_id})
         return self.operation(operation_id)
 
-    def request_account_erasure(self, provider: str, account_id: str, *,
-                                deadline: float | None = None) -> OperationView:
+    def request_account_erasure(self, provider: str, account_id: str, *, deadline: float | None = None,
+                                operation_id: str | None = None,
+                                granted_before: int | None = None) -> OperationView:
         """`DELETE /providers/{provider}/accounts/{account_id}/connections`: erase every connection of one
         provider account, whichever owner made it (a provider's data-deletion request names the account, not
         our owner). Each is marked `disconnecting` and to be deleted, then revoked (RFC 7009), disconnected and
         deleted by the same job as an owner erasure, page by page while the invocation has time, the rest by
         the job. A connection of that account made after the request (a new consent) is left alone. No
         tombstone: nothing issued before names the account, and connecting it again is the user's new choice.
+
+        The provider's own data-deletion requests (queued by the public callback, `usecases/deauthorization.py`)
+        name their `operation_id` (asking again under it only continues the job) and `granted_before` (epoch
+        seconds: a connection granted at or after it is the user's new consent, spared; default: now).
         Raises NotFound (provider not enabled), InvalidInput (a bad account id)."""
         self._profiles.profile(provider)
         if not valid_account_id(account_id):
             raise InvalidInput(ACCOUNT_ID_RULE, field="account_id")
         now = int(self._clock.now())
-        operation_id = new_operation_id()
+        operation_id = operation_id or new_operation_id()
         key = OPERATION_PREFIX + operation_id
+        spares = {} if granted_before is None else {"spares_after": granted_before - 1}
         self._record_operation(operation_id, {"kind": "erase_account", "erased_provider": provider,
-                                              "erased_account": account_id, "marking": True,
+                                              "erased_account": account_id, "marking": True, **spares,
                                               **self._due(key, now)}, now)
         self.continue_erasure(operation_id, deadline=deadline)
         logger.info("Account erasure requested", extra={"provider": provider, "operation_id": operation_id})
@@ -294,11 +300,15 @@ class Disconnection:
         while the invocation has time. The operation is due from the
         moment it is recorded, so a call cut off anywhere is continued by the sweep. Marking ends only with a
         pass, at least RECHECK_AFTER after the erasure began, that found nothing new: `ByOwner` is eventually
-        consistent, and a connect may race the erasure. Returns `marked` or `later`."""
+        consistent, and a connect may race the erasure. Then the operation stays due until none of its
+        connections is left, and records its result (`_finish_erasure`). Returns `marked` (marking is over),
+        `succeeded` (the result is recorded now) or `later`."""
         key = OPERATION_PREFIX + operation_id
         item = self._items.get(key)
-        if item is None or not item.get("marking"):
+        if item is None or item.get("result"):
             return "marked"
+        if not item.get("marking"):
+            return self._finish_erasure(item, operation_id)
         start = json.loads(item["cursor"]) if item.get("cursor") else None
         found_new = bool(item.get("found_new"))
         # Sessions and flows first, on every pass (deleting what is gone changes nothing): one the index had not
@@ -332,8 +342,22 @@ class Disconnection:
             self._items.update(key, set={"cursor": None, "found_new": None,
                                          **self._due(key, now + RECHECK_AFTER)}, expect={})
             return "later"
-        self._items.update(key, set={"marking": None, "cursor": None, "found_new": None,
-                                     "next_refresh_at": None, "due_shard": None}, expect={})
+        item = {**item, "marking": None}
+        self._items.update(key, set={"marking": None, "cursor": None, "found_new": None}, expect={})
+        return self._finish_erasure(item, operation_id)
+
+    def _finish_erasure(self, item: dict[str, Any], operation_id: str) -> str:
+        """Record an erasure's result once its marking is over and none of its connections is left, so its
+        status reads without counting (the public data-deletion status reads only this); until then the
+        operation stays due, and the sweep brings it back. Returns `succeeded` or `marked`."""
+        key = OPERATION_PREFIX + operation_id
+        now = int(self._clock.now())
+        remaining, complete = self._count_marked(item, operation_id)
+        if remaining == 0 and complete:
+            self._items.update(key, set={"result": "succeeded", "finished_at": now, "next_refresh_at": None,
+                                         "due_shard": None}, expect={"kind": item["kind"]})
+            return "succeeded"
+        self._items.update(key, set=self._due(key, now + RECHECK_AFTER), expect={"kind": item["kind"]})
         return "marked"
 
     def _due(self, key: str, at: int) -> dict[str, Any]:
