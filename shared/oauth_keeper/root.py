@@ -42,6 +42,7 @@ from .usecases.breaker import CircuitBreakers
 from .usecases.claims import PendingGrants
 from .usecases.connect import Authorization, Callback, ConnectSessions
 from .usecases.connections import ConnectionQueries
+from .usecases.deauthorization import DeauthorizationCallbacks
 from .usecases.disconnect import Disconnection
 from .usecases.erasure import Erasures
 from .usecases.orphans import OrphanGrants
@@ -260,6 +261,12 @@ class Container:
         return WebhookReceiver(profiles=self.profiles, credentials=self.credentials,
                                queue=_LazyRemovals(lambda: self.removals), deliveries=self.deliveries,
                                clock=self.clock)
+
+    @cached_property
+    def deauthorizations(self) -> DeauthorizationCallbacks:
+        return DeauthorizationCallbacks(profiles=self.profiles, credentials=self.credentials,
+                                        queue=_LazyQueue(lambda: self.queue), deliveries=self.deliveries,
+                                        operations=self.items, clock=self.clock)
 
 
 class _LazyQueue:

@@ -87,3 +87,39 @@ def log_output():
     yield stream
     for each, stream_before in previous:
         each.registered_handler.setStream(stream_before)
+
+
+META_SECRET = "meta-test-app-secret"  # noqa: S105 - the simulated Meta app's own secret, not TikTok's
+
+
+@pytest.fixture
+def meta_app(clock):
+    """The `meta_test` provider's simulated app (tests/meta_profile.py): TikTok's wire, its own client and secret."""
+    fake = FakeTikTok(clock=clock.now, client_key="meta-test-app-id", client_secret=META_SECRET,
+                      redirect_uris=(f"{BASE_URL}/callback/meta_test",))
+    with fake.start():
+        yield fake
+
+
+@pytest.fixture
+def meta(stack, meta_app, monkeypatch):
+    """The stack with `meta_test` enabled beside TikTok: its profile, endpoints and SSM credentials (its own
+    app secret), as a deployment enables a provider. Yields the simulated app."""
+    import boto3
+
+    from tests.meta_profile import use_meta_test_profile
+
+    use_meta_test_profile(monkeypatch)
+    prefix = stack.env["SSM_PREFIX"]
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name=f"{prefix}/meta_test/client_key", Value=meta_app.client_key, Type="String")
+    ssm.put_parameter(Name=f"{prefix}/meta_test/client_secret", Value=META_SECRET, Type="SecureString")
+    base = meta_app.base_url
+    for name, value in {"PROVIDERS": "tiktok,meta_test", "META_TEST_SCOPES": "user.info.basic",
+                        "META_TEST_AUTHORIZE_URL": f"{base}/v2/auth/authorize/",
+                        "META_TEST_TOKEN_URL": f"{base}/v2/oauth/token/",
+                        "META_TEST_REVOKE_URL": f"{base}/v2/oauth/revoke/",
+                        "META_TEST_USERINFO_URL": f"{base}/v2/user/info/"}.items():
+        monkeypatch.setenv(name, value)
+    install_from_env()
+    return meta_app

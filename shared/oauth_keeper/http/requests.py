@@ -73,3 +73,10 @@ def caller_arn(request_context: dict[str, Any]) -> str | None:
     """The IAM caller's ARN on an AWS_IAM route (for log lines; audit records read it in audit.py), or None."""
     iam = (request_context.get("authorizer") or {}).get("iam") or {}
     return iam.get("userArn")
+
+
+def prefers_json(headers: dict[str, str] | None) -> bool:
+    """Whether the caller asks for JSON rather than a page: its Accept header names `application/json` and not
+    `text/html` (a browser names both kinds, HTML first)."""
+    accept = next((v for k, v in (headers or {}).items() if k.lower() == "accept"), "") or ""
+    return "application/json" in accept and "text/html" not in accept

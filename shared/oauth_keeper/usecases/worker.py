@@ -1,8 +1,8 @@
 """The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message.
 
 The refresh queue also carries the background jobs' keys (orphan revokes, disconnect and erasure operations,
-pending grants at expiry). The provider removals the public webhook verified (`{"removal": ...}`) come on a queue of
-their own, which only the webhook's role may send to, and are applied here because that role may write no
+pending grants at expiry). The provider removals and data-deletion requests the public callbacks verified (`{"removal": ...}`) come on a
+queue of their own, which only the webhook's role may send to, and are applied here because that role may write no
 connection. A removal is a command: it is obeyed only from that queue (the record's `eventSourceARN`), never from
 the refresh queue, which more roles can send to.
 """
@@ -108,7 +108,7 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome | str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs) + len(removals) or 1))) as pool:
-        futures = [(message_id, pool.submit(_apply_removal, disconnection, removal, now))
+        futures = [(message_id, pool.submit(_apply_removal, disconnection, removal, now, deadline))
                    for message_id, removal in removals]
         futures += [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
                      else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
@@ -156,14 +156,22 @@ def _is_removal(body: str) -> bool:
 
 
 def _apply_removal(disconnection: Disconnection | None, removal: AccountRemovalRequest | None,
-                   now: Any = None) -> str:
-    """Apply a removal the webhook verified and queued. One refused (from another queue), one this code cannot
-    read (a newer version, a broken body) or cannot apply raises: SQS delivers it again, then parks it in the
-    dead-letter queue, where the operator sees it (never dropped: it may be the user's only word that the grant
-    is gone). Its `granted_before` is capped at its `received_at` (`effective_before`) and at now."""
+                   now: Any = None, deadline: float | None = None) -> str:
+    """Apply a removal the webhook verified and queued, or begin the account erasure a data-deletion request
+    asked for (`removal.operation_id`). One refused (from another queue), one this code cannot read (a newer
+    version, a broken body) or cannot apply raises: SQS delivers it again, then parks it in the dead-letter
+    queue, where the operator sees it (never dropped: it may be the user's only word that the grant is gone).
+    Its `granted_before` is capped at its `received_at` (`effective_before`) and at now."""
     if removal is None or disconnection is None:
         raise ValueError("A removal message this worker cannot apply")
     granted_before = removal.effective_before if now is None else min(removal.effective_before, int(now()))
+    if removal.operation_id is not None:
+        # The job under the request's own id: a repeat of the message only continues it.
+        disconnection.request_account_erasure(removal.provider, removal.account_id, deadline=deadline,
+                                              operation_id=removal.operation_id, granted_before=granted_before)
+        logger.info("Data deletion begun", extra={"provider": removal.provider,
+                                                  "operation_id": removal.operation_id})
+        return "erasure_requested"
     result = disconnection.disconnect_account(
         removal.provider, removal.account_id, removal.reason, granted_before=granted_before,
         extra={"provider_reason": removal.provider_reason})
