@@ -301,3 +301,54 @@ def test_a_rollback_through_any_public_role_is_refused_or_never_served(tiktok, b
         status, token = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1")
         assert status == 200 and token["access_token"] == current, (function, token)
         assert call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-2")[0] == 404
+
+
+# -- the signed deauthorize and data-deletion callbacks (issue 15, section 4) -----------------------------------
+READS = {
+    "a connection's tokens": lambda: {"Key": {"connection_id": {"S": CONNECTION}}},
+    "a connection, projected to its status": lambda: {"Key": {"connection_id": {"S": CONNECTION}},
+                                                      "ProjectionExpression": "#p0",
+                                                      "ExpressionAttributeNames": {"#p0": "status"}},
+    "a whole operation": lambda: {"Key": {"connection_id": {"S": "op#op_x"}}},
+    "an operation's account and owner": lambda: {"Key": {"connection_id": {"S": "op#op_x"}},
+                                                 "ProjectionExpression": "#p0, #p1",
+                                                 "ExpressionAttributeNames": {"#p0": "erased_account",
+                                                                              "#p1": "erased_owner"}},
+    "an operation's kind and result": lambda: {"Key": {"connection_id": {"S": "op#op_x"}},
+                                               "ProjectionExpression": "#p0, #p1",
+                                               "ExpressionAttributeNames": {"#p0": "kind", "#p1": "result"}},
+}
+
+
+def test_the_public_callbacks_read_only_an_operation_s_kind_and_result_and_write_nothing(stack):
+    statements = role_statements("WebhookFunction", REQUIRED)
+    readable = {what for what, params in READS.items()
+                if all(allows(statements, r) for r in requests_of(
+                    "GetItem", {"TableName": os.environ["CONNECTIONS_TABLE"], **params()}))}
+    assert readable == {"an operation's kind and result"}
+
+
+def test_every_request_of_the_signed_callbacks_is_allowed_and_none_writes_a_connection(meta, browser, clock,
+                                                                                        recorder):
+    from local.signed_request import callback_body
+    from tests.integration.conftest import META_SECRET
+    from tests.integration.test_backend_api import connect
+    from tests.integration.test_deauthorization_callbacks import post, status_of
+
+    connection_id = connect(browser, meta, provider="meta_test")["connection_id"][0]
+    clock.advance(3600)
+    account = meta.users["alice"].open_id
+    assert post("/deauthorize/meta_test", callback_body(META_SECRET, account, int(clock.now())))[0] == 200
+    clock.advance(60)
+    _, answer = post("/data-deletion/meta_test", callback_body(META_SECRET, account, int(clock.now())))
+    assert status_of(answer["url"])[1] == {"status": "received"}
+    scheduled_jobs(recorder)
+    assert status_of(answer["url"])[1] == {"status": "in_progress"}
+    clock.advance(120)
+    scheduled_jobs(recorder)
+    assert status_of(answer["url"])[1] == {"status": "completed"} and item(connection_id) == {}
+    assert refused(recorder, OFF) == []
+    theirs = [(operation, params) for function, operation, params in recorder.calls if function == "WebhookFunction"]
+    in_connections = {(operation, params["Key"]["connection_id"]["S"][:3]) for operation, params in theirs
+                      if params["TableName"] == os.environ["CONNECTIONS_TABLE"]}
+    assert in_connections == {("GetItem", "op#")}  # the status read, nothing else

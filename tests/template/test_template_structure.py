@@ -43,17 +43,25 @@ ROUTES = {
     ("POST", "/connections/claims"): ("BackendApiFunction", "AWS_IAM"),
     ("GET", "/operations/{operation_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
+    ("POST", "/deauthorize/{provider}"): ("WebhookFunction", "NONE"),
+    ("POST", "/data-deletion/{provider}"): ("WebhookFunction", "NONE"),
+    ("GET", "/data-deletion/{provider}/{code}"): ("WebhookFunction", "NONE"),
 }
 # Routes called without AWS credentials: by the browser, or by the provider (authenticated by
 # its signature in code). Every other route must be IAM-signed: a new public route has to be
 # added here on purpose.
-PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}"), ("POST", "/webhooks/{provider}")}
+PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}"), ("POST", "/webhooks/{provider}"),
+                 ("POST", "/deauthorize/{provider}"), ("POST", "/data-deletion/{provider}"),
+                 ("GET", "/data-deletion/{provider}/{code}")}
 # Public routes get their own throttling parameters (route key -> burst, rate parameter); the IAM routes the
 # API's default. HTTP APIs cannot have WAF: these are the template's defences (issue 13, section 6).
 PUBLIC_ROUTE_THROTTLING = {
     "GET /connect/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
     "GET /callback/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
     "POST /webhooks/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "POST /deauthorize/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "POST /data-deletion/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "GET /data-deletion/{provider}/{code}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
 }
 # Throttling parameter -> (default, least, most). The defaults are what the template had as literals; the
 # bounds are API Gateway's default account quota per region (10,000 requests per second, burst 5,000).
@@ -168,6 +176,7 @@ PERMISSIONS = {
     # Nothing in the Connections table: a verified removal is queued, and the refresh worker applies it.
     "WebhookFunction": {
         ("dynamodb:getitem", "FlowsTable.Arn"),  # handled deliveries only (their keys; see the test below)
+        ("dynamodb:getitem", "ConnectionsTable.Arn"),  # a data deletion's kind and result only (test below)
         ("dynamodb:putitem", "FlowsTable.Arn"),
         ("sqs:sendmessage", "RemovalQueue.Arn"),  # the only role that may: the worker obeys removals from there alone
         ("ssm:getparameter", _SSM + "client_secret"),  # the HMAC key of the webhook signature
@@ -1747,6 +1756,18 @@ def test_the_webhook_may_touch_only_the_delivery_markers_of_the_flows_table():
     assert not log.seen(key, 1_800_000_000)
     log.remember(key, "tiktok", 1_800_000_000, 1_800_600_000)
     assert calls == [key, key] and key.startswith("delivery#")
+
+
+def test_the_public_callbacks_read_only_a_data_deletion_s_kind_and_result_in_the_connections_table():
+    """The status URL's one read: `op#` items, the key, `kind` and `result`, through a projection (IAM's
+    ForAllValues holds over no attributes at all, hence the Select condition)."""
+    statements = _policy_statements(_functions()["WebhookFunction"])
+    (status,) = [s for s in statements if _resource_text(s["Resource"]) == "ConnectionsTable.Arn"]
+    assert status["Action"] == "dynamodb:GetItem"
+    assert status["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["op#*"]},
+        "ForAllValues:StringEquals": {"dynamodb:Attributes": ["connection_id", "kind", "result"]},
+        "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}}
 
 
 def test_the_sweeper_reads_a_connections_provider_through_that_projection_alone(monkeypatch):
