@@ -16,6 +16,8 @@ from tests.integration.conftest import (  # noqa: F401 - pytest fixtures
     clock,
     create_session,
     location_query,
+    meta,
+    meta_app,
     stack,
     tiktok,
 )
@@ -51,8 +53,9 @@ def hold_grant(account_id: str) -> str:
 
 
 @pytest.fixture
-def seeded(stack, tiktok, browser):  # noqa: F811
-    """owner-1 has an active connection (alice), a disconnected one (bob) and one that needs reauth (carol)."""
+def seeded(stack, tiktok, browser, meta):  # noqa: F811
+    """owner-1 has an active connection (alice), a disconnected one (bob) and one that needs reauth (carol).
+    `meta_test` (signed deauthorize and data-deletion callbacks) is enabled beside TikTok."""
     active = connect(browser, tiktok, "alice", OWNER)
     disconnected = connect(browser, tiktok, "bob", OWNER)
     needs_reauth = connect(browser, tiktok, "carol", OWNER)

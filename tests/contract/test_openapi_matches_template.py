@@ -75,17 +75,24 @@ def test_the_sigv4_scheme_is_the_one_api_gateway_understands(document):
     }
 
 
-def test_iam_routes_document_api_gateways_403_and_the_webhook_its_401(document):
+SIGNED_BY_THE_PROVIDER = {("POST", "/webhooks/{provider}"), ("POST", "/deauthorize/{provider}"),
+                          ("POST", "/data-deletion/{provider}")}
+
+
+def test_iam_routes_document_api_gateways_403_and_the_provider_callbacks_their_401(document):
     for (method, path), operation in operations(document).items():
         responses = operation["responses"]
         if operation["security"]:
             assert responses["403"] == {"$ref": "#/components/responses/Forbidden"}, (method, path)
             assert "401" not in responses, (method, path)
-        else:
+            continue
+        assert "403" not in responses, (method, path)
+        if (method, path) in SIGNED_BY_THE_PROVIDER:
             assert responses["401"] == {"$ref": "#/components/responses/Unauthorized"}, (method, path)
-            assert "403" not in responses, (method, path)
-            names = {p["name"] for p in operation.get("parameters", [])}
-            assert "TikTok-Signature" in names, (method, path)
+        else:  # the data-deletion status: its unguessable code is what finds it
+            assert (method, path) == ("GET", "/data-deletion/{provider}/{code}") and "401" not in responses
+    webhook = operations(document)[("POST", "/webhooks/{provider}")]
+    assert "TikTok-Signature" in {p.get("name") for p in webhook["parameters"]}
 
 
 def test_every_path_parameter_of_the_template_is_documented(document):

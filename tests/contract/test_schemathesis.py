@@ -51,8 +51,8 @@ def flatmap_path_parameters(context, path_parameters):
     if "owner_id" in path_parameters and SEEDED.owner_id:
         owners = st.sampled_from([SEEDED.owner_id, path_parameters["owner_id"]])
         return owners.map(lambda owner: {**path_parameters, "owner_id": owner})
-    if "provider" in path_parameters:  # mostly the provider that does send webhooks
-        providers = st.sampled_from(["tiktok", path_parameters["provider"]])
+    if "provider" in path_parameters:  # mostly the providers that do send webhooks and signed callbacks
+        providers = st.sampled_from(["tiktok", "meta_test", path_parameters["provider"]])
         return providers.map(lambda name: {**path_parameters, "provider": name})
     return st.just(path_parameters)
 
@@ -73,9 +73,18 @@ def test_the_api_keeps_the_documents_promises(case, seeded):
     case.validate_response(response, checks=CHECKS)
     if iam(case.operation):
         assert response.status_code != 403, f"the gateway refused a signed call: {response.text}"
-    else:  # the webhook: nobody signed these bodies
-        expected = 401 if case.path_parameters["provider"] == "tiktok" else 404
-        assert response.status_code == expected, response.text
+    else:  # the provider callbacks: nobody signed these bodies; the status: no code was issued
+        assert response.status_code in _UNSIGNED[(case.operation.method.upper(), case.operation.path)].get(
+            case.path_parameters["provider"], {404}), response.text
+
+
+# What an unsigned (or made-up) call answers, by route and provider; any other provider: 404.
+_UNSIGNED = {
+    ("POST", "/webhooks/{provider}"): {"tiktok": {401}},
+    ("POST", "/deauthorize/{provider}"): {"meta_test": {400, 401}},
+    ("POST", "/data-deletion/{provider}"): {"meta_test": {400, 401}},
+    ("GET", "/data-deletion/{provider}/{code}"): {"meta_test": {400, 404}},
+}
 
 
 # -- explicit requests: every documented answer at least once, with the seeded ids -----------------------------
@@ -159,6 +168,22 @@ EXPLICIT = [
      lambda s: {"path_parameters": {"provider": "tiktok"}, **_json({"content": "x" * 70_000})}, 400),
     ("webhook-unknown-provider", "POST", "/webhooks/{provider}",
      lambda s: {"path_parameters": {"provider": "myspace"}, **_json({})}, 404),
+    ("deauthorize-unsigned", "POST", "/deauthorize/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, **_form("AAAA.eyJ1c2VyX2lkIjoieCJ9")}, 400),
+    ("deauthorize-forged", "POST", "/deauthorize/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, **_form(_forged())}, 401),
+    ("deauthorize-no-callbacks", "POST", "/deauthorize/{provider}",
+     lambda s: {"path_parameters": {"provider": "tiktok"}, **_form(_forged())}, 404),
+    ("deletion-unsigned", "POST", "/data-deletion/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, **_form("x")}, 400),
+    ("deletion-forged", "POST", "/data-deletion/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, **_form(_forged())}, 401),
+    ("deletion-unknown-provider", "POST", "/data-deletion/{provider}",
+     lambda s: {"path_parameters": {"provider": "myspace"}, **_form(_forged())}, 404),
+    ("deletion-status-not-a-code", "GET", "/data-deletion/{provider}/{code}",
+     lambda s: {"path_parameters": {"provider": "meta_test", "code": "abc123"}}, 400),
+    ("deletion-status-none", "GET", "/data-deletion/{provider}/{code}",
+     lambda s: {"path_parameters": {"provider": "meta_test", "code": "a" * 26}}, 404),
     ("disconnect-missing", "DELETE", "/connections/{connection_id}",
      lambda s: {"path_parameters": {"connection_id": "con_" + "d" * 32}}, 404),
     ("disconnect-another-owners", "DELETE", "/connections/{connection_id}",
@@ -207,6 +232,16 @@ EXPLICIT = [
 ]
 
 
+def _form(value: str) -> dict:
+    return {"body": {"signed_request": value}, "media_type": "application/x-www-form-urlencoded"}
+
+
+def _forged() -> str:
+    from local.signed_request import signed_request
+
+    return signed_request("not-the-app-secret", {"algorithm": "HMAC-SHA256", "issued_at": 1, "user_id": "x"})
+
+
 def test_every_documented_answer_conforms(seeded):
     """One world, one call per documented answer; every problem is reported, not only the first."""
     problems, statuses = [], set()
@@ -227,6 +262,8 @@ def test_every_documented_answer_conforms(seeded):
     # Each has its own test below: 403 (unsigned), signed webhooks (200), 503 (a provider outage).
     statuses |= {(m, p, 403) for m, p in IAM_OPERATIONS} | {("POST", "/webhooks/{provider}", 200),
                                                              ("GET", "/connections/{connection_id}/token", 503)}
+    statuses |= {("POST", "/deauthorize/{provider}", 200), ("POST", "/data-deletion/{provider}", 200),
+                 ("GET", "/data-deletion/{provider}/{code}", 200)}  # test_signed_callbacks_conform
     assert documented - statuses == set(), "documented answers no explicit call produced"
 
 
@@ -263,6 +300,32 @@ def test_signed_webhooks_conform(seeded, tiktok, clock):
                            (200, {"received": True, "handled": True, "duplicate": True}),
                            (200, {"received": True, "handled": False})]
     assert answers[3][0] == 400 and answers[3][1]["error"]["field"] == "body"
+
+
+def test_signed_callbacks_conform(seeded, meta, clock):
+    """A deauthorization, its repeat, a data-deletion request and its status, as JSON and as a page."""
+    from local.signed_request import signed_request
+    from tests.integration.conftest import META_SECRET
+
+    clock.advance(3600)
+    payload = {"algorithm": "HMAC-SHA256", "issued_at": int(clock.now()), "user_id": meta.users["alice"].open_id}
+    answers = []
+    for path in ("/deauthorize/{provider}", "/deauthorize/{provider}", "/data-deletion/{provider}"):
+        case = op("POST", path).Case(path_parameters={"provider": "meta_test"},
+                                     **_form(signed_request(META_SECRET, payload)))
+        response = send(case)
+        case.validate_response(response, checks=CHECKS)
+        answers.append((response.status_code, response.json()))
+    assert answers[0] == (200, {"received": True, "handled": True, "queued": True})
+    assert answers[1] == (200, {"received": True, "handled": True, "duplicate": True})
+    assert answers[2][0] == 200
+    code = answers[2][1]["confirmation_code"]
+    for accept in ("application/json", "text/html"):
+        case = op("GET", "/data-deletion/{provider}/{code}").Case(
+            path_parameters={"provider": "meta_test", "code": code}, headers={"Accept": accept})
+        response = send(case)
+        assert response.status_code == 200, response.text
+        case.validate_response(response, checks=CHECKS)
 
 
 def _signed(tiktok, body: bytes) -> tuple[bytes, dict[str, str]]:

@@ -250,3 +250,21 @@ def test_data_deletion_erases_a_grant_still_waiting_for_its_claim(meta_confirmin
     assert pending == []
     finish_marking(clock)
     assert status_of(answer["url"]) == (200, {"status": "completed"})
+
+
+def test_a_data_deletion_message_delivered_twice_runs_one_job(meta, browser, clock):
+    """SQS delivers at least once: the worker's second copy continues the job under the same operation id."""
+    connection_id = connect(browser, meta, provider="meta_test")["connection_id"][0]
+    clock.advance(3600)
+    _, answer = post("/data-deletion/meta_test", callback_body(META_SECRET, user_id(meta), int(clock.now())))
+    sqs = boto3.client("sqs")
+    url = root.container().settings.refresh_queue_url
+    (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    sqs.send_message(QueueUrl=url, MessageBody=message["Body"])  # the copy SQS may deliver again
+    deliver_refresh_queue()
+    run_jobs()
+    finish_marking(clock)
+    operations = [i for i in boto3.client("dynamodb").scan(TableName=os.environ["CONNECTIONS_TABLE"])["Items"]
+                  if i["connection_id"]["S"].startswith("op#")]
+    assert len(operations) == 1 and item(connection_id) == {}
+    assert status_of(answer["url"]) == (200, {"status": "completed"})
