@@ -45,12 +45,14 @@ def request_deletion(provider: str):
                                                                                     base_url=base_url))
 
 
-@app.get("/data-deletion/<provider>/<code>")
-def deletion_status(provider: str, code: str):
-    """A person reads it (HTML); a program asking for `application/json` gets `{"status": ...}`."""
+@app.get("/data-deletion/<provider>")
+def deletion_status(provider: str):
+    """`?code=`: a person reads it (HTML); a program asking for `application/json` gets `{"status": ...}`. The
+    code travels in the query string, which the API's access log leaves out."""
     wants_json = requests.prefers_json(app.current_event.headers)
     try:
-        status = root.container().deauthorizations.deletion_status(provider, code)
+        code = requests.single_value(requests.parse_query(app.current_event.raw_query_string), "code")
+        status = root.container().deauthorizations.deletion_status(provider, code or "")
     except OAuthKeeperError as exc:
         if wants_json or exc.status >= 500:
             raise

@@ -90,7 +90,7 @@ def test_iam_routes_document_api_gateways_403_and_the_provider_callbacks_their_4
         if (method, path) in SIGNED_BY_THE_PROVIDER:
             assert responses["401"] == {"$ref": "#/components/responses/Unauthorized"}, (method, path)
         else:  # the data-deletion status: its unguessable code is what finds it
-            assert (method, path) == ("GET", "/data-deletion/{provider}/{code}") and "401" not in responses
+            assert (method, path) == ("GET", "/data-deletion/{provider}") and "401" not in responses
     webhook = operations(document)[("POST", "/webhooks/{provider}")]
     assert "TikTok-Signature" in {p.get("name") for p in webhook["parameters"]}
 

@@ -83,7 +83,7 @@ _UNSIGNED = {
     ("POST", "/webhooks/{provider}"): {"tiktok": {401}},
     ("POST", "/deauthorize/{provider}"): {"meta_test": {400, 401}},
     ("POST", "/data-deletion/{provider}"): {"meta_test": {400, 401}},
-    ("GET", "/data-deletion/{provider}/{code}"): {"meta_test": {400, 404}},
+    ("GET", "/data-deletion/{provider}"): {"meta_test": {400, 404}},
 }
 
 
@@ -180,10 +180,10 @@ EXPLICIT = [
      lambda s: {"path_parameters": {"provider": "meta_test"}, **_form(_forged())}, 401),
     ("deletion-unknown-provider", "POST", "/data-deletion/{provider}",
      lambda s: {"path_parameters": {"provider": "myspace"}, **_form(_forged())}, 404),
-    ("deletion-status-not-a-code", "GET", "/data-deletion/{provider}/{code}",
-     lambda s: {"path_parameters": {"provider": "meta_test", "code": "abc123"}}, 400),
-    ("deletion-status-none", "GET", "/data-deletion/{provider}/{code}",
-     lambda s: {"path_parameters": {"provider": "meta_test", "code": "a" * 26}}, 404),
+    ("deletion-status-not-a-code", "GET", "/data-deletion/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, "query": {"code": "abc123"}}, 400),
+    ("deletion-status-none", "GET", "/data-deletion/{provider}",
+     lambda s: {"path_parameters": {"provider": "meta_test"}, "query": {"code": "a" * 26}}, 404),
     ("disconnect-missing", "DELETE", "/connections/{connection_id}",
      lambda s: {"path_parameters": {"connection_id": "con_" + "d" * 32}}, 404),
     ("disconnect-another-owners", "DELETE", "/connections/{connection_id}",
@@ -263,7 +263,7 @@ def test_every_documented_answer_conforms(seeded):
     statuses |= {(m, p, 403) for m, p in IAM_OPERATIONS} | {("POST", "/webhooks/{provider}", 200),
                                                              ("GET", "/connections/{connection_id}/token", 503)}
     statuses |= {("POST", "/deauthorize/{provider}", 200), ("POST", "/data-deletion/{provider}", 200),
-                 ("GET", "/data-deletion/{provider}/{code}", 200)}  # test_signed_callbacks_conform
+                 ("GET", "/data-deletion/{provider}", 200)}  # test_signed_callbacks_conform
     assert documented - statuses == set(), "documented answers no explicit call produced"
 
 
@@ -321,8 +321,8 @@ def test_signed_callbacks_conform(seeded, meta, clock):
     assert answers[2][0] == 200
     code = answers[2][1]["confirmation_code"]
     for accept in ("application/json", "text/html"):
-        case = op("GET", "/data-deletion/{provider}/{code}").Case(
-            path_parameters={"provider": "meta_test", "code": code}, headers={"Accept": accept})
+        case = op("GET", "/data-deletion/{provider}").Case(
+            path_parameters={"provider": "meta_test"}, query={"code": code}, headers={"Accept": accept})
         response = send(case)
         assert response.status_code == 200, response.text
         case.validate_response(response, checks=CHECKS)

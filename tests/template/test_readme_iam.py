@@ -18,8 +18,7 @@ pytestmark = pytest.mark.unit
 API = "arn:aws:execute-api:eu-west-1:123456789012:abc123/$default"
 # A request's ARN carries the path as requested: each path parameter filled with a value like the real ones.
 SAMPLE_VALUES = {"connection_id": "con_v5kxitzfzikpm6z75y424h33jvfkl3xb", "owner_id": "user-42", "provider": "tiktok",
-                 "operation_id": "op_Xk3r9QmZt1vB7nYc2LpD4sWe", "account_id": "-000OJ0b1cO6yFjMw0Ty8uR5Ja4XzQZ8bC2v",
-                 "code": "k7dq2mzv5xw3ya6rhn4tcb2pej"}
+                 "operation_id": "op_Xk3r9QmZt1vB7nYc2LpD4sWe", "account_id": "-000OJ0b1cO6yFjMw0Ty8uR5Ja4XzQZ8bC2v"}
 
 # Policy (the Sid of its first statement) -> exactly the routes it allows.
 ALLOWED = {

@@ -45,14 +45,14 @@ ROUTES = {
     ("POST", "/webhooks/{provider}"): ("WebhookFunction", "NONE"),
     ("POST", "/deauthorize/{provider}"): ("WebhookFunction", "NONE"),
     ("POST", "/data-deletion/{provider}"): ("WebhookFunction", "NONE"),
-    ("GET", "/data-deletion/{provider}/{code}"): ("WebhookFunction", "NONE"),
+    ("GET", "/data-deletion/{provider}"): ("WebhookFunction", "NONE"),
 }
 # Routes called without AWS credentials: by the browser, or by the provider (authenticated by
 # its signature in code). Every other route must be IAM-signed: a new public route has to be
 # added here on purpose.
 PUBLIC_ROUTES = {("GET", "/connect/{provider}"), ("GET", "/callback/{provider}"), ("POST", "/webhooks/{provider}"),
                  ("POST", "/deauthorize/{provider}"), ("POST", "/data-deletion/{provider}"),
-                 ("GET", "/data-deletion/{provider}/{code}")}
+                 ("GET", "/data-deletion/{provider}")}
 # Public routes get their own throttling parameters (route key -> burst, rate parameter); the IAM routes the
 # API's default. HTTP APIs cannot have WAF: these are the template's defences (issue 13, section 6).
 PUBLIC_ROUTE_THROTTLING = {
@@ -61,7 +61,7 @@ PUBLIC_ROUTE_THROTTLING = {
     "POST /webhooks/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
     "POST /deauthorize/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
     "POST /data-deletion/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
-    "GET /data-deletion/{provider}/{code}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
+    "GET /data-deletion/{provider}": ("PublicRouteBurstLimit", "PublicRouteRateLimit"),
 }
 # Throttling parameter -> (default, least, most). The defaults are what the template had as literals; the
 # bounds are API Gateway's default account quota per region (10,000 requests per second, burst 5,000).

@@ -95,20 +95,18 @@ class DeauthorizationCallbacks:
         """`POST /data-deletion/{provider}`, a form body `signed_request=<signature>.<payload>`: once verified,
         queue the erasure of everything kept for the payload's account (its connections, any owner, and its
         grants waiting for a claim; one granted after the request is a new consent and stays) as the
-        account-erasure job, and answer `{"url": "<base_url>/data-deletion/<provider>/<code>",
+        account-erasure job, and answer `{"url": "<base_url>/data-deletion/<provider>?code=<code>",
         "confirmation_code": "<code>"}` (Meta's data-deletion callback). The same signed request again gets
         the same answer and queues nothing more within DELIVERY_MEMORY; later, the job it names is only
         continued.
 
         Raises NotFound (a provider without data-deletion callbacks), InvalidInput, Unauthorized (as
         `deauthorize`); what the queue raises when it refuses (a 5xx: nothing remembered)."""
-        section, payload, payload_part, secret = self._verified(provider, body)
-        if not section.data_deletion:
-            raise NotFound("This provider sends no data-deletion requests here.", code="unknown_provider",
-                           field="provider")
+        section, payload, payload_part, secret = self._verified(provider, body, deletion=True)
         account_id = _account(section, payload)
         code = confirmation_code(secret, provider, payload_part)
-        answer: DeletionAnswer = {"url": f"{base_url}/data-deletion/{provider}/{code}", "confirmation_code": code}
+        answer: DeletionAnswer = {"url": f"{base_url}/data-deletion/{provider}?code={code}",
+                                  "confirmation_code": code}
         key = receipt_key(provider, code)
         operation_id = deletion_operation_id(provider, code)  # one-way: safe in a log line
         if self._deliveries.seen(key, self._clock.now()):
@@ -126,15 +124,12 @@ class DeauthorizationCallbacks:
         return answer
 
     def deletion_status(self, provider: str, code: str) -> DeletionStatus:
-        """`GET /data-deletion/{provider}/{code}`: `received` (queued, its job not begun), `in_progress` or
+        """`GET /data-deletion/{provider}?code=`: `received` (queued, its job not begun), `in_progress` or
         `completed`, and nothing else (no account, owner, count or time). Codes are compared case-blind.
 
         Raises NotFound (a provider without data-deletion callbacks; no request with this code: never received,
         or its operation is older than OPERATION_KEPT), InvalidInput (not a code's shape)."""
-        section = self._section(self._profiles.profile(provider))
-        if not section.data_deletion:
-            raise NotFound("This provider sends no data-deletion requests here.", code="unknown_provider",
-                           field="provider")
+        self._section(self._profiles.profile(provider), deletion=True)
         normalized = normalized_code(code)
         if normalized is None:
             raise InvalidInput("A confirmation code is 26 letters and digits.", field="code")
@@ -148,16 +143,19 @@ class DeauthorizationCallbacks:
                        field="code")
 
     # -- internals ---------------------------------------------------------------------------------------------
-    def _section(self, profile: ProviderProfile) -> DeauthorizationFields:
-        if profile.deauthorization is None:
-            raise NotFound("This provider sends no deauthorization callbacks here.", code="unknown_provider",
-                           field="provider")
-        return profile.deauthorization
+    def _section(self, profile: ProviderProfile, *, deletion: bool = False) -> DeauthorizationFields:
+        """The profile's callbacks, before anything is read: NotFound when it has none (or, for `deletion`, no
+        data-deletion requests)."""
+        section = profile.deauthorization
+        if section is None or (deletion and not section.data_deletion):
+            raise NotFound("This provider sends no such callbacks here.", code="unknown_provider", field="provider")
+        return section
 
-    def _verified(self, provider: str, body: bytes) -> tuple[DeauthorizationFields, dict[str, Any], str, str]:
+    def _verified(self, provider: str, body: bytes, *,
+                  deletion: bool = False) -> tuple[DeauthorizationFields, dict[str, Any], str, str]:
         """(the profile's section, the verified payload, its payload part, the app secret)."""
         profile = self._profiles.profile(provider)
-        section = self._section(profile)
+        section = self._section(profile, deletion=deletion)
         if len(body) > MAX_FORM:
             raise InvalidInput("The body is too large.", code="too_large", field="body")
         try:
