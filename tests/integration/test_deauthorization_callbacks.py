@@ -224,6 +224,7 @@ def test_data_deletion_spares_a_connection_granted_after_the_request(meta, brows
     issued_at = int(clock.now())
     clock.advance(300)
     after = connect(browser, meta, provider="meta_test")["connection_id"][0]  # a new consent after the request
+    clock.advance(600)  # Meta's request arrives later still: ordered by when it was issued, not received
     _, answer = post("/data-deletion/meta_test", callback_body(META_SECRET, user_id(meta), issued_at))
     deliver_refresh_queue()
     run_jobs()
