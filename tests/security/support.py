@@ -19,6 +19,7 @@ from tests.integration.conftest import RETURN_TO, create_session
 BROWSER = "html"  # answers a person: HTML pages and redirects, never JSON
 API = "json"  # answers a program: {"error": {"code", "field", "message"}}; IAM-signed
 WEBHOOK = "webhook"  # answers a provider: the API's JSON errors, public, authenticated by a signature
+STATUS = "status"  # answers a person a page, or a program asking for JSON the API's errors; public
 
 # What each route answers with. A route the template gains must be added here (or to PENDING_ROUTES in
 # test_hostile_input.py) on purpose: test_every_route_has_a_hostile_input_profile fails otherwise.
@@ -28,8 +29,11 @@ ROUTE_KINDS = {
     "GET /connect/{provider}": BROWSER,
     "GET /callback/{provider}": BROWSER,
     "POST /webhooks/{provider}": WEBHOOK,
+    "POST /deauthorize/{provider}": WEBHOOK,
+    "POST /data-deletion/{provider}": WEBHOOK,
+    "GET /data-deletion/{provider}": STATUS,
 }
-ROUTE_AUTH = {BROWSER: "NONE", API: "AWS_IAM", WEBHOOK: "NONE"}
+ROUTE_AUTH = {BROWSER: "NONE", API: "AWS_IAM", WEBHOOK: "NONE", STATUS: "NONE"}
 
 
 def template_routes() -> dict[str, apigw.Route]:

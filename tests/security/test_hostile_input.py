@@ -30,6 +30,7 @@ from tests.security.support import (
     BROWSER,
     ROUTE_AUTH,
     ROUTE_KINDS,
+    STATUS,
     browser_answer_problems,
     cookie_only_clears,
     flow_exists,
@@ -310,6 +311,34 @@ def _webhook_requests(draw) -> HostileRequest:
 
 
 @st.composite
+def _signed_request_requests(draw, route: str) -> HostileRequest:
+    """Deauthorize and data-deletion callbacks an attacker without the app secret can send: made-up, re-signed
+    with another secret, truncated or oversized signed_requests, repeated fields, junk bodies."""
+    from local.signed_request import form, signed_request
+
+    provider = draw(st.one_of(st.just("meta_test"), st.just("tiktok"), PATH_SEGMENTS))
+    payload = {"algorithm": draw(st.sampled_from(["HMAC-SHA256", "none", "HMAC-SHA1"])),
+               "issued_at": draw(st.one_of(st.integers(), JSON_VALUES)), "user_id": draw(JSON_VALUES)}
+    value = draw(st.one_of(
+        st.just(signed_request(draw(st.text(max_size=30)), payload)),  # another secret, whatever it is
+        st.text(alphabet=string.ascii_letters + string.digits + "-_.=", max_size=200),
+        st.text(max_size=200), OVERSIZED))
+    body = draw(st.one_of(st.just(form(value)), st.just(form(value) + b"&" + form(value)), st.binary(max_size=300),
+                          st.text(max_size=300).map(str.encode)))
+    return HostileRequest("POST", f"/{route}/{provider}", draw(raw_queries(["signed_request"])),
+                          draw(cookie_lists()), body)
+
+
+@st.composite
+def _deletion_status_requests(draw) -> HostileRequest:
+    """Guessed, malformed, repeated or oversized confirmation codes (none was issued in this world)."""
+    provider = draw(st.one_of(st.just("meta_test"), st.just("tiktok"), PATH_SEGMENTS))
+    accept = draw(st.sampled_from(["application/json", "text/html,*/*", ""]))
+    return HostileRequest("GET", f"/data-deletion/{provider}", draw(raw_queries(["code"])), draw(cookie_lists()),
+                          headers=(("Accept", accept),) if accept else ())
+
+
+@st.composite
 def _claim_requests(draw) -> HostileRequest:
     """Claims an attacker (or a broken app) can send: guessed or malformed codes, other owners, junk bodies.
     No grant is pending in this world, so every one must be refused and change nothing."""
@@ -339,6 +368,9 @@ PROFILES: dict[str, RouteProfile] = {
     "POST /connect-sessions": RouteProfile(_connect_session_requests()),
     "POST /connections/claims": RouteProfile(_claim_requests()),
     "POST /webhooks/{provider}": RouteProfile(_webhook_requests()),
+    "POST /deauthorize/{provider}": RouteProfile(_signed_request_requests("deauthorize")),
+    "POST /data-deletion/{provider}": RouteProfile(_signed_request_requests("data-deletion")),
+    "GET /data-deletion/{provider}": RouteProfile(_deletion_status_requests()),
     "GET /connect/{provider}": RouteProfile(_authorize_requests()),
     "GET /callback/{provider}": RouteProfile(_callback_requests()),
 }
@@ -350,6 +382,11 @@ def refusal_problems(response: dict[str, Any], kind: str) -> list[str]:
     status = response["statusCode"]
     if not 400 <= status < 500:
         return [f"status {status}, not a 4xx: {str(response.get('body'))[:300]}"]
+    if kind == STATUS and "text/html" in (header(response, "Content-Type") or ""):  # a person's page
+        problems = browser_answer_problems(response)
+        if not re.search(r"<h1>[^<]+</h1>", response.get("body") or ""):
+            problems.append("no clear message")
+        return problems + [f"sets a cookie: {c}" for c in set_cookies(response)]
     if kind == BROWSER:
         problems = browser_answer_problems(response)
         body = response.get("body") or ""
@@ -402,16 +439,26 @@ def test_every_route_has_a_hostile_input_profile():
 @pytest.mark.parametrize("route_key", PROFILED_ROUTES)
 @HOSTILE
 @given(data=st.data())
-def test_hostile_requests_get_a_clear_4xx_and_change_nothing(stack, tiktok, route_key, data):
+def test_hostile_requests_get_a_clear_4xx_and_change_nothing(stack, tiktok, meta, route_key, data):
     request = data.draw(PROFILES[route_key].requests, label="request")
     response = request.send()
     assert refusal_problems(response, ROUTE_KINDS[route_key]) == [], request
-    if ROUTE_KINDS[route_key] == BROWSER:
+    if ROUTE_KINDS[route_key] in (BROWSER, STATUS):
         assert echoes_input(response, request) == []
     # Nothing valid exists in this world, so both tables stay empty whatever the request was.
     assert item_count("FLOWS_TABLE") == 0, "a refused request stored a session or flow"
     assert item_count("CONNECTIONS_TABLE") == 0
     assert tiktok.stats["token_requests"] == 0 and tiktok.stats["userinfo_requests"] == 0
+    assert _queued() == 0, "a refused request queued work for the refresh worker"
+
+
+def _queued() -> int:
+    import boto3
+    from oauth_keeper import root
+
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=root.container().settings.refresh_queue_url,
+                                                          AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
 # A live flow (state + its cookie), then a callback that must be refused before the flow is consumed.
