@@ -265,7 +265,7 @@ class Container:
     @cached_property
     def deauthorizations(self) -> DeauthorizationCallbacks:
         return DeauthorizationCallbacks(profiles=self.profiles, credentials=self.credentials,
-                                        queue=_LazyQueue(lambda: self.queue), deliveries=self.deliveries,
+                                        queue=_LazyRemovals(lambda: self.removals), deliveries=self.deliveries,
                                         operations=self.items, clock=self.clock)
 
 

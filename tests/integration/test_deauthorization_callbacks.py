@@ -51,10 +51,13 @@ def status_of(url: str, *, accept: str = "application/json") -> tuple[int, dict 
 
 
 def queued() -> list[dict]:
-    sqs = boto3.client("sqs")
-    url = root.container().settings.refresh_queue_url
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return [{}] * int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    """A placeholder per message waiting in the removal queue or the refresh queue."""
+    sqs, settings = boto3.client("sqs"), root.container().settings
+    count = 0
+    for url in (settings.removal_queue_url, settings.refresh_queue_url):
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        count += int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    return [{}] * count
 
 
 def user_id(meta_app, user: str = "alice") -> str:
@@ -262,7 +265,7 @@ def test_a_data_deletion_message_delivered_twice_runs_one_job(meta, browser, clo
     clock.advance(3600)
     _, answer = post("/data-deletion/meta_test", callback_body(META_SECRET, user_id(meta), int(clock.now())))
     sqs = boto3.client("sqs")
-    url = root.container().settings.refresh_queue_url
+    url = root.container().settings.removal_queue_url
     (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
     sqs.send_message(QueueUrl=url, MessageBody=message["Body"])  # the copy SQS may deliver again
     deliver_refresh_queue()

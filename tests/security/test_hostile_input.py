@@ -456,9 +456,10 @@ def _queued() -> int:
     import boto3
     from oauth_keeper import root
 
-    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=root.container().settings.refresh_queue_url,
-                                                          AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    settings = root.container().settings
+    return sum(int(boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+        for url in (settings.removal_queue_url, settings.refresh_queue_url))
 
 
 # A live flow (state + its cookie), then a callback that must be refused before the flow is consumed.

@@ -33,7 +33,7 @@ from ..domain.providers import DeauthorizationFields, ProviderProfile
 from ..domain.signatures import MAX_SIGNED_REQUEST, verify_signed_request
 from ..domain.validation import valid_account_id
 from ..observability import MetricUnit, logger, record_metric
-from ..ports import Clock, Credentials, DeliveryLog, ItemStore, ProviderProfiles, RefreshQueue
+from ..ports import Clock, Credentials, DeliveryLog, ItemStore, ProviderProfiles, RemovalQueue
 from .disconnect import OPERATION_PREFIX
 from .webhooks import WebhookAnswer
 
@@ -53,7 +53,7 @@ class DeletionStatus(TypedDict):
 
 
 class DeauthorizationCallbacks:
-    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, queue: RefreshQueue,
+    def __init__(self, *, profiles: ProviderProfiles, credentials: Credentials, queue: RemovalQueue,
                  deliveries: DeliveryLog, operations: ItemStore, clock: Clock) -> None:
         """`operations`: the Connections table, read only for a data-deletion operation's `kind` and `result`
         (the public function's IAM allows it `op#` items and those attributes alone)."""
@@ -84,7 +84,7 @@ class DeauthorizationCallbacks:
             return {"received": True, "handled": True, "duplicate": True}
         created = self._event_time(provider, section, payload)
         self._queue.send_removal(AccountRemovalRequest(provider, account_id, created.granted_before,
-                                                       Reason.USER_REVOKED))
+                                                       Reason.USER_REVOKED, received_at=int(now)))
         logger.info("Deauthorized at the provider: queued", extra={
             "provider": provider, "event_time": created.at,
             "event_time_from": "event" if created.from_event else "receipt"})
@@ -116,7 +116,8 @@ class DeauthorizationCallbacks:
             return answer
         created = self._event_time(provider, section, payload)
         self._queue.send_removal(AccountRemovalRequest(provider, account_id, created.granted_before,
-                                                       Reason.ACCOUNT_ERASED, operation_id=operation_id))
+                                                       Reason.ACCOUNT_ERASED, received_at=int(self._clock.now()),
+                                                       operation_id=operation_id))
         record_metric("DataDeletionRequests", MetricUnit.Count, 1)
         logger.info("Data deletion requested at the provider: queued", extra={
             "provider": provider, "operation_id": operation_id, "event_time": created.at})

@@ -1,10 +1,10 @@
 """The refresh worker: a batch of queued connection ids, refreshed concurrently, failures reported per message.
 
 The refresh queue also carries the background jobs' keys (orphan revokes, disconnect and erasure operations,
-pending grants at expiry). The provider removals and data-deletion requests the public callbacks verified (`{"removal": ...}`) come on a
-queue of their own, which only the webhook's role may send to, and are applied here because that role may write no
-connection. A removal is a command: it is obeyed only from that queue (the record's `eventSourceARN`), never from
-the refresh queue, which more roles can send to.
+pending grants at expiry). The provider removals and data-deletion requests the public callbacks verified
+(`{"removal": ...}`) come on a queue of their own, which only the webhook's role may send to, and are applied here
+because that role may write no connection. A removal is a command: it is obeyed only from that queue (the
+record's `eventSourceARN`), never from the refresh queue, which more roles can send to.
 """
 
 from __future__ import annotations
