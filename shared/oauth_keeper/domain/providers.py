@@ -570,7 +570,12 @@ def profile_for(name: str, enabled: tuple[str, ...],
     )
     if data is None:
         raise NotFound("Unknown provider.", code="unknown_provider", field="provider")
-    base = profile_from_data({**data, "name": name})
+    return with_overrides(profile_from_data({**data, "name": name}), overrides)
+
+
+def with_overrides(base: ProviderProfile, overrides: Mapping[str, str]) -> ProviderProfile:
+    """`base` with a deployment's `<NAME>_<KEY>` settings applied (see profile_for; ValueError as there)."""
+    name = base.name
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if k in ENDPOINTS}
     if "refresh_url" in overrides:  # a refresh endpoint of its own (e.g. on another host than the token endpoint)
         shape = base.requests.get("refresh") or RequestShape()
