@@ -36,6 +36,9 @@ class Quirks:
     disuse_expiry: int | None = None  # the refresh credential dies unused this long
     min_token_age: int | None = None
     issues_refresh_on_refresh: bool = True  # a standard provider may omit the refresh token on refresh (Google)
+    omit_refresh_on_next_code: bool = False  # the next code exchange issues no refresh token (a re-consent)
+    lose_next_refresh_answer: bool = False  # the next refresh is processed, then the answer is lost (a timeout)
+    on_refresh: Callable[[], None] | None = None  # called while a refresh is being processed (race tests)
     # The answer when a grant is gone, a credential is refused, a method is wrong, a client is refused:
     # (HTTP status, JSON body), as the real provider shapes them.
     dead_grant: tuple[int, Any] = (400, {"error": "invalid_grant"})
@@ -111,6 +114,9 @@ class SimulatedProvider(httpx.BaseTransport):
             return self._json(404, {"error": "not_found"})
         status, body = self._answer(step, shape, request, params)
         self.calls.append(Call(step, self._now(), status))
+        if step == "refresh" and self.quirks.lose_next_refresh_answer:
+            self.quirks.lose_next_refresh_answer = False
+            raise httpx.ReadTimeout("simulated: processed, answer lost", request=request)
         return self._json(status, body)
 
     def _answer(self, step: str, shape: RequestShape, request: httpx.Request,
@@ -138,7 +144,9 @@ class SimulatedProvider(httpx.BaseTransport):
         grant.last_refresh = self._now()
         if self.profile.chain:  # a short-lived token only: the chain makes it long-lived
             return 200, self._tokens(grant, ttl=self.quirks.short_ttl, with_refresh=False)
-        return 200, self._tokens(grant, ttl=self._access_ttl(), with_refresh=self._issues_refresh)
+        with_refresh = self._issues_refresh and not self.quirks.omit_refresh_on_next_code
+        self.quirks.omit_refresh_on_next_code = False
+        return 200, self._tokens(grant, ttl=self._access_ttl(), with_refresh=with_refresh)
 
     def _chain(self, shape: RequestShape, request: httpx.Request, params: dict[str, str]) -> tuple[int, Any]:
         token = self._live(self._access_tokens, params.get(shape.credential_param or "access_token"))
@@ -161,6 +169,8 @@ class SimulatedProvider(httpx.BaseTransport):
             else self.profile.timing.min_token_age
         if now - token.issued_at < min_age:
             return self.quirks.too_young
+        if self.quirks.on_refresh is not None:
+            self.quirks.on_refresh()
         token.grant.last_refresh = now
         if self.profile.refresh_strategy == "rotating" or self.profile.refreshes_with_access_token:
             token.alive = False

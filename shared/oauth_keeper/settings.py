@@ -139,6 +139,7 @@ _PROVIDER_KEYS = {
     "REFRESH_URL": "refresh_url",
     "CHAIN_URL": "chain_url",
     "APP_STATUS": "app_status",
+    "REFRESH_STRATEGY": "refresh_strategy",
 }
 
 

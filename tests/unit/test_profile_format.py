@@ -100,3 +100,20 @@ def test_new_settings_reach_the_profile_and_are_checked_at_cold_start(monkeypatc
         providers.profile_for("acme", ("acme",), {"acme": {"app_status": "beta"}})
     with pytest.raises(ConfigurationError, match="ACME_REFRESH_URL must be https://"):
         Settings.from_env({**ENV, "PROVIDERS": "acme", "ACME_REFRESH_URL": "http://sim.test/r"})
+
+
+def test_an_uncertain_fact_is_a_deployment_choice_only_where_the_profile_offers_it():
+    """LinkedIn issues refresh tokens only to approved partners: the deployment says which it is."""
+    linkedin = Settings.from_env({**ENV, "PROVIDERS": "linkedin", "LINKEDIN_REFRESH_STRATEGY": "none"})
+    profile = profile_for("linkedin", linkedin.providers, linkedin.provider_overrides)
+    assert profile.refresh_strategy == "none" and not profile.issues_refresh_tokens
+    with pytest.raises(ConfigurationError, match="refresh_strategy must be one of"):
+        Settings.from_env({**ENV, "PROVIDERS": "tiktok", "TIKTOK_REFRESH_STRATEGY": "standard"})
+
+
+@pytest.mark.parametrize("name", ["instagram", "facebook_pages", "youtube", "linkedin", "x_twitter", "pinterest",
+                                  "threads"])
+def test_each_network_is_enabled_by_configuration_alone(name):
+    configured = Settings.from_env({**ENV, "PROVIDERS": f"tiktok,{name}"})
+    profile = profile_for(name, configured.providers, configured.provider_overrides)
+    assert profile.name == name and profile.default_scopes and not profile.insecure_endpoints()

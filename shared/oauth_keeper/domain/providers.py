@@ -248,6 +248,9 @@ class ProviderProfile:
     error_rules: tuple[ErrorRule, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request to the provider
     account_id_source: str = "token_response"
+    # Choices a deployment may make where the provider's facts are uncertain (`<NAME>_<KEY>` settings), e.g. a
+    # LinkedIn app without partner refresh tokens: {"refresh_strategy": ("standard", "none")}.
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pkce_support not in PKCE_SUPPORT:
@@ -434,6 +437,10 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
         raise ValueError("error_rules must be a list")
     values["error_rules"] = tuple(_rule(rule, i) for i, rule in enumerate(rules))
     values.update(_strategy(data))
+    choices = _object(data, "choices", {"refresh_strategy"})
+    if any(not isinstance(v, list) or not v or any(c not in REFRESH_STRATEGIES for c in v) for v in choices.values()):
+        raise ValueError(f"choices.refresh_strategy must list strategies of {REFRESH_STRATEGIES}")
+    values["choices"] = {k: tuple(v) for k, v in choices.items()}
     return ProviderProfile(**values)
 
 
@@ -517,11 +524,13 @@ def _shape(value: Any, where: str, *, needs_url: bool = False) -> RequestShape:
 
 def _timing(value: Any) -> Timing:
     timing = _object({"timing": value}, "timing", _TIMING_KEYS)
+    if "min_token_age" in timing and not _is_count(timing["min_token_age"]):
+        raise ValueError("timing.min_token_age must be a number of seconds")
     for key in ("min_token_age", "hard_cap", "disuse_expiry"):
         if timing.get(key) is not None and not (_is_count(timing[key]) and timing[key] > 0 or
                                                 key == "min_token_age" and timing[key] == 0):
             raise ValueError(f"timing.{key} must be a positive number of seconds")
-    caps = timing.get("app_status_caps") or {}
+    caps = timing.get("app_status_caps", {})
     if not isinstance(caps, dict) or not all(isinstance(k, str) and _is_count(v) and v > 0 for k, v in caps.items()):
         raise ValueError("timing.app_status_caps must map app statuses to positive seconds")
     return Timing(min_token_age=timing.get("min_token_age") or 0, hard_cap=timing.get("hard_cap"),
@@ -531,7 +540,7 @@ def _timing(value: Any) -> Timing:
 def _rule(value: Any, index: int) -> ErrorRule:
     where = f"error_rules[{index}]"
     rule = _object({where: value}, where, _RULE_KEYS)
-    if not isinstance(value, dict) or rule.get("class") not in ERROR_CLASSES:
+    if not isinstance(value, dict) or rule.get("class") not in tuple(ERROR_CLASSES):
         raise ValueError(f"{where}.class must be one of {tuple(ERROR_CLASSES)}")
     status = rule.get("status", [])
     if not isinstance(status, list) or not all(type(s) is int and 100 <= s <= 599 for s in status):
@@ -584,6 +593,13 @@ def with_overrides(base: ProviderProfile, overrides: Mapping[str, str]) -> Provi
         if not base.chain:
             raise ValueError(f"{name}: its profile has no chain, so no chain URL applies")
         changes["chain"] = tuple(replace(link, url=overrides["chain_url"]) for link in base.chain)
+    if "refresh_strategy" in overrides:
+        allowed = base.choices.get("refresh_strategy", (base.refresh_strategy,))
+        if overrides["refresh_strategy"] not in allowed:
+            raise ValueError(f"{name}: refresh_strategy must be one of {allowed}")
+        strategy = overrides["refresh_strategy"]
+        changes.update(refresh_strategy=strategy, issues_refresh_tokens=strategy in ("rotating", "standard"),
+                       rotates_refresh_tokens=strategy == "rotating")
     if "app_status" in overrides:
         allowed = ("production", *base.timing.app_status_caps)
         if overrides["app_status"] not in allowed:
