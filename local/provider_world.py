@@ -63,7 +63,8 @@ class ProviderWorld:
     @classmethod
     def create(cls, profile_data: dict[str, Any] | None = None, *, name: str | None = None,
                quirks: Quirks | None = None, overrides: dict[str, str] | None = None,
-               start: float = 1_800_000_000, expiry_warning: int = 14 * 86_400) -> ProviderWorld:
+               start: float = 1_800_000_000, expiry_warning: int = 14 * 86_400,
+               connect_confirmation: str = "off") -> ProviderWorld:
         """A shipped profile by `name`, or `profile_data` (a profile's JSON form, for made-up providers)."""
         import oauth_keeper.domain.providers as providers
 
@@ -76,7 +77,7 @@ class ProviderWorld:
                             event_bus_name="memory", refresh_queue_url="memory", providers=(name,),
                             provider_overrides={name: settings_overrides}, allow_http_endpoints=True,
                             public_base_url=BASE_URL, allowed_return_origins=frozenset({"https://app.example.com"}),
-                            expiry_warning=expiry_warning, connect_confirmation="off")
+                            expiry_warning=expiry_warning, connect_confirmation=connect_confirmation)
         clock = ManualClock(start=start)
         publisher = MemoryPublisher()
         services = Container(settings, clock=clock, items=MemoryItemStore(), flows=MemoryFlowStore(),

@@ -114,6 +114,17 @@ def test_an_expired_extension_token_needs_the_user_without_a_call():
     assert world.provider.sent("refresh") == []
 
 
+def test_a_claimed_extension_grant_keeps_its_token_age_and_its_plan():
+    """Connect confirmation on (the default): the grant waits for its claim, then is planned like any other."""
+    world = ProviderWorld.create(EXTEND, quirks=Quirks(access_ttl=60 * DAY), connect_confirmation="required")
+    result = world.connect("alice", owner_id="owner")
+    assert result["status"] == "pending_confirmation"
+    claimed = world.services.pending.claim({"claim": result["claim"], "owner_id": "owner"})
+    cid = claimed["connection"]["connection_id"]
+    assert world.tokens(cid)["issued_at"] >= world.get(cid).connected_at
+    assert world.get(cid).next_refresh_at >= world.tokens(cid)["issued_at"] + DAY
+
+
 # -- re-exchange -----------------------------------------------------------------------------------------------------
 def test_a_re_exchange_swaps_the_valid_token_with_the_clients_credentials():
     world = ProviderWorld.create(REEXCHANGE, quirks=Quirks(access_ttl=60 * DAY, dead_grant=EXPIRED))

@@ -378,7 +378,8 @@ class Callback:
                 self._orphan(profile.name, tokens, "incomplete_grant")
                 return fail("incomplete_grant")
             try:
-                claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at)
+                claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at,
+                                           renews_with_access_token=profile.refreshes_with_access_token)
             except Exception:  # nobody keeps this grant: revoke it in the background, then let the page say so
                 self._orphan(profile.name, tokens, "not_stored")
                 raise
