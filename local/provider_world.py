@@ -123,7 +123,7 @@ class ProviderWorld:
 
     def connections(self) -> list[Connection]:
         items = self.services.connections.items.items()  # type: ignore[attr-defined] - MemoryItemStore
-        return [connection_from_item(i) for i in items if "owner_id" in i]
+        return [connection_from_item(i) for i in items if "owner_id" in i and "status" in i]  # not pending grants
 
     def tick(self) -> int:
         """One sweep and one worker pass over what it queued; returns how many were processed."""
@@ -135,7 +135,8 @@ class ProviderWorld:
         return len(records)
 
     def next_due(self) -> int | None:
-        planned = [c.next_refresh_at for c in self.connections() if c.next_refresh_at is not None]
+        items = self.services.connections.items.items()  # type: ignore[attr-defined] - MemoryItemStore
+        planned = [int(i["next_refresh_at"]) for i in items if i.get("next_refresh_at") is not None]
         return min(planned) if planned else None
 
     def run_until(self, until: float) -> int:

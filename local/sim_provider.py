@@ -310,3 +310,32 @@ def _put(body: dict[str, Any], path: str, value: Any) -> None:
     for key in parents:
         body = body.setdefault(key, {})
     body[last] = value
+
+
+GRAPH_EXPIRED = (400, {"error": {"message": "Error validating access token: Session has expired",
+                                 "type": "OAuthException", "code": 190, "error_subcode": 463}})
+GRAPH_WRONG_METHOD = (400, {"error": {"message": "Unsupported request - method type: post", "type": "IGApiException",
+                                      "code": 100}})
+INVALID_GRANT = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+X_SPENT = (400, {"error": "invalid_request", "error_description": "Value passed for the token was invalid."})
+LINKEDIN_REVOKED = (401, {"status": 401, "serviceErrorCode": 65601, "code": "REVOKED_ACCESS_TOKEN",
+                          "message": "The token used in the request has been revoked by the user"})
+
+
+def graph(ttl: int) -> Quirks:
+    return Quirks(access_ttl=ttl, dead_grant=GRAPH_EXPIRED, too_young=GRAPH_WRONG_METHOD,
+                  wrong_method=GRAPH_WRONG_METHOD)
+
+
+# Each shipped network as simulated: what providers.md reports the real one does (lifetimes, error shapes).
+SIMULATED = {
+    "tiktok": lambda: Quirks(access_ttl=DAY, refresh_ttl=365 * DAY),
+    "instagram": lambda: graph(60 * DAY),
+    "threads": lambda: graph(60 * DAY),
+    "facebook_pages": lambda: graph(60 * DAY),
+    "youtube": lambda: Quirks(access_ttl=3600, issues_refresh_on_refresh=False, dead_grant=INVALID_GRANT),
+    "linkedin": lambda: Quirks(access_ttl=60 * DAY, refresh_ttl=365 * DAY, issues_refresh_on_refresh=True,
+                               dead_grant=INVALID_GRANT),
+    "x_twitter": lambda: Quirks(access_ttl=7200, dead_grant=X_SPENT),
+    "pinterest": lambda: Quirks(access_ttl=30 * DAY, refresh_ttl=60 * DAY, dead_grant=INVALID_GRANT),
+}

@@ -10,39 +10,13 @@ error shapes); the profiles alone decide what oauth-keeper does.
 from __future__ import annotations
 
 import pytest
+from oauth_keeper.domain import events
 
 from local.provider_world import ProviderWorld
-from local.sim_provider import DAY, Quirks
+from local.sim_provider import DAY, SIMULATED
 
 pytestmark = pytest.mark.unit
 
-GRAPH_EXPIRED = (400, {"error": {"message": "Error validating access token: Session has expired",
-                                 "type": "OAuthException", "code": 190, "error_subcode": 463}})
-GRAPH_WRONG_METHOD = (400, {"error": {"message": "Unsupported request - method type: post", "type": "IGApiException",
-                                      "code": 100}})
-INVALID_GRANT = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
-X_SPENT = (400, {"error": "invalid_request", "error_description": "Value passed for the token was invalid."})
-LINKEDIN_REVOKED = (401, {"status": 401, "serviceErrorCode": 65601, "code": "REVOKED_ACCESS_TOKEN",
-                          "message": "The token used in the request has been revoked by the user"})
-
-
-def graph(ttl: int) -> Quirks:
-    return Quirks(access_ttl=ttl, dead_grant=GRAPH_EXPIRED, too_young=GRAPH_WRONG_METHOD,
-                  wrong_method=GRAPH_WRONG_METHOD)
-
-
-# The simulated provider of each profile: what providers.md reports the real one does.
-SIMULATED = {
-    "tiktok": lambda: Quirks(access_ttl=DAY, refresh_ttl=365 * DAY),
-    "instagram": lambda: graph(60 * DAY),
-    "threads": lambda: graph(60 * DAY),
-    "facebook_pages": lambda: graph(60 * DAY),
-    "youtube": lambda: Quirks(access_ttl=3600, issues_refresh_on_refresh=False, dead_grant=INVALID_GRANT),
-    "linkedin": lambda: Quirks(access_ttl=60 * DAY, refresh_ttl=365 * DAY, issues_refresh_on_refresh=True,
-                               dead_grant=INVALID_GRANT),
-    "x_twitter": lambda: Quirks(access_ttl=7200, dead_grant=X_SPENT),
-    "pinterest": lambda: Quirks(access_ttl=30 * DAY, refresh_ttl=60 * DAY, dead_grant=INVALID_GRANT),
-}
 PROVIDERS = sorted(SIMULATED)
 WARNING = 14 * DAY
 
@@ -70,14 +44,14 @@ def test_400_days_of_keep_alive_lose_nothing(name):
     answered = 0
     while world.clock.now() < end:
         world.run_until(min(end, world.clock.now() + DAY))
-        expiring = world.events("Connection Expiring")
+        expiring = world.events(events.EXPIRING)
         for event in expiring[answered:]:  # the app asks its user to reconnect, as the README says
             assert connected(world, users[event["detail"]["connection_id"]]) == event["detail"]["connection_id"]
         answered = len(expiring)
         assert {c.status for c in world.connections()} == {"active"}, (name, world.clock.now())
     for connection_id in users:
         assert world.services.tokens.token_for(connection_id, None)["access_token"]
-    assert world.events("Connection Needs Reauth") == [] and world.events("Connection At Risk") == []
+    assert world.events(events.NEEDS_REAUTH) == [] and world.events(events.AT_RISK) == []
     assert world.provider.reused_refresh_tokens == 0  # a rotated refresh token is never sent again
     assert all(c.status == 200 for c in world.provider.calls), [c for c in world.provider.calls if c.status != 200]
 
@@ -101,7 +75,7 @@ def test_a_hard_cap_leads_to_expiring_then_needs_reauth(name, options, cap):
     ends = world.get(connection_id).connected_at + cap
     world.run_until(ends - 1)
     assert world.get(connection_id).status == "active"
-    assert len(world.events("Connection Expiring")) == 1
+    assert len(world.events(events.EXPIRING)) == 1
     world.run_until(ends + DAY)
     connection = world.get(connection_id)
     assert (connection.status, connection.status_reason) == ("needs_reauth", "refresh_token_expired")

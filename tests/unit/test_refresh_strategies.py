@@ -3,6 +3,7 @@ the code): extension, re-exchange, standard non-rotating, hard caps, disuse, the
 from user info, and error rules mapped to the lifecycle."""
 
 import pytest
+from oauth_keeper.domain import events
 
 from local.provider_world import ProviderWorld
 from local.sim_provider import DAY, Quirks
@@ -165,7 +166,7 @@ def test_an_app_status_cap_warns_ahead_then_needs_the_user():
     ends = world.get(cid).connected_at + 7 * DAY
     assert world.get(cid).refresh_expires_at == ends
     world.run_until(ends - 1)
-    expiring = world.events("Connection Expiring")
+    expiring = world.events(events.EXPIRING)
     assert world.get(cid).status == "active" and len(expiring) == 1
     assert occurred(expiring[0]) <= ends - 2 * DAY + 3600
     world.run_until(ends + 600)
@@ -181,7 +182,7 @@ def test_a_hard_cap_is_never_extended_by_refreshing_and_is_announced_ahead():
     ends = connection.connected_at + 365 * DAY
     world.run_until(ends - 1)
     assert world.get(cid).refresh_expires_at == ends and world.get(cid).status == "active"
-    expiring = world.events("Connection Expiring")
+    expiring = world.events(events.EXPIRING)
     assert len(expiring) == 1 and occurred(expiring[0]) <= ends - WARNING + 3600  # a whole warning ahead
     world.run_until(ends + 600)
     assert world.get(cid).status == "needs_reauth"
