@@ -14,8 +14,10 @@ AUDIT_UNREACHABLE ?= warn
 
 .PHONY: demo test test-fast lint setup tools clean
 
+# PROVIDER=instagram (or any shipped network): the same story for that network, in memory (local/demo.py).
+PROVIDER ?= tiktok
 demo: .venv/.synced
-	PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen python -m local.demo
+	PROVIDER=$(PROVIDER) PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen python -m local.demo
 
 # The whole stack on http://127.0.0.1:3000 until Ctrl-C: gateway + dashboard (/dev/), moto, simulated TikTok.
 .PHONY: dev

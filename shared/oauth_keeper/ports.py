@@ -299,6 +299,9 @@ class ProviderClient(Protocol):
     def exchange_code(self, profile: ProviderProfile, creds: ClientCredentials, *, code: str, redirect_uri: str,
                       code_verifier: str | None, deadline: float | None = None) -> TokenSet: ...
 
+    def exchange_link(self, profile: ProviderProfile, creds: ClientCredentials, index: int, access_token: str, *,
+                      deadline: float | None = None) -> TokenSet: ...
+
     def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str, *,
                 deadline: float | None = None) -> TokenSet: ...
 

@@ -230,7 +230,8 @@ class Container:
         return Callback(flows=self.flows, profiles=self.profiles, credentials=self.credentials,
                         provider=self.provider, connections=self.connections, outbox=self.outbox,
                         clock=self.clock, sleep=self.sleep, orphans=self.orphans, erasures=self.erasures,
-                        pending=self.pending if self.settings.connect_confirmation == "required" else None)
+                        pending=self.pending if self.settings.connect_confirmation == "required" else None,
+                        expiry_warning=self.settings.expiry_warning)
 
     @cached_property
     def pending(self) -> PendingGrants:

@@ -136,6 +136,10 @@ _PROVIDER_KEYS = {
     "DISCOVERY": "discovery",
     "CLIENT_AUTH": "client_auth",
     "DISPLAY_NAME": "display_name",
+    "REFRESH_URL": "refresh_url",
+    "CHAIN_URL": "chain_url",
+    "APP_STATUS": "app_status",
+    "REFRESH_STRATEGY": "refresh_strategy",
 }
 
 
@@ -164,7 +168,8 @@ _PKCE_OFF = (" PKCE can no longer be turned off: without it a code stolen from o
              "into another's (see the README's upgrade notes).")
 # The setting behind each endpoint of a profile (ProviderProfile.insecure_endpoints names the fields).
 _ENDPOINT_SETTINGS = {"authorize_url": "AUTHORIZE_URL", "token_url": "TOKEN_URL", "revoke_url": "REVOKE_URL",
-                      "userinfo_url": "USERINFO_URL", "issuer": "ISSUER"}
+                      "userinfo_url": "USERINFO_URL", "issuer": "ISSUER", "refresh_url": "REFRESH_URL",
+                      "chain_url": "CHAIN_URL"}
 
 
 def _check_origins(raw: str) -> None:

@@ -33,7 +33,7 @@ from ..domain.protocol import (
     provider_error,
     token_answer,
 )
-from ..domain.providers import ProviderProfile
+from ..domain.providers import ProviderProfile, RequestShape
 from ..domain.tokens import ClientCredentials, TokenSet, UserProfile
 from ..observability import MetricUnit, logger, record_metric
 
@@ -61,8 +61,9 @@ class _Late(Exception):
 
 
 class HttpProviderClient:
-    """The `ProviderClient` port over HTTP: form bodies to the token and revoke endpoints (RFC 6749 section
-    4.1.3, 6; RFC 7009), a bearer GET to user info. Failures become `ProviderError` with a `FailureKind`.
+    """The `ProviderClient` port over HTTP: token, chain, revoke and user-info requests shaped per step by the
+    profile (by default form bodies to the token and revoke endpoints, RFC 6749 section 4.1.3, 6 and RFC 7009,
+    and a bearer GET to user info). Failures become `ProviderError` with a `FailureKind`.
 
     Every method takes `deadline`: epoch seconds (per the injected clock) by which the call must be over."""
 
@@ -72,55 +73,85 @@ class HttpProviderClient:
 
     def exchange_code(self, profile: ProviderProfile, creds: ClientCredentials, *, code: str, redirect_uri: str,
                       code_verifier: str | None, deadline: float | None = None) -> TokenSet:
-        """Exchange an authorization code (RFC 6749 section 4.1.3, with RFC 7636's `code_verifier`).
+        """Exchange an authorization code (RFC 6749 section 4.1.3, with RFC 7636's `code_verifier`), shaped as
+        the profile's `code_exchange` request says (method, encoding, client authentication, extra params).
 
-        Raises ProviderError (kind from the profile's error table; `timeout`/`network_error` are transient)."""
-        form = {
-            "code": code,  # already decoded once from the callback query; httpx form-encodes it once
+        Raises ProviderError (kind from the profile's error rules and table; `timeout`/`network_error` are
+        transient)."""
+        params = {
+            "code": code,  # already decoded once from the callback query; httpx encodes it once
             "grant_type": "authorization_code",
             "redirect_uri": redirect_uri,
         }
         if code_verifier:
-            form["code_verifier"] = code_verifier
-        return self._token_request(profile, creds, form, deadline)
+            params["code_verifier"] = code_verifier
+        return self._token_request(profile, profile.request("code_exchange"), "code_exchange", params, creds,
+                                   deadline)
+
+    def exchange_link(self, profile: ProviderProfile, creds: ClientCredentials, index: int, access_token: str, *,
+                      deadline: float | None = None) -> TokenSet:
+        """Chain link `index` of the profile's connect chain: the previous access token exchanged for the next
+        (Meta's short-lived for long-lived token: `ig_exchange_token`, `th_exchange_token`, `fb_exchange_token`).
+
+        Returns the link's TokenSet (its own lifetime; account and scopes are the caller's to carry over).
+        Raises ProviderError like `exchange_code`."""
+        shape = profile.link(index)
+        return self._token_request(profile, shape, "chain", {shape.credential_param or "access_token": access_token},
+                                   creds, deadline)
 
     def refresh(self, profile: ProviderProfile, creds: ClientCredentials, refresh_token: str, *,
                 deadline: float | None = None) -> TokenSet:
-        """Use a refresh token (RFC 6749 section 6). Under strict rotation the old one dies when this succeeds.
+        """Renew a grant (RFC 6749 section 6) with its refresh credential: the refresh token, or, under the
+        `extend` and `re_exchange` strategies, the access token itself (Meta's `ig_refresh_token`,
+        `fb_exchange_token`), shaped as the profile's `refresh` request says. Under strict rotation the old
+        refresh token dies when this succeeds.
 
         Raises ProviderError; `maybe_processed` says the provider may have rotated (the caller marks it)."""
-        return self._token_request(profile, creds, {"grant_type": "refresh_token", "refresh_token": refresh_token},
-                                   deadline)
+        shape = profile.request("refresh")
+        params = {"grant_type": "refresh_token", shape.credential_param or "refresh_token": refresh_token}
+        return self._token_request(profile, shape, "refresh", params, creds, deadline)
 
     def revoke(self, profile: ProviderProfile, creds: ClientCredentials, access_token: str, *,
                deadline: float | None = None) -> str | None:
-        """Revoke a grant at the provider (RFC 7009; form body, credentials in it). Returns its log id."""
-        if not profile.revoke_url:
+        """Revoke a grant at the provider (RFC 7009; by default a form body with the client's credentials).
+        Returns its log id; None when the profile has no revoke endpoint."""
+        shape = profile.request("revoke")
+        if not shape.url:
             return None
-        answer = self._call(profile, "POST", profile.revoke_url, deadline,
-                            **self._form(profile, {"token": access_token}, creds))
+        answer = self._call(profile, shape.method, shape.url, deadline,
+                            **self._shaped(profile, shape, {shape.credential_param or "token": access_token}, creds))
         code = answer.body.get("error") if isinstance(answer.body, dict) else None
         if answer.status >= 400 or code:
-            raise provider_error(profile, answer.body, answer.status)
+            raise provider_error(profile, answer.body, answer.status, step="revoke")
         return log_id_of(answer.body)
 
     def fetch_user(self, profile: ProviderProfile, access_token: str, *,
                    deadline: float | None = None) -> UserProfile:
-        """The account's display name and avatar (TikTok's /v2/user/info/ or OIDC userinfo). Raises ProviderError."""
-        if not profile.userinfo_url:
+        """The account's id, display name and avatar from the user-info endpoint (TikTok's /v2/user/info/, OIDC
+        userinfo, X's /2/users/me), the access token as a bearer header (RFC 6750 section 2.1) or, when the
+        profile's `userinfo` request says `bearer: false`, as a query parameter (Meta's Graph API). Raises
+        ProviderError."""
+        shape = profile.request("userinfo")
+        if not shape.url:
             return UserProfile(None, None, None)
-        answer = self._call(profile, "GET", profile.userinfo_url, deadline, params=profile.userinfo.query or None,
-                            headers={"Authorization": f"Bearer {access_token}"})
+        params = {**profile.userinfo.query, **shape.params}
+        headers = {"Accept": "application/json", **profile.headers}
+        if shape.bearer:
+            headers["Authorization"] = f"Bearer {access_token}"
+        else:
+            params[shape.credential_param or "access_token"] = access_token
+        answer = self._call(profile, shape.method, shape.url, deadline, params=params or None, headers=headers)
         body, fields = answer.body, profile.userinfo
         ok = answer.status < 400 and (
             fields.success_path is None or dig(body, fields.success_path) == fields.success_value
         )
         if not ok:
             code = dig(body, "error.code") if isinstance(dig(body, "error"), dict) else dig(body, "error")
+            code, kind = profile.classify_answer(body, answer.status, "userinfo", str(code or "") or None)
             raise ProviderError(
                 "User info refused.",
                 code=str(code or "userinfo_failed")[:64],
-                kind=profile.classify(str(code or ""), answer.status),
+                kind=kind,
                 log_id=log_id_of(body),
                 http_status=answer.status,
             )
@@ -131,12 +162,13 @@ class HttpProviderClient:
         )
 
     # -- internals -------------------------------------------------------------------------------------------
-    def _token_request(self, profile: ProviderProfile, creds: ClientCredentials, form: dict[str, str],
-                       deadline: float | None) -> TokenSet:
+    def _token_request(self, profile: ProviderProfile, shape: RequestShape, step: str, params: dict[str, str],
+                       creds: ClientCredentials, deadline: float | None) -> TokenSet:
         sent_at = int(self._now())
-        answer = self._call(profile, "POST", profile.token_url, deadline, **self._form(profile, form, creds))
+        answer = self._call(profile, shape.method, shape.url or profile.token_url, deadline,
+                            **self._shaped(profile, shape, params, creds))
         try:
-            tokens = token_answer(profile, answer.body, answer.status, sent_at)
+            tokens = token_answer(profile, answer.body, answer.status, sent_at, step=step)
         except ProviderError as exc:
             if answer.status == 429:
                 exc.retry_after = self._retry_after(answer.retry_after)
@@ -148,15 +180,28 @@ class HttpProviderClient:
         return tokens
 
     @staticmethod
-    def _form(profile: ProviderProfile, form: dict[str, str], creds: ClientCredentials) -> dict[str, Any]:
-        """A form body with the client authenticated as the profile says (RFC 6749 section 2.3.1)."""
-        headers = {"Accept": "application/json"}
-        if profile.client_auth == "client_secret_basic":
+    def _shaped(profile: ProviderProfile, shape: RequestShape, params: dict[str, str],
+                creds: ClientCredentials) -> dict[str, Any]:
+        """The request's parameters, encoded and with the client authenticated as `shape` says (RFC 6749 section
+        2.3.1: `client_secret_basic` or `client_secret_post`; `client_secret_only`: the secret without the id;
+        `none`: nothing), plus the profile's fixed `params` (they may replace a default such as `grant_type`)
+        and its required headers."""
+        headers = {"Accept": "application/json", **profile.headers}
+        values = {**params, **shape.params}
+        if shape.client_auth == "client_secret_basic":
             pair = f"{quote(creds.client_id, safe='')}:{quote(creds.client_secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        else:  # client_secret_post: everything in the body (TikTok takes nothing else)
-            form = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret, **form}
-        return {"data": form, "headers": headers}
+        elif shape.client_auth == "client_secret_post":  # everything in the body (TikTok takes nothing else)
+            values = {profile.client_id_param: creds.client_id, "client_secret": creds.client_secret, **values}
+        elif shape.client_auth == "client_secret_only":
+            values = {"client_secret": creds.client_secret, **values}
+        if shape.encoding == "query":
+            return {"params": values, "headers": headers}
+        if shape.encoding == "json":
+            return {"json": values, "headers": headers}
+        if shape.encoding == "multipart":
+            return {"files": {k: (None, v) for k, v in values.items()}, "headers": headers}
+        return {"data": values, "headers": headers}
 
     def _call(self, profile: ProviderProfile, method: str, url: str, deadline: float | None,
               **request: Any) -> _Answer:

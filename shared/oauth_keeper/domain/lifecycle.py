@@ -43,6 +43,7 @@ def plan_grant(
     now: int,
     requires_refresh_token: bool = True,
     connected_at: int | None = None,
+    renews_with_access_token: bool = False,
 ) -> GrantPlan:
     """A new connection, or the existing one brought back to `active` with the new tokens.
 
@@ -54,7 +55,10 @@ def plan_grant(
     A stored refresh token is usable only while its connection is live (not needs_reauth or disconnected)
     and it has not ended. Raises NoUsableRefreshToken when `requires_refresh_token` and none is held. Without
     refresh tokens at all (`requires_refresh_token` false), the sweep looks at the connection at once to plan
-    its end (Expiring, then needs_reauth when the access token ends).
+    its end (Expiring, then needs_reauth when the access token ends). With `renews_with_access_token` (the
+    `extend` and `re_exchange` strategies) the access token is the refresh credential: `next_refresh_at` applies
+    without a refresh token, and the sealed tokens record `issued_at` (the refresher never sends a token younger
+    than the profile's minimum age).
 
     `connected_at` (epoch seconds, default `now`): when the user consented to this grant. A claimed grant
     (connect confirmation) was consented at the callback, before the claim stores it: a provider's removal or an
@@ -78,7 +82,8 @@ def plan_grant(
         connected_at=now if connected_at is None else connected_at,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
-        next_refresh_at=next_refresh_at if refresh_token else (None if requires_refresh_token else now),
+        next_refresh_at=next_refresh_at if refresh_token or renews_with_access_token
+        else (None if requires_refresh_token else now),
         # A kept refresh token keeps what is known of it: it may already have been rotated away, or be at the
         # provider right now under a refresh's lease (if that refresh dies, nobody saved what it was given).
         refresh_in_doubt=bool(existing and refresh_token == stored_refresh_token
@@ -97,7 +102,8 @@ def plan_grant(
     )
     return GrantPlan(
         connection=connection,
-        tokens={"access_token": tokens.access_token, "refresh_token": refresh_token, "token_type": tokens.token_type},
+        tokens={"access_token": tokens.access_token, "refresh_token": refresh_token, "token_type": tokens.token_type,
+                **({"issued_at": tokens.issued_at} if renews_with_access_token else {})},
         event=event, expected_revision=existing.revision if existing else None, previous_status=previous,
         kept_refresh_token=bool(existing and not tokens.refresh_token and refresh_token),
     )

@@ -78,19 +78,21 @@ MAX_SCOPE_TEXT_LENGTH = 4096
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")  # RFC 6749 appendix A: tokens are VSCHAR (visible ASCII)
 
 
-def token_answer(profile: ProviderProfile, body: Any, status: int, sent_at: int) -> TokenSet:
+def token_answer(profile: ProviderProfile, body: Any, status: int, sent_at: int, *,
+                 step: str = "refresh") -> TokenSet:
     """What the token endpoint said (RFC 6749 sections 5.1 and 5.2), parsed, typed and bounded.
 
     Success is the presence of an access token, whatever the status says (TikTok's statuses are undocumented).
     Returns a TokenSet; raises ProviderError for an error answer (classified by the profile) and for a success
-    answer that cannot be used (`invalid_answer`, transient, `maybe_processed`: the provider may have rotated)."""
+    answer that cannot be used (`invalid_answer`, transient, `maybe_processed`: the provider may have rotated).
+    `step` (STEPS, or `chain`) selects the profile's error rules that apply."""
     f = profile.token_fields
     access = body.get(f.access_token) if isinstance(body, dict) else None
     if access not in (None, ""):
         return parse_token_response(profile, body, sent_at)
     if _error_code(body) is None and 200 <= status < 300:
         raise invalid_answer(profile, body, status, "no access token")
-    raise provider_error(profile, body, status)
+    raise provider_error(profile, body, status, step=step)
 
 
 def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at: int) -> TokenSet:
@@ -123,6 +125,8 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
             anomalies.append(f"{f.token_type}:invalid")
         token_type = "Bearer"
     scope_text = body.get(f.scope)
+    if isinstance(scope_text, list) and all(isinstance(s, str) for s in scope_text):  # Instagram's `permissions`
+        scope_text = " ".join(scope_text)
     scopes: tuple[str, ...] = ()
     if isinstance(scope_text, str) and len(scope_text) <= MAX_SCOPE_TEXT_LENGTH:
         split = profile.split_scopes(scope_text)
@@ -217,16 +221,18 @@ def _jwt_claims(token: Any) -> dict[str, Any]:
         return {}
 
 
-def provider_error(profile: ProviderProfile, body: Any, status: int) -> ProviderError:
-    """An error answer (RFC 6749 section 5.2, or a nested `{"error": {"code"}}`) as a classified ProviderError.
+def provider_error(profile: ProviderProfile, body: Any, status: int, *, step: str | None = None) -> ProviderError:
+    """An error answer (RFC 6749 section 5.2, or a nested `{"error": {"code"}}` as Meta's Graph API sends) as a
+    ProviderError classified by the profile (`classify_answer`: its error rules for `step`, then its table).
 
     A 5xx or a redirect may come from something in front of the provider after the provider processed the
     request: `maybe_processed` says so."""
-    code = _error_code(body) or ("http_" + str(status))
+    code, kind = profile.classify_answer(body, status, step, _error_code(body) or ("http_" + str(status)))
+    code = code or "http_" + str(status)
     return ProviderError(
         f"{profile.display_name} refused the token request ({code}).",
         code=code,
-        kind=profile.classify(code, status),
+        kind=kind,
         log_id=log_id_of(body),
         http_status=status,
         # A 5xx may come from something in front of the provider after it processed the request, and so may a

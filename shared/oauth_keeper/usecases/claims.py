@@ -87,8 +87,10 @@ class PendingGrants:
 
     # -- the callback -----------------------------------------------------------------------------------------
     def hold(self, flow: OAuthFlow, grant: Grant, *, missing_scopes: list[str],
-             next_refresh_at: int | None) -> str:
-        """Store `grant` pending for CLAIM_TTL; return the claim code (256-bit; only its hash is stored)."""
+             next_refresh_at: int | None, renews_with_access_token: bool = False) -> str:
+        """Store `grant` pending for CLAIM_TTL; return the claim code (256-bit; only its hash is stored).
+        `renews_with_access_token`: the provider's strategy renews the grant with its access token (extend,
+        re_exchange), so the claimed connection is planned and keeps the token's `issued_at` (see plan_grant)."""
         code = new_secret()
         key = pending_key(code)
         now = int(self._clock.now())
@@ -104,6 +106,7 @@ class PendingGrants:
             "created_at": now, "expires_at": now + CLAIM_TTL, "purge_at": now + CLAIM_TTL + PENDING_KEPT,
             # Due at expiry: the worker discards it then if it was never claimed.
             "next_refresh_at": now + CLAIM_TTL, "due_shard": due_shard(key, self._connections.shards),
+            "renews_with_access_token": True if renews_with_access_token else None,
         }, expect={"state": MISSING})
         record_metric("GrantsPendingConfirmation", MetricUnit.Count, 1)
         logger.info("Grant held for confirmation", extra={"owner_id": grant.owner_id, "provider": grant.provider})
@@ -422,7 +425,8 @@ def _plan(existing: Connection | None, grant: Grant, connections: ConnectionRepo
         else connections.new_id(grant.owner_id, grant.provider, grant.account_id)
     return plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=None,
                       next_refresh_at=item.get("planned_refresh_at"), missing_scopes=missing, now=now,
-                      requires_refresh_token=bool(grant.tokens.refresh_token), connected_at=consented)
+                      requires_refresh_token=bool(grant.tokens.refresh_token), connected_at=consented,
+                      renews_with_access_token=bool(item.get("renews_with_access_token")))
 
 
 def _parse(body: dict[str, Any]) -> tuple[str, str]:

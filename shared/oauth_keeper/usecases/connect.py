@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -28,9 +28,10 @@ from ..domain.errors import (
 from ..domain.flows import SESSION_TTL, ConnectSession, OAuthFlow, secret_hash
 from ..domain.lifecycle import NoUsableRefreshToken, plan_grant
 from ..domain.protocol import authorize_url, new_code_verifier, new_secret
-from ..domain.schedule import plan_next_refresh
+from ..domain.providers import ProviderProfile
+from ..domain.renewal import grant_end, plan
 from ..domain.timestamps import iso8601
-from ..domain.tokens import TokenSet
+from ..domain.tokens import ClientCredentials, TokenSet
 from ..domain.validation import checked_return_to, normalize_origin, parse_connect_request, requested_scopes
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, Credentials, FlowStore, ProviderClient, ProviderProfiles, Sleep
@@ -241,12 +242,16 @@ class Callback:
     def __init__(self, *, flows: FlowStore, profiles: ProviderProfiles, credentials: Credentials,
                  provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
                  sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None,
-                 erasures: Erasures | None = None, pending: PendingGrants | None = None) -> None:
-        """`orphans` takes the grants the provider made that no connection keeps, for revoking in the
-        background (None: they are left to expire); `erasures` refuses flows issued before their owner's erasure
-        (None: no erasure checks, for tests of other steps); `pending` holds each grant for the app's backend to
-        claim (connect confirmation, usecases/claims.py; None: `ConnectConfirmation=off`, stored at once)."""
+                 erasures: Erasures | None = None, pending: PendingGrants | None = None,
+                 expiry_warning: int = 14 * 86_400) -> None:
+        """`expiry_warning` (seconds): how early Connection Expiring comes before a grant's hard cap, so the first
+        plan looks at the connection then. `orphans` takes the grants the provider made that no connection keeps,
+        for revoking in the background (None: they are left to expire); `erasures` refuses flows issued before
+        their owner's erasure (None: no erasure checks, for tests of other steps); `pending` holds each grant for
+        the app's backend to claim (connect confirmation, usecases/claims.py; None: `ConnectConfirmation=off`,
+        stored at once)."""
         self._pending = pending
+        self._expiry_warning = expiry_warning
         self._erasures = erasures
         self._flows = flows
         self._profiles = profiles
@@ -331,6 +336,21 @@ class Callback:
                 "provider_log_id": exc.log_id,
             })
             return fail("provider_config" if exc.kind == FailureKind.OPERATOR else "exchange_failed")
+        try:
+            tokens = self._chained(profile, creds, tokens, deadline)
+        except ProviderError as exc:
+            # Never stored as if it were the long-lived token: the connect fails, and the short-lived grant the
+            # provider made is nobody's (revoked in the background where the provider can revoke).
+            logger.warning("Token chain failed", extra={
+                "owner_id": flow.owner_id, "provider_error": exc.code, "kind": exc.kind,
+                "provider_log_id": exc.log_id,
+            })
+            self._orphan(profile.name, tokens, "incomplete_grant")
+            return fail("provider_config" if exc.kind == FailureKind.OPERATOR else "exchange_failed")
+        if profile.account_id_source == "userinfo" and not tokens.account_id:
+            tokens = self._with_account(profile, tokens, deadline)
+        tokens = replace(tokens, refresh_expires_at=grant_end(
+            profile, end=tokens.refresh_expires_at, answer=tokens, connected_at=int(now)))
 
         granted = tokens.scopes or profile.split_scopes(granted_param)
         if not tokens.account_id:
@@ -345,9 +365,8 @@ class Callback:
             self._orphan(profile.name, tokens, "account_mismatch")
             return fail("account_mismatch")
         missing = [s for s in flow.scopes if s not in grant.scopes_granted]
-        next_refresh_at = plan_next_refresh(profile.refresh_policy, issued_at=tokens.issued_at,
-                                            access_expires_at=tokens.access_expires_at,
-                                            refresh_expires_at=tokens.refresh_expires_at)
+        next_refresh_at = plan(profile, issued_at=tokens.issued_at, access_expires_at=tokens.access_expires_at,
+                               refresh_expires_at=tokens.refresh_expires_at, expiry_warning=self._expiry_warning)
         if self._erased(flow):  # an erasure during the exchange: its marking may be over, so never store
             self._orphan(profile.name, tokens, "owner_erased")
             return fail("owner_erased")
@@ -359,7 +378,8 @@ class Callback:
                 self._orphan(profile.name, tokens, "incomplete_grant")
                 return fail("incomplete_grant")
             try:
-                claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at)
+                claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at,
+                                           renews_with_access_token=profile.refreshes_with_access_token)
             except Exception:  # nobody keeps this grant: revoke it in the background, then let the page say so
                 self._orphan(profile.name, tokens, "not_stored")
                 raise
@@ -369,7 +389,8 @@ class Callback:
 
         try:
             saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
-                               now=int(now), sleep=self._sleep, requires_refresh_token=profile.issues_refresh_tokens)
+                               now=int(now), sleep=self._sleep, requires_refresh_token=profile.issues_refresh_tokens,
+                               renews_with_access_token=profile.refreshes_with_access_token)
         except NoUsableRefreshToken:
             # Never `active` without a way to a valid access token. The grant the provider made is orphaned:
             # revoking it is background work (not inside the browser's request).
@@ -397,6 +418,32 @@ class Callback:
         if missing:
             params["missing_scopes"] = ",".join(missing)
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
+
+    def _chained(self, profile: ProviderProfile, creds: ClientCredentials, tokens: TokenSet,
+                 deadline: float | None) -> TokenSet:
+        """The code's tokens through the profile's connect chain (code, short-lived, long-lived token), each link
+        within the callback's deadline (a link without time for its call is not sent: `no_time`). The last link's
+        tokens, with the account and scopes the earlier answers named when it names none. Raises ProviderError
+        when a link fails."""
+        for index in range(len(profile.chain)):
+            link = self._provider.exchange_link(profile, creds, index, tokens.access_token,
+                                                deadline=None if deadline is None else deadline - SAVE_RESERVE)
+            tokens = replace(link, account_id=link.account_id or tokens.account_id,
+                             scopes=link.scopes or tokens.scopes,
+                             anomalies=tuple(dict.fromkeys((*tokens.anomalies, *link.anomalies))))
+        return tokens
+
+    def _with_account(self, profile: ProviderProfile, tokens: TokenSet, deadline: float | None) -> TokenSet:
+        """The account id from the user-info call, for a profile whose token answers carry none
+        (`account_id_source: userinfo`). A failed call leaves it None: the connect then fails honestly."""
+        try:
+            user = self._provider.fetch_user(profile, tokens.access_token,
+                                             deadline=None if deadline is None else deadline - SAVE_RESERVE)
+        except ProviderError as exc:
+            logger.warning("User info for the account id failed", extra={
+                "provider_error": exc.code, "kind": exc.kind, "provider_log_id": exc.log_id})
+            return tokens
+        return replace(tokens, account_id=user.account_id)
 
     def _holds_account(self, connection_id: str, grant: Grant) -> bool:
         """Whether the connection a scope upgrade names is this grant's account (of the same owner and provider);
@@ -456,7 +503,7 @@ class SavedGrant:
 
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
                missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
-               requires_refresh_token: bool = True) -> SavedGrant:
+               requires_refresh_token: bool = True, renews_with_access_token: bool = False) -> SavedGrant:
     """Store a completed authorization: a new connection (a random id), or the existing one back to `active`
     (same id). The existing one is the one the guard item of (owner, provider, account) names
     (`ConnectionRepository.find`).
@@ -478,7 +525,8 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
             if existing and existing.status != DISCONNECTED and not grant.tokens.refresh_token else None
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
-                          requires_refresh_token=requires_refresh_token)
+                          requires_refresh_token=requires_refresh_token,
+                          renews_with_access_token=renews_with_access_token)
         written = connections.write_grant(plan)
         if written:
             return SavedGrant(written, plan.created)

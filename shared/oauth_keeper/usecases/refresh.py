@@ -1,8 +1,11 @@
-"""Refreshing one connection under strict rotation: single-flight lease, commit first, classify failures.
+"""Refreshing one connection: single-flight lease, commit first, classify failures, whatever the strategy.
 
-TikTok's refresh tokens rotate strictly: the previous one dies the moment a new one is issued. So only one
-refresh per connection may be in flight (a lease on the item), the provider's answer is committed before
-anything else happens, and a failure is classified by whose problem it is before anything is decided.
+The hardest strategy sets the rules for all: under strict rotation (TikTok's, X's) the previous refresh token
+dies the moment a new one is issued. So only one refresh per connection may be in flight (a lease on the item),
+the provider's answer is committed before anything else happens, and a failure is classified by whose problem it
+is before anything is decided. The profile's strategy says only which stored token is the refresh credential
+(an extension sends the access token itself, never before its minimum age and never once it has expired) and how
+the answer moves the grant's end (domain/renewal.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, DISCONNECTING, EN
 from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, REFRESH_MIN_TIME, budget
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
-from ..domain.schedule import backoff_delay, implausible, plan_next_refresh
+from ..domain.providers import ProviderProfile
+from ..domain.renewal import earliest_renewal, grant_end, plan
+from ..domain.schedule import backoff_delay, implausible
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric, record_metric_by
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
@@ -59,6 +64,7 @@ class RefreshResult(StrEnum):
 
 DISCONNECTING_REASON = "disconnecting"  # the reason of an INACTIVE outcome the disconnect job takes over
 NO_TIME = "no_time"  # the reason of a BUSY outcome that never called the provider for lack of time
+RENEWAL_TOO_EARLY = "token_too_young"  # the reason of a NOT_DUE outcome: the provider would refuse it yet
 REFRESHED, NOT_DUE, BUSY, SUPERSEDED, RETRYING, PAUSED, NEEDS_USER, INACTIVE, UNKNOWN = tuple(RefreshResult)
 # Outcomes that decided something about a connection, counted by outcome and reason. Not counted: nothing to do
 # (not_due, inactive, unknown) or left to someone else (busy): the worker meets those on every duplicate message.
@@ -167,9 +173,13 @@ class Refresher:
             return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
             return RefreshOutcome(connection_id, BUSY, connection=connection)
+        strategy = self._profiles.profile(connection.provider)
+        if strategy.refreshes_with_access_token and (connection.access_expires_at or now) <= now:
+            # The access token was the refresh credential: once it has expired, only the user can renew the grant.
+            return self._needs_reauth(connection, Reason.ACCESS_TOKEN_EXPIRED, None, now)
         if connection.refresh_expires_at and connection.refresh_expires_at <= now:
             return self._needs_reauth(connection, Reason.REFRESH_TOKEN_EXPIRED, None, now)
-        if not self._profiles.profile(connection.provider).issues_refresh_tokens:
+        if not (strategy.issues_refresh_tokens or strategy.refreshes_with_access_token):  # strategy `none`
             return self._toward_the_end(connection, now)
 
         if budget(deadline, now) < REFRESH_MIN_TIME:  # too late for a whole provider call and the commit
@@ -187,8 +197,14 @@ class Refresher:
             logger.error("Stored tokens failed authentication; never served, user must reconnect",
                          extra={"connection_id": connection_id})
             return self._needs_reauth(connection, Reason.TOKEN_UNREADABLE, None, now)
-        if not stored.get("refresh_token"):  # stored before connects without one were refused: nothing to refresh
+        # The refresh credential: the refresh token, or (extend, re_exchange) the access token itself.
+        credential = stored.get("access_token" if profile.refreshes_with_access_token else "refresh_token")
+        if not credential:  # stored before connects without one were refused: nothing to refresh
             return self._needs_reauth(connection, Reason.NO_REFRESH_TOKEN, None, now)
+        issued_at = stored.get("issued_at", connection.connected_at)
+        not_before = earliest_renewal(profile, issued_at)
+        if not_before is not None and now < not_before:  # the provider would refuse it: never sent, forced or not
+            return self._too_young(connection, profile, issued_at, now)
         try:
             credentials = self._credentials.credentials(profile, fresh=state == PROBE)  # a probe reads SSM afresh
         except ConfigurationError as exc:
@@ -224,7 +240,7 @@ class Refresher:
         provider_deadline = min(now + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
         started = time.perf_counter()
         try:
-            answer = self._provider.refresh(profile, credentials, stored["refresh_token"], deadline=provider_deadline)
+            answer = self._provider.refresh(profile, credentials, credential, deadline=provider_deadline)
         except ProviderError as exc:
             return self._failed(leased, exc, probe)
         record_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
@@ -253,7 +269,7 @@ class Refresher:
         now = self._now()
         profile = self._profiles.profile(leased.provider)
         rotated = bool(answer.refresh_token)
-        refresh_token = answer.refresh_token or stored["refresh_token"]  # an empty one never overwrites
+        refresh_token = answer.refresh_token or stored.get("refresh_token")  # an empty one never overwrites
         refresh_expires_at = (answer.refresh_expires_at or leased.refresh_expires_at) if rotated \
             else leased.refresh_expires_at
         if rotated and _same_end(answer.short_refresh_expires_at, leased.refresh_expires_at):
@@ -262,11 +278,15 @@ class Refresher:
             refresh_expires_at = leased.refresh_expires_at
         if implausible(refresh_expires_at, now, profile.refresh_lifetime.maximum):  # stored by an older version
             refresh_expires_at = now + profile.refresh_lifetime.fallback
+        # The strategy's and timing rules' say: an extension's end, a disuse expiry moved, a hard cap kept.
+        refresh_expires_at = grant_end(profile, end=refresh_expires_at, answer=answer,
+                                       connected_at=leased.connected_at)
         tokens = {"access_token": answer.access_token, "refresh_token": refresh_token,
                   "token_type": answer.token_type}
-        policy = profile.refresh_policy
-        next_at = plan_next_refresh(policy, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
-                                    refresh_expires_at=refresh_expires_at, rng=self._rng)
+        if profile.refreshes_with_access_token:
+            tokens["issued_at"] = answer.issued_at  # the new token's age is what the next extension waits on
+        next_at = plan(profile, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
+                       refresh_expires_at=refresh_expires_at, expiry_warning=self._expiry_warning, rng=self._rng)
         extended = bool(refresh_expires_at and refresh_expires_at > (leased.refresh_expires_at or 0) + 60)
         changes: dict[str, Any] = {
             "status": ACTIVE, "status_reason": None,
@@ -343,6 +363,18 @@ class Refresher:
     def now(self) -> float:
         """The refresher's clock, for callers that budget around it."""
         return self._clock.now()
+
+    def _too_young(self, connection: Connection, profile: ProviderProfile, issued_at: int | None,
+                   now: int) -> RefreshOutcome:
+        """A token the provider would refuse to renew yet (`timing.min_token_age`): nothing is sent; the
+        connection is planned again (never before the token is old enough), and the outcome is `not_due`."""
+        planned = plan(profile, issued_at=issued_at or now, access_expires_at=connection.access_expires_at,
+                       refresh_expires_at=connection.refresh_expires_at, expiry_warning=self._expiry_warning,
+                       rng=self._rng)
+        if planned == connection.next_refresh_at:
+            return RefreshOutcome(connection.connection_id, NOT_DUE, RENEWAL_TOO_EARLY, connection)
+        return self._write(connection, self._store.schedule_attributes(connection.connection_id, planned), [],
+                           NOT_DUE, RENEWAL_TOO_EARLY, release=False)
 
     def _toward_the_end(self, connection: Connection, now: int) -> RefreshOutcome:
         """A provider without refresh tokens: the grant ends with its access token. Say so early (Connection

@@ -1,0 +1,59 @@
+"""How a profile's refresh strategy and timing rules shape a grant: its end, its next refresh, its minimum age.
+
+Pure functions over epoch seconds. The refresher and the connect flow call them, so no provider name and no
+strategy-specific branch lives in the use cases beyond "which stored token renews the grant".
+"""
+
+from __future__ import annotations
+
+import random
+
+from .providers import ProviderProfile
+from .schedule import plan_next_refresh
+from .tokens import TokenSet
+
+
+def grant_end(profile: ProviderProfile, *, end: int | None, answer: TokenSet, connected_at: int | None) -> int | None:
+    """When the grant ends unless renewed, after `answer` (epoch seconds; None: no known end).
+
+    `end` is the end as the caller worked it out from the answer's refresh-token lifetime (or kept from before).
+    - `extend` and `re_exchange`: the access token renews the grant, so the grant ends with it.
+    - `timing.disuse_expiry`: an answer that reports no refresh lifetime moves the end to `disuse_expiry` after
+      this refresh (Google's 6 months unused, Pinterest's 60 days): each refresh is a use.
+    - a hard cap (`timing.hard_cap`, or the app status's, e.g. Google Testing's 7 days) counted from
+      `connected_at` (consent) bounds it whatever the provider says: refreshing never moves it."""
+    if profile.refreshes_with_access_token:
+        end = answer.access_expires_at
+    elif profile.timing.disuse_expiry and answer.refresh_expires_at is None:
+        end = answer.issued_at + profile.timing.disuse_expiry
+    cap = profile.timing.effective_cap
+    if cap and connected_at is not None:
+        end = min(end, connected_at + cap) if end else connected_at + cap
+    return end
+
+
+def earliest_renewal(profile: ProviderProfile, issued_at: int | None) -> int | None:
+    """The first moment a token issued at `issued_at` may be sent to be renewed (`timing.min_token_age`: Meta
+    refuses to extend a token younger than 24 h), or None when any moment will do."""
+    if not profile.timing.min_token_age or issued_at is None:
+        return None
+    return issued_at + profile.timing.min_token_age
+
+
+def plan(profile: ProviderProfile, *, issued_at: int, access_expires_at: int | None, refresh_expires_at: int | None,
+         expiry_warning: int, rng: random.Random | None = None) -> int:
+    """When the sweep should next look at the connection (epoch seconds), under the profile's refresh policy:
+    `schedule.plan_next_refresh`, then
+    - never before the token is old enough to be renewed (`timing.min_token_age`), unless the grant ends first;
+    - with a hard cap, also `expiry_warning` seconds before the grant's end, so Connection Expiring is sent
+      ahead of it even when the access token outlives that moment."""
+    planned = plan_next_refresh(profile.refresh_policy, issued_at=issued_at, access_expires_at=access_expires_at,
+                                refresh_expires_at=refresh_expires_at, rng=rng)
+    if profile.timing.effective_cap and refresh_expires_at:
+        warn_at = refresh_expires_at - expiry_warning
+        if warn_at > issued_at:
+            planned = min(planned, warn_at)
+    not_before = earliest_renewal(profile, issued_at)
+    if not_before is not None and planned < not_before:
+        planned = not_before if refresh_expires_at is None else min(not_before, refresh_expires_at)
+    return planned
