@@ -447,6 +447,17 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
     values["webhook"] = WebhookFields(**{**webhook, "removed_events": tuple(webhook["removed_events"])}) \
         if webhook else None
     deauthorization = data.get("deauthorization")
+    if deauthorization is not None:
+        if not isinstance(deauthorization, dict):
+            raise ValueError("deauthorization must be an object or null")
+        deauthorization = _object(data, "deauthorization", {f.name for f in fields(DeauthorizationFields)})
+        if "format" not in deauthorization or not all(
+                isinstance(deauthorization.get(k, "x"), str) and deauthorization.get(k, "x")
+                for k in ("account_field", "algorithm")) \
+                or not isinstance(deauthorization.get("time_field"), str | None) \
+                or not isinstance(deauthorization.get("data_deletion", True), bool):
+            raise ValueError("deauthorization needs a format; account_field and algorithm are non-empty strings, "
+                             "time_field a string or null, data_deletion a boolean")
     values["deauthorization"] = DeauthorizationFields(**deauthorization) if deauthorization else None
     for name in ("default_scopes", "always_granted_scopes"):
         scopes = data.get(name, [])
