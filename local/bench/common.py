@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import statistics
 import threading
 from collections import Counter
@@ -18,6 +19,21 @@ from oauth_keeper.settings import Settings
 from local.bench import model
 from local.memory import FakeKms
 from local.simulation import World
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`os.environ` with `values` set for the block, each key put back as it was (unset if it was) after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def median(values: Iterable[float]) -> float:

@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import io
 import json
-import os
 import sys
 from typing import Any
 
@@ -20,24 +19,10 @@ from oauth_keeper.observability import logger, metrics
 
 from local import cfn
 from local.apigw import LambdaContext
-from local.bench.common import quiet, records_for, world_services
+from local.bench.common import environment, quiet, records_for, world_services
 from local.simulation import World
 
 DUE_STEP = 100 * 60
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Any:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def worker_invocation_output(batch: int, level: str = "INFO") -> dict[str, Any]:
@@ -55,7 +40,7 @@ def worker_invocation_output(batch: int, level: str = "INFO") -> dict[str, Any]:
     handler_stream = logger.registered_handler.stream
     old_level = logger.log_level
     try:
-        with _env(POWERTOOLS_METRICS_DISABLED="false"):
+        with environment({"POWERTOOLS_METRICS_DISABLED": "false"}):
             module = importlib.import_module("refresh_worker_handler")
             logger.setLevel(level)
             logger.registered_handler.setStream(buffer)

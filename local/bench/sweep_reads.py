@@ -10,7 +10,6 @@ same ids; moto walks every item for a query, so only its counts mean anything, n
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from oauth_keeper.domain.schedule import MAX_DUE_SHARDS
 
 from local import cfn
 from local.bench import model
-from local.bench.common import CountingItemStore, quiet, table, world_services
+from local.bench.common import CountingItemStore, environment, quiet, table, world_services
 from local.memory import ListQueue, MemoryItemStore
 from local.simulation import World
 from local.stack import sweep_into
@@ -108,16 +107,8 @@ def run_memory(count: int, template: dict[str, Any], rng: random.Random) -> dict
 def _dummy_aws_env():
     from local.stack import DUMMY_CREDENTIALS
 
-    saved = {k: os.environ.get(k) for k in DUMMY_CREDENTIALS}
-    os.environ.update(DUMMY_CREDENTIALS)
-    try:
+    with environment(DUMMY_CREDENTIALS):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_moto(items: list[dict[str, Any]], due: set[str], now: int) -> dict[str, Any]:

@@ -101,14 +101,18 @@ class World:
                   "user_openid": ACCOUNT, "content": json.dumps({"reason": reason})}
         return json.dumps({k: v for k, v in fields.items() if k not in drop}).encode()
 
+    def signed(self, body: bytes, signed_at: int | None = None) -> dict[str, str]:
+        """The headers TikTok sends with `body`, signed at `signed_at` (default now)."""
+        t = self.now if signed_at is None else signed_at
+        signature = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+        return {"TikTok-Signature": f"t={t},s={signature}"}
+
     def deliver(self, body: bytes, signed_at: int | None = None) -> dict[str, Any]:
         """One delivery attempt of `body`, signed by TikTok at `signed_at` (default now), then the refresh
         worker's pass over what it queued (SQS hands it over within seconds). Returns the webhook's answer with
         what the worker's metrics counted: `disconnected` (WebhookDisconnects) and `kept` (WebhookStaleIgnored),
         both 0 when nothing was queued."""
-        t = self.now if signed_at is None else signed_at
-        signature = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-        answer = dict(self.webhooks.receive("tiktok", {"TikTok-Signature": f"t={t},s={signature}"}, body))
+        answer = dict(self.webhooks.receive("tiktok", self.signed(body, signed_at), body))
         before = _metric_totals()
         result = process_records(self.queue.drain(), None, 4,  # type: ignore[arg-type] - removals only
                                  disconnection=self.disconnection, removal_source=REMOVALS_ARN)

@@ -39,10 +39,18 @@ def connection_id_of(body: str) -> str | None:
 def refresh_request_of(body: str) -> tuple[str | None, bool]:
     """(the connection id, whether to refresh whatever the schedule says) of a refresh message; the id is None
     when the message is malformed. Messages from before `force` existed read as not forced."""
+    return _refresh_request(_decoded(body))
+
+
+def _decoded(body: str) -> Any:
+    """A message body's JSON, or None when it is not JSON (each body is decoded once, whatever its kind)."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (TypeError, ValueError):
-        return None, False
+        return None
+
+
+def _refresh_request(data: Any) -> tuple[str | None, bool]:
     value = data.get("connection_id") if isinstance(data, dict) else None
     if not (isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH):
         return None, False
@@ -86,20 +94,19 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
     jobs: list[tuple[str, str, bool]] = []
     removals: list[tuple[str, AccountRemovalRequest | None]] = []
     for record in records:
-        body = record.get("body", "")
+        data = _decoded(record.get("body", ""))
         from_removal_queue = bool(removal_source) and record.get("eventSourceARN") == removal_source
-        if _is_removal(body):
+        if isinstance(data, dict) and "removal" in data:  # however malformed its content
             if not from_removal_queue:
                 logger.error("Removal from a queue removals may not come from: refused",
                              extra={"message_id": record.get("messageId")})
-            removals.append((record["messageId"],
-                             removal_request_of(json.loads(body)) if from_removal_queue else None))
+            removals.append((record["messageId"], removal_request_of(data) if from_removal_queue else None))
             continue
         if from_removal_queue:  # the public webhook's queue carries removals only: never a refresh or a job
             logger.error("Not a removal, on the removal queue: refused", extra={"message_id": record.get("messageId")})
             removals.append((record["messageId"], None))
             continue
-        connection_id, force = refresh_request_of(body)
+        connection_id, force = _refresh_request(data)
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
             logger.error("Malformed refresh message dropped", extra={"message_id": record.get("messageId")})
             continue
@@ -144,15 +151,6 @@ def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, dead
     if outcome.result == INACTIVE and outcome.reason == DISCONNECTING_REASON and disconnection is not None:
         return disconnection.step(connection_id, deadline=deadline)  # the disconnect job's, not a refresh
     return outcome
-
-
-def _is_removal(body: str) -> bool:
-    """Whether a message is a provider removal (`{"removal": ...}`), however malformed its content."""
-    try:
-        data = json.loads(body)
-    except (TypeError, ValueError):
-        return False
-    return isinstance(data, dict) and "removal" in data
 
 
 def _apply_removal(disconnection: Disconnection | None, removal: AccountRemovalRequest | None,
