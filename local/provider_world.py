@@ -99,9 +99,10 @@ class ProviderWorld:
     def profile(self) -> ProviderProfile:
         return self.services.profiles.profile(self.name)
 
-    def connect(self, user: str, owner_id: str = "owner") -> dict[str, str]:
-        """A whole connect through the real use cases: connect session, authorization, consent, callback.
-        Returns the callback's redirect parameters (`status`, `connection_id` or `error`)."""
+    def connect(self, user: str, owner_id: str = "owner", *, deadline: float | None = None) -> dict[str, str]:
+        """A whole connect through the real use cases: connect session, authorization, consent, callback (ending
+        by `deadline`, epoch seconds on the world's clock, when given). Returns the callback's redirect parameters
+        (`status`, `connection_id` or `error`)."""
         svc = self.services
         link = svc.connect_sessions.create({"owner_id": owner_id, "provider": self.name, "return_to": RETURN_TO},
                                            BASE_URL)
@@ -110,7 +111,7 @@ class ProviderWorld:
         state = parse_qs(urlsplit(redirect.location).query)["state"][0]
         code = self.provider.approve(user)
         result = svc.callback.complete(self.name, {"state": [state], "code": [code]},
-                                       {redirect.cookie_name: redirect.cookie_value})
+                                       {redirect.cookie_name: redirect.cookie_value}, deadline=deadline)
         return result.params
 
     def get(self, connection_id: str) -> Connection:

@@ -39,6 +39,8 @@ class Quirks:
     omit_refresh_on_next_code: bool = False  # the next code exchange issues no refresh token (a re-consent)
     lose_next_refresh_answer: bool = False  # the next refresh is processed, then the answer is lost (a timeout)
     on_refresh: Callable[[], None] | None = None  # called while a refresh is being processed (race tests)
+    on_code_exchange: Callable[[], None] | None = None  # ...while a code exchange is (a slow provider: the clock moves)
+    on_chain: Callable[[], None] | None = None  # ...while a chain link is
     # The answer when a grant is gone, a credential is refused, a method is wrong, a client is refused:
     # (HTTP status, JSON body), as the real provider shapes them.
     dead_grant: tuple[int, Any] = (400, {"error": "invalid_grant"})
@@ -141,6 +143,8 @@ class SimulatedProvider(httpx.BaseTransport):
         grant = self._codes.pop(params.get("code", ""), None)
         if grant is None:
             return self.quirks.dead_grant
+        if self.quirks.on_code_exchange is not None:
+            self.quirks.on_code_exchange()
         grant.last_refresh = self._now()
         if self.profile.chain:  # a short-lived token only: the chain makes it long-lived
             return 200, self._tokens(grant, ttl=self.quirks.short_ttl, with_refresh=False)
@@ -152,6 +156,8 @@ class SimulatedProvider(httpx.BaseTransport):
         token = self._live(self._access_tokens, params.get(shape.credential_param or "access_token"))
         if token is None:
             return self.quirks.dead_grant
+        if self.quirks.on_chain is not None:
+            self.quirks.on_chain()
         return 200, self._tokens(token.grant, ttl=self._access_ttl(), with_refresh=False, account=False)
 
     def _refresh(self, shape: RequestShape, request: httpx.Request, params: dict[str, str]) -> tuple[int, Any]:

@@ -40,7 +40,7 @@ _GRANT_RESETS = (
     "status_reason", "lease_owner", "lease_expires_at", "refresh_in_doubt", "failures", "expiring_notified",
     "last_refresh_outcome", "last_refresh_reason", "last_provider_log_id", "retry_at",
     "disconnect_requested_at", "revoke_attempts", "parked_since", "operation_id", "erase_requested",
-    "revoke_failed", "revoke_log_id", "taken_over_operation", "superseded_pending",
+    "revoke_failed", "revoke_log_id", "taken_over_operation", "superseded_pending", "chain_next",
 )
 _LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 _FIELDS = {f.name: f.default for f in fields(Connection) if f.name not in ("outbox", "sealed_tokens")}
@@ -67,6 +67,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         expiring_notified=bool(item.get("expiring_notified")), outbox_seq=int(item.get("outbox_seq", 0)),
         erase_requested=bool(item.get("erase_requested")), revoke_failed=bool(item.get("revoke_failed")),
         profile_pending=bool(item.get("profile_pending")),
+        chain_next=int(item["chain_next"]) if item.get("chain_next") is not None else None,
         revoke_log_id=item.get("revoke_log_id"), operation_id=item.get("operation_id"),
         disconnect_requested_at=item.get("disconnect_requested_at"),
         revoke_attempts=int(item.get("revoke_attempts", 0)), parked_since=item.get("parked_since"),
@@ -251,6 +252,8 @@ class ConnectionStore:
             "display_name": connection.display_name, "avatar_url": connection.avatar_url,
             "claimed_from": claimed_from,
         }
+        if connection.chain_next is not None:  # stored on the short-lived token: the worker runs the rest (ADR 0025)
+            attributes.update(status_reason=connection.status_reason, chain_next=connection.chain_next)
         attributes.update(self._outbox_attributes(connection, [plan.event]))
         # A kept refresh token keeps its lease too: a refresh may be spending it at the provider right now, and a
         # sibling must not send it again meanwhile (under strict rotation that would revoke the grant).

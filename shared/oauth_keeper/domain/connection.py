@@ -50,6 +50,10 @@ class Reason(StrEnum):
     REQUEST_REJECTED = "request_rejected"  # the provider refused the request as malformed (invalid_request, 4xx)
     INVALID_ANSWER = "invalid_answer"  # the provider answered success with something we cannot use
     PROVIDER_CONFIG = "provider_config"  # our client credentials were refused: an operator must act
+    # The connect chain (code, short-lived, long-lived token; ADR 0025): `active` on the short-lived token while a
+    # later link runs as background work, and why the connect failed when that link was refused or never finished.
+    CONNECT_FINISHING = "connect_finishing"
+    CONNECT_INCOMPLETE = "connect_incomplete"
     USER_REVOKED = "user_revoked"
     APP_DISCONNECTED = "app_disconnected"
     REVOKE_FAILED = "revoke_failed"
@@ -130,6 +134,9 @@ class Connection:
     revoke_attempts: int = 0  # failed revoke attempts so far (the backoff's count)
     parked_since: int | None = None  # parked by the provider-wide breaker's episode that began then
     profile_pending: bool = False  # display name and avatar not fetched yet (no time at connect): the next refresh
+    # The connect chain's link still to run (its index in the profile's `chain`) on the short-lived token stored:
+    # the worker runs it instead of a refresh (ADR 0025). None: the chain is done (or the profile has none).
+    chain_next: int | None = None
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
 

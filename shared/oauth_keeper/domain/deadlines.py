@@ -47,6 +47,10 @@ ERASE_RESERVE = 2.0
 
 # The callback: what must still fit after the code exchange (store the grant: read, data key, write).
 SAVE_RESERVE = 1.5  # expected, not worst: a slower store means the invocation ends late, which the alarm shows
+# A connect chain's link is sent from the callback only when a whole provider call and the save still fit after
+# it; otherwise the connection is stored on the short-lived token and the worker runs the link (ADR 0025). A
+# user-info call for the account id, when one must follow, needs a whole provider call more.
+CHAIN_LINK_MIN = PROVIDER_CALL_LIMIT + SAVE_RESERVE
 
 
 def budget(deadline: float | None, now: float) -> float:

@@ -44,6 +44,7 @@ def plan_grant(
     requires_refresh_token: bool = True,
     connected_at: int | None = None,
     renews_with_access_token: bool = False,
+    chain_next: int | None = None,
 ) -> GrantPlan:
     """A new connection, or the existing one brought back to `active` with the new tokens.
 
@@ -60,6 +61,11 @@ def plan_grant(
     without a refresh token, and the sealed tokens record `issued_at` (the refresher never sends a token younger
     than the profile's minimum age).
 
+    `chain_next`: the index of the profile's connect-chain link still to run (ADR 0025): the tokens are the
+    short-lived ones an earlier link (or the code) gave. The connection is `active` with reason
+    `connect_finishing`, due at `now` whatever `next_refresh_at` says (the worker runs the link instead of a
+    refresh), and its event says `connect_finishing: true`.
+
     `connected_at` (epoch seconds, default `now`): when the user consented to this grant. A claimed grant
     (connect confirmation) was consented at the callback, before the claim stores it: a provider's removal or an
     account erasure between the two must still reach it (`provider_events.removal_applies`).
@@ -71,8 +77,10 @@ def plan_grant(
     refresh_token, refresh_expires_at = tokens.refresh_token, tokens.refresh_expires_at
     if not refresh_token and existing and _still_usable(existing, now):
         refresh_token, refresh_expires_at = stored_refresh_token, existing.refresh_expires_at
-    if not refresh_token and requires_refresh_token:
+    if not refresh_token and requires_refresh_token and chain_next is None:
         raise NoUsableRefreshToken(connection_id)
+    if chain_next is not None:  # the rest of the chain is due at once: the short-lived token lasts about an hour
+        next_refresh_at = now
     connection = Connection(
         connection_id=connection_id, owner_id=grant.owner_id, provider=grant.provider,
         account_id=grant.account_id, status=ACTIVE,
@@ -82,8 +90,9 @@ def plan_grant(
         connected_at=now if connected_at is None else connected_at,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
-        next_refresh_at=next_refresh_at if refresh_token or renews_with_access_token
+        next_refresh_at=next_refresh_at if refresh_token or renews_with_access_token or chain_next is not None
         else (None if requires_refresh_token else now),
+        status_reason=Reason.CONNECT_FINISHING if chain_next is not None else None, chain_next=chain_next,
         # A kept refresh token keeps what is known of it: it may already have been rotated away, or be at the
         # provider right now under a refresh's lease (if that refresh dies, nobody saved what it was given).
         refresh_in_doubt=bool(existing and refresh_token == stored_refresh_token
@@ -98,7 +107,8 @@ def plan_grant(
         RECONNECTED if kept else CREATED, connection,
         reason=Reason.RECONNECTED if kept else Reason.CONNECTED, occurred_at=now,
         extra={"scopes_granted": list(connection.scopes_granted), "missing_scopes": missing_scopes,
-               "previous_status": previous},
+               "previous_status": previous,
+               **({"connect_finishing": True} if chain_next is not None else {})},
     )
     return GrantPlan(
         connection=connection,

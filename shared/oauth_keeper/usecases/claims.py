@@ -87,10 +87,13 @@ class PendingGrants:
 
     # -- the callback -----------------------------------------------------------------------------------------
     def hold(self, flow: OAuthFlow, grant: Grant, *, missing_scopes: list[str],
-             next_refresh_at: int | None, renews_with_access_token: bool = False) -> str:
+             next_refresh_at: int | None, renews_with_access_token: bool = False,
+             chain_next: int | None = None) -> str:
         """Store `grant` pending for CLAIM_TTL; return the claim code (256-bit; only its hash is stored).
         `renews_with_access_token`: the provider's strategy renews the grant with its access token (extend,
-        re_exchange), so the claimed connection is planned and keeps the token's `issued_at` (see plan_grant)."""
+        re_exchange), so the claimed connection is planned and keeps the token's `issued_at` (see plan_grant).
+        `chain_next`: the connect chain's link still to run on these short-lived tokens: the claimed connection is
+        stored `connect_finishing` and the worker runs it (ADR 0025)."""
         code = new_secret()
         key = pending_key(code)
         now = int(self._clock.now())
@@ -107,6 +110,7 @@ class PendingGrants:
             # Due at expiry: the worker discards it then if it was never claimed.
             "next_refresh_at": now + CLAIM_TTL, "due_shard": due_shard(key, self._connections.shards),
             "renews_with_access_token": True if renews_with_access_token else None,
+            "chain_next": chain_next,
         }, expect={"state": MISSING})
         record_metric("GrantsPendingConfirmation", MetricUnit.Count, 1)
         logger.info("Grant held for confirmation", extra={"owner_id": grant.owner_id, "provider": grant.provider})
@@ -420,13 +424,15 @@ def _plan(existing: Connection | None, grant: Grant, connections: ConnectionRepo
           now: int, consented: int, *, missing: list[str]) -> GrantPlan:
     """The claimed grant as a connection: `existing` reconnected, or a new one. A held grant never borrows the
     existing connection's refresh token (the callback refused one without its own, where the provider issues
-    them); its `connected_at` is the consent's time."""
+    them); its `connected_at` is the consent's time. A grant held before its connect chain was done is claimed
+    `connect_finishing`, the rest of the chain due at once (ADR 0025)."""
     connection_id = existing.connection_id if existing is not None \
         else connections.new_id(grant.owner_id, grant.provider, grant.account_id)
     return plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=None,
                       next_refresh_at=item.get("planned_refresh_at"), missing_scopes=missing, now=now,
                       requires_refresh_token=bool(grant.tokens.refresh_token), connected_at=consented,
-                      renews_with_access_token=bool(item.get("renews_with_access_token")))
+                      renews_with_access_token=bool(item.get("renews_with_access_token")),
+                      chain_next=int(item["chain_next"]) if item.get("chain_next") is not None else None)
 
 
 def _parse(body: dict[str, Any]) -> tuple[str, str]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..domain.connection import DISCONNECTED, Connection, Grant
-from ..domain.deadlines import ENRICH_MIN, SAVE_RESERVE, budget
+from ..domain.connection import DISCONNECTED, Connection, Grant, Reason
+from ..domain.deadlines import CHAIN_LINK_MIN, ENRICH_MIN, PROVIDER_CALL_LIMIT, SAVE_RESERVE, budget
 from ..domain.errors import (
     FailureKind,
     FlowRejected,
@@ -337,10 +337,10 @@ class Callback:
             })
             return fail("provider_config" if exc.kind == FailureKind.OPERATOR else "exchange_failed")
         try:
-            tokens = self._chained(profile, creds, tokens, deadline)
+            tokens, chain_next = self._chained(profile, creds, tokens, deadline)
         except ProviderError as exc:
-            # Never stored as if it were the long-lived token: the connect fails, and the short-lived grant the
-            # provider made is nobody's (revoked in the background where the provider can revoke).
+            # Refused: never stored as if it were the long-lived token. The connect fails, and the short-lived grant
+            # the provider made is nobody's (revoked in the background where the provider can revoke).
             logger.warning("Token chain failed", extra={
                 "owner_id": flow.owner_id, "provider_error": exc.code, "kind": exc.kind,
                 "provider_log_id": exc.log_id,
@@ -379,7 +379,8 @@ class Callback:
                 return fail("incomplete_grant")
             try:
                 claim = self._pending.hold(flow, grant, missing_scopes=missing, next_refresh_at=next_refresh_at,
-                                           renews_with_access_token=profile.refreshes_with_access_token)
+                                           renews_with_access_token=profile.refreshes_with_access_token,
+                                           chain_next=chain_next)
             except Exception:  # nobody keeps this grant: revoke it in the background, then let the page say so
                 self._orphan(profile.name, tokens, "not_stored")
                 raise
@@ -390,7 +391,8 @@ class Callback:
         try:
             saved = save_grant(self._connections, grant, next_refresh_at=next_refresh_at, missing_scopes=missing,
                                now=int(now), sleep=self._sleep, requires_refresh_token=profile.issues_refresh_tokens,
-                               renews_with_access_token=profile.refreshes_with_access_token)
+                               renews_with_access_token=profile.refreshes_with_access_token,
+                               chain_next=chain_next)
         except NoUsableRefreshToken:
             # Never `active` without a way to a valid access token. The grant the provider made is orphaned:
             # revoking it is background work (not inside the browser's request).
@@ -417,21 +419,44 @@ class Callback:
                   "granted_scopes": ",".join(grant.scopes_granted)}
         if missing:
             params["missing_scopes"] = ",".join(missing)
+        if chain_next is not None:  # usable now on the short-lived token; the worker finishes the chain
+            params["status_reason"] = Reason.CONNECT_FINISHING
         return CallbackResult(flow.return_to, params, cookie_name, flow.mode)
 
     def _chained(self, profile: ProviderProfile, creds: ClientCredentials, tokens: TokenSet,
-                 deadline: float | None) -> TokenSet:
+                 deadline: float | None) -> tuple[TokenSet, int | None]:
         """The code's tokens through the profile's connect chain (code, short-lived, long-lived token), each link
-        within the callback's deadline (a link without time for its call is not sent: `no_time`). The last link's
-        tokens, with the account and scopes the earlier answers named when it names none. Raises ProviderError
-        when a link fails."""
+        within the callback's deadline. Returns (the last link's tokens, with the account and scopes the earlier
+        answers named when it names none; the index of the first link not run, or None when all ran).
+
+        A link is not sent when the callback's remaining budget does not fit a whole provider call and the save
+        after it (`CHAIN_LINK_MIN`, plus one more call when the account id must still come from user info), and a
+        link that fails transiently (timeout, network, 5xx, rate limited, an unusable answer) is left too: the
+        connection is stored on the short-lived tokens so far and the worker runs the rest (ADR 0025). Raises
+        ProviderError when the provider refuses a link (reconnect, operator or request errors): the connect
+        fails."""
+        needed = CHAIN_LINK_MIN + (PROVIDER_CALL_LIMIT if profile.account_id_source == "userinfo" else 0)
         for index in range(len(profile.chain)):
-            link = self._provider.exchange_link(profile, creds, index, tokens.access_token,
-                                                deadline=None if deadline is None else deadline - SAVE_RESERVE)
+            if budget(deadline, self._clock.now()) < needed:
+                logger.info("No time for the token chain's next link: finished in the background",
+                            extra={"link": index})
+                record_metric("ConnectChainsDeferred", MetricUnit.Count, 1)
+                return tokens, index
+            try:
+                link = self._provider.exchange_link(
+                    profile, creds, index, tokens.access_token,
+                    deadline=None if deadline is None else deadline - (needed - PROVIDER_CALL_LIMIT))
+            except ProviderError as exc:
+                if exc.kind != FailureKind.TRANSIENT:
+                    raise
+                logger.warning("Token chain link failed transiently: finished in the background", extra={
+                    "link": index, "provider_error": exc.code, "provider_log_id": exc.log_id})
+                record_metric("ConnectChainsDeferred", MetricUnit.Count, 1)
+                return tokens, index
             tokens = replace(link, account_id=link.account_id or tokens.account_id,
                              scopes=link.scopes or tokens.scopes,
                              anomalies=tuple(dict.fromkeys((*tokens.anomalies, *link.anomalies))))
-        return tokens
+        return tokens, None
 
     def _with_account(self, profile: ProviderProfile, tokens: TokenSet, deadline: float | None) -> TokenSet:
         """The account id from the user-info call, for a profile whose token answers carry none
@@ -503,7 +528,8 @@ class SavedGrant:
 
 def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_at: int | None,
                missing_scopes: list[str], now: int, sleep: Sleep = time.sleep,
-               requires_refresh_token: bool = True, renews_with_access_token: bool = False) -> SavedGrant:
+               requires_refresh_token: bool = True, renews_with_access_token: bool = False,
+               chain_next: int | None = None) -> SavedGrant:
     """Store a completed authorization: a new connection (a random id), or the existing one back to `active`
     (same id). The existing one is the one the guard item of (owner, provider, account) names
     (`ConnectionRepository.find`).
@@ -511,8 +537,9 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
     Planned on the item as read and written guarded on its revision (a new one with its guard, in one
     transaction), so two callbacks for the same account never make two connections or lose a write; the
     Created/Reconnected event goes into the item's outbox in the same write, so a crash after it cannot lose
-    the event. A response without a refresh token keeps the
-    stored one while it is usable. Raises NoUsableRefreshToken when no refresh token would be held and
+    the event. A response without a refresh token keeps the stored one while it is usable. `chain_next`: the
+    connect chain's link still to run on these short-lived tokens (stored `active`, reason `connect_finishing`,
+    due now: see `plan_grant`). Raises NoUsableRefreshToken when no refresh token would be held and
     `requires_refresh_token`, TokenDecryptionError when the stored tokens cannot be opened, RuntimeError when
     the item keeps changing under twelve attempts. (A claimed grant is stored by `PendingGrants.claim`, in one
     transaction with its pending item.)"""
@@ -526,7 +553,7 @@ def save_grant(connections: ConnectionRepository, grant: Grant, *, next_refresh_
         plan = plan_grant(existing, grant, connection_id=connection_id, stored_refresh_token=stored_refresh,
                           next_refresh_at=next_refresh_at, missing_scopes=missing_scopes, now=now,
                           requires_refresh_token=requires_refresh_token,
-                          renews_with_access_token=renews_with_access_token)
+                          renews_with_access_token=renews_with_access_token, chain_next=chain_next)
         written = connections.write_grant(plan)
         if written:
             return SavedGrant(written, plan.created)

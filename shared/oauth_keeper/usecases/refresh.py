@@ -174,12 +174,17 @@ class Refresher:
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
             return RefreshOutcome(connection_id, BUSY, connection=connection)
         strategy = self._profiles.profile(connection.provider)
+        finishing = connection.chain_next is not None  # the connect chain's rest runs instead (ADR 0025)
+        if finishing and (connection.access_expires_at or now) <= now:
+            # The short-lived token the link needs has ended: the connect never finished, only the user can redo it.
+            return self._needs_reauth(connection, Reason.CONNECT_INCOMPLETE, None, now)
         if strategy.refreshes_with_access_token and (connection.access_expires_at or now) <= now:
             # The access token was the refresh credential: once it has expired, only the user can renew the grant.
             return self._needs_reauth(connection, Reason.ACCESS_TOKEN_EXPIRED, None, now)
         if connection.refresh_expires_at and connection.refresh_expires_at <= now:
-            return self._needs_reauth(connection, Reason.REFRESH_TOKEN_EXPIRED, None, now)
-        if not (strategy.issues_refresh_tokens or strategy.refreshes_with_access_token):  # strategy `none`
+            return self._needs_reauth(connection, Reason.CONNECT_INCOMPLETE if finishing
+                                      else Reason.REFRESH_TOKEN_EXPIRED, None, now)
+        if not finishing and not (strategy.issues_refresh_tokens or strategy.refreshes_with_access_token):  # `none`
             return self._toward_the_end(connection, now)
 
         if budget(deadline, now) < REFRESH_MIN_TIME:  # too late for a whole provider call and the commit
@@ -197,12 +202,13 @@ class Refresher:
             logger.error("Stored tokens failed authentication; never served, user must reconnect",
                          extra={"connection_id": connection_id})
             return self._needs_reauth(connection, Reason.TOKEN_UNREADABLE, None, now)
-        # The refresh credential: the refresh token, or (extend, re_exchange) the access token itself.
-        credential = stored.get("access_token" if profile.refreshes_with_access_token else "refresh_token")
+        # The refresh credential: the refresh token, or (extend, re_exchange, a chain link) the access token itself.
+        credential = stored.get("access_token" if finishing or profile.refreshes_with_access_token
+                                else "refresh_token")
         if not credential:  # stored before connects without one were refused: nothing to refresh
             return self._needs_reauth(connection, Reason.NO_REFRESH_TOKEN, None, now)
         issued_at = stored.get("issued_at", connection.connected_at)
-        not_before = earliest_renewal(profile, issued_at)
+        not_before = earliest_renewal(profile, issued_at) if not finishing else None
         if not_before is not None and now < not_before:  # the provider would refuse it: never sent, forced or not
             return self._too_young(connection, profile, issued_at, now)
         try:
@@ -240,7 +246,9 @@ class Refresher:
         provider_deadline = min(now + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
         started = time.perf_counter()
         try:
-            answer = self._provider.refresh(profile, credentials, credential, deadline=provider_deadline)
+            answer = self._provider.exchange_link(profile, credentials, leased.chain_next, credential,
+                                                  deadline=provider_deadline) if leased.chain_next is not None \
+                else self._provider.refresh(profile, credentials, credential, deadline=provider_deadline)
         except ProviderError as exc:
             return self._failed(leased, exc, probe)
         record_metric("RefreshLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
@@ -287,9 +295,15 @@ class Refresher:
             tokens["issued_at"] = answer.issued_at  # the new token's age is what the next extension waits on
         next_at = plan(profile, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
                        refresh_expires_at=refresh_expires_at, expiry_warning=self._expiry_warning, rng=self._rng)
+        # A connect chain's link (ADR 0025): the next link, if any, is due at once; after the last, the plan above.
+        chain_next = leased.chain_next + 1 if leased.chain_next is not None \
+            and leased.chain_next + 1 < len(profile.chain) else None
+        if chain_next is not None:
+            next_at = now
         extended = bool(refresh_expires_at and refresh_expires_at > (leased.refresh_expires_at or 0) + 60)
         changes: dict[str, Any] = {
-            "status": ACTIVE, "status_reason": None,
+            "status": ACTIVE, "status_reason": Reason.CONNECT_FINISHING if chain_next is not None else None,
+            "chain_next": chain_next,
             "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
             "failures": None, "last_refresh_at": now, "last_refresh_outcome": "succeeded",
             "last_refresh_reason": None, "last_provider_log_id": None, "updated_at": now,
@@ -395,6 +409,8 @@ class Refresher:
     def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
         if error.code == NO_TIME:  # never sent (the call found too little time): nobody's failure, no count
             return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
+        if leased.chain_next is not None:
+            return self._chain_failed(leased, error, probe)
         now = self._now()
         record_metric("RefreshFailed", MetricUnit.Count, 1)
         logger.warning("Refresh failed", extra={
@@ -426,6 +442,37 @@ class Refresher:
             return self._paused(leased, self._breakers.read(leased.provider), now, release=True,
                                 outcome="operator_error", log_id=error.log_id)
         outcome = self._retry_later(leased, error, now)
+        self._trip_for_the_provider(leased.provider, error)
+        return outcome
+
+    def _chain_failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
+        """A connect chain's link run in the background failed (ADR 0025). Refused (the profile's error rules
+        say reconnect, operator, or a refused request): the connect failed, honestly: needs_reauth, reason
+        `connect_incomplete`. Transient: retried with backoff (capped at the sweep interval), never past the
+        short-lived token's end, where the next look makes it needs_reauth for the same reason. The connection
+        stays `active`, `connect_finishing`, meanwhile: its short-lived token is valid."""
+        now = self._now()
+        record_metric("ConnectChainLinkFailed", MetricUnit.Count, 1)
+        logger.warning("Connect chain link failed", extra={
+            "connection_id": leased.connection_id, "provider_error": error.code, "kind": error.kind,
+            "provider_log_id": error.log_id,
+        })
+        if probe and error.kind != FailureKind.TRANSIENT:
+            self._breakers.close(leased.provider)  # a real answer: the provider works again
+        if error.kind != FailureKind.TRANSIENT:
+            if error.kind == FailureKind.OPERATOR:  # our client credentials: every call of the provider would fail
+                self._breakers.trip(leased.provider, error.code, cause=Cause.OPERATOR)
+            return self._needs_reauth(leased, Reason.CONNECT_INCOMPLETE, error.log_id, now)
+        failures = leased.failures + 1
+        reason = failure_reason(error)
+        next_at = now + backoff_delay(failures, cap=self._sweep_interval, rng=self._rng)
+        if leased.access_expires_at:
+            next_at = min(next_at, leased.access_expires_at)
+        outcome = self._write(leased, {
+            "failures": failures, "last_refresh_at": now, "last_refresh_outcome": "transient_failure",
+            "last_refresh_reason": reason, "last_provider_log_id": error.log_id, "updated_at": now,
+            **self._store.schedule_attributes(leased.connection_id, next_at),
+        }, [], RETRYING, reason, release=True)
         self._trip_for_the_provider(leased.provider, error)
         return outcome
 
@@ -501,7 +548,8 @@ class Refresher:
         changes: dict[str, Any] = {
             "parked_since": parked_since,
             "status": AT_RISK if at_risk else connection.status,
-            "status_reason": reason if at_risk else None,
+            # An active connection's only reason is a connect still finishing (ADR 0025): it stays so.
+            "status_reason": reason if at_risk else connection.status_reason,
             "last_refresh_outcome": outcome, "last_refresh_reason": reason,
             **self._store.schedule_attributes(connection.connection_id, next_at),
         }
