@@ -8,7 +8,8 @@ const POLL_MS = 250;  // how often the opener looks whether the user closed the 
 // message is handled: wait this long before calling a closed window a cancel.
 const CLOSED_GRACE_MS = 800;
 // The fields the callback adds to return_to (usecases/connect.py CallbackResult), as redirectResult reads them back.
-const RESULT_FIELDS = ["status", "claim", "connection_id", "error", "retryable", "granted_scopes", "missing_scopes"];
+const RESULT_FIELDS = ["status", "claim", "connection_id", "error", "retryable", "granted_scopes", "missing_scopes",
+  "status_reason"];
 
 let running = null;  // the connect() in progress: a new one supersedes it
 
@@ -25,6 +26,8 @@ let running = null;  // the connect() in progress: a new one supersedes it
  * @property {string} [connection_id] with `connected`.
  * @property {string[]} [granted_scopes] with `connected`.
  * @property {string[]} [missing_scopes] with `connected`, when the user granted less than asked.
+ * @property {string} [status_reason] with `connected`: `connect_finishing` when the network's connect chain (its
+ *   long-lived-token exchange) finishes in the background; the connection works meanwhile (ADR 0025).
  * @property {string} [error] with `error` (the callback's code, e.g. `access_denied`, `exchange_failed`) and
  *   `cancelled`.
  * @property {boolean} [retryable] with `error` and `cancelled`: whether the same connect can work if tried again

@@ -269,11 +269,13 @@ class Callback:
         check the response (RFC 6749 section 4.1.2, RFC 9207 `iss`), exchange the code (section 4.1.3), store
         the connection first, then enrich it and publish its event. `deadline` (epoch seconds) is when the
         invocation must be over: the exchange ends early enough for the grant to be stored, and the display name
-        is fetched only if time is left (else the next refresh fetches it).
+        is fetched only if time is left (else the next refresh fetches it). A connect chain's link without time
+        left, or failing transiently, is left to the worker (`_chained`, ADR 0025).
 
         Returns where to send the browser back: `status=pending_confirmation&claim=...` (connect confirmation:
         the grant waits for the app's backend to claim it), `status=connected&connection_id=...` (confirmation
-        off) or `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
+        off; plus `status_reason=connect_finishing` while the chain's rest runs in the background) or
+        `status=error&error=<one of CALLBACK_ERRORS>&retryable=...`. Raises FlowRejected (an HTML page, nothing
         stored, the provider not called) when there is no trustworthy flow to return to."""
         profile = self._profiles.profile(provider)
         state = _single(query, "state")
