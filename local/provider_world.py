@@ -15,6 +15,7 @@ import httpx
 from oauth_keeper.adapters.connections import connection_from_item
 from oauth_keeper.domain.connection import Connection
 from oauth_keeper.domain.providers import ProviderProfile, profile_from_data
+from oauth_keeper.ports import ItemStore
 from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
 from oauth_keeper.usecases.worker import process_records
@@ -64,8 +65,9 @@ class ProviderWorld:
     def create(cls, profile_data: dict[str, Any] | None = None, *, name: str | None = None,
                quirks: Quirks | None = None, overrides: dict[str, str] | None = None,
                start: float = 1_800_000_000, expiry_warning: int = 14 * 86_400,
-               connect_confirmation: str = "off") -> ProviderWorld:
-        """A shipped profile by `name`, or `profile_data` (a profile's JSON form, for made-up providers)."""
+               connect_confirmation: str = "off", items: ItemStore | None = None) -> ProviderWorld:
+        """A shipped profile by `name`, or `profile_data` (a profile's JSON form, for made-up providers).
+        `items`: the Connections table (default in memory; e.g. DynamoDB on moto for the adapter's round trip)."""
         import oauth_keeper.domain.providers as providers
 
         data = profile_data or providers._profile_file(name or "")  # noqa: SLF001 - the shipped file
@@ -80,7 +82,7 @@ class ProviderWorld:
                             expiry_warning=expiry_warning, connect_confirmation=connect_confirmation)
         clock = ManualClock(start=start)
         publisher = MemoryPublisher()
-        services = Container(settings, clock=clock, items=MemoryItemStore(), flows=MemoryFlowStore(),
+        services = Container(settings, clock=clock, items=items or MemoryItemStore(), flows=MemoryFlowStore(),
                              deliveries=MemoryDeliveryLog(), kms=FakeKms(), publisher=publisher,
                              queue=ListQueue(), sleep=no_sleep, credentials=StaticCredentials({}))
         if profile_data is not None:  # a made-up provider: its profile is the data given, with the overrides

@@ -20,6 +20,8 @@ const REASON_TEXT = {
   provider_config: "TikTok refuses the app's client credentials",
   user_revoked: "the user removed the app inside TikTok",
   app_disconnected: "the app disconnected it",
+  connect_finishing: "connected on the network's short-lived token; the long-lived one is being fetched in the background",
+  connect_incomplete: "the network never exchanged the short-lived token for a long-lived one",
 };
 
 // What to tell the user after a connect attempt failed: what happened and what to do next.

@@ -374,8 +374,9 @@ class Callback:
             return fail("owner_erased")
 
         if self._pending is not None:
-            if profile.issues_refresh_tokens and not tokens.refresh_token:
-                # Held grants never keep an existing connection's refresh token: one without its own is refused.
+            if profile.issues_refresh_tokens and not tokens.refresh_token and chain_next is None:
+                # Held grants never keep an existing connection's refresh token: one without its own is refused
+                # (a chain still to run may issue it with the long-lived token).
                 record_metric("ConnectsWithoutRefreshToken", MetricUnit.Count, 1)
                 self._orphan(profile.name, tokens, "incomplete_grant")
                 return fail("incomplete_grant")
@@ -437,7 +438,8 @@ class Callback:
         connection is stored on the short-lived tokens so far and the worker runs the rest (ADR 0025). Raises
         ProviderError when the provider refuses a link (reconnect, operator or request errors): the connect
         fails."""
-        needed = CHAIN_LINK_MIN + (PROVIDER_CALL_LIMIT if profile.account_id_source == "userinfo" else 0)
+        needed = CHAIN_LINK_MIN + (PROVIDER_CALL_LIMIT if profile.account_id_source == "userinfo"
+                                   and not tokens.account_id else 0)
         for index in range(len(profile.chain)):
             if budget(deadline, self._clock.now()) < needed:
                 logger.info("No time for the token chain's next link: finished in the background",
