@@ -126,7 +126,9 @@ class Refresher:
 
     def refresh(self, connection_id: str, *, force: bool = False, deadline: float | None = None) -> RefreshOutcome:
         """Refresh `connection_id` if due within one sweep interval (or `force`d) through the provider's token
-        endpoint (RFC 6749 section 6), under a lease so only one refresh per connection is ever in flight.
+        endpoint (RFC 6749 section 6), under a lease so only one refresh per connection is ever in flight. A
+        connection still finishing its connect chain (`chain_next`) gets that link instead, under the same lease
+        and commit (ADR 0025).
 
         `deadline` (epoch seconds) is when the caller's invocation must be over: the provider call ends before
         it, and before the lease leaves too little time to commit. Returns a RefreshOutcome; every provider
