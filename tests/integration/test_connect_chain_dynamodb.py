@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 def test_a_connection_finishing_its_chain_round_trips_through_dynamodb(stack):
     items = DynamoItemStore(aws_clients.client("dynamodb"), stack.env["CONNECTIONS_TABLE"])
     world = ProviderWorld.create(name="instagram", quirks=Quirks(access_ttl=60 * DAY), items=items)
-    world.provider.quirks.on_code_exchange = lambda: world.clock.advance(7)
-    result = world.connect("ana", deadline=world.clock.now() + 15)
+    world.provider.quirks.on_code_exchange = lambda: world.clock.advance(5)  # of the callback's 9 s: no time left
+    result = world.connect("ana", deadline=world.clock.now() + 9)
     world.provider.quirks.on_code_exchange = None
     assert result["status_reason"] == "connect_finishing"
     cid = result["connection_id"]

@@ -47,10 +47,13 @@ ERASE_RESERVE = 2.0
 
 # The callback: what must still fit after the code exchange (store the grant: read, data key, write).
 SAVE_RESERVE = 1.5  # expected, not worst: a slower store means the invocation ends late, which the alarm shows
-# A connect chain's link is sent from the callback only when a whole provider call and the save still fit after
-# it; otherwise the connection is stored on the short-lived token and the worker runs the link (ADR 0025). A
-# user-info call for the account id, when one must follow, needs a whole provider call more.
-CHAIN_LINK_MIN = PROVIDER_CALL_LIMIT + SAVE_RESERVE
+# A connect chain's link is sent from the callback only with the least call worth starting and the save after it
+# left; with less, or when the link fails transiently (a slow provider's timeout among them), the connection is
+# stored on the short-lived token and the worker runs the link (ADR 0025). The callback's 10 s never fit a whole
+# PROVIDER_CALL_LIMIT after the code exchange: a link is tried with what is left, never waited for beyond it.
+CHAIN_LINK_MIN = MIN_PROVIDER_CALL + SAVE_RESERVE
+# Kept after a link for the user-info call when the account id must still come from it (as much as enrichment).
+USERINFO_RESERVE = ENRICH_MIN
 
 
 def budget(deadline: float | None, now: float) -> float:

@@ -15,7 +15,7 @@ from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..domain.connection import DISCONNECTED, Connection, Grant, Reason
-from ..domain.deadlines import CHAIN_LINK_MIN, ENRICH_MIN, PROVIDER_CALL_LIMIT, SAVE_RESERVE, budget
+from ..domain.deadlines import CHAIN_LINK_MIN, ENRICH_MIN, SAVE_RESERVE, USERINFO_RESERVE, budget
 from ..domain.errors import (
     FailureKind,
     FlowRejected,
@@ -432,16 +432,15 @@ class Callback:
         within the callback's deadline. Returns (the last link's tokens, with the account and scopes the earlier
         answers named when it names none; the index of the first link not run, or None when all ran).
 
-        A link is not sent when the callback's remaining budget does not fit a whole provider call and the save
-        after it (`CHAIN_LINK_MIN`, plus one more call when the account id must still come from user info), and a
-        link that fails transiently (timeout, network, 5xx, rate limited, an unusable answer) is left too: the
+        A link is not sent with less than `CHAIN_LINK_MIN` left (plus `USERINFO_RESERVE` when the account id must
+        still come from user info), and it must end before the save (and that call) are due; a link that fails
+        transiently (timeout, network, 5xx, rate limited, an unusable answer, no time) is left too: the
         connection is stored on the short-lived tokens so far and the worker runs the rest (ADR 0025). Raises
         ProviderError when the provider refuses a link (reconnect, operator or request errors): the connect
         fails."""
-        needed = CHAIN_LINK_MIN + (PROVIDER_CALL_LIMIT if profile.account_id_source == "userinfo"
-                                   and not tokens.account_id else 0)
+        userinfo = USERINFO_RESERVE if profile.account_id_source == "userinfo" and not tokens.account_id else 0.0
         for index in range(len(profile.chain)):
-            if budget(deadline, self._clock.now()) < needed:
+            if budget(deadline, self._clock.now()) < CHAIN_LINK_MIN + userinfo:
                 logger.info("No time for the token chain's next link: finished in the background",
                             extra={"link": index})
                 record_metric("ConnectChainsDeferred", MetricUnit.Count, 1)
@@ -449,7 +448,7 @@ class Callback:
             try:
                 link = self._provider.exchange_link(
                     profile, creds, index, tokens.access_token,
-                    deadline=None if deadline is None else deadline - (needed - PROVIDER_CALL_LIMIT))
+                    deadline=None if deadline is None else deadline - SAVE_RESERVE - userinfo)
             except ProviderError as exc:
                 if exc.kind != FailureKind.TRANSIENT:
                     raise
