@@ -130,6 +130,9 @@ class Connection:
     revoke_attempts: int = 0  # failed revoke attempts so far (the backoff's count)
     parked_since: int | None = None  # parked by the provider-wide breaker's episode that began then
     profile_pending: bool = False  # display name and avatar not fetched yet (no time at connect): the next refresh
+    # When the token route last recorded a read of the token (at most once a window: the `adaptive` policy's
+    # input, ADR 0026). None: never recorded (or stored before reads were), which `adaptive` treats as idle.
+    last_read_at: int | None = None
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
 
