@@ -116,11 +116,11 @@ class TokenAccess:
         token is still valid (`replan`; otherwise the refresh about to run plans anew) and the connection was
         planned as an idle one, put it back on the eager schedule in the same write. Best effort: a failure is
         logged and counted (`TokenReadsNotRecorded`), never the answer's; the token is served all the same."""
-        mark = read_mark_due(connection.last_read_at, now, self._read_window)
-        eager_at = self._eager_plan(connection, now) if replan else None
-        if not mark and eager_at is None:
-            return  # read within the window and already planned eagerly: no write
         try:
+            mark = read_mark_due(connection.last_read_at, now, self._read_window)
+            eager_at = self._eager_plan(connection, now) if replan else None
+            if not mark and eager_at is None:
+                return  # read within the window and already planned eagerly: no write
             self._connections.record_read(connection, now, window=self._read_window, next_refresh_at=eager_at)
         except Exception as exc:  # noqa: BLE001 - a read is served whether or not it could be recorded
             logger.warning("Token read not recorded", extra={"connection_id": connection.connection_id,
