@@ -179,6 +179,18 @@ def test_a_still_valid_read_of_an_idle_connection_puts_it_back_on_the_eager_sche
     assert len(writes) == 1
 
 
+def test_a_read_never_moves_the_plan_of_a_failing_connection_it_only_records_the_read():
+    world = brisk_world()
+    cid = connected(world)
+    store = world.services.connections
+    backoff = int(world.clock.now()) + 3 * DAY  # as a retry's backoff or a held grant would plan it
+    store.apply(world.get(cid), {"failures": 1, **store.schedule_attributes(cid, backoff)})
+    read(world, cid)
+    connection = world.get(cid)
+    assert connection.next_refresh_at == backoff  # the refresher's decision stands
+    assert connection.last_read_at == int(world.clock.now())
+
+
 def test_a_hot_connection_idling_past_the_window_falls_back_to_the_daily_keep_alive():
     world = brisk_world()
     cid = connected(world)

@@ -130,14 +130,17 @@ class TokenAccess:
     def _eager_plan(self, connection: Connection, now: int) -> int | None:
         """The plan a read connection gets (epoch seconds) when it is earlier than the stored one; None when the
         stored plan is already as early (eager), or the connection is not for the schedule to move: not active,
-        failing, parked or leased (those plans are the refresher's decisions)."""
+        failing, held, parked or leased, or a grant nothing renews (those plans are the refresher's decisions)."""
+        profile = self._profiles.profile(connection.provider)
         if (connection.status != ACTIVE or connection.failures or connection.parked_since is not None
-                or connection.lease_owner or connection.next_refresh_at is None):
+                or connection.lease_owner or connection.next_refresh_at is None
+                or connection.last_refresh_outcome not in (None, "succeeded")
+                or not (profile.issues_refresh_tokens or profile.refreshes_with_access_token)):
             return None
-        # Without jitter (the latest eager moment), from the last refresh (no earlier than the tokens' issue): a
-        # stored eager plan is never later, so a connection already eager is never written again.
-        planned = plan(self._profiles.profile(connection.provider),
-                       issued_at=connection.last_refresh_at or connection.connected_at or now,
+        # Without jitter (the latest eager moment), from the last refresh or (re)connect, whichever is later (no
+        # earlier than the tokens' issue): a stored eager plan is never later, so an eager one is never rewritten.
+        issued = max(connection.last_refresh_at or 0, connection.connected_at or 0) or now
+        planned = plan(profile, issued_at=issued,
                        access_expires_at=connection.access_expires_at, refresh_expires_at=connection.refresh_expires_at,
                        expiry_warning=self._expiry_warning, rng=_LATEST, last_read_at=now, now=now,
                        read_window=self._read_window)
