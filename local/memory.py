@@ -21,7 +21,7 @@ from oauth_keeper.domain.errors import ConfigurationError, FlowRejection
 from oauth_keeper.domain.flows import ConnectSession, OAuthFlow, secret_hash
 from oauth_keeper.domain.providers import ProviderProfile
 from oauth_keeper.domain.tokens import ClientCredentials
-from oauth_keeper.ports import INDEXES, MISSING, TransactWrite, WriteResult
+from oauth_keeper.ports import INDEXES, MISSING, NotAfter, TransactWrite, WriteResult
 
 
 class ManualClock:
@@ -93,6 +93,9 @@ class MemoryItemStore:
             actual = current.get(attr, MISSING) if current is not None else MISSING
             if value is MISSING:
                 if actual is not MISSING:
+                    return False
+            elif isinstance(value, NotAfter):
+                if actual is not MISSING and not actual <= value.value:
                     return False
             elif actual is MISSING or actual != value:
                 return False

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from oauth_keeper.adapters.connections import ConnectionStore, connection_from_item
 from oauth_keeper.domain.connection import Connection, Grant
 from oauth_keeper.domain.protocol import authorize_url, new_code_verifier, new_secret
-from oauth_keeper.domain.schedule import plan_next_refresh
+from oauth_keeper.domain.schedule import DEFAULT_READ_WINDOW, effective_policy, plan_next_refresh
 from oauth_keeper.root import Container
 from oauth_keeper.settings import Settings
 from oauth_keeper.usecases.connect import save_grant
@@ -98,9 +98,12 @@ class World:
         grant = Grant(owner_id=owner_id, provider="tiktok", account_id=tokens.account_id, tokens=tokens,
                       scopes_requested=("user.info.basic",), scopes_granted=tokens.scopes)
         saved = save_grant(svc.connections, grant, missing_scopes=[], now=int(svc.clock.now()),
-                           next_refresh_at=plan_next_refresh(profile.refresh_policy, issued_at=tokens.issued_at,
-                                                             access_expires_at=tokens.access_expires_at,
-                                                             refresh_expires_at=tokens.refresh_expires_at))
+                           # never read yet: `adaptive` plans it as idle, as the callback does
+                           next_refresh_at=plan_next_refresh(effective_policy(
+                               profile.refresh_policy, last_read_at=None, now=tokens.issued_at,
+                               window=DEFAULT_READ_WINDOW), issued_at=tokens.issued_at,
+                               access_expires_at=tokens.access_expires_at,
+                               refresh_expires_at=tokens.refresh_expires_at))
         return svc.outbox.publish(saved.connection)
 
     def tick(self, seconds: int | None = None, concurrency: int = 8, capacity: int | None = None) -> dict[str, Any]:

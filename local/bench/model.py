@@ -275,7 +275,8 @@ def sweeper_seconds_per_sweep(*, due: float, seconds_per_due: float, sends: floa
 
 def adaptive_refreshes_per_month(*, active_share: float, access_lifetime: int = 7200,
                                  wakeups_per_active: float = 1.0) -> dict[str, float]:
-    """Per connection a month under `adaptive` (model only, the policy is not built): the active share is kept
+    """Per connection a month under `adaptive`, as modelled (part (g) counts it through the real code path, and
+    prints this beside it): the active share is kept
     fresh eagerly, the rest get the on_demand daily keep-alive; each active connection's first read after
     idleness costs one synchronous refresh (`wakeups_per_active` a month); recording reads costs at most one write
     per connection per one-day window."""

@@ -40,6 +40,14 @@ class _Missing:
 
 MISSING: Any = _Missing()  # an `expect` value meaning "this attribute must not exist"
 
+
+@dataclass(frozen=True)
+class NotAfter:
+    """An `expect` value meaning "this attribute is absent, or a number at most `value`" (a mark that is old
+    enough to be written again: DynamoDB's `attribute_not_exists(a) OR a <= :v`)."""
+
+    value: int
+
 # index name -> (hash attribute, range attribute or None); template.yaml defines the same indexes.
 INDEXES: dict[str, tuple[str, str | None]] = {
     "Due": ("due_shard", "next_refresh_at"),
@@ -88,7 +96,7 @@ class ItemStore(Protocol):
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
                expect: dict[str, Any]) -> WriteResult:
         """Apply SETs (None removes) and REMOVEs only if every `expect` attribute has that value (MISSING:
-        absent). Nothing is written when the expectation fails."""
+        absent; NotAfter(v): absent or <= v). Nothing is written when the expectation fails."""
         ...
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
@@ -166,6 +174,13 @@ class ConnectionRepository(Protocol):
     def claim(self, connection: Connection, changes: dict[str, Any], *, remove: Iterable[str] = (),
               events: Iterable[PendingEvent] = ()) -> tuple[Connection | None, Connection | None]:
         """Like `apply`, for a lease: (written, None) or (None, the competing connection as the write found it)."""
+        ...
+
+    def record_read(self, connection: Connection, now: int, *, window: int,
+                    next_refresh_at: int | None = None) -> bool:
+        """Record a token read at `now` as `last_read_at` when the stored one is absent or at least `window`
+        seconds old (one conditional write, at most one per window); with `next_refresh_at`, plan the next refresh
+        in the same write, guarded on `connection.revision`. The revision is not bumped. False when not written."""
         ...
 
     def erase(self, connection_id: str) -> bool:

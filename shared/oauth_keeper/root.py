@@ -194,6 +194,7 @@ class Container:
                          credentials=self.credentials, provider=self.provider, outbox=self.outbox,
                          clock=self.clock, sweep_interval=self.settings.sweep_interval,
                          expiry_warning=self.settings.expiry_warning, rng=self._rng,
+                         read_window=self.settings.adaptive_read_window,
                          pending_until=self.pending.pending_until
                          if self.settings.connect_confirmation == "required" else None)
 
@@ -248,7 +249,8 @@ class Container:
     @cached_property
     def tokens(self) -> TokenAccess:
         return TokenAccess(connections=self.connections, refresher=self.refresher, profiles=self.profiles,
-                           clock=self.clock, sleep=self.sleep)
+                           clock=self.clock, sleep=self.sleep, read_window=self.settings.adaptive_read_window,
+                           expiry_warning=self.settings.expiry_warning)
 
     @cached_property
     def disconnection(self) -> Disconnection:

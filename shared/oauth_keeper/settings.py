@@ -10,7 +10,7 @@ from .domain.claims import CONFIRMATION_MODES
 from .domain.connection import CONNECTION_ID_SCHEMES
 from .domain.errors import ConfigurationError, NotFound
 from .domain.providers import CLIENT_AUTH, PKCE_METHODS, REFRESH_POLICIES, profile_for
-from .domain.schedule import MAX_DUE_SHARDS
+from .domain.schedule import DEFAULT_READ_WINDOW, MAX_DUE_SHARDS, MAX_READ_WINDOW, MIN_READ_WINDOW
 from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
@@ -38,6 +38,9 @@ class Settings:
     sweep_interval: int = 300  # seconds between sweeps (the schedule's rate)
     expiry_warning: int = 14 * 86400  # "Connection Expiring" when the refresh token ends within this
     refresh_concurrency: int = 8  # concurrent provider calls inside one worker invocation
+    # The `adaptive` refresh policy (ADR 0026): a connection whose token was read within this many seconds is
+    # kept fresh eagerly; one unread for twice as long gets the on_demand keep-alive.
+    adaptive_read_window: int = DEFAULT_READ_WINDOW
     refresh_queue_url: str = ""
     # The queue only the webhook's role may send to, and the one source the worker takes removals from (its ARN:
     # a Lambda SQS record names its queue in `eventSourceARN`). Empty: removals are neither sent nor applied.
@@ -82,6 +85,8 @@ class Settings:
             sweep_interval=60 * _number(env, "SWEEP_INTERVAL_MINUTES", 5, low=1, high=60),
             expiry_warning=86400 * _number(env, "EXPIRY_WARNING_DAYS", 14, low=0, high=365),
             refresh_concurrency=_number(env, "REFRESH_CONCURRENCY", 8, low=1, high=64),
+            adaptive_read_window=_number(env, "ADAPTIVE_READ_WINDOW", DEFAULT_READ_WINDOW, low=MIN_READ_WINDOW,
+                                         high=MAX_READ_WINDOW),
             refresh_queue_url=env["REFRESH_QUEUE_URL"].strip(),
             removal_queue_url=env.get("REMOVAL_QUEUE_URL", "").strip(),
             removal_queue_arn=env.get("REMOVAL_QUEUE_ARN", "").strip(),

@@ -89,6 +89,7 @@ ENVIRONMENT = {
     "TIKTOK_PKCE_MODE",
     "DUE_SHARDS",
     "TIKTOK_REFRESH_POLICY",
+    "ADAPTIVE_READ_WINDOW",
     "SWEEP_INTERVAL_MINUTES",
     "EXPIRY_WARNING_DAYS",
     "REFRESH_CONCURRENCY",
@@ -571,6 +572,7 @@ def test_every_function_gets_the_whole_configuration_from_globals():
     assert variables["TIKTOK_PKCE_MODE"] == {"Ref": "TikTokPkceMode"}
     assert variables["DUE_SHARDS"] == {"Ref": "DueShards"}
     assert variables["TIKTOK_REFRESH_POLICY"] == {"Ref": "RefreshPolicy"}
+    assert variables["ADAPTIVE_READ_WINDOW"] == {"Ref": "AdaptiveReadWindow"}
     assert variables["SWEEP_INTERVAL_MINUTES"] == {"Ref": "SweepIntervalMinutes"}
     assert variables["EXPIRY_WARNING_DAYS"] == {"Ref": "ExpiryWarningDays"}
     assert variables["REFRESH_CONCURRENCY"] == {"Ref": "RefreshConcurrency"}
@@ -613,7 +615,8 @@ def test_parameters_have_the_contract_defaults():
     assert params["LogLevel"]["Default"] == "INFO"
     assert int(params["LogRetentionDays"]["Default"]) == 30
     assert params["RefreshPolicy"]["Default"] == "eager"
-    assert sorted(params["RefreshPolicy"]["AllowedValues"]) == ["eager", "on_demand"]
+    assert int(params["AdaptiveReadWindow"]["Default"]) == 86_400  # ADAPTIVE_READ_WINDOW, Settings' default
+    assert sorted(params["RefreshPolicy"]["AllowedValues"]) == ["adaptive", "eager", "on_demand"]
     assert params["AlarmTopicArn"]["Default"] == ""
 
 

@@ -27,7 +27,7 @@ from ..domain.connection import (
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
-from ..ports import MISSING, ItemStore, TokenCipher, TransactWrite
+from ..ports import MISSING, ItemStore, NotAfter, TokenCipher, TransactWrite
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
 SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
@@ -71,6 +71,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         revoke_log_id=item.get("revoke_log_id"), operation_id=item.get("operation_id"),
         disconnect_requested_at=item.get("disconnect_requested_at"),
         revoke_attempts=int(item.get("revoke_attempts", 0)), parked_since=item.get("parked_since"),
+        last_read_at=item.get("last_read_at"),
         sealed_tokens=item.get("tokens"),
         outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
     )
@@ -335,6 +336,27 @@ class ConnectionStore:
         if next_refresh_at is None:
             return {"next_refresh_at": None, "due_shard": None}
         return {"next_refresh_at": int(next_refresh_at), "due_shard": self.shard_of(connection_id)}
+
+    def record_read(self, connection: Connection, now: int, *, window: int,
+                    next_refresh_at: int | None = None) -> bool:
+        """One conditional UpdateItem recording a token read at `now` (epoch seconds) as `last_read_at`, only when
+        the stored one is absent or at least `window` seconds old: at most one write per connection per window.
+        With `next_refresh_at`, the same write also plans the connection's next refresh then (an idle connection
+        read again: back on the eager schedule), guarded on the revision `connection` was read at so it never
+        overrides a decision written meanwhile. Neither bumps the revision: a read is not a decision.
+
+        True when written; False when the guard failed (another read recorded it first, or the connection moved):
+        DynamoDB still bills a failed conditional write one write unit."""
+        marks = {"last_read_at": int(now)}
+        expect: dict[str, Any] = {"connection_id": connection.connection_id}
+        expect_mark = {"last_read_at": NotAfter(int(now) - window)}
+        if next_refresh_at is None:
+            return bool(self.items.update(connection.connection_id, set=marks, expect={**expect, **expect_mark}))
+        written = self.items.update(
+            connection.connection_id, set={**marks, **self.schedule_attributes(connection.connection_id,
+                                                                               next_refresh_at)},
+            expect={**expect, "revision": connection.revision})
+        return bool(written)
 
     def erase(self, connection_id: str) -> bool:
         """Delete a disconnected connection for good, once no event of it waits in the outbox, and its guard item

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from ..ports import INDEXES, MISSING, TransactWrite, WriteResult
+from ..ports import INDEXES, MISSING, NotAfter, TransactWrite, WriteResult
 
 
 @cache
@@ -52,8 +52,9 @@ def condition_failure_item(exc: Exception) -> dict[str, Any] | None:
 
 
 def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, Any]) -> dict[str, Any]:
-    """UpdateExpression (SETs, None removing; REMOVEs), ConditionExpression (`expect`, MISSING: absent) and
-    their name and value maps, as UpdateItem and TransactWriteItems take them (absent parts left out)."""
+    """UpdateExpression (SETs, None removing; REMOVEs), ConditionExpression (`expect`, MISSING: absent,
+    NotAfter(v): absent or <= v) and their name and value maps, as UpdateItem and TransactWriteItems take them
+    (absent parts left out)."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
 
@@ -74,6 +75,10 @@ def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, A
     for attr, value in expect.items():
         if value is MISSING:
             conditions.append(f"attribute_not_exists({name(attr)})")
+        elif isinstance(value, NotAfter):
+            placeholder, attribute = f":v{len(values)}", name(attr)
+            values[placeholder] = value.value
+            conditions.append(f"(attribute_not_exists({attribute}) OR {attribute} <= {placeholder})")
         else:
             placeholder = f":v{len(values)}"
             values[placeholder] = value

@@ -137,6 +137,9 @@ class Connection:
     # The connect chain's link still to run (its index in the profile's `chain`) on the short-lived token stored:
     # the worker runs it instead of a refresh (ADR 0025). None: the chain is done (or the profile has none).
     chain_next: int | None = None
+    # When the token route last recorded a read of the token (at most once a window: the `adaptive` policy's
+    # input, ADR 0026). None: never recorded (or stored before reads were), which `adaptive` treats as idle.
+    last_read_at: int | None = None
     sealed_tokens: bytes | None = field(default=None, repr=False)
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
 

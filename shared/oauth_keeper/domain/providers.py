@@ -59,8 +59,9 @@ PKCE_SUPPORT = ("required", "supported", "unsupported")
 PKCE_METHODS = ("s256", "s256-hex")
 # The endpoints a profile calls or names; each must be https:// unless the deployment allows http:// (local mode).
 ENDPOINTS = ("authorize_url", "token_url", "revoke_url", "userinfo_url", "issuer")
-# eager: keep access tokens fresh; on_demand: refresh when the token route asks, plus a daily keep-alive
-REFRESH_POLICIES = ("eager", "on_demand")
+# eager: keep access tokens fresh; on_demand: refresh when the token route asks, plus a daily keep-alive;
+# adaptive: eager for connections whose token was read recently (ADAPTIVE_READ_WINDOW), on_demand for the others
+REFRESH_POLICIES = ("eager", "on_demand", "adaptive")
 
 # What an error rule's `class` means for the connection: reconnect (the grant is gone: needs_reauth), transient
 # (retried with backoff), rate_limited (retried, counted as rate limiting), operator_config (our client or app
@@ -259,7 +260,7 @@ class ProviderProfile:
     issues_refresh_tokens: bool = True
     access_lifetime: LifetimeBounds = LifetimeBounds(minimum=30, maximum=366 * 86_400, fallback=600)
     refresh_lifetime: LifetimeBounds = LifetimeBounds(minimum=60, maximum=10 * 366 * 86_400, fallback=86_400)
-    refresh_policy: str = "eager"  # eager: keep access tokens fresh; on_demand: refresh when asked, keep-alive
+    refresh_policy: str = "eager"  # one of REFRESH_POLICIES (domain/schedule.py effective_policy)
     issuer: str | None = None  # RFC 9207: the `iss` the authorization response must carry, when it carries one
     require_iss: bool = False  # the server promised `iss` (discovery said so): its absence is a mix-up
     discovery: bool = False  # fill endpoints from <issuer>/.well-known/openid-configuration

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from .providers import ProviderProfile
-from .schedule import plan_next_refresh
+from .schedule import DEFAULT_READ_WINDOW, effective_policy, plan_next_refresh
 from .tokens import TokenSet
 
 
@@ -41,13 +41,18 @@ def earliest_renewal(profile: ProviderProfile, issued_at: int | None) -> int | N
 
 
 def plan(profile: ProviderProfile, *, issued_at: int, access_expires_at: int | None, refresh_expires_at: int | None,
-         expiry_warning: int, rng: random.Random | None = None) -> int:
-    """When the sweep should next look at the connection (epoch seconds), under the profile's refresh policy:
+         expiry_warning: int, rng: random.Random | None = None, last_read_at: int | None = None,
+         now: int | None = None, read_window: int = DEFAULT_READ_WINDOW) -> int:
+    """When the sweep should next look at the connection (epoch seconds), under the profile's refresh policy as
+    it applies to this connection at `now` (default `issued_at`): `adaptive` is eager when the token was read
+    recently (`last_read_at` within `read_window` seconds, see `schedule.effective_policy`), else on_demand.
     `schedule.plan_next_refresh`, then
     - never before the token is old enough to be renewed (`timing.min_token_age`), unless the grant ends first;
     - with a hard cap, also `expiry_warning` seconds before the grant's end, so Connection Expiring is sent
       ahead of it even when the access token outlives that moment."""
-    planned = plan_next_refresh(profile.refresh_policy, issued_at=issued_at, access_expires_at=access_expires_at,
+    policy = effective_policy(profile.refresh_policy, last_read_at=last_read_at,
+                              now=issued_at if now is None else now, window=read_window)
+    planned = plan_next_refresh(policy, issued_at=issued_at, access_expires_at=access_expires_at,
                                 refresh_expires_at=refresh_expires_at, rng=rng)
     if profile.timing.effective_cap and refresh_expires_at:
         warn_at = refresh_expires_at - expiry_warning

@@ -26,6 +26,36 @@ KEEPALIVE_INTERVAL = 86_400  # on_demand: one keep-alive refresh a day detects r
 KEEPALIVE_BEFORE_END = 3 * 86_400  # ...and one well before the refresh token ends
 
 
+# adaptive (ADR 0026): a connection whose token was read within the window is kept fresh eagerly, the others get the
+# on_demand keep-alive. The token route records a read at most once a window (`read_mark_due`), so the stored
+# read trails the newest by less than one window: "read within the window" is "stored read less than two windows
+# old", and a connection unread for two windows is idle for sure.
+DEFAULT_READ_WINDOW = 86_400  # seconds (ADAPTIVE_READ_WINDOW)
+MIN_READ_WINDOW = 3600
+MAX_READ_WINDOW = 30 * 86_400
+
+
+def read_mark_due(last_read_at: int | None, now: float, window: int) -> bool:
+    """Whether a token read at `now` should be recorded: no read stored, or the stored one is at least one
+    `window` old (seconds). At most one write per connection per window follows."""
+    return last_read_at is None or now - last_read_at >= window
+
+
+def recently_read(last_read_at: int | None, now: float, window: int) -> bool:
+    """A token read within the last `window` seconds, as far as the stored read (recorded at most once a window)
+    can tell: it is less than two windows old. A connection never read (or stored before reads were recorded)
+    is not: nothing bounds how long it would stay eager."""
+    return last_read_at is not None and now - last_read_at < 2 * window
+
+
+def effective_policy(policy: str, *, last_read_at: int | None, now: float, window: int) -> str:
+    """`eager` or `on_demand`: what `policy` means for this connection at `now`. `adaptive` is `eager` while the
+    connection was read recently (`recently_read`), else `on_demand`; the other policies are themselves."""
+    if policy != "adaptive":
+        return policy
+    return "eager" if recently_read(last_read_at, now, window) else "on_demand"
+
+
 def plan_next_refresh(
     policy: str,
     *,
@@ -34,7 +64,8 @@ def plan_next_refresh(
     refresh_expires_at: int | None,
     rng: random.Random | None = None,
 ) -> int:
-    """When the sweep should next look at a connection, under the provider's refresh policy.
+    """When the sweep should next look at a connection, under `policy` as `effective_policy` resolved it
+    (`eager` or `on_demand`; epoch seconds).
 
     Never later than the refresh token's end: the sweep must see that moment to say "needs reauth".
     """

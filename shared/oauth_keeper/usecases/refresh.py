@@ -26,7 +26,7 @@ from ..domain.errors import ConfigurationError, FailureKind, ProviderError, Toke
 from ..domain.events import PendingEvent
 from ..domain.providers import ProviderProfile
 from ..domain.renewal import earliest_renewal, grant_end, plan
-from ..domain.schedule import backoff_delay, implausible
+from ..domain.schedule import DEFAULT_READ_WINDOW, backoff_delay, effective_policy, implausible
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric, record_metric_by
 from ..ports import Clock, ConnectionRepository, Credentials, ProviderClient, ProviderProfiles
@@ -104,9 +104,11 @@ class Refresher:
         self, *, connections: ConnectionRepository, breakers: CircuitBreakers, profiles: ProviderProfiles,
         credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
         sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
-        pending_until: Callable[[str, str], int | None] | None = None,
+        pending_until: Callable[[str, str], int | None] | None = None, read_window: int = DEFAULT_READ_WINDOW,
     ) -> None:
         """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
+        `read_window` (seconds, ADAPTIVE_READ_WINDOW) is how recent a token read keeps an `adaptive` connection
+        on the eager schedule;
         `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends;
         `pending_until(provider, account_id)` is when the latest pending grant for that provider account (connect
         confirmation; any owner's: a forwarded link is consented by the same provider user) expires, or None
@@ -121,6 +123,7 @@ class Refresher:
         self._clock = clock
         self._sweep_interval = sweep_interval
         self._expiry_warning = expiry_warning
+        self._read_window = read_window
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._owner = f"{uuid.uuid4()}"  # this refresher's lease identity
 
@@ -296,7 +299,8 @@ class Refresher:
         if profile.refreshes_with_access_token:
             tokens["issued_at"] = answer.issued_at  # the new token's age is what the next extension waits on
         next_at = plan(profile, issued_at=answer.issued_at, access_expires_at=answer.access_expires_at,
-                       refresh_expires_at=refresh_expires_at, expiry_warning=self._expiry_warning, rng=self._rng)
+                       refresh_expires_at=refresh_expires_at, expiry_warning=self._expiry_warning, rng=self._rng,
+                       last_read_at=leased.last_read_at, now=now, read_window=self._read_window)
         # A connect chain's link (ADR 0025): the next link, if any, is due at once; after the last, the plan above.
         chain_next = leased.chain_next + 1 if leased.chain_next is not None \
             and leased.chain_next + 1 < len(profile.chain) else None
@@ -386,7 +390,7 @@ class Refresher:
         connection is planned again (never before the token is old enough), and the outcome is `not_due`."""
         planned = plan(profile, issued_at=issued_at or now, access_expires_at=connection.access_expires_at,
                        refresh_expires_at=connection.refresh_expires_at, expiry_warning=self._expiry_warning,
-                       rng=self._rng)
+                       rng=self._rng, last_read_at=connection.last_read_at, now=now, read_window=self._read_window)
         if planned == connection.next_refresh_at:
             return RefreshOutcome(connection.connection_id, NOT_DUE, RENEWAL_TOO_EARLY, connection)
         return self._write(connection, self._store.schedule_attributes(connection.connection_id, planned), [],
@@ -510,7 +514,8 @@ class Refresher:
         failures = leased.failures + 1
         reason = failure_reason(error)
         # Under `eager`, an expired access token means the app cannot post: retry at least every sweep.
-        # Under `on_demand`, expired access tokens are normal; only repeated failures put it at risk.
+        # Under `on_demand` (and `adaptive` while idle), expired access tokens are normal; only repeated failures
+        # put it at risk.
         access_expired = self._access_gone(leased, now)
         cap = self._sweep_interval if access_expired else BACKOFF_CAP
         next_at = now + backoff_delay(failures, cap=cap, rng=self._rng)
@@ -597,8 +602,11 @@ class Refresher:
         return RefreshOutcome(connection.connection_id, result, reason, written)
 
     def _access_gone(self, connection: Connection, now: int) -> bool:
-        """The app can no longer get a working token without a refresh (eager policy only)."""
-        if self._profiles.profile(connection.provider).refresh_policy != "eager":
+        """The app can no longer get a working token without a refresh (the eager policy, and `adaptive` for a
+        connection read recently: for an idle one, as under on_demand, an expired access token is normal)."""
+        policy = effective_policy(self._profiles.profile(connection.provider).refresh_policy,
+                                  last_read_at=connection.last_read_at, now=now, window=self._read_window)
+        if policy != "eager":
             return False
         return not connection.access_expires_at or connection.access_expires_at <= now
 

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TypedDict
 
-from ..domain.connection import ENDED, Connection
+from ..domain.connection import ACTIVE, ENDED, Connection
 from ..domain.deadlines import LEASE_SECONDS, budget
 from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
-from ..domain.schedule import implausible
+from ..domain.renewal import plan
+from ..domain.schedule import DEFAULT_READ_WINDOW, implausible, read_mark_due
 from ..domain.timestamps import iso8601
 from ..domain.validation import int_param
 from ..observability import MetricUnit, logger, record_metric
@@ -55,7 +57,13 @@ class RefreshAnswer(TypedDict):
 
 class TokenAccess:
     def __init__(self, *, connections: ConnectionRepository, refresher: Refresher, profiles: ProviderProfiles,
-                 clock: Clock, sleep: Sleep = time.sleep) -> None:
+                 clock: Clock, sleep: Sleep = time.sleep, read_window: int = DEFAULT_READ_WINDOW,
+                 expiry_warning: int = 14 * 86_400) -> None:
+        """`read_window` (seconds, ADAPTIVE_READ_WINDOW): under the `adaptive` policy a read is recorded at most
+        once per window, and keeps the connection eager for at least that long; `expiry_warning` (seconds) as
+        the refresher's, for the plan a read of an idle connection writes."""
+        self._read_window = read_window
+        self._expiry_warning = expiry_warning
         self._connections = connections
         self._profiles = profiles
         self._refresher = refresher
@@ -80,9 +88,13 @@ class TokenAccess:
         now = self._clock.now()
         # An expiry further ahead than the provider's tokens ever live was stored from an absurd answer by an
         # older version: the token may be dead already, so it is refreshed first.
-        trusted = not implausible(connection.access_expires_at, now,
-                                  self._profiles.profile(connection.provider).access_lifetime.maximum)
-        if not (trusted and _valid_for(connection, now, min_valid)):
+        profile = self._profiles.profile(connection.provider)
+        trusted = not implausible(connection.access_expires_at, now, profile.access_lifetime.maximum)
+        fresh = trusted and _valid_for(connection, now, min_valid)
+        if profile.refresh_policy == "adaptive":
+            # Before any refresh: the refresh then plans with this read (eager) when it commits.
+            self._record_read(connection, int(now), replan=fresh)
+        if not fresh:
             connection = self._refreshed(connection, deadline)
         try:
             tokens = self._connections.open_tokens(connection)
@@ -98,6 +110,41 @@ class TokenAccess:
             "scopes": list(connection.scopes_granted),
             "account_id": connection.account_id,
         }
+
+    def _record_read(self, connection: Connection, now: int, *, replan: bool) -> None:
+        """`adaptive` (ADR 0026): record this read (at most one write per connection per window) and, when the
+        token is still valid (`replan`; otherwise the refresh about to run plans anew) and the connection was
+        planned as an idle one, put it back on the eager schedule in the same write. Best effort: a failure is
+        logged and counted (`TokenReadsNotRecorded`), never the answer's; the token is served all the same."""
+        try:
+            mark = read_mark_due(connection.last_read_at, now, self._read_window)
+            eager_at = self._eager_plan(connection, now) if replan else None
+            if not mark and eager_at is None:
+                return  # read within the window and already planned eagerly: no write
+            self._connections.record_read(connection, now, window=self._read_window, next_refresh_at=eager_at)
+        except Exception as exc:  # noqa: BLE001 - a read is served whether or not it could be recorded
+            logger.warning("Token read not recorded", extra={"connection_id": connection.connection_id,
+                                                             "error_type": type(exc).__name__})
+            record_metric("TokenReadsNotRecorded", MetricUnit.Count, 1)
+
+    def _eager_plan(self, connection: Connection, now: int) -> int | None:
+        """The plan a read connection gets (epoch seconds) when it is earlier than the stored one; None when the
+        stored plan is already as early (eager), or the connection is not for the schedule to move: not active,
+        failing, held, parked or leased, or a grant nothing renews (those plans are the refresher's decisions)."""
+        profile = self._profiles.profile(connection.provider)
+        if (connection.status != ACTIVE or connection.failures or connection.parked_since is not None
+                or connection.lease_owner or connection.next_refresh_at is None
+                or connection.last_refresh_outcome not in (None, "succeeded")
+                or not (profile.issues_refresh_tokens or profile.refreshes_with_access_token)):
+            return None
+        # Without jitter (the latest eager moment), from the last refresh or (re)connect, whichever is later (no
+        # earlier than the tokens' issue): a stored eager plan is never later, so an eager one is never rewritten.
+        issued = max(connection.last_refresh_at or 0, connection.connected_at or 0) or now
+        planned = plan(profile, issued_at=issued,
+                       access_expires_at=connection.access_expires_at, refresh_expires_at=connection.refresh_expires_at,
+                       expiry_warning=self._expiry_warning, rng=_LATEST, last_read_at=now, now=now,
+                       read_window=self._read_window)
+        return planned if planned < connection.next_refresh_at else None
 
     def force_refresh(self, connection_id: str, *, owner_id: str | None = None,
                       deadline: float | None = None) -> RefreshAnswer:
@@ -150,6 +197,16 @@ class TokenAccess:
             if settled or not current.lease_owner or (current.lease_expires_at or 0) <= self._clock.now():
                 return current
         return existing(self._connections, connection.connection_id)
+
+
+class _Latest(random.Random):
+    """An rng for `plan` that draws no jitter: the latest moment the plan allows."""
+
+    def randint(self, a: int, b: int) -> int:
+        return a
+
+
+_LATEST = _Latest()
 
 
 def _valid_for(connection: Connection, now: float, seconds: int) -> bool:
