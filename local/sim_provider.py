@@ -91,14 +91,16 @@ class SimulatedProvider(httpx.BaseTransport):
     _refresh_tokens: dict[str, _Token] = field(default_factory=dict)
 
     # -- the user's side ---------------------------------------------------------------------------------------
-    def approve(self, user: str, scopes: tuple[str, ...] = (), *, redirect_uri: str | None = None,
+    def approve(self, user: str, scopes: tuple[str, ...] | None = None, *, redirect_uri: str | None = None,
                 code_challenge: str | None = None) -> str:
-        """The user consents: a code for a new grant. Given the authorization request's `redirect_uri` and PKCE
-        `code_challenge`, the code exchange must send the same redirect URI and the matching `code_verifier`
-        (RFC 6749 section 4.1.3, RFC 7636 section 4.6), or it gets the network's dead-grant answer."""
+        """The user consents: a code for a new grant of `scopes` (None: the profile's defaults). Given the
+        authorization request's `redirect_uri` and PKCE `code_challenge`, the code exchange must send the same
+        redirect URI and the matching `code_verifier` (RFC 6749 section 4.1.3, RFC 7636 section 4.6), or it gets
+        the network's dead-grant answer."""
         code = "code-" + secrets.token_urlsafe(12)
-        self._codes[code] = _Grant(user=user, consented_at=self._now(), scopes=scopes or self.profile.default_scopes,
-                                   redirect_uri=redirect_uri, code_challenge=code_challenge)
+        granted = self.profile.default_scopes if scopes is None else scopes
+        self._codes[code] = _Grant(user=user, consented_at=self._now(), scopes=granted, redirect_uri=redirect_uri,
+                                   code_challenge=code_challenge)
         return code
 
     def revoke_user(self, user: str) -> None:

@@ -229,3 +229,35 @@ def test_a_code_is_exchanged_only_with_its_pkce_verifier_and_redirect_uri(dev):
         "error": "invalid_grant", "error_description": "Token has been expired or revoked."}
     assert exchange(approved(), redirect_uri="https://evil.example/cb").status_code == 400
     assert exchange(approved()).status_code == 200
+
+
+def test_scopes_unticked_on_the_consent_page_are_not_granted(dev, api):
+    browser, cookie, authorize_url = start_connect(api, "youtube")
+    try:
+        page = browser.get(authorize_url)
+        hidden = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page.text))
+        to_callback = browser.post(authorize_url.split("?")[0], data={
+            **{k: html.unescape(v) for k, v in hidden.items()}, "user": "bob", "action": "authorize"})
+        result = back_at_the_dashboard(browser, cookie, to_callback)
+    finally:
+        browser.close()
+    claimed = api.post("/dev/api/claim", json={"claim": result["claim"]}).json()["connection"]
+
+    always = set(dev.networks.profile("youtube").always_granted_scopes)  # shown ticked and disabled
+    assert claimed["account_id"] == "bob"
+    assert set(claimed["scopes_granted"]) == always
+    assert claimed["missing_scopes"] == [s for s in claimed["scopes_requested"] if s not in always] != []
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("GET", "/youtube/authorize?state=a&state=b", b"", 400),  # a repeated parameter: the network's own page
+    ("POST", "/youtube/authorize", b"\xff\xfe=\x00", 400),  # not a form a browser sends
+    ("GET", "/myspace/authorize", b"", 404),
+    ("POST", "/pinterest/token", b"grant_type=authorization_code&code=nope", 401),  # no client credentials
+    ("DELETE", "/linkedin/authorize", b"", 405),
+])
+def test_bad_requests_to_a_network_get_a_clear_4xx(dev, method, path, body, status):
+    answer = httpx.request(method, dev.networks.base_url + path, content=body, timeout=30,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    assert answer.status_code == status, answer.text
