@@ -19,7 +19,7 @@ PROVIDER ?= tiktok
 demo: .venv/.synced
 	PROVIDER=$(PROVIDER) PYTHONPATH=$(LAYER_PATH) $(UV) run --frozen python -m local.demo
 
-# The whole stack on http://127.0.0.1:3000 until Ctrl-C: gateway + dashboard (/dev/), moto, simulated TikTok.
+# The whole stack on http://127.0.0.1:3000 until Ctrl-C: gateway + dashboard (/dev/), moto, simulated TikTok and networks.
 .PHONY: dev
 dev: .venv/.synced
 	PYTHONPATH=shared:. $(UV) run --frozen python -m local.dev

@@ -9,9 +9,12 @@ One process holds everything:
   credential ever reaches the browser;
 - moto in server mode with the template's resources (tables, KMS key, SSM parameters, event bus);
 - the simulated TikTok (consent page, token endpoint, /_sim/ fault controls) on its own port;
-- one ManualClock shared by the handlers and the simulated TikTok: "advance the clock" moves both.
+- every other shipped network (Instagram, Facebook Pages, YouTube, LinkedIn, X, Pinterest, Threads) simulated from
+  its profile (local/sim_networks.py) on one more port, each under its own path, with a consent page; all eight
+  are enabled (PROVIDERS), each with its client credentials in the local SSM;
+- one ManualClock shared by the handlers and every simulated network: "advance the clock" moves them all.
 
-Tests build the same thing on free ports with `start_dev_stack(port=0, tiktok_port=0)`.
+Tests build the same thing on free ports with `start_dev_stack(port=0, tiktok_port=0)` (networks_port too).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 CLIENTS_JS_DIR = Path(__file__).resolve().parent.parent / "clients" / "js"  # connect.js, at /dev/clients/js/
@@ -68,6 +71,7 @@ class DevStack:
     clock: Any  # local.memory.ManualClock
     tiktok: Any  # local.fake_tiktok.FakeTikTok
     resources: Any  # local.stack.LocalResources
+    networks: Any = None  # local.sim_networks.SimulatedNetworks: the other enabled networks
     owner_id: str = OWNER_ID
     _stops: ExitStack = field(default_factory=ExitStack, repr=False)
 
@@ -79,6 +83,11 @@ class DevStack:
     def redirect_uri(self) -> str:
         return f"{self.base_url}/callback/{PROVIDER}"
 
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The enabled providers, TikTok first: what the dashboard offers to connect."""
+        return (PROVIDER, *(self.networks.providers if self.networks is not None else ()))
+
     def stop(self) -> None:
         self._stops.close()
 
@@ -89,22 +98,24 @@ class DevStack:
         self.stop()
 
 
-def start_dev_stack(port: int = 0, *, tiktok_port: int = 0, host: str = "127.0.0.1",
+def start_dev_stack(port: int = 0, *, tiktok_port: int = 0, networks_port: int = 0, host: str = "127.0.0.1",
                     log: Callable[[str], None] | None = None) -> DevStack:
-    """Start moto, the simulated TikTok and the gateway + dashboard; port=0 picks free ports.
+    """Start moto, the simulated TikTok, the other simulated networks and the gateway + dashboard; port=0 picks
+    free ports. Raises OSError when a port is taken.
 
     The process's environment, the layer's runtime and botocore's DynamoDB calls are set up for the stack's
     life and restored by stop(). One stack per process at a time (the handlers' runtime is process-global).
     """
     stops = ExitStack()
     try:
-        return _start(stops, port, tiktok_port, host, log)
+        return _start(stops, port, tiktok_port, networks_port, host, log)
     except BaseException:
         stops.close()
         raise
 
 
-def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callable[[str], None] | None) -> DevStack:
+def _start(stops: ExitStack, port: int, tiktok_port: int, networks_port: int, host: str,
+           log: Callable[[str], None] | None) -> DevStack:
     from werkzeug.serving import make_server
 
     from local.stack import DUMMY_CREDENTIALS
@@ -164,6 +175,10 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
     tiktok = FakeTikTok(clock=clock.now, redirect_uris=(f"{base_url}/callback/{PROVIDER}",))
     tiktok.start(host=host, port=tiktok_port)
     stops.callback(tiktok.stop)
+    from local.sim_networks import SimulatedNetworks
+
+    networks = SimulatedNetworks(clock=clock.now, public_base_url=base_url).start(host=host, port=networks_port)
+    stops.callback(networks.stop)
 
     # 4. The template's resources, the functions' environment, and the layer wired to them and to the clock.
     def forget_everything() -> None:
@@ -177,11 +192,12 @@ def _start(stops: ExitStack, port: int, tiktok_port: int, host: str, log: Callab
         client_key=tiktok.client_key, client_secret=tiktok.client_secret, scopes=SCOPES,
         connect_confirmation="required",  # as the template deploys by default: the dashboard claims each connect
     )
-    _set_env(stops, resources.env)
+    networks.put_credentials(resources.env["SSM_PREFIX"])
+    _set_env(stops, {**resources.env, **networks.env(), "PROVIDERS": ",".join((PROVIDER, *networks.providers))})
     install_from_env(clock=clock)
 
     stack = DevStack(base_url=base_url, moto_url=moto_url, clock=clock, tiktok=tiktok, resources=resources,
-                     _stops=stops)
+                     networks=networks, _stops=stops)
     app.configure(stack, log)
 
     # 5. Serve. Stopping the server comes first when the stack stops (callbacks run last-in, first-out).
@@ -272,7 +288,7 @@ class DevApp:
         if path in ("/", "/dev"):
             return 302, [("Location", "/dev/"), ("Cache-Control", "no-store")], b""
         if path == "/dev/connect":  # the full-page "connect in this tab" link
-            return self._connect_link(method)
+            return self._connect_link(method, environ.get("QUERY_STRING", ""))
         if path.startswith("/dev/api/"):
             return self._api(method, path[len("/dev/api"):], environ)
         if path.startswith("/dev/"):
@@ -307,7 +323,7 @@ class DevApp:
         if (method, path) == ("GET", "/state"):
             return _json(200, self._state())
         if (method, path) == ("POST", "/connect"):
-            return self._create_session(body.get("mode", "popup"), body.get("scopes"))
+            return self._create_session(body.get("mode", "popup"), body.get("scopes"), body.get("provider", PROVIDER))
         if (method, path) == ("POST", "/claim"):
             # As an app's backend must: the owner is the dashboard's own user, never one the page sends.
             return self._signed("POST", "/connections/claims",
@@ -361,23 +377,34 @@ class DevApp:
         return answer.status_code, [("Content-Type", answer.headers.get("content-type", "application/json")),
                                     ("Cache-Control", "no-store")], answer.content
 
-    def _connect_request(self, mode: str, scopes: Any = None) -> dict[str, Any]:
+    def _connect_request(self, mode: str, scopes: Any = None, provider: str = PROVIDER) -> dict[str, Any]:
         assert self.stack is not None
-        request: dict[str, Any] = {"owner_id": self.stack.owner_id, "provider": PROVIDER,
+        request: dict[str, Any] = {"owner_id": self.stack.owner_id, "provider": provider,
                                    "return_to": self.stack.dashboard_url, "mode": mode}
         if scopes:
             request["scopes"] = scopes
         return request
 
-    def _create_session(self, mode: Any, scopes: Any) -> Answer:
+    def _unknown_provider(self, provider: Any) -> Answer | None:
+        assert self.stack is not None
+        if provider in self.stack.providers:
+            return None
+        return _json(400, _error("invalid_provider", f"provider must be one of {', '.join(self.stack.providers)}."))
+
+    def _create_session(self, mode: Any, scopes: Any, provider: Any = PROVIDER) -> Answer:
         if mode not in ("popup", "redirect"):
             return _json(400, _error("invalid_mode", "mode must be 'popup' or 'redirect'."))
-        return self._signed("POST", "/connect-sessions", self._connect_request(mode, scopes))
+        return self._unknown_provider(provider) or self._signed(
+            "POST", "/connect-sessions", self._connect_request(mode, scopes, provider))
 
-    def _connect_link(self, method: str) -> Answer:
+    def _connect_link(self, method: str, query: str) -> Answer:
         if method not in ("GET", "HEAD"):
             return _json(405, _error("method_not_allowed", "GET /dev/connect"))
-        status, _, body = self._signed("POST", "/connect-sessions", self._connect_request("redirect"))
+        provider = (parse_qs(query).get("provider") or [PROVIDER])[-1]
+        refused = self._unknown_provider(provider)
+        if refused:
+            return refused
+        status, _, body = self._signed("POST", "/connect-sessions", self._connect_request("redirect", None, provider))
         if status != 201:
             return status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body
         return 303, [("Location", json.loads(body)["connect_url"]), ("Cache-Control", "no-store"),
@@ -432,6 +459,7 @@ class DevApp:
             "connections": listing.get("connections", []) if status == 200 else [],
             "connections_error": None if status == 200 else listing,
             "events": self._recent_events(),
+            "providers": self._providers(),
             "last_sweep": self._last_sweep,
             "tiktok": {
                 "base_url": self.stack.tiktok.base_url,
@@ -441,6 +469,24 @@ class DevApp:
                 **sim_stats,
             },
         }
+
+    def _providers(self) -> list[dict[str, Any]]:
+        """The enabled providers the dashboard offers, TikTok first: name, display name, where it is simulated,
+        and (for the profile-simulated networks) what each has answered so far."""
+        from oauth_keeper import root
+
+        assert self.stack is not None
+        profiles = root.container().profiles
+        listed: list[dict[str, Any]] = []
+        for name in self.stack.providers:
+            entry: dict[str, Any] = {"name": name, "display_name": profiles.profile(name).display_name}
+            if name == PROVIDER:
+                entry["simulated_at"] = self.stack.tiktok.base_url
+            else:
+                entry["simulated_at"] = self.stack.networks.url(name)
+                entry["answered"] = self.stack.networks.summary(name)
+            listed.append(entry)
+        return listed
 
     def _recent_events(self) -> list[dict[str, Any]]:
         """Connection events from the bus (an EventBridge rule delivers them to a queue in moto)."""
@@ -493,6 +539,8 @@ def _serve(argv: list[str] | None) -> int:
                         help="gateway and dashboard (default 3000)")
     parser.add_argument("--tiktok-port", type=int, default=int(os.environ.get("DEV_TIKTOK_PORT", "3001")),
                         help="simulated TikTok (default 3001)")
+    parser.add_argument("--networks-port", type=int, default=int(os.environ.get("DEV_NETWORKS_PORT", "3002")),
+                        help="the other simulated networks, one path each (default 3002)")
     args = parser.parse_args(argv)
 
     from local import sigv4
@@ -501,10 +549,11 @@ def _serve(argv: list[str] | None) -> int:
         print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
 
     try:
-        stack = start_dev_stack(args.port, tiktok_port=args.tiktok_port, log=log)
+        stack = start_dev_stack(args.port, tiktok_port=args.tiktok_port, networks_port=args.networks_port, log=log)
     except OSError as exc:
-        print(f"Could not start: {exc}. Is something else using port {args.port} or {args.tiktok_port}? "
-              "Stop it, or pick others: make dev DEV_PORT=3100 DEV_TIKTOK_PORT=3101", file=sys.stderr)
+        print(f"Could not start: {exc}. Is something else using port {args.port}, {args.tiktok_port} or "
+              f"{args.networks_port}? Stop it, or pick others: "
+              "make dev DEV_PORT=3100 DEV_TIKTOK_PORT=3101 DEV_NETWORKS_PORT=3102", file=sys.stderr)
         return 1
     print(f"""
 oauth-keeper local stack (Ctrl-C to stop)
@@ -512,8 +561,9 @@ oauth-keeper local stack (Ctrl-C to stop)
   Dashboard           {stack.dashboard_url}
   API (local gateway) {stack.base_url}   routes and auth from template.yaml; IAM routes need SigV4
   Simulated TikTok    {stack.tiktok.base_url}   consent page; fault controls under /_sim/
+  Other networks      {stack.networks.base_url}/<network>   {", ".join(stack.networks.providers)}
   AWS (moto)          {stack.moto_url}
-  Redirect URI        {stack.redirect_uri}   (registered at the simulated TikTok)
+  Redirect URI        {stack.redirect_uri}   (registered at the simulated TikTok; /callback/<network> for each)
   Dashboard user      owner_id={stack.owner_id}; its /dev/api/ proxy signs IAM calls server-side
 
 Signing identity for the IAM routes (SigV4, service execute-api; local dummy values, not an AWS key):

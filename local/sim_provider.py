@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import httpx
+from oauth_keeper.domain.protocol import code_challenge
 from oauth_keeper.domain.providers import ProviderProfile, RequestShape
 
 DAY = 86_400
@@ -56,6 +57,8 @@ class _Grant:
     scopes: tuple[str, ...]
     alive: bool = True
     last_refresh: int = 0
+    redirect_uri: str | None = None  # the authorization request's, which the code exchange must repeat
+    code_challenge: str | None = None  # the authorization request's PKCE challenge (RFC 7636)
 
 
 @dataclass
@@ -88,10 +91,16 @@ class SimulatedProvider(httpx.BaseTransport):
     _refresh_tokens: dict[str, _Token] = field(default_factory=dict)
 
     # -- the user's side ---------------------------------------------------------------------------------------
-    def approve(self, user: str, scopes: tuple[str, ...] = ()) -> str:
-        """The user consents: a code for a new grant."""
+    def approve(self, user: str, scopes: tuple[str, ...] | None = None, *, redirect_uri: str | None = None,
+                code_challenge: str | None = None) -> str:
+        """The user consents: a code for a new grant of `scopes` (None: the profile's defaults). Given the
+        authorization request's `redirect_uri` and PKCE `code_challenge`, the code exchange must send the same
+        redirect URI and the matching `code_verifier` (RFC 6749 section 4.1.3, RFC 7636 section 4.6), or it gets
+        the network's dead-grant answer."""
         code = "code-" + secrets.token_urlsafe(12)
-        self._codes[code] = _Grant(user=user, consented_at=self._now(), scopes=scopes or self.profile.default_scopes)
+        granted = self.profile.default_scopes if scopes is None else scopes
+        self._codes[code] = _Grant(user=user, consented_at=self._now(), scopes=granted, redirect_uri=redirect_uri,
+                                   code_challenge=code_challenge)
         return code
 
     def revoke_user(self, user: str) -> None:
@@ -140,8 +149,8 @@ class SimulatedProvider(httpx.BaseTransport):
         return getattr(self, "_" + step)(shape, request, params)
 
     def _code_exchange(self, shape: RequestShape, request: httpx.Request, params: dict[str, str]) -> tuple[int, Any]:
-        grant = self._codes.pop(params.get("code", ""), None)
-        if grant is None:
+        grant = self._codes.pop(params.get("code", ""), None)  # single use, whatever the outcome
+        if grant is None or not self._bound_ok(grant, params):
             return self.quirks.dead_grant
         if self.quirks.on_code_exchange is not None:
             self.quirks.on_code_exchange()
@@ -207,6 +216,18 @@ class SimulatedProvider(httpx.BaseTransport):
         return 200, {}
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _bound_ok(self, grant: _Grant, params: dict[str, str]) -> bool:
+        """The exchange repeats the authorization request's redirect URI and proves its PKCE challenge."""
+        if grant.redirect_uri is not None and params.get("redirect_uri") != grant.redirect_uri:
+            return False
+        if grant.code_challenge is not None:
+            try:
+                proof = code_challenge(params.get("code_verifier") or "", self.profile.pkce)
+            except UnicodeEncodeError:  # RFC 7636's verifier is ASCII: anything else proves nothing
+                return False
+            return bool(params.get("code_verifier")) and secrets.compare_digest(proof, grant.code_challenge)
+        return True
+
     @property
     def _issues_refresh(self) -> bool:
         return self.profile.refresh_strategy in ("rotating", "standard")

@@ -11,14 +11,15 @@ const STATUS_TEXT = {
   disconnected: "disconnected",
 };
 
+// "{network}" is the connection's network (TikTok, Instagram, ...): see say().
 const REASON_TEXT = {
-  invalid_grant: "TikTok refused the refresh token: the user removed the app's access, or the grant ended",
+  invalid_grant: "{network} refused the refresh token: the user removed the app's access, or the grant ended",
   rotation_lost: "a refresh may have rotated the token without us saving it",
   refresh_token_expired: "the refresh token ran out",
-  provider_unavailable: "TikTok is failing or unreachable",
-  rate_limited: "TikTok is rate limiting us",
-  provider_config: "TikTok refuses the app's client credentials",
-  user_revoked: "the user removed the app inside TikTok",
+  provider_unavailable: "{network} is failing or unreachable",
+  rate_limited: "{network} is rate limiting us",
+  provider_config: "{network} refuses the app's client credentials",
+  user_revoked: "the user removed the app inside {network}",
   app_disconnected: "the app disconnected it",
   connect_finishing: "connected on the network's short-lived token; the long-lived one is being fetched in the background",
   connect_incomplete: "the network never exchanged the short-lived token for a long-lived one",
@@ -45,6 +46,8 @@ const ERROR_HELP = {
 };
 
 const INACTIVE = ["needs_reauth", "disconnecting", "disconnected"];
+const DEFAULT_PROVIDER = "tiktok";
+const CONNECTING_KEY = "oauth-keeper-dev:connecting";  // the network of a connect that left this tab (redirect)
 
 let state = null;
 let loading = false;
@@ -125,6 +128,18 @@ function duration(seconds) {
   return minutes + " min";
 }
 
+// The enabled networks' names as their profiles give them (state.providers), e.g. x_twitter -> "X".
+function networkName(provider) {
+  const found = ((state && state.providers) || []).find((p) => p.name === provider);
+  return found ? found.display_name : (provider === DEFAULT_PROVIDER ? "TikTok" : provider || "the network");
+}
+
+// The dashboard's texts name TikTok, the first network; for another network's connection they name that one.
+function say(text, provider) {
+  const name = networkName(provider || DEFAULT_PROVIDER);
+  return String(text).replaceAll("{network}", name).replaceAll("TikTok", name);
+}
+
 function epochOf(iso) { return iso ? Date.parse(iso) / 1000 : null; }
 
 // Every time on the page is simulated time, shown one way: as the header's clock shows it, or relative to it.
@@ -160,8 +175,9 @@ function showResult(kind, title, ...lines) {
   box.hidden = false;
 }
 
-function showOutcome(data) {
-  if (!lastOutcome || lastOutcome.data !== data) lastOutcome = { data };
+function showOutcome(data, provider) {
+  if (!lastOutcome || lastOutcome.data !== data) lastOutcome = { data, provider: provider || DEFAULT_PROVIDER };
+  provider = lastOutcome.provider;
   if (data.status === "connected") {
     const connection = ((state && state.connections) || []).find((c) => c.connection_id === data.connection_id);
     const who = connection && connection.display_name ? " as " + connection.display_name : "";
@@ -176,12 +192,12 @@ function showOutcome(data) {
     }
     showResult("ok", "Connected" + who,
       el("p", {}, "Connection ", el("code", {}, data.connection_id || "?"), granted ? " · granted: " + granted : ""),
-      missing.length ? "TikTok granted less than asked: " + missing.join(", ") + " missing. Connect again and keep those boxes ticked if the app needs them." : null);
+      missing.length ? say("TikTok", provider) + " granted less than asked: " + missing.join(", ") + " missing. Connect again and keep those boxes ticked if the app needs them." : null);
     return;
   }
   const code = data.error || "unknown_error";
   const retryable = data.retryable === true || data.retryable === "true";
-  const help = ERROR_HELP[code] || (retryable ? "Wait a few minutes and try again." : "Start again from the app.");
+  const help = say(ERROR_HELP[code] || (retryable ? "Wait a few minutes and try again." : "Start again from the app."), provider);
   showResult("error", "Not connected: " + code,
     el("p", {}, help),
     // What the callback reported to the app, in its terms: never a second piece of advice beside the one above.
@@ -194,13 +210,14 @@ function showPending(kind, title, ...lines) {
 }
 
 // -- connecting: connect.js opens the pop-up (this tab goes to TikTok instead if the pop-up is blocked) -----------
-async function connectInPopup(button) {
+async function connectInPopup(button, provider = DEFAULT_PROVIDER) {
   // connect() is called inside the click, with the session still on its way: the pop-up opens at once.
   if (button) button.disabled = true;
-  const session = api("POST", "/connect", { mode: "popup" }).then((answer) => answer.connect_url);
+  try { sessionStorage.setItem(CONNECTING_KEY, provider); } catch (_) { /* storage off: the result says TikTok */ }
+  const session = api("POST", "/connect", { mode: "popup", provider }).then((answer) => answer.connect_url);
   // Enabled again once the session exists: a second click brings the pop-up back with a new session.
   session.finally(() => { if (button) button.disabled = false; }).catch(() => {});
-  showPending("pending", "Waiting for TikTok…", "Finish in the pop-up window. If you can't see it, it may be behind this window.");
+  showPending("pending", say("Waiting for TikTok…", provider), "Finish in the pop-up window. If you can't see it, it may be behind this window.");
   let result;
   try {
     result = await connect(session);
@@ -210,25 +227,25 @@ async function connectInPopup(button) {
   }
   if (result.status === "cancelled") {
     if (result.error !== "superseded") {  // superseded: a newer click's connect reports instead
-      showPending("warn", "The pop-up was closed before TikTok finished", "Nothing was connected. Click Connect TikTok to try again.");
+      showPending("warn", say("The pop-up was closed before TikTok finished", provider), say("Nothing was connected. Click Connect TikTok to try again.", provider));
     }
     return;
   }
-  settle(result);
+  settle(result, provider);
 }
 
 // Connect confirmation: the callback only holds the grant; the dashboard's backend claims it for its own user.
-async function settle(data) {
-  if (data.status !== "pending_confirmation") { showOutcome(data); load(); return; }
+async function settle(data, provider = DEFAULT_PROVIDER) {
+  if (data.status !== "pending_confirmation") { showOutcome(data, provider); load(); return; }
   showPending("pending", "Almost done…", "Confirming the connection for this user.");
   try {
     const answer = await api("POST", "/claim", { claim: data.claim });
     const c = answer.connection;
     showOutcome({ status: "connected", connection_id: c.connection_id, granted_scopes: c.scopes_granted,
-      missing_scopes: c.missing_scopes });
+      missing_scopes: c.missing_scopes }, provider);
   } catch (error) {
     // A used or expired claim code never works again (410, 409): only a failure on our side is worth retrying.
-    showOutcome({ status: "error", error: error.code || "claim_failed", retryable: error.status >= 500 });
+    showOutcome({ status: "error", error: error.code || "claim_failed", retryable: error.status >= 500 }, provider);
   }
   load();
 }
@@ -241,12 +258,13 @@ function renderClock() {
 }
 
 function hintFor(c) {
+  const inNetwork = (text) => say(text, c.provider);
   const reason = c.status_reason ? (REASON_TEXT[c.status_reason] || c.status_reason) : null;
-  if (c.status === "needs_reauth") return el("p", { className: "hint bad" }, "TikTok no longer accepts this connection (" + (reason || "grant gone") + "). The user must reconnect: click Reconnect.");
-  if (c.status === "at_risk") return el("p", { className: "hint" }, "Refreshing keeps failing for a reason that isn't the user's (" + (reason || "unknown") + "). The keeper keeps retrying; posts may fail until it recovers.");
-  if (c.status === "disconnected") return el("p", { className: "hint muted" }, "Disconnected" + (reason ? ": " + reason : "") + ". Its tokens were erased; reconnect to use it again.");
-  if (c.status === "disconnecting") return el("p", { className: "hint muted" }, "Being disconnected: no token is served; the keeper is revoking its access at TikTok (retried for up to a day), then erases its tokens.");
-  if (c.refresh_in_doubt) return el("p", { className: "hint" }, "A refresh ended without an answer: TikTok may have rotated the token. The next refresh will tell.");
+  if (c.status === "needs_reauth") return el("p", { className: "hint bad" }, inNetwork("TikTok no longer accepts this connection (" + (reason || "grant gone") + "). The user must reconnect: click Reconnect."));
+  if (c.status === "at_risk") return el("p", { className: "hint" }, inNetwork("Refreshing keeps failing for a reason that isn't the user's (" + (reason || "unknown") + "). The keeper keeps retrying; posts may fail until it recovers."));
+  if (c.status === "disconnected") return el("p", { className: "hint muted" }, inNetwork("Disconnected" + (reason ? ": " + reason : "") + ". Its tokens were erased; reconnect to use it again."));
+  if (c.status === "disconnecting") return el("p", { className: "hint muted" }, inNetwork("Being disconnected: no token is served; the keeper is revoking its access at TikTok (retried for up to a day), then erases its tokens."));
+  if (c.refresh_in_doubt) return el("p", { className: "hint" }, inNetwork("A refresh ended without an answer: TikTok may have rotated the token. The next refresh will tell."));
   return null;
 }
 
@@ -267,21 +285,23 @@ function renderConnection(c) {
   const buttons = [];
   const where = "connection:" + id;
   if (inactive) {
-    buttons.push(el("button", { type: "button", className: "primary reconnect", onclick: (e) => connectInPopup(e.currentTarget) }, "Reconnect"));
+    buttons.push(el("button", { type: "button", className: "primary reconnect", onclick: (e) => connectInPopup(e.currentTarget, c.provider) }, "Reconnect"));
   } else {
     buttons.push(el("button", { type: "button", className: "refresh", onclick: (e) => refreshNow(e.currentTarget, where, c) }, "Refresh now"));
   }
   if (c.status !== "disconnected" && c.status !== "disconnecting") {
     buttons.push(el("button", { type: "button", className: "danger disconnect", onclick: (e) => disconnect(e.currentTarget, where, c) }, "Disconnect"));
   }
-  return el("article", { className: "connection", dataset: { connectionId: id, status: c.status } },
+  const network = networkName(c.provider);
+  return el("article", { className: "connection", dataset: { connectionId: id, status: c.status, provider: c.provider } },
     el("header", {},
-      el("span", { className: "name" }, c.display_name || "TikTok account"),
+      el("span", { className: "name" }, c.display_name || network + " account"),
+      el("span", { className: "badge network" }, network),
       el("span", { className: "badge status status-" + c.status }, STATUS_TEXT[c.status] || c.status)),
     hintFor(c),
     el("dl", {},
       el("dt", {}, "Connection"), el("dd", {}, el("code", {}, id)),
-      el("dt", {}, "TikTok account"), el("dd", {}, el("code", {}, c.account_id)),
+      el("dt", {}, network + " account"), el("dd", {}, el("code", {}, c.account_id)),
       el("dt", {}, "Granted scopes"), el("dd", { className: "granted-scopes" }, scopes(c.scopes_granted)),
       c.missing_scopes && c.missing_scopes.length ? [el("dt", {}, "Missing scopes"), el("dd", {}, scopes(c.missing_scopes, true))] : null,
       el("dt", {}, "Access token"), el("dd", {}, inactive ? el("span", { className: "muted" }, "—") : when(c.access_expires_at, { expired: true })),
@@ -301,7 +321,7 @@ function renderConnections() {
     return;
   }
   if (!list.length) {
-    $("connections").replaceChildren(el("p", { className: "muted" }, "No TikTok account connected yet. Click Connect TikTok above."));
+    $("connections").replaceChildren(el("p", { className: "muted" }, "No TikTok account connected yet, nor any other network's. Click a Connect button above."));
     return;
   }
   $("connections").replaceChildren(...list.map(renderConnection));
@@ -327,8 +347,21 @@ function renderTikTok() {
 
 function connectionName(e) {
   const c = (state.connections || []).find((c) => c.connection_id === e.connection_id);
-  if (c && c.display_name) return c.display_name;
-  return e.account_id ? "TikTok account " + e.account_id : "TikTok account";
+  if (c && c.display_name) return c.display_name + " (" + networkName(c.provider) + ")";
+  const network = c ? networkName(c.provider) : "Account";  // a connection no longer listed: its network is gone too
+  return e.account_id ? network + (c ? " account " : " ") + e.account_id : network + (c ? " account" : "");
+}
+
+// One Connect button per enabled network besides TikTok's own (#connect-popup), built when the list changes.
+let offered = "";
+function renderProviders() {
+  const others = (state.providers || []).filter((p) => p.name !== DEFAULT_PROVIDER);
+  const key = others.map((p) => p.name + "=" + p.display_name).join(",");
+  if (key === offered) return;
+  offered = key;
+  $("connect-networks").replaceChildren(...others.map((p) => el("button", {
+    type: "button", id: "connect-" + p.name, className: "connect-network", dataset: { provider: p.name },
+    onclick: (e) => connectInPopup(e.currentTarget, p.name) }, "Connect " + p.display_name)));
 }
 
 function renderEvents() {
@@ -359,6 +392,7 @@ async function load() {
       loadAgain = false;
       state = await api("GET", "/state");
       renderClock();
+      renderProviders();
       renderConnections();
       renderTikTok();
       renderEvents();
@@ -381,8 +415,8 @@ function refreshNow(button, where, c) {
       const now = answer.connection;
       notice(where, "Refresh: " + answer.result + " — " + (STATUS_TEXT[now.status] || now.status) + (now.last_refresh.reason ? " (" + now.last_refresh.reason + ")" : "") + ".");
     } catch (error) {
-      if (error.status === 409) throw new Error("TikTok no longer accepts this connection: the user must reconnect. (" + error.message + ")");
-      if (error.status === 503) throw new Error("TikTok couldn't refresh it just now; the keeper will retry. (" + error.message + ")");
+      if (error.status === 409) throw new Error(say("TikTok no longer accepts this connection: the user must reconnect. (", c.provider) + error.message + ")");
+      if (error.status === 503) throw new Error(say("TikTok couldn't refresh it just now; the keeper will retry. (", c.provider) + error.message + ")");
       throw error;
     }
   });
@@ -391,7 +425,7 @@ function refreshNow(button, where, c) {
 function disconnect(button, where, c) {
   return withButton(button, where, async () => {
     await api("DELETE", "/connections/" + encodeURIComponent(c.connection_id));
-    notice(where, (c.display_name || "The account") + " is disconnected: its access was revoked at TikTok (retried for a day if TikTok fails) and its tokens erased.");
+    notice(where, (c.display_name || "The account") + say(" is disconnected: its access was revoked at TikTok (retried for a day if TikTok fails) and its tokens erased.", c.provider));
   });
 }
 
@@ -429,6 +463,14 @@ document.addEventListener("DOMContentLoaded", () => {
     simAction(e.currentTarget, "fail-next", { n: 1, kind }, "TikTok's next token call will fail with " + kind + ".");
   });
   const fromRedirect = redirectResult();  // the claim code leaves the address bar at once (replaceState)
-  if (fromRedirect) settle(fromRedirect); else load();
+  let connecting = DEFAULT_PROVIDER;
+  try {
+    connecting = sessionStorage.getItem(CONNECTING_KEY) || DEFAULT_PROVIDER;
+    sessionStorage.removeItem(CONNECTING_KEY);
+  } catch (_) { /* storage off */ }
+  $("connect-tab").addEventListener("click", () => {
+    try { sessionStorage.setItem(CONNECTING_KEY, DEFAULT_PROVIDER); } catch (_) { /* storage off */ }
+  });
+  if (fromRedirect) settle(fromRedirect, connecting); else load();
   setInterval(() => { if (!document.hidden) load(); }, 2000);
 });

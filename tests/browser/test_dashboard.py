@@ -383,3 +383,45 @@ def test_messages_never_cover_the_cards(page, dev, shot):
     expect(page.locator(".notice", has_text="Refresh: refreshed")).to_be_visible()
     assert page.evaluate(COVERED_POINTS, ".card, article.connection") == []
     shot(page, "2-refreshed")
+
+
+# -- the other networks ----------------------------------------------------------------------------------------------
+def test_connect_instagram_from_its_own_button_then_extend_it_a_month_later(dashboard, dev, shot):
+    # Every enabled network has a Connect button; Instagram's consent page is its simulator's, over loopback.
+    for name in ("instagram", "facebook_pages", "youtube", "linkedin", "x_twitter", "pinterest", "threads"):
+        expect(dashboard.locator(f"#connect-{name}")).to_be_visible()
+    popup = open_consent_popup(dashboard, "#connect-instagram")
+    assert popup.url.startswith(dev.networks.url("instagram") + "/authorize?")
+    expect(popup.locator("h1")).to_contain_text("would like to access your Instagram account")
+    shot(popup, "1-instagram-consent")
+
+    finish_in_popup(popup, "authorize")
+
+    expect(dashboard.locator("#result")).to_contain_text("Connected as User alice")
+    connection = row(dashboard)
+    expect(connection.locator(".badge.network")).to_have_text("Instagram")
+    expect(connection).to_contain_text("Instagram account")
+    expect(connection.locator(".status")).to_have_text("active")
+    shot(dashboard, "2-instagram-connected")
+
+    # Instagram's long-lived token lasts 60 days and the keeper extends it from day 48; a month on, nothing is due
+    # yet, and Refresh now extends it at Instagram (its refresh endpoint, over loopback) for another 60.
+    dashboard.click("#advance-30d")
+    expect(dashboard.locator(".notice", has_text="Clock moved forward")).to_be_visible()
+    dashboard.click("#sweep")
+    expect(dashboard.locator("#sweep-result")).to_contain_text("0 due")
+    expect(connection.locator(".next-refresh")).to_contain_text(re.compile(r"in 1[78] d"))
+    connection.locator("button.refresh").click()
+    expect(connection.locator(".last-refresh")).to_contain_text("succeeded")
+    expect(connection.locator(".next-refresh")).to_contain_text(re.compile(r"in 4[78] d"))
+    expect(connection.locator(".status")).to_have_text("active")
+    shot(dashboard, "3-instagram-extended")
+
+
+def test_deny_on_another_networks_consent_page_names_that_network(dashboard, shot):
+    finish_in_popup(open_consent_popup(dashboard, "#connect-linkedin"), "cancel")
+
+    result = dashboard.locator("#result")
+    expect(result).to_contain_text("Not connected: access_denied")
+    expect(result).to_contain_text("You chose Cancel on LinkedIn")
+    shot(dashboard, "linkedin-access-denied")

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_make_dev_prints_no_raw_emf_when_handlers_run():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIKTOK_", "POWERTOOLS_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "shared"), str(ROOT)])
-    dev = subprocess.Popen([sys.executable, "-m", "local.dev", "--port", "0", "--tiktok-port", "0"], cwd=ROOT,
+    dev = subprocess.Popen([sys.executable, "-m", "local.dev", "--port", "0", "--tiktok-port", "0",
+                            "--networks-port", "0"], cwd=ROOT,
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in dev.stdout], daemon=True).start()
