@@ -51,6 +51,8 @@ def simulated_urls(name: str, profile: ProviderProfile, host: str | None = None)
         urls["refresh_url"] = f"{host}/refresh"
     if profile.chain:
         urls["chain_url"] = f"{host}/exchange"
+    if profile.channels:
+        urls["channels_url"] = f"{host}/channels"
     return urls
 
 

@@ -12,12 +12,13 @@ injected clock's: days pass in microseconds.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import httpx
 from oauth_keeper.domain.protocol import code_challenge
@@ -48,6 +49,7 @@ class Quirks:
     too_young: tuple[int, Any] = (400, {"error": "invalid_request"})
     wrong_method: tuple[int, Any] = (400, {"error": "invalid_request"})
     bad_client: tuple[int, Any] = (401, {"error": "invalid_client"})
+    channels_page_size: int | None = None  # the channel list answers in pages this long (a `next` URL each)
 
 
 @dataclass
@@ -89,6 +91,9 @@ class SimulatedProvider(httpx.BaseTransport):
     _codes: dict[str, _Grant] = field(default_factory=dict)
     _access_tokens: dict[str, _Token] = field(default_factory=dict)
     _refresh_tokens: dict[str, _Token] = field(default_factory=dict)
+    # Each user's channels (profiles with a `channels` section): (id, name, role), made up on first listing.
+    channels: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    channel_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # derived token -> (user, channel id)
 
     # -- the user's side ---------------------------------------------------------------------------------------
     def approve(self, user: str, scopes: tuple[str, ...] | None = None, *, redirect_uri: str | None = None,
@@ -141,7 +146,7 @@ class SimulatedProvider(httpx.BaseTransport):
         for name, value in self.profile.headers.items():
             if request.headers.get(name) != value:
                 return 400, {"error": "invalid_request", "error_description": f"missing header {name}"}
-        if step != "userinfo" and not self._client_ok(shape, request, params):
+        if step not in ("userinfo", "channels") and not self._client_ok(shape, request, params):
             return self.quirks.bad_client
         for name, value in shape.params.items():
             if params.get(name) != value:
@@ -207,6 +212,61 @@ class SimulatedProvider(httpx.BaseTransport):
                             *(((fields.success_path, fields.success_value),) if fields.success_path else ())):
             _put(body, path, value)
         return 200, body
+
+    def _channels(self, shape: RequestShape, request: httpx.Request, params: dict[str, str]) -> tuple[int, Any]:
+        """The channels the grant's user may post to, shaped as the profile's `channels` section reads them: each
+        listing derives fresh channel tokens when the profile reads one (a Page token per Page)."""
+        fields = self.profile.channels
+        assert fields is not None
+        for name, value in fields.headers.items():
+            if request.headers.get(name) != value:
+                return 400, {"error": "invalid_request", "error_description": f"missing header {name}"}
+        header = request.headers.get("authorization", "")
+        credential = header[7:] if fields.bearer and header.startswith("Bearer ") \
+            else params.get(fields.credential_param)
+        token = self._live(self._access_tokens, credential)
+        if token is None:
+            return self.quirks.dead_grant
+        user = token.grant.user
+        items = []
+        for channel_id, name, role in self.channels_for(user):
+            item: dict[str, Any] = {}
+            _put(item, fields.id, (fields.id_prefix or "") + channel_id)
+            if fields.name:
+                _put(item, fields.name, name)
+            if fields.token:
+                derived = "pt-" + secrets.token_urlsafe(16)
+                self.channel_tokens[derived] = (user, channel_id)
+                _put(item, fields.token, derived)
+            if fields.role_path:
+                _put(item, fields.role_path, role)
+            items.append(item)
+        size = self.quirks.channels_page_size
+        start = int(params.get("after", "0") or 0)
+        page = items[start:start + size] if size else items
+        body: dict[str, Any] = {}
+        _put(body, fields.items, page)
+        if size and fields.next and start + size < len(items):
+            query = {**fields.query, "after": str(start + size)}
+            if not fields.bearer:
+                query[fields.credential_param] = credential or ""
+            _put(body, fields.next, fields.url + "?" + urlencode(query))
+        return 200, body
+
+    def channels_for(self, user: str) -> list[tuple[str, str, str]]:
+        """The user's channels, made up on first use: three Pages or organizations (one of them only viewable
+        when the profile filters roles), or one YouTube-like channel when no token or role tells them apart."""
+        fields = self.profile.channels
+        if user not in self.channels:
+            if fields is not None and fields.role_path:
+                self.channels[user] = [(f"{_digits(user)}{n}", f"Org {n} of {user}", role) for n, role in
+                                       enumerate((*fields.roles[:2], "ANALYST"), start=1)]
+            elif fields is not None and fields.token:
+                self.channels[user] = [(f"{_digits(user)}{n}", f"Page {n} of {user}", "")
+                                       for n in range(1, 4)]
+            else:
+                self.channels[user] = [(f"UC{user}", f"Channel of {user}", "")]
+        return self.channels[user]
 
     def _revoke(self, shape: RequestShape, request: httpx.Request, params: dict[str, str]) -> tuple[int, Any]:
         token = self._access_tokens.get(params.get(shape.credential_param or "token", "")) or self._refresh_tokens.get(
@@ -304,6 +364,10 @@ class SimulatedProvider(httpx.BaseTransport):
         for index, link in enumerate(self.profile.chain):
             if url == link.url and self.profile.link(index).credential_param in params:
                 return "chain", self.profile.link(index)
+        channels = self.profile.channels
+        if channels is not None and url == channels.url.split("?", 1)[0]:
+            return "channels", RequestShape(url=channels.url, method=channels.method, encoding="query",
+                                            params=dict(channels.query))
         candidates = [(s, self.profile.request(s)) for s in ("code_exchange", "refresh", "userinfo", "revoke")]
         matching = [(s, shape) for s, shape in candidates if shape.url and url == shape.url.split("?", 1)[0]]
         if len(matching) > 1:  # one URL for several steps (the RFC 6749 token endpoint): the body tells
@@ -366,3 +430,8 @@ SIMULATED = {
     "x_twitter": lambda: Quirks(access_ttl=7200, dead_grant=X_SPENT),
     "pinterest": lambda: Quirks(access_ttl=30 * DAY, refresh_ttl=60 * DAY, dead_grant=INVALID_GRANT),
 }
+
+
+def _digits(user: str) -> str:
+    """Eight digits standing for a user, the same in every run (Graph and LinkedIn ids are numbers)."""
+    return str(int(hashlib.sha256(user.encode()).hexdigest(), 16) % 10**8).zfill(8)

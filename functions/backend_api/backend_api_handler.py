@@ -1,4 +1,5 @@
-"""The app's backend API (IAM): tokens on demand, connection health, force refresh, disconnect, erasure, operations."""
+"""The app's backend API (IAM): tokens on demand, connection health and channels, force refresh, disconnect,
+erasure, operations."""
 
 import re
 from urllib.parse import unquote
@@ -59,7 +60,13 @@ def get_connection(connection_id: str):
 def get_token(connection_id: str):
     return responses.json_response(200, root.container().tokens.token_for(
         connection_id, _query("min_valid_seconds"), owner_id=_query("owner_id"),
-        deadline=root.deadline_of(app.lambda_context)))
+        deadline=root.deadline_of(app.lambda_context), channel_id=_query("channel_id")))
+
+
+@app.get("/connections/<connection_id>/channels", middlewares=_audited("channel_list"))
+def list_channels(connection_id: str):
+    return responses.json_response(200, root.container().channels.view(
+        connection_id, _query("owner_id"), deadline=root.deadline_of(app.lambda_context)))
 
 
 @app.post("/connections/<connection_id>/refresh", middlewares=_audited("token_refresh"))

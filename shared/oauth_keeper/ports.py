@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .domain.channels import ChannelIndex, Listing
 from .domain.connection import Connection, TokenBinding
 from .domain.events import PendingEvent
 from .domain.flows import ConnectSession, OAuthFlow
@@ -239,6 +240,38 @@ class ConnectionRepository(Protocol):
         ...
 
 
+class ChannelStore(Protocol):
+    """A connection's channels (ADR 0024): one index item (`channels#<connection id>`: ids, names, statuses) and
+    one item per channel token (`channel#<connection id>#<digest>`), sealed like connection tokens and bound to
+    connection, channel and listing generation. None of them is in the Due, Outbox, ByOwner or ByAccount index."""
+
+    def index(self, connection_id: str) -> ChannelIndex | None:
+        """The channels as last listed, read strongly consistent; None when never listed (or deleted)."""
+        ...
+
+    def save(self, connection: Connection, listing: Listing, *, now: int) -> ChannelIndex:
+        """Store a new listing: the channel tokens first, then the index (the next generation), then the token
+        items of channels it no longer holds are deleted."""
+        ...
+
+    def open_token(self, connection: Connection, index: ChannelIndex, channel_id: str) -> str | None:
+        """The channel's own token in clear; None when it has none. Raises TokenDecryptionError when the stored
+        blob fails authentication (moved, swapped, from another listing)."""
+        ...
+
+    def mark(self, connection_id: str, status: str) -> tuple[str, ...]:
+        """Every channel of the connection marked `status` (one write); the ids marked, () when none."""
+        ...
+
+    def forget_tokens(self, connection_id: str) -> None:
+        """Delete every channel token item of the connection (its index stays, ids and names only)."""
+        ...
+
+    def delete(self, connection_id: str) -> None:
+        """Delete every channel item of the connection, index included. Repeats change nothing."""
+        ...
+
+
 class FlowStore(Protocol):
     """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once; and the
     tombstones of erased owners, by owner key (a keyed hash of the owner id, `OwnerKeys`)."""
@@ -325,6 +358,9 @@ class ProviderClient(Protocol):
 
     def fetch_user(self, profile: ProviderProfile, access_token: str, *,
                    deadline: float | None = None) -> UserProfile: ...
+
+    def list_channels(self, profile: ProviderProfile, access_token: str, *,
+                      deadline: float | None = None) -> Listing: ...
 
 
 # -- outbound messages ---------------------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ from functools import cached_property
 from typing import Any
 
 from .adapters import aws
+from .adapters.channels import ChannelItems
 from .adapters.clock import SystemClock
 from .adapters.connections import ConnectionStore
 from .adapters.kms import DataKeys, EnvelopeCipher
 from .adapters.owner_keys import KmsOwnerKeys
 from .adapters.profiles import Profiles
+from .domain.connection import Connection
 from .domain.deadlines import HANDLER_MARGIN
 from .domain.provider_events import AccountRemovalRequest
 from .ports import (
@@ -39,6 +41,7 @@ from .ports import (
 )
 from .settings import Settings
 from .usecases.breaker import CircuitBreakers
+from .usecases.channels import Channels
 from .usecases.claims import PendingGrants
 from .usecases.connect import Authorization, Callback, ConnectSessions
 from .usecases.connections import ConnectionQueries
@@ -134,7 +137,16 @@ class Container:
     @cached_property
     def connections(self) -> ConnectionStore:
         return ConnectionStore(self.items, self.cipher, self.settings.due_shards,
-                               id_scheme=self.settings.connection_ids)
+                               id_scheme=self.settings.connection_ids, channels=self.channel_items)
+
+    @cached_property
+    def channel_items(self) -> ChannelItems:
+        return ChannelItems(self.items, self.cipher)
+
+    @cached_property
+    def channels(self) -> Channels:
+        return Channels(store=self.channel_items, connections=self.connections, profiles=self.profiles,
+                        provider=self.provider, clock=self.clock)
 
     @cached_property
     def profiles(self) -> Profiles:
@@ -182,7 +194,7 @@ class Container:
     # -- use cases -------------------------------------------------------------------------------------------
     @cached_property
     def outbox(self) -> OutboxRelay:
-        return OutboxRelay(self.connections, self.publisher)
+        return OutboxRelay(self.connections, self.publisher, channels=self.channels)
 
     @cached_property
     def breakers(self) -> CircuitBreakers:
@@ -196,7 +208,8 @@ class Container:
                          expiry_warning=self.settings.expiry_warning, rng=self._rng,
                          read_window=self.settings.adaptive_read_window,
                          pending_until=self.pending.pending_until
-                         if self.settings.connect_confirmation == "required" else None)
+                         if self.settings.connect_confirmation == "required" else None,
+                         after_renewal=self.channels.after_renewal)
 
     @cached_property
     def orphans(self) -> OrphanGrants:
@@ -232,15 +245,19 @@ class Container:
                         provider=self.provider, connections=self.connections, outbox=self.outbox,
                         clock=self.clock, sleep=self.sleep, orphans=self.orphans, erasures=self.erasures,
                         pending=self.pending if self.settings.connect_confirmation == "required" else None,
-                        expiry_warning=self.settings.expiry_warning)
+                        expiry_warning=self.settings.expiry_warning, after_connect=self.channels.after_connect)
 
     @cached_property
     def pending(self) -> PendingGrants:
         return PendingGrants(items=self.items, connections=self.connections, outbox=self.outbox,
                              publisher=self.publisher, clock=self.clock, orphans=self.orphans,
                              erasures=self.erasures, sleep=self.sleep,
-                             enrich=lambda connection, token, deadline: self.callback.enrich(connection, token,
-                                                                                            deadline))
+                             enrich=lambda connection, token, deadline: self._claimed(connection, token, deadline))
+
+    def _claimed(self, connection: Connection, access_token: str, deadline: float | None) -> None:
+        """Optional work after a claim stored a connection: display name and avatar, then its channels."""
+        self.callback.enrich(connection, access_token, deadline)
+        self.channels.after_connect(connection, access_token, deadline)
 
     @cached_property
     def queries(self) -> ConnectionQueries:
@@ -250,7 +267,7 @@ class Container:
     def tokens(self) -> TokenAccess:
         return TokenAccess(connections=self.connections, refresher=self.refresher, profiles=self.profiles,
                            clock=self.clock, sleep=self.sleep, read_window=self.settings.adaptive_read_window,
-                           expiry_warning=self.settings.expiry_warning)
+                           expiry_warning=self.settings.expiry_warning, channels=self.channels)
 
     @cached_property
     def disconnection(self) -> Disconnection:

@@ -143,6 +143,7 @@ _PROVIDER_KEYS = {
     "DISPLAY_NAME": "display_name",
     "REFRESH_URL": "refresh_url",
     "CHAIN_URL": "chain_url",
+    "CHANNELS_URL": "channels_url",
     "APP_STATUS": "app_status",
     "REFRESH_STRATEGY": "refresh_strategy",
 }
@@ -174,7 +175,7 @@ _PKCE_OFF = (" PKCE can no longer be turned off: without it a code stolen from o
 # The setting behind each endpoint of a profile (ProviderProfile.insecure_endpoints names the fields).
 _ENDPOINT_SETTINGS = {"authorize_url": "AUTHORIZE_URL", "token_url": "TOKEN_URL", "revoke_url": "REVOKE_URL",
                       "userinfo_url": "USERINFO_URL", "issuer": "ISSUER", "refresh_url": "REFRESH_URL",
-                      "chain_url": "CHAIN_URL"}
+                      "chain_url": "CHAIN_URL", "channels_url": "CHANNELS_URL"}
 
 
 def _check_origins(raw: str) -> None:

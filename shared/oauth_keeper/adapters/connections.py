@@ -27,7 +27,7 @@ from ..domain.connection import (
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
-from ..ports import MISSING, ItemStore, NotAfter, TokenCipher, TransactWrite
+from ..ports import MISSING, ChannelStore, ItemStore, NotAfter, TokenCipher, TransactWrite
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
 SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
@@ -78,7 +78,10 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
 
 
 class ConnectionStore:
-    def __init__(self, items: ItemStore, cipher: TokenCipher, due_shards: int, *, id_scheme: str = "random") -> None:
+    def __init__(self, items: ItemStore, cipher: TokenCipher, due_shards: int, *, id_scheme: str = "random",
+                 channels: ChannelStore | None = None) -> None:
+        """`channels`: the connections' channel items, deleted with a connection when it is erased."""
+        self._channels = channels
         self.items = items
         self._cipher = cipher
         self._shards = due_shards
@@ -366,6 +369,8 @@ class ConnectionStore:
             return True
         if connection.status != DISCONNECTED or connection.outbox:
             return False
+        if self._channels is not None:  # first: nothing of a channel may outlive its connection (ADR 0024)
+            self._channels.delete(connection_id)
         key = guard_key(connection.owner_id, connection.provider, connection.account_id)
         if self._guarded(key) != connection_id:  # no guard names it: written before guards, not connected since
             return self.items.delete(connection_id, expect={"revision": connection.revision})

@@ -1,4 +1,5 @@
-"""The provider client over HTTP (httpx): token, revoke and user-info endpoints, TLS verified, one total deadline.
+"""The provider client over HTTP (httpx): token, revoke, user-info and channel-list endpoints, TLS verified, one
+total deadline.
 
 httpx's timeouts apply per phase and per socket read: a provider that drips its body a byte at a time, just
 inside the read timeout, would hold a call for minutes. Every call here gets one total budget instead: the
@@ -17,10 +18,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ..domain.channels import Listing, read_page
 from ..domain.deadlines import MIN_PROVIDER_CALL, PROVIDER_CALL_LIMIT
 from ..domain.errors import FailureKind, ProviderError
 from ..domain.protocol import (
@@ -160,6 +162,55 @@ class HttpProviderClient:
             display_name=bounded_text(dig(body, fields.display_name), MAX_DISPLAY_NAME_LENGTH),
             avatar_url=bounded_url(dig(body, fields.avatar_url)),
         )
+
+    def list_channels(self, profile: ProviderProfile, access_token: str, *,
+                      deadline: float | None = None) -> Listing:
+        """The channels the grant can post to, per the profile's `channels` section (ADR 0024): its GET with the
+        access token (bearer, or the `credential_param` query parameter), then its `next` page URLs on the same
+        host, at most `max_pages` answers in all, every one within `deadline`. An empty Listing when the profile
+        lists no channels. Raises ProviderError when the provider refuses (4xx/5xx, classified by the profile's
+        error rules) or does not answer in time; an answer of the wrong shape lists nothing (`refused`)."""
+        fields = profile.channels
+        if fields is None:
+            return Listing(())
+        headers = {"Accept": "application/json", **profile.headers, **fields.headers}
+        params: dict[str, str] | None = dict(fields.query)
+        if fields.bearer:
+            headers["Authorization"] = f"Bearer {access_token}"
+        else:
+            params = {**fields.query, fields.credential_param: access_token}
+        origin = urlsplit(fields.url)[:2]
+        url: str | None = fields.url
+        kept: list = []
+        refused, truncated = 0, False
+        for _ in range(fields.max_pages):
+            if url is None:
+                break
+            answer = self._call(profile, "GET", url, deadline, params=params or None, headers=headers)
+            if answer.status >= 400:
+                error = dig(answer.body, "error")
+                code = dig(answer.body, "error.code") if isinstance(error, dict) else error
+                code, kind = profile.classify_answer(answer.body, answer.status, "channels", str(code or "") or None)
+                raise ProviderError("Channel list refused.", code=str(code or "channels_failed")[:64], kind=kind,
+                                    log_id=log_id_of(answer.body), http_status=answer.status)
+            page = read_page(fields, answer.body, kept=len(kept))
+            kept.extend(page.channels)
+            refused += page.refused
+            truncated = truncated or page.truncated
+            following = dig(answer.body, fields.next) if fields.next else None
+            # The next page only on the listing's own host: an answer never sends the token anywhere else.
+            url = following if isinstance(following, str) and urlsplit(following)[:2] == origin else None
+            params = None  # a next-page URL carries its own query (Graph's holds the token and the cursor)
+            if page.truncated or len(kept) >= fields.max_items:
+                truncated = truncated or url is not None
+                break
+        else:
+            truncated = truncated or url is not None
+        if refused or truncated:
+            logger.warning("Channel list bounded", extra={"provider": profile.name, "refused": refused,
+                                                          "truncated": truncated})
+            record_metric("ProviderAnswerAnomalies", MetricUnit.Count, refused + int(truncated))
+        return Listing(tuple(kept), refused, truncated)
 
     # -- internals -------------------------------------------------------------------------------------------
     def _token_request(self, profile: ProviderProfile, shape: RequestShape, step: str, params: dict[str, str],

@@ -58,6 +58,7 @@ class ConnectionEventDetail(TypedDict):
     previous_status: NotRequired[str | None]  # Created / Reconnected
     revoke_failed: NotRequired[bool]  # Disconnected
     provider_reason: NotRequired[int | None]  # Disconnected by the provider's webhook
+    channels_affected: NotRequired[list[str]]  # Needs Reauthorization / Disconnected of a grant with channels
 
 
 class PendingEvent(TypedDict):

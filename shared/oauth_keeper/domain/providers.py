@@ -8,7 +8,8 @@ changes. Whether PKCE is sent is the profile's alone (`pkce_support`): no settin
 Beyond RFC 6749 a profile says, per step (`requests`), which URL, HTTP method, body encoding, client
 authentication and extra parameters a request takes; which `refresh_strategy` keeps a grant alive; what `chain`
 of exchanges turns the code's token into the long-lived one; its `timing` rules; its `error_rules`; its
-required `headers`; and where the account id comes from (`account_id_source`). The loader checks all of it as
+required `headers`; where the account id comes from (`account_id_source`); and how to list the `channels` one
+grant can post to (Facebook Pages, LinkedIn organizations, YouTube channels). The loader checks all of it as
 strictly as the JSON Schema does (tests/unit/test_profile_schema.py holds the two to each other): the layer
 does not ship jsonschema (ADR 0002).
 """
@@ -150,6 +151,42 @@ class DeauthorizationFields:
             raise ValueError(f"deauthorization format must be one of {DEAUTHORIZATION_FORMATS}, got {self.format!r}")
 
 
+# The most channels one listing keeps, and the most pages of it fetched (`ChannelsFields.max_items`, `max_pages`).
+MAX_CHANNELS = 200
+MAX_CHANNEL_PAGES = 10
+
+
+@dataclass(frozen=True)
+class ChannelsFields:
+    """How to list the channels a grant can post to (ADR 0024): one request with the connection's access token,
+    then dotted paths into its JSON answer.
+
+    `url`, `method` (GET), fixed `query` parameters and extra `headers` (LinkedIn's `X-Restli-Protocol-Version`,
+    `LinkedIn-Version`); the access token as a bearer header, or (`bearer` false) as the `credential_param`
+    query parameter (Meta's Graph API). `items`: the path of the list; in each item `id` (with `id_prefix`, only
+    items whose id starts with it, the id being the tail: `urn:li:organization:{id}`), `name` (None: none),
+    `token` (the channel's own derived token, e.g. a Page token; None: the provider issues none), `role_path` and
+    `roles` (only items whose role is one of them). `next`: the path of the next page's URL (same host only),
+    followed for at most `max_pages` pages; at most `max_items` channels are kept."""
+
+    url: str
+    method: str = "GET"
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    bearer: bool = True
+    credential_param: str = "access_token"
+    items: str = "data"
+    id: str = "id"
+    id_prefix: str | None = None
+    name: str | None = "name"
+    token: str | None = None
+    role_path: str | None = None
+    roles: tuple[str, ...] = ()
+    next: str | None = None
+    max_items: int = 100
+    max_pages: int = 1
+
+
 @dataclass(frozen=True)
 class LifetimeBounds:
     """What a provider's `expires_in`-style value may plausibly be, in seconds.
@@ -280,6 +317,7 @@ class ProviderProfile:
     # Choices a deployment may make where the provider's facts are uncertain (`<NAME>_<KEY>` settings), e.g. a
     # LinkedIn app without partner refresh tokens: {"refresh_strategy": ("standard", "none")}.
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    channels: ChannelsFields | None = None  # how to list the channels one grant can post to (None: it has none)
 
     def __post_init__(self) -> None:
         if self.pkce_support not in PKCE_SUPPORT:
@@ -321,14 +359,16 @@ class ProviderProfile:
 
     def insecure_endpoints(self) -> list[str]:
         """The names of the endpoints set to anything but an absolute https:// URL, in order: ENDPOINTS, then
-        `refresh_url` (a refresh step's own URL) and `chain_url` (a chain link's)."""
+        `refresh_url` (a refresh step's own URL), `chain_url` (a chain link's) and `channels_url` (the channel
+        listing's)."""
         insecure = []
         for name in ENDPOINTS:
             value = getattr(self, name)
             if value and not _is_https(value):
                 insecure.append(name)
         own = [("refresh_url", (self.requests.get("refresh") or RequestShape()).url),
-               *(("chain_url", link.url) for link in self.chain)]
+               *(("chain_url", link.url) for link in self.chain),
+               ("channels_url", self.channels.url if self.channels else None)]
         for name, value in own:
             if value and not _is_https(value) and name not in insecure:
                 insecure.append(name)
@@ -483,6 +523,7 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
     if any(not isinstance(v, list) or not v or any(c not in REFRESH_STRATEGIES for c in v) for v in choices.values()):
         raise ValueError(f"choices.refresh_strategy must list strategies of {REFRESH_STRATEGIES}")
     values["choices"] = {k: tuple(v) for k, v in choices.items()}
+    values["channels"] = _channels(data["channels"]) if data.get("channels") is not None else None
     return ProviderProfile(**values)
 
 
@@ -564,6 +605,44 @@ def _shape(value: Any, where: str, *, needs_url: bool = False) -> RequestShape:
     return RequestShape(**{**shape, "params": _string_map(shape.get("params", {}), f"{where}.params")})
 
 
+_CHANNEL_KEYS = {f.name for f in fields(ChannelsFields)}
+
+
+def _channels(value: Any) -> ChannelsFields:
+    """The `channels` section (see ChannelsFields). Raises ValueError as the schema refuses."""
+    where = "channels"
+    section = _object({where: value}, where, _CHANNEL_KEYS)
+    if not isinstance(section.get("url"), str) or not section["url"]:
+        raise ValueError("channels needs a url")
+    if section.get("method", "GET") != "GET":
+        raise ValueError("channels.method must be GET")
+    for key in ("items", "id"):
+        if key in section and not (isinstance(section[key], str) and _PATH.match(section[key])):
+            raise ValueError(f"channels.{key} must be a dotted JSON path")
+    for key in ("name", "token", "role_path", "next"):
+        if section.get(key) is not None and not (isinstance(section[key], str) and _PATH.match(section[key])):
+            raise ValueError(f"channels.{key} must be a dotted JSON path or null")
+    for key in ("id_prefix",):
+        if section.get(key) is not None and not (isinstance(section[key], str) and section[key]):
+            raise ValueError(f"channels.{key} must be a non-empty string or null")
+    if "credential_param" in section and not (isinstance(section["credential_param"], str)
+                                              and section["credential_param"]):
+        raise ValueError("channels.credential_param must be a non-empty string")
+    if "bearer" in section and not isinstance(section["bearer"], bool):
+        raise ValueError("channels.bearer must be true or false")
+    roles = section.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+        raise ValueError("channels.roles must be a list of strings")
+    if bool(roles) != (section.get("role_path") is not None):
+        raise ValueError("channels.roles and channels.role_path go together")
+    for key, high in (("max_items", MAX_CHANNELS), ("max_pages", MAX_CHANNEL_PAGES)):
+        if key in section and not (_is_count(section[key]) and 1 <= section[key] <= high):
+            raise ValueError(f"channels.{key} must be an integer from 1 to {high}")
+    return ChannelsFields(**{**section, "query": _string_map(section.get("query", {}), "channels.query"),
+                             "headers": _string_map(section.get("headers", {}), "channels.headers"),
+                             "roles": tuple(roles)})
+
+
 def _timing(value: Any) -> Timing:
     timing = _object({"timing": value}, "timing", _TIMING_KEYS)
     if "min_token_age" in timing and not _is_count(timing["min_token_age"]):
@@ -631,6 +710,10 @@ def with_overrides(base: ProviderProfile, overrides: Mapping[str, str]) -> Provi
     if "refresh_url" in overrides:  # a refresh endpoint of its own (e.g. on another host than the token endpoint)
         shape = base.requests.get("refresh") or RequestShape()
         changes["requests"] = {**base.requests, "refresh": replace(shape, url=overrides["refresh_url"])}
+    if "channels_url" in overrides:
+        if base.channels is None:
+            raise ValueError(f"{name}: its profile lists no channels, so no channels URL applies")
+        changes["channels"] = replace(base.channels, url=overrides["channels_url"])
     if "chain_url" in overrides:
         if not base.chain:
             raise ValueError(f"{name}: its profile has no chain, so no chain URL applies")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypedDict
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -243,14 +244,19 @@ class Callback:
                  provider: ProviderClient, connections: ConnectionRepository, outbox: OutboxRelay, clock: Clock,
                  sleep: Sleep = time.sleep, orphans: OrphanGrants | None = None,
                  erasures: Erasures | None = None, pending: PendingGrants | None = None,
-                 expiry_warning: int = 14 * 86_400) -> None:
+                 expiry_warning: int = 14 * 86_400,
+                 after_connect: Callable[[Connection, str, float | None], None] | None = None) -> None:
         """`expiry_warning` (seconds): how early Connection Expiring comes before a grant's hard cap, so the first
         plan looks at the connection then. `orphans` takes the grants the provider made that no connection keeps,
         for revoking in the background (None: they are left to expire); `erasures` refuses flows issued before
         their owner's erasure (None: no erasure checks, for tests of other steps); `pending` holds each grant for
         the app's backend to claim (connect confirmation, usecases/claims.py; None: `ConnectConfirmation=off`,
-        stored at once)."""
+        stored at once).
+
+        `after_connect(connection, access_token, deadline)`: optional work after the display name, when time is
+        left (the channels listed, usecases/channels.py; it never raises)."""
         self._pending = pending
+        self._after_connect = after_connect
         self._expiry_warning = expiry_warning
         self._erasures = erasures
         self._flows = flows
@@ -415,6 +421,8 @@ class Callback:
         self._outbox.publish(connection)  # the event first: it matters more than the display name
         if budget(deadline, self._clock.now()) >= ENRICH_MIN:
             self.enrich(connection, tokens.access_token, deadline)
+            if self._after_connect is not None:  # else a refresh or the first channel read lists them
+                self._after_connect(connection, tokens.access_token, deadline)
         else:
             self._connections.mark_profile_pending(connection.connection_id)
 

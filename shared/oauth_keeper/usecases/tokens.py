@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
+from ..domain.channels import CHANNEL_ID_RULE, valid_channel_id
 from ..domain.connection import ACTIVE, ENDED, Connection
 from ..domain.deadlines import LEASE_SECONDS, budget
-from ..domain.errors import TemporarilyUnavailable, TokenDecryptionError
+from ..domain.errors import InvalidInput, NotFound, TemporarilyUnavailable, TokenDecryptionError
 from ..domain.renewal import plan
 from ..domain.schedule import DEFAULT_READ_WINDOW, implausible, read_mark_due
 from ..domain.timestamps import iso8601
 from ..domain.validation import int_param
 from ..observability import MetricUnit, logger, record_metric
 from ..ports import Clock, ConnectionRepository, ProviderProfiles, Sleep
+from .channels import Channels
 from .connections import ConnectionView, connection_view, existing, usable
 from .refresh import (
     BUSY,
@@ -41,13 +43,18 @@ WAIT_LIMIT = float(LEASE_SECONDS)  # a sibling's lease lasts no longer; the dead
 
 
 class TokenAnswer(TypedDict):
-    """`GET /connections/{id}/token`'s answer (RFC 6750 bearer token); `expires_at` ISO 8601 UTC."""
+    """`GET /connections/{id}/token`'s answer (RFC 6750 bearer token); `expires_at` ISO 8601 UTC. With
+    `channel_id`: that channel, and `token_source` says whose token it is: `channel` (its own derived token, e.g.
+    a Facebook Page token, no expiry known: `expires_at` null) or `connection` (the parent's, which the provider
+    takes for that channel)."""
 
     access_token: str
     token_type: str
     expires_at: str | None
     scopes: list[str]
     account_id: str
+    channel_id: NotRequired[str]
+    token_source: NotRequired[str]
 
 
 class RefreshAnswer(TypedDict):
@@ -58,10 +65,12 @@ class RefreshAnswer(TypedDict):
 class TokenAccess:
     def __init__(self, *, connections: ConnectionRepository, refresher: Refresher, profiles: ProviderProfiles,
                  clock: Clock, sleep: Sleep = time.sleep, read_window: int = DEFAULT_READ_WINDOW,
-                 expiry_warning: int = 14 * 86_400) -> None:
+                 expiry_warning: int = 14 * 86_400, channels: Channels | None = None) -> None:
         """`read_window` (seconds, ADAPTIVE_READ_WINDOW): under the `adaptive` policy a read is recorded at most
         once per window, and keeps the connection eager for at least that long; `expiry_warning` (seconds) as
-        the refresher's, for the plan a read of an idle connection writes."""
+        the refresher's, for the plan a read of an idle connection writes; `channels` serves a channel's token
+        (`channel_id`; None: no channels)."""
+        self._channels = channels
         self._read_window = read_window
         self._expiry_warning = expiry_warning
         self._connections = connections
@@ -71,7 +80,7 @@ class TokenAccess:
         self._sleep = sleep
 
     def token_for(self, connection_id: str, min_valid_seconds: str | None, *, owner_id: str | None = None,
-                  deadline: float | None = None) -> TokenAnswer:
+                  deadline: float | None = None, channel_id: str | None = None) -> TokenAnswer:
         """A valid access token for at least `min_valid_seconds` (0-3600, default 300). When it would end
         sooner it is refreshed first through the refresher's single-flight; a refresh already in flight is
         waited for (at most ~22 s) instead of started again. The route audits every read, served or refused
@@ -81,7 +90,16 @@ class TokenAccess:
         Raises NotFound, InvalidInput, ConnectionUnavailable (409: needs_reauth or disconnected),
         TemporarilyUnavailable (503: the provider could not refresh and no valid token is left),
         TokenDecryptionError (the stored tokens failed authentication; never served). `deadline` (epoch
-        seconds): when the invocation must be over; refreshing and waiting for a sibling end before it."""
+        seconds): when the invocation must be over; refreshing and waiting for a sibling end before it.
+
+        With `channel_id` (one of the connection's channels, ADR 0024): the parent is checked and kept valid the
+        same way, then the channel's own token is served when the provider issued one, else the parent's, with
+        `channel_id` and `token_source` in the answer. Raises InvalidInput (a malformed channel id), NotFound
+        (`channel_not_found`) besides the above."""
+        if channel_id is not None and not valid_channel_id(channel_id):  # before anything is refreshed
+            raise InvalidInput(CHANNEL_ID_RULE, field="channel_id")
+        if channel_id is not None and self._channels is None:
+            raise NotFound("No such channel for this connection.", code="channel_not_found", field="channel_id")
         min_valid = int_param(min_valid_seconds, "min_valid_seconds", default=DEFAULT_MIN_VALID, low=0,
                               high=MAX_MIN_VALID)
         connection = usable(existing(self._connections, connection_id, owner_id))
@@ -102,14 +120,21 @@ class TokenAccess:
             logger.error("Stored tokens failed authentication; not served", extra={"connection_id": connection_id})
             record_metric("TokenUnreadable", MetricUnit.Count, 1)
             raise
-        record_metric("TokenReads", MetricUnit.Count, 1)
-        return {
+        answer: TokenAnswer = {
             "access_token": tokens["access_token"],
             "token_type": tokens.get("token_type") or "Bearer",
             "expires_at": iso8601(connection.access_expires_at),
             "scopes": list(connection.scopes_granted),
             "account_id": connection.account_id,
         }
+        if channel_id is not None and self._channels is not None:
+            own = self._channels.token(connection, channel_id)
+            answer["channel_id"] = channel_id
+            answer["token_source"] = "channel" if own else "connection"
+            if own:  # a derived token: no expiry is known for it (Page tokens from a long-lived user token)
+                answer.update(access_token=own, token_type="Bearer", expires_at=None)  # noqa: S106 - RFC 6750
+        record_metric("TokenReads", MetricUnit.Count, 1)
+        return answer
 
     def _record_read(self, connection: Connection, now: int, *, replan: bool) -> None:
         """`adaptive` (ADR 0026): record this read (at most one write per connection per window) and, when the

@@ -1,0 +1,113 @@
+"""The `ChannelStore` port over any `ItemStore`: a connection's channels beside it in the Connections table.
+
+One index item per connection (`channels#<connection id>`: generation, listed_at, status and the channels as a JSON
+list of ids, names, statuses and whether each has a token) and one item per channel token
+(`channel#<connection id>#<digest of the channel id>`, the token sealed by the same envelope encryption as a
+connection's). None carries the attributes of the Due, Outbox, ByOwner or ByAccount index, so no sweep, listing or
+account lookup ever meets them, and the connection item keeps its size whatever the number of channels (ADR 0024).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..domain.channels import ChannelIndex, Listing, StoredChannel, channel_key, channels_key
+from ..domain.connection import Connection, TokenBinding
+from ..ports import ItemStore, TokenCipher
+
+ACTIVE = "active"
+
+
+def channel_binding(connection: Connection, channel_id: str, generation: int) -> TokenBinding:
+    """What a channel token is sealed to: the connection's provider, owner and account, the connection and channel
+    ids (`<connection id>/channel/<channel id>`: neither id can hold a `/`, and no connection id has this form,
+    so a channel blob never opens as a connection's or another channel's) and the listing generation."""
+    return TokenBinding(f"{connection.connection_id}/channel/{channel_id}", connection.provider,
+                        connection.owner_id, connection.account_id, generation)
+
+
+class ChannelItems:
+    def __init__(self, items: ItemStore, cipher: TokenCipher) -> None:
+        self.items = items
+        self._cipher = cipher
+
+    def index(self, connection_id: str) -> ChannelIndex | None:
+        item = self.items.get(channels_key(connection_id))
+        if not item or "generation" not in item:
+            return None
+        try:
+            rows = json.loads(item.get("channels") or "[]")
+        except ValueError:
+            rows = []
+        channels = tuple(StoredChannel(str(r["id"]), r.get("name"), bool(r.get("token")),
+                                       str(r.get("status") or item.get("status") or ACTIVE))
+                         for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str))
+        return ChannelIndex(connection_id, int(item["generation"]), int(item.get("listed_at") or 0),
+                            str(item.get("status") or ACTIVE), channels)
+
+    def save(self, connection: Connection, listing: Listing, *, now: int) -> ChannelIndex:
+        connection_id = connection.connection_id
+        before = self.index(connection_id)
+        generation = (before.generation if before else 0) + 1
+        # Tokens first: once the index names this generation, every token it points to is of it.
+        for channel in listing.channels:
+            if channel.token is not None:
+                sealed = self._cipher.seal({"access_token": channel.token},
+                                           channel_binding(connection, channel.channel_id, generation))
+                self.items.update(channel_key(connection_id, channel.channel_id),
+                                  set={"kind": "channel", "connection_ref": connection_id, "tokens": sealed,
+                                       "generation": generation}, expect={})
+        rows = [{"id": c.channel_id, "name": c.name, "token": c.token is not None, "status": ACTIVE}
+                for c in listing.channels]
+        self.items.update(channels_key(connection_id), set={
+            "kind": "channels", "connection_ref": connection_id, "generation": generation, "listed_at": now,
+            "status": ACTIVE, "channels": json.dumps(rows, separators=(",", ":")),
+            "refused": listing.refused or None, "truncated": True if listing.truncated else None,
+        }, expect={})
+        kept = {c.channel_id for c in listing.channels if c.token is not None}
+        for gone in (c for c in (before.channels if before else ()) if c.own_token and c.channel_id not in kept):
+            self.items.delete(channel_key(connection_id, gone.channel_id), expect={})
+        return ChannelIndex(connection_id, generation, now, ACTIVE, tuple(
+            StoredChannel(c.channel_id, c.name, c.token is not None, ACTIVE) for c in listing.channels))
+
+    def open_token(self, connection: Connection, index: ChannelIndex, channel_id: str) -> str | None:
+        channel = index.find(channel_id)
+        if channel is None or not channel.own_token:
+            return None
+        item = self.items.get(channel_key(connection.connection_id, channel_id))
+        sealed = (item or {}).get("tokens")
+        if not sealed:
+            return None
+        opened = self._cipher.open(bytes(sealed), channel_binding(connection, channel_id, index.generation))
+        token = opened.get("access_token")
+        return token if isinstance(token, str) else None
+
+    def mark(self, connection_id: str, status: str) -> tuple[str, ...]:
+        item = self.items.get(channels_key(connection_id))
+        if not item or "generation" not in item:
+            return ()
+        index = self.index(connection_id)
+        assert index is not None
+        if index.status != status or any(c.status != status for c in index.channels):
+            rows = [{"id": c.channel_id, "name": c.name, "token": c.own_token, "status": status}
+                    for c in index.channels]
+            # Guarded on the generation read: a listing landing meanwhile is newer than this mark, and stands.
+            self.items.update(channels_key(connection_id), set={
+                "status": status, "channels": json.dumps(rows, separators=(",", ":"))},
+                expect={"generation": index.generation})
+        return index.ids
+
+    def forget_tokens(self, connection_id: str) -> None:
+        index = self.index(connection_id)
+        for channel in (index.channels if index else ()):  # any of them: a crashed listing may have left one
+            self.items.delete(channel_key(connection_id, channel.channel_id), expect={})
+        if index and any(c.own_token for c in index.channels):
+            rows = [{"id": c.channel_id, "name": c.name, "token": False, "status": c.status} for c in index.channels]
+            self.items.update(channels_key(connection_id), set={"channels": json.dumps(rows, separators=(",", ":"))},
+                              expect={"generation": index.generation})
+
+    def delete(self, connection_id: str) -> None:
+        index = self.index(connection_id)
+        for channel in (index.channels if index else ()):
+            self.items.delete(channel_key(connection_id, channel.channel_id), expect={})
+        self.items.delete(channels_key(connection_id), expect={})
