@@ -8,7 +8,7 @@ import json
 import pytest
 from oauth_keeper.adapters.channels import channel_binding
 from oauth_keeper.domain import events
-from oauth_keeper.domain.channels import CHANNEL_PREFIX, CHANNELS_PREFIX, channel_key, channels_key
+from oauth_keeper.domain.channels import CHANNEL_PREFIX, CHANNELS_PREFIX, channel_key
 from oauth_keeper.domain.errors import ConnectionUnavailable, InvalidInput, NotFound, TokenDecryptionError
 
 from local.provider_world import ProviderWorld
