@@ -28,6 +28,7 @@ ALLOWED = {
         ("POST", "/connections/claims"),  # claims each connect for its logged-in owner
         ("GET", "/connections"),
         ("GET", "/connections/{connection_id}"),
+        ("GET", "/connections/{connection_id}/channels"),  # names and ids only: no token
         ("DELETE", "/connections/{connection_id}"),
         ("GET", "/operations/{operation_id}"),  # follows its disconnects
     },

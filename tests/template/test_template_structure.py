@@ -36,6 +36,7 @@ ROUTES = {
     ("GET", "/connections"): ("BackendApiFunction", "AWS_IAM"),
     ("GET", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("GET", "/connections/{connection_id}/token"): ("BackendApiFunction", "AWS_IAM"),
+    ("GET", "/connections/{connection_id}/channels"): ("BackendApiFunction", "AWS_IAM"),
     ("POST", "/connections/{connection_id}/refresh"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/connections/{connection_id}"): ("BackendApiFunction", "AWS_IAM"),
     ("DELETE", "/owners/{owner_id}/connections"): ("BackendApiFunction", "AWS_IAM"),
@@ -715,7 +716,7 @@ def test_only_the_browser_routes_and_the_provider_webhook_are_public():
 def test_each_backend_route_is_its_own_event():
     events = _functions()["BackendApiFunction"]["Properties"]["Events"]
     http_events = [e for e in events.values() if e["Type"] == "HttpApi"]
-    assert len(http_events) == len(events) == 9
+    assert len(http_events) == len(events) == 10
     for event in http_events:
         assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}
 
