@@ -13,7 +13,7 @@ from oauth_keeper.domain.errors import ConnectionUnavailable, InvalidInput, NotF
 
 from local.provider_world import ProviderWorld
 from local.sim_provider import DAY, SIMULATED
-from tests.integration.test_backend_api import call, connect
+from tests.integration.test_backend_api import call, connect, run_jobs
 
 INDEXED = ("owner_id", "account_key", "due_shard", "next_refresh_at", "outbox_shard", "created_at")
 
@@ -137,13 +137,11 @@ def test_a_channel_token_moved_onto_another_channels_item_never_opens():
 
 # -- kept current ----------------------------------------------------------------------------------------------------
 @pytest.mark.unit
-def test_a_re_exchange_of_the_user_token_re_derives_the_page_tokens_at_most_daily():
+def test_a_re_exchange_of_the_user_token_re_derives_the_page_tokens():
     world = world_of("facebook_pages")
     connection_id = connected(world)
     page = world.provider.channels_for("alice")[0][0]
     before = world.services.tokens.token_for(connection_id, None, owner_id="owner", channel_id=page)["access_token"]
-    refreshed = world.services.refresher.refresh(connection_id, force=True)  # the same day: no new listing
-    assert refreshed.result == "not_due" or len(world.provider.sent("channels")) == 1
     world.clock.advance(2 * DAY)
     outcome = world.services.refresher.refresh(connection_id, force=True)
     assert outcome.result == "refreshed"
@@ -151,6 +149,19 @@ def test_a_re_exchange_of_the_user_token_re_derives_the_page_tokens_at_most_dail
     after = world.services.tokens.token_for(connection_id, None, owner_id="owner", channel_id=page)["access_token"]
     assert after != before and after == page_tokens(world)[page]
     assert len(items_of(world, CHANNEL_PREFIX)) == 3  # replaced, not added to
+
+
+@pytest.mark.unit
+def test_refreshes_list_the_channels_again_at_most_once_a_day():
+    world = world_of("youtube")  # hourly access tokens: refreshed many times a day
+    connection_id = connected(world)
+    for _ in range(5):
+        world.clock.advance(3 * 3600)
+        assert world.services.refresher.refresh(connection_id, force=True).result == "refreshed"
+    assert len(world.provider.sent("channels")) == 1  # the connect's listing, 15 hours ago
+    world.clock.advance(10 * 3600)
+    assert world.services.refresher.refresh(connection_id, force=True).result == "refreshed"
+    assert len(world.provider.sent("channels")) == 2
 
 
 @pytest.mark.unit
@@ -307,3 +318,32 @@ def test_the_channels_route_answers_json_and_refuses_bad_input(stack, tiktok, br
     status, body = call("GET", f"/connections/{connection_id}/token", raw_query="owner_id=owner-1&channel_id=a%20b")
     assert status == 400 and body["error"]["field"] == "channel_id"
     assert "access_token" not in json.dumps(body)
+
+
+@pytest.mark.integration
+def test_channel_items_round_trip_through_dynamodb_and_go_with_their_connection(stack, tiktok, browser):
+    import boto3
+    from oauth_keeper import root
+    from oauth_keeper.domain.channels import ListedChannel, Listing
+
+    connection_id = connect(browser, tiktok)["connection_id"][0]
+    services = root.container()
+    connection = services.connections.get(connection_id)
+    listing = Listing((ListedChannel("101", "Page one", "pt-one"), ListedChannel("urn:x.2", None, None)))
+    index = services.channel_items.save(connection, listing, now=1_800_000_000)
+    again = services.channel_items.index(connection_id)
+    assert again == index and [c.own_token for c in again.channels] == [True, False]
+    assert services.channel_items.open_token(connection, again, "101") == "pt-one"
+    assert services.channel_items.open_token(connection, again, "urn:x.2") is None
+    table = boto3.client("dynamodb")
+    raw = table.get_item(TableName=stack.env["CONNECTIONS_TABLE"],
+                         Key={"connection_id": {"S": channel_key(connection_id, "101")}})["Item"]
+    assert "B" in raw["tokens"] and b"pt-one" not in raw["tokens"]["B"]
+    assert services.channel_items.mark(connection_id, "needs_reauth") == ("101", "urn:x.2")
+    assert {c.status for c in services.channel_items.index(connection_id).channels} == {"needs_reauth"}
+    status, _ = call("DELETE", "/owners/owner-1/connections")
+    assert status == 202
+    run_jobs()
+    assert services.connections.get(connection_id) is None
+    keys = [i["connection_id"]["S"] for i in table.scan(TableName=stack.env["CONNECTIONS_TABLE"])["Items"]]
+    assert not [k for k in keys if k.startswith((CHANNEL_PREFIX, CHANNELS_PREFIX))], keys
