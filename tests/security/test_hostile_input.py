@@ -50,6 +50,7 @@ PENDING_ROUTES = {
     "GET /connections",
     "GET /connections/{connection_id}",
     "GET /connections/{connection_id}/token",
+    "GET /connections/{connection_id}/channels",
     "POST /connections/{connection_id}/refresh",
     "DELETE /connections/{connection_id}",
     "DELETE /owners/{owner_id}/connections",
