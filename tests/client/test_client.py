@@ -88,6 +88,18 @@ def test_every_per_connection_call_acts_for_its_owner(dev, client, owner, tiktok
         client.get_token(connection_id, owner_id="")
 
 
+def test_channels_are_listed_and_an_unknown_one_is_not_found(dev, client, owner, tiktok_user):
+    connection_id = connect(dev, client, owner, tiktok_user)
+    assert client.list_channels(connection_id, owner_id=owner) == ()  # TikTok's profile lists none
+    with pytest.raises(NotFound) as unknown:
+        client.get_token(connection_id, owner_id=owner, channel_id="1")
+    assert unknown.value.code == "channel_not_found"
+    with pytest.raises(InvalidRequest):
+        client.get_token(connection_id, owner_id=owner, channel_id="a b")
+    with pytest.raises(NotFound):
+        client.list_channels(connection_id, owner_id=owner + "-other")
+
+
 def test_the_page_iterator_follows_the_cursor(dev, client, owner):
     made = {connect(dev, client, owner, user) for user in ("alice", "bob", "carol")}
     pages = [client.list_connections(owner_id=owner, limit=2)]

@@ -18,6 +18,7 @@ from .errors import (
 )
 from .models import (
     AccessToken,
+    Channel,
     ClaimResult,
     Connection,
     ConnectSession,
@@ -29,7 +30,7 @@ from .models import (
 )
 
 __all__ = [
-    "AccessToken", "ClaimRejected", "ClaimResult", "Client", "ConnectSession", "Connection", "Forbidden",
+    "AccessToken", "Channel", "ClaimRejected", "ClaimResult", "Client", "ConnectSession", "Connection", "Forbidden",
     "InvalidRequest", "LastRefresh", "NeedsReauthorization", "NotFound", "OAuthKeeperError", "Operation",
     "OperationTimeout", "OwnerErased", "Page", "ProviderUnavailable", "RefreshResult", "RetryPolicy", "RevokeState",
     "ServiceError", "Throttled", "TransportError", "__version__",

@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.session import Session
 
 from . import errors
-from .models import AccessToken, ClaimResult, Connection, ConnectSession, Operation, Page, RefreshResult
+from .models import AccessToken, Channel, ClaimResult, Connection, ConnectSession, Operation, Page, RefreshResult
 
 __version__ = "0.1.0"
 SERVICE = "execute-api"
@@ -138,15 +138,26 @@ class Client:
         """`GET /connections/{id}`: status and health. Raises NotFound (also for another owner's connection)."""
         return Connection.from_json(self._on_connection("GET", connection_id, "", owner_id))
 
-    def get_token(self, connection_id: str, *, owner_id: str, min_valid_seconds: int | None = None) -> AccessToken:
+    def get_token(self, connection_id: str, *, owner_id: str, min_valid_seconds: int | None = None,
+                  channel_id: str | None = None) -> AccessToken:
         """`GET /connections/{id}/token`: an access token valid for at least `min_valid_seconds` (0-3600, default
         300; refreshed first when it expires sooner, which can take up to ~22 s when a refresh is in flight).
+        With `channel_id` (one of `list_channels`): that channel's own token when it has one, else the
+        connection's (`token_source` says which).
 
         Raises NeedsReauthorization (409: `status` `needs_reauth`, `disconnecting` or `disconnected`, with
-        `reason`), ProviderUnavailable (503, `retryable`, after the client's own retries), NotFound.
+        `reason`), ProviderUnavailable (503, `retryable`, after the client's own retries), NotFound (also
+        `channel_not_found`), InvalidRequest (a malformed `channel_id`).
         """
         return AccessToken.from_json(self._on_connection("GET", connection_id, "/token", owner_id,
-                                                         min_valid_seconds=min_valid_seconds))
+                                                         min_valid_seconds=min_valid_seconds,
+                                                         channel_id=channel_id))
+
+    def list_channels(self, connection_id: str, *, owner_id: str) -> tuple[Channel, ...]:
+        """`GET /connections/{id}/channels`: the Pages, organizations or channels the connection's grant can post
+        to, as last listed (empty for a provider without channels). No token. Raises NotFound."""
+        answer = self._on_connection("GET", connection_id, "/channels", owner_id)
+        return tuple(Channel.from_json(c) for c in answer.get("channels") or [])
 
     def refresh(self, connection_id: str, *, owner_id: str) -> RefreshResult:
         """`POST /connections/{id}/refresh`: refresh now. Provider trouble is in `result` (`retrying`, `paused`),

@@ -125,6 +125,8 @@ class AccessToken:
     expires_at: dt.datetime | None
     scopes: tuple[str, ...]
     account_id: str
+    channel_id: str | None = None  # asked with `channel_id`: that channel
+    token_source: str | None = None  # `channel` (its own token, e.g. a Page's) or `connection` (the parent's)
 
     @property
     def authorization(self) -> str:
@@ -135,7 +137,24 @@ class AccessToken:
     def from_json(cls, data: dict[str, Any]) -> AccessToken:
         return cls(access_token=data["access_token"], token_type=data.get("token_type", "Bearer"),
                    expires_at=_time(data.get("expires_at")), scopes=_strings(data.get("scopes")),
-                   account_id=data.get("account_id", ""))
+                   account_id=data.get("account_id", ""), channel_id=data.get("channel_id"),
+                   token_source=data.get("token_source"))
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel a connection's grant can post to (`GET /connections/{id}/channels`): a Facebook Page, a
+    LinkedIn organization, a YouTube channel. `has_own_token`: the provider issued it a token of its own."""
+
+    channel_id: str
+    name: str | None
+    has_own_token: bool
+    status: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Channel:
+        return cls(channel_id=data["channel_id"], name=data.get("name"),
+                   has_own_token=bool(data.get("has_own_token")), status=data.get("status", ""))
 
 
 @dataclass(frozen=True)
