@@ -83,11 +83,9 @@ class ChannelItems:
         return token if isinstance(token, str) else None
 
     def mark(self, connection_id: str, status: str) -> tuple[str, ...]:
-        item = self.items.get(channels_key(connection_id))
-        if not item or "generation" not in item:
-            return ()
         index = self.index(connection_id)
-        assert index is not None
+        if index is None:
+            return ()
         if index.status != status or any(c.status != status for c in index.channels):
             rows = [{"id": c.channel_id, "name": c.name, "token": c.own_token, "status": status}
                     for c in index.channels]

@@ -194,7 +194,8 @@ class HttpProviderClient:
                 raise ProviderError("Channel list refused.", code=str(code or "channels_failed")[:64], kind=kind,
                                     log_id=log_id_of(answer.body), http_status=answer.status)
             page = read_page(fields, answer.body, kept=len(kept))
-            kept.extend(page.channels)
+            seen = {c.channel_id for c in kept}
+            kept.extend(c for c in page.channels if c.channel_id not in seen)  # a page repeating an earlier one
             refused += page.refused
             truncated = truncated or page.truncated
             following = dig(answer.body, fields.next) if fields.next else None

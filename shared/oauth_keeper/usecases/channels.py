@@ -21,6 +21,9 @@ from ..ports import ChannelStore, Clock, ConnectionRepository, ProviderClient, P
 from .connections import existing
 
 RELIST_AFTER = 86_400  # seconds: a renewal lists the channels again at most once a day
+# Seconds a connect may spend listing: the user's browser waits for the callback's answer (a claim's caller for
+# the claim's). A listing cut short is not stored; the first channel read or the next refresh lists them.
+CONNECT_LIST_BUDGET = 5.0
 LOST = {NEEDS_REAUTH: NEEDS_REAUTH, DISCONNECTED: DISCONNECTED}  # parent statuses that mark every channel
 
 
@@ -98,9 +101,11 @@ class Channels:
             self.sync(connection, access_token, deadline)
 
     def after_connect(self, connection: Connection, access_token: str, deadline: float | None) -> None:
-        """A connect (or reconnect) stored a new grant: its channels are listed anew, whenever they last were."""
+        """A connect (or reconnect) stored a new grant: its channels are listed anew, whenever they last were,
+        within CONNECT_LIST_BUDGET seconds of `deadline`. Never raises."""
         if self.lists_channels(connection.provider):
-            self.sync(connection, access_token, deadline)
+            limit = self._clock.now() + CONNECT_LIST_BUDGET
+            self.sync(connection, access_token, limit if deadline is None else min(deadline, limit))
 
     # -- the API ---------------------------------------------------------------------------------------------
     def view(self, connection_id: str, owner_id: str | None, *, deadline: float | None = None) -> ChannelList:
