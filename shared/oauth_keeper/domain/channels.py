@@ -55,10 +55,6 @@ def channel_key(connection_id: str, channel_id: str) -> str:
     return f"{CHANNEL_PREFIX}{connection_id}#{hashlib.sha256(channel_id.encode()).hexdigest()[:32]}"
 
 
-def is_channel_item(key: str) -> bool:
-    return key.startswith((CHANNELS_PREFIX, CHANNEL_PREFIX))
-
-
 def valid_channel_id(value: Any) -> bool:
     return isinstance(value, str) and CHANNEL_ID.fullmatch(value) is not None
 
