@@ -40,7 +40,7 @@ RETURN_TO = "https://app.example.com/done"
 def simulated_urls(name: str, profile: ProviderProfile, host: str | None = None) -> dict[str, str]:
     """`<NAME>_<KEY>` overrides pointing every endpoint of the profile under `host` (default http://<name>.sim;
     `make dev` gives its loopback server's http://127.0.0.1:<port>/<name>), by key (`authorize_url`, `token_url`,
-    `revoke_url`, `userinfo_url`, `refresh_url`, `chain_url`)."""
+    `revoke_url`, `userinfo_url`, `refresh_url`, `chain_url`, `channels_url`)."""
     host = host or f"http://{name}.sim"
     urls = {"authorize_url": f"{host}/authorize", "token_url": f"{host}/token"}
     if profile.revoke_url:

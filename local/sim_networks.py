@@ -6,7 +6,7 @@ browser and the handlers need to reach it over the wire: `GET /<network>/authori
 request as the profile says (client id, registered redirect URI, `response_type=code`, state, PKCE required,
 supported or refused, the profile's fixed authorize parameters) and shows a consent page (user, scopes, Allow,
 Deny); Allow redirects with a code bound to the redirect URI and PKCE challenge, Deny with `error=access_denied`.
-Every other path (token, refresh, chain, user info, revoke: `provider_world.simulated_urls` names them) is
+Every other path (token, refresh, chain, user info, revoke, channels: `provider_world.simulated_urls` names them) is
 turned into an httpx.Request and answered by the network's SimulatedProvider, on the clock it was given.
 """
 
