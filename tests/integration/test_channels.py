@@ -176,6 +176,30 @@ def test_a_page_no_longer_listed_loses_its_item_and_its_token():
         world.services.tokens.token_for(connection_id, None, owner_id="owner", channel_id=gone[0])
 
 
+@pytest.mark.unit
+def test_a_listing_that_crashes_before_its_index_leaves_no_token_a_disconnect_cannot_find(monkeypatch):
+    world = world_of("facebook_pages")
+    connection_id = connected(world)
+    world.provider.channels_for("alice").append(("9990001", "A new Page", ""))
+    world.clock.advance(2 * DAY)
+    items = world.services.items
+    update = items.update
+
+    def crash_on_the_index(key, *, set, remove=(), expect):  # noqa: A002 - the port's own name
+        if key.startswith(CHANNELS_PREFIX) and "generation" in set:
+            raise RuntimeError("the function was cut off")
+        return update(key, set=set, remove=remove, expect=expect)
+
+    monkeypatch.setattr(items, "update", crash_on_the_index)
+    world.services.refresher.refresh(connection_id, force=True)
+    monkeypatch.setattr(items, "update", update)
+    assert len(items_of(world, CHANNEL_PREFIX)) == 4  # the new Page's token item, which no index names yet
+    world.services.disconnection.request_disconnect(connection_id, owner_id="owner")
+    world.tick()
+    assert world.get(connection_id).status == "disconnected"
+    assert items_of(world, CHANNEL_PREFIX) == []  # nothing of a channel token outlives its connection
+
+
 # -- the parent's fate -----------------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_a_revoked_grant_marks_every_channel_in_one_event_that_names_them():

@@ -49,7 +49,16 @@ class ChannelItems:
         connection_id = connection.connection_id
         before = self.index(connection_id)
         generation = (before.generation if before else 0) + 1
-        # Tokens first: once the index names this generation, every token it points to is of it.
+        # The ids about to get a token item are named first (`writing`), so a crash between the token writes and
+        # the index's leaves no token item that disconnect or erasure cannot find (they delete `writing`'s too).
+        crashed = set(self._writing(connection_id))  # a previous listing's, unfinished
+        writing = [c.channel_id for c in listing.channels if c.token is not None]
+        if writing:
+            self.items.update(channels_key(connection_id), set={
+                "kind": "channels", "connection_ref": connection_id,
+                "writing": json.dumps(sorted(set(writing) | crashed),
+                                      separators=(",", ":"))}, expect={})
+        # Tokens next: once the index names this generation, every token it points to is of it.
         for channel in listing.channels:
             if channel.token is not None:
                 sealed = self._cipher.seal({"access_token": channel.token},
@@ -57,16 +66,22 @@ class ChannelItems:
                 self.items.update(channel_key(connection_id, channel.channel_id),
                                   set={"kind": "channel", "connection_ref": connection_id, "tokens": sealed,
                                        "generation": generation}, expect={})
+        kept = {c.channel_id for c in listing.channels if c.token is not None}
+        was = {c.channel_id for c in (before.channels if before else ()) if c.own_token} | crashed
+        gone = sorted(was - kept)  # token items this listing drops: still named (`writing`) until deleted
         rows = [{"id": c.channel_id, "name": c.name, "token": c.token is not None, "status": ACTIVE}
                 for c in listing.channels]
         self.items.update(channels_key(connection_id), set={
             "kind": "channels", "connection_ref": connection_id, "generation": generation, "listed_at": now,
             "status": ACTIVE, "channels": json.dumps(rows, separators=(",", ":")),
             "refused": listing.refused or None, "truncated": True if listing.truncated else None,
+            "writing": json.dumps(gone, separators=(",", ":")) if gone else None,
         }, expect={})
-        kept = {c.channel_id for c in listing.channels if c.token is not None}
-        for gone in (c for c in (before.channels if before else ()) if c.own_token and c.channel_id not in kept):
-            self.items.delete(channel_key(connection_id, gone.channel_id), expect={})
+        for channel_id in gone:
+            self.items.delete(channel_key(connection_id, channel_id), expect={})
+        if gone:
+            self.items.update(channels_key(connection_id), set={}, remove=["writing"],
+                              expect={"generation": generation})
         return ChannelIndex(connection_id, generation, now, ACTIVE, tuple(
             StoredChannel(c.channel_id, c.name, c.token is not None, ACTIVE) for c in listing.channels))
 
@@ -95,10 +110,23 @@ class ChannelItems:
                 expect={"generation": index.generation})
         return index.ids
 
+    def _writing(self, connection_id: str) -> list[str]:
+        """The channel ids a listing began writing token items for and did not finish (crashed): [] if none."""
+        item = self.items.get(channels_key(connection_id)) or {}
+        try:
+            ids = json.loads(item.get("writing") or "[]")
+        except ValueError:
+            return []
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+    def _token_ids(self, index: ChannelIndex | None, connection_id: str) -> set[str]:
+        """Every channel id that may have a token item: the index's and those of a listing that crashed."""
+        return {c.channel_id for c in (index.channels if index else ())} | set(self._writing(connection_id))
+
     def forget_tokens(self, connection_id: str) -> None:
         index = self.index(connection_id)
-        for channel in (index.channels if index else ()):  # any of them: a crashed listing may have left one
-            self.items.delete(channel_key(connection_id, channel.channel_id), expect={})
+        for channel_id in self._token_ids(index, connection_id):  # any of them: a crashed listing may have left one
+            self.items.delete(channel_key(connection_id, channel_id), expect={})
         if index and any(c.own_token for c in index.channels):
             rows = [{"id": c.channel_id, "name": c.name, "token": False, "status": c.status} for c in index.channels]
             self.items.update(channels_key(connection_id), set={"channels": json.dumps(rows, separators=(",", ":"))},
@@ -106,6 +134,6 @@ class ChannelItems:
 
     def delete(self, connection_id: str) -> None:
         index = self.index(connection_id)
-        for channel in (index.channels if index else ()):
-            self.items.delete(channel_key(connection_id, channel.channel_id), expect={})
+        for channel_id in self._token_ids(index, connection_id):
+            self.items.delete(channel_key(connection_id, channel_id), expect={})
         self.items.delete(channels_key(connection_id), expect={})
