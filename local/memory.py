@@ -21,7 +21,7 @@ from oauth_keeper.domain.errors import ConfigurationError, FlowRejection
 from oauth_keeper.domain.flows import ConnectSession, OAuthFlow, secret_hash
 from oauth_keeper.domain.providers import ProviderProfile
 from oauth_keeper.domain.tokens import ClientCredentials
-from oauth_keeper.ports import INDEXES, MISSING, NotAfter, TransactWrite, WriteResult
+from oauth_keeper.ports import INDEXES, MISSING, PRESENT, AtMost, NotAfter, OneOf, TransactWrite, WriteResult
 
 
 class ManualClock:
@@ -63,13 +63,15 @@ class MemoryItemStore:
             return {k: v for k, v in item.items() if k in attributes} if attributes else dict(item)
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
-               expect: dict[str, Any]) -> WriteResult:
+               expect: dict[str, Any], add: dict[str, int] | None = None, returning: bool = False) -> WriteResult:
         with self._lock:
             current = self._items.get(key)
             if not self._holds(current, expect):
                 return WriteResult(False, dict(current) if current is not None else None)
+            if add:  # DynamoDB's ADD: a number added to the attribute, counted from 0 when absent
+                set = {**set, **{attr: (current or {}).get(attr, 0) + amount for attr, amount in add.items()}}
             self._apply(key, current, set, remove)
-            return WriteResult(True)
+            return WriteResult(True, dict(self._items[key]) if returning else None)
 
     def transact(self, writes: Sequence[TransactWrite]) -> bool:
         """All or nothing under the one lock, as TransactWriteItems: every expectation first, then every write."""
@@ -97,7 +99,17 @@ class MemoryItemStore:
             elif isinstance(value, NotAfter):
                 if actual is not MISSING and not actual <= value.value:
                     return False
-            elif actual is MISSING or actual != value:
+            elif actual is MISSING:
+                return False
+            elif value is PRESENT:
+                continue
+            elif isinstance(value, AtMost):
+                if not (isinstance(actual, int | float) and actual <= value.value):
+                    return False
+            elif isinstance(value, OneOf):
+                if actual not in value.values:
+                    return False
+            elif actual != value:
                 return False
         return True
 

@@ -81,8 +81,8 @@ def summary(results: dict[str, Any]) -> list[str]:
         lines.append(f"(e) an ordinary refresh: {units['wru']:g} WRU ({units['table_wru']:g} table: lease + commit; "
                      f"{units['index_wru']:g} Due index), {units['rru']:g} RRU; with a state change "
                      f"{changed['wru']:g} WRU. Item {e['item_bytes']} bytes (real-size KMS blob); crosses 1 KB at "
-                     f"{e['crossing_length']}-character tokens (TikTok's examples: 35). ALL_NEW on the lease would "
-                     f"save {e['getitem_rru']:g} RRU ($0.125 per million) and a round trip.")
+                     f"{e['crossing_length']}-character tokens (TikTok's examples: 35). The lease returns the item "
+                     "(ReturnValues=ALL_NEW): no GetItem, no round trip before it.")
     f = results.get("f")
     if f:
         worst = max(f["results"].items(), key=lambda kv: median(kv[1]["ratios"]))

@@ -122,10 +122,10 @@ class CountingItemStore:
         return item
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
-               expect: dict[str, Any]) -> WriteResult:
+               expect: dict[str, Any], add: dict[str, int] | None = None, returning: bool = False) -> WriteResult:
         remove = list(remove)
         before = self.inner.get(key)
-        done = self.inner.update(key, set=set, remove=remove, expect=expect)
+        done = self.inner.update(key, set=set, remove=remove, expect=expect, add=add, returning=returning)
         after = self.inner.get(key) if done else before
         units = model.update_write_units(before, after or {}, table_key=self.key_name,
                                          indexes={n: tuple(k for k in keys if k) for n, keys in INDEXES.items()})
@@ -145,7 +145,8 @@ class CountingItemStore:
             if self.log is not None:
                 self.log.append({"op": "UpdateItem" if done else "UpdateItem (condition failed)", "key": key,
                                  "size": max(model.item_size(before or {}), model.item_size(after or {})),
-                                 "attributes": sorted([*set, *remove]), "wru": units_copy})
+                                 "attributes": sorted([*set, *remove, *(add or {})]), "wru": units_copy,
+                                 "returning": returning})
         return done
 
     def transact(self, writes: Sequence[TransactWrite]) -> bool:

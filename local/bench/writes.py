@@ -29,7 +29,7 @@ def _purpose(index: int, entry: dict[str, Any]) -> str:
         return "read the connection"
     attributes = set(entry.get("attributes", ()))
     if "lease_owner" in attributes and "tokens" not in attributes:
-        return "lease"
+        return "lease (ReturnValues=ALL_NEW: the read)" if entry.get("returning") else "lease"
     if "tokens" in attributes:
         return "commit" + (" (+ outbox event)" if any(a.startswith("ob_") for a in attributes) else "")
     if any(a.startswith("ob_") for a in attributes):
@@ -108,12 +108,14 @@ def main() -> dict[str, Any]:
           f"It crosses 1 KB (one more write unit on every write) at tokens of {length} characters each. "
           f"tests/unit/test_bench_items.py asserts it stays under 1 KB.")
     ordinary_units = results["ordinary refresh"]
-    print(f"\nReturnValues=ALL_NEW on the lease (a figure, not built): the GetItem before it would go, "
-          f"{ordinary_units['rru']:g} RRU (${ordinary_units['rru'] * 0.125:.3f} per million refreshes at $0.125 per "
-          f"million RRU) and one round trip (~{GETITEM_ROUND_TRIP_MS:.0f} ms assumed) per refresh; an UpdateItem's "
-          "ReturnValues costs no read units. It moves the due, busy and status checks into the lease's condition, "
-          "so a message for a connection that is not due (a duplicate) would cost a failed conditional write "
-          "(1 WRU, $0.625 per million) instead of a 1 RRU read, and the token decryption would move under the "
-          "lease. Write units stay 4: see docs/decisions/0023-write-unit-floor.md for the design that goes below.")
+    print(f"\nThe lease is one UpdateItem with ReturnValues=ALL_NEW (built, issue 16): no GetItem before it, "
+          f"{ordinary_units['rru']:g} RRU per refresh (a strongly consistent GetItem of this item was 1 RRU, $0.125 "
+          f"per million refreshes at $0.125 per million RRU, and a round trip, ~{GETITEM_ROUND_TRIP_MS:.0f} ms in "
+          "AWS); an UpdateItem's ReturnValues costs no read units. Its condition (a live status, no lease, no "
+          "event waiting, due) holds for the messages the sweep queues; a message that fails it (a duplicate, "
+          "a connection not due) costs a failed conditional write (1 WRU, $0.625 per million) instead of a 1 RRU "
+          "read, and the item the failed condition returns (ReturnValuesOnConditionCheckFailure) is decided on "
+          "without a read. Write units stay 4: see docs/decisions/0023-write-unit-floor.md for the design that "
+          "goes below.")
     return {"units": results, "item_bytes": largest, "documented_item_bytes": documented_size,
             "crossing_length": length, "token_lengths": (access, refresh), "getitem_rru": ordinary_units["rru"]}

@@ -49,6 +49,29 @@ class NotAfter:
 
     value: int
 
+
+class _Present:
+    def __repr__(self) -> str:
+        return "PRESENT"
+
+
+PRESENT: Any = _Present()  # an `expect` value meaning "this attribute must exist, whatever its value"
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """An `expect` value: the attribute exists and is a number <= `value` (DynamoDB's `<=`)."""
+
+    value: int
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """An `expect` value: the attribute exists and equals one of `values` (DynamoDB's `IN`)."""
+
+    values: tuple[Any, ...]
+
+
 # index name -> (hash attribute, range attribute or None); template.yaml defines the same indexes.
 INDEXES: dict[str, tuple[str, str | None]] = {
     "Due": ("due_shard", "next_refresh_at"),
@@ -61,7 +84,9 @@ INDEXES: dict[str, tuple[str, str | None]] = {
 @dataclass(frozen=True)
 class WriteResult:
     """A guarded write's outcome. Falsy when the guard failed; `current` is then the competing item as the
-    failed write found it (DynamoDB's ReturnValuesOnConditionCheckFailure), or None when there was none."""
+    failed write found it (DynamoDB's ReturnValuesOnConditionCheckFailure), or None when there was none. When
+    the write landed and its caller asked for the item (`ItemStore.update(..., returning=True)`, DynamoDB's
+    ReturnValues=ALL_NEW), `current` is the item as written; otherwise None."""
 
     ok: bool
     current: dict[str, Any] | None = None
@@ -95,9 +120,12 @@ class ItemStore(Protocol):
         ...
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
-               expect: dict[str, Any]) -> WriteResult:
-        """Apply SETs (None removes) and REMOVEs only if every `expect` attribute has that value (MISSING:
-        absent; NotAfter(v): absent or <= v). Nothing is written when the expectation fails."""
+               expect: dict[str, Any], add: dict[str, int] | None = None, returning: bool = False) -> WriteResult:
+        """Apply SETs (None removes), REMOVEs and ADDs (a number added to the attribute, 0 when absent) only if
+        every `expect` attribute has that value (MISSING: absent; PRESENT: any value; NotAfter(v): absent or
+        <= v; `AtMost`, `OneOf`).
+        Nothing is written when the expectation fails. `returning`: a landed write gives the item as written in
+        `WriteResult.current` (in the same request: no read)."""
         ...
 
     def delete(self, key: str, *, expect: dict[str, Any]) -> bool: ...
@@ -182,6 +210,11 @@ class ConnectionRepository(Protocol):
         """Record a token read at `now` as `last_read_at` when the stored one is absent or at least `window`
         seconds old (one conditional write, at most one per window); with `next_refresh_at`, plan the next refresh
         in the same write, guarded on `connection.revision`. The revision is not bumped. False when not written."""
+    def take_lease(self, connection_id: str, *, owner: str, expires_at: int, statuses: Sequence[str],
+                   due_by: int | None) -> tuple[Connection | None, Connection | None]:
+        """The lease in one conditional write that returns the item (no read before it): (leased, None) when
+        the connection is in one of `statuses`, holds no lease (live or expired), has no event waiting and, unless
+        `due_by` is None, is due by then; else (None, the connection as the failed write found it, or None)."""
         ...
 
     def erase(self, connection_id: str) -> bool:

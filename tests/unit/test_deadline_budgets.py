@@ -123,17 +123,20 @@ def test_a_worker_hands_back_a_message_it_has_too_little_time_for():
 
 
 def test_time_lost_before_the_lease_gives_the_lease_back_without_calling_the_provider():
-    """Making the data key ready (KMS) or claiming the lease took long: what is left no longer fits."""
+    """Making the data key ready (KMS) or taking the lease (in one write, or read first) took long: what is left no
+    longer fits."""
     world = World()
     cid = world.connect()
     deadline = world.now + d.REFRESH_MIN_TIME + 1
-    slow_claim = world.store.claim
 
-    def claim(*args, **kwargs):
-        world.clock.advance(2)  # DynamoDB answered slowly
-        return slow_claim(*args, **kwargs)
+    def slowly(write):
+        def slow_write(*args, **kwargs):
+            world.clock.advance(2)  # DynamoDB answered slowly
+            return write(*args, **kwargs)
+        return slow_write
 
-    world.store.claim = claim  # type: ignore[method-assign]
+    world.store.claim = slowly(world.store.claim)  # type: ignore[method-assign]
+    world.store.take_lease = slowly(world.store.take_lease)  # type: ignore[method-assign]
     outcome = world.refresher.refresh(cid, force=True, deadline=deadline)
     assert (outcome.result, outcome.reason) == ("busy", "no_time")
     assert world.provider.calls == []

@@ -71,6 +71,9 @@ def test_a_missing_client_credential_during_a_refresh_is_our_configuration_not_t
 
 def test_a_lost_claim_reports_the_connection_as_the_winner_wrote_it(world):
     cid = world.connect()
+    # An expired lease left behind: the lease in one write refuses it, so the refresher reads first, and a
+    # sibling can write between that read and the lease guarded on it.
+    world.store.apply(world.at(cid), {"lease_owner": "crashed", "lease_expires_at": world.now - 1})
     sibling = world.worker()
     real_check = world.refresher._breakers.check  # noqa: SLF001 - the moment between the read and the claim
 

@@ -27,7 +27,7 @@ from ..domain.connection import (
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
 from ..domain.schedule import ShardSpan, due_shard
-from ..ports import MISSING, ChannelStore, ItemStore, NotAfter, TokenCipher, TransactWrite
+from ..ports import MISSING, PRESENT, AtMost, ChannelStore, ItemStore, NotAfter, OneOf, TokenCipher, TransactWrite
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
 SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
@@ -333,6 +333,31 @@ class ConnectionStore:
         for event in event_list:
             updated.outbox[event["event_id"]] = event
         return updated, None
+
+    def take_lease(self, connection_id: str, *, owner: str, expires_at: int, statuses: Sequence[str],
+                   due_by: int | None) -> tuple[Connection | None, Connection | None]:
+        """The refresh lease in one UpdateItem with ReturnValues=ALL_NEW, instead of a GetItem and a lease guarded
+        on the revision it read: `lease_owner` and `lease_expires_at` (epoch seconds) set and the revision moved
+        (ADD, so every other decision write guarded on the revision it read still fails), only if the item is a
+        connection (`owner_id` present) in one of `statuses`, holds no lease (an expired one takes the read-first
+        path, which records the rotation it may have lost), has no event in the outbox (`outbox_shard` absent:
+        they are published before a lease) and, unless `due_by` (epoch seconds) is None, `next_refresh_at <=
+        due_by`.
+
+        Returns (the leased connection, None), or (None, the connection as the failed write found it: the
+        failed condition returns it, ReturnValuesOnConditionCheckFailure; None when there is none). A failed
+        condition still costs a write unit: callers try this where the write is expected to land."""
+        if is_pending_key(connection_id):  # a grant waiting for its claim is never a connection
+            return None, None
+        expect: dict[str, Any] = {"owner_id": PRESENT, "status": OneOf(tuple(str(s) for s in statuses)),
+                                  "lease_owner": MISSING, "outbox_shard": MISSING}
+        if due_by is not None:
+            expect["next_refresh_at"] = AtMost(int(due_by))
+        written = self.items.update(connection_id, set={"lease_owner": owner, "lease_expires_at": expires_at},
+                                    add={"revision": 1}, expect=expect, returning=True)
+        item = written.current
+        connection = connection_from_item(item) if item and "owner_id" in item else None
+        return (connection, None) if written else (None, connection)
 
     def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]:
         """The sparse due index: only connections that need refreshing carry its attributes (None removes)."""

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from ..ports import INDEXES, MISSING, NotAfter, TransactWrite, WriteResult
+from ..ports import INDEXES, MISSING, PRESENT, AtMost, NotAfter, OneOf, TransactWrite, WriteResult
 
 
 @cache
@@ -51,10 +51,11 @@ def condition_failure_item(exc: Exception) -> dict[str, Any] | None:
     return from_item(getattr(exc, "response", {}).get("Item"))
 
 
-def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, Any]) -> dict[str, Any]:
-    """UpdateExpression (SETs, None removing; REMOVEs), ConditionExpression (`expect`, MISSING: absent,
-    NotAfter(v): absent or <= v) and their name and value maps, as UpdateItem and TransactWriteItems take them
-    (absent parts left out)."""
+def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, Any],
+                 add: dict[str, int] | None = None) -> dict[str, Any]:
+    """UpdateExpression (SETs, None removing; REMOVEs; ADDs), ConditionExpression (`expect`: a value, MISSING:
+    absent, PRESENT, NotAfter(v): absent or <= v, AtMost, OneOf) and their name and value maps, as UpdateItem and
+    TransactWriteItems take them (absent parts left out)."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
 
@@ -71,21 +72,37 @@ def _expressions(set: dict[str, Any], remove: Iterable[str], expect: dict[str, A
             placeholder = f":v{len(values)}"
             values[placeholder] = value
             sets.append(f"{name(attr)} = {placeholder}")
+    adds = []
+    for attr, amount in (add or {}).items():
+        placeholder = f":v{len(values)}"
+        values[placeholder] = amount
+        adds.append(f"{name(attr)} {placeholder}")
+
+    def value(v: Any) -> str:
+        placeholder = f":v{len(values)}"
+        values[placeholder] = v
+        return placeholder
+
     conditions = []
-    for attr, value in expect.items():
-        if value is MISSING:
+    for attr, expected in expect.items():
+        if expected is MISSING:
             conditions.append(f"attribute_not_exists({name(attr)})")
-        elif isinstance(value, NotAfter):
-            placeholder, attribute = f":v{len(values)}", name(attr)
-            values[placeholder] = value.value
-            conditions.append(f"(attribute_not_exists({attribute}) OR {attribute} <= {placeholder})")
+        elif isinstance(expected, NotAfter):
+            attribute = name(attr)
+            conditions.append(f"(attribute_not_exists({attribute}) OR {attribute} <= {value(expected.value)})")
+        elif expected is PRESENT:
+            conditions.append(f"attribute_exists({name(attr)})")
+        elif isinstance(expected, AtMost):
+            conditions.append(f"{name(attr)} <= {value(expected.value)}")
+        elif isinstance(expected, OneOf):
+            attr_name = name(attr)
+            conditions.append(f"{attr_name} IN ({', '.join(value(v) for v in expected.values)})")
         else:
-            placeholder = f":v{len(values)}"
-            values[placeholder] = value
-            conditions.append(f"{name(attr)} = {placeholder}")
+            conditions.append(f"{name(attr)} = {value(expected)}")
     expression = " ".join(part for part in (
         ("SET " + ", ".join(sets)) if sets else "",
         ("REMOVE " + ", ".join(removes)) if removes else "",
+        ("ADD " + ", ".join(adds)) if adds else "",
     ) if part)
     args: dict[str, Any] = {"ExpressionAttributeNames": names}
     if not names:
@@ -148,18 +165,20 @@ class DynamoItemStore:
         return from_item(answer.get("Item"))
 
     def update(self, key: str, *, set: dict[str, Any], remove: Iterable[str] = (),
-               expect: dict[str, Any]) -> WriteResult:
+               expect: dict[str, Any], add: dict[str, int] | None = None, returning: bool = False) -> WriteResult:
         args: dict[str, Any] = {"TableName": self._table, "Key": {self.key_name: {"S": key}},
-                                **_expressions(set, remove, expect)}
+                                **_expressions(set, remove, expect, add)}
         if "ConditionExpression" in args:
             args["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if returning:  # the item as written comes back with the write: no GetItem (and no read unit) after it
+            args["ReturnValues"] = "ALL_NEW"
         try:
-            self._db.update_item(**args)
+            answer = self._db.update_item(**args)
         except Exception as exc:
             if is_conditional_failure(exc):
                 return WriteResult(False, condition_failure_item(exc))
             raise
-        return WriteResult(True)
+        return WriteResult(True, from_item(answer.get("Attributes")) if returning else None)
 
     def transact(self, writes: Sequence[TransactWrite]) -> bool:
         """TransactWriteItems: an Update, Delete or ConditionCheck per write. False when a condition failed or

@@ -26,8 +26,10 @@ HANDLER_MARGIN = 1.0
 API_GATEWAY_LIMIT = 30.0  # HTTP API's integration timeout
 
 # Under a refresh lease: the provider call, then the commit: the write and, when someone wrote meanwhile, a
-# re-read and a second write. The credentials (SSM) and a data key that outlives the lease (KMS) are made
-# ready before the lease is taken, so no other AWS call happens under it.
+# re-read and a second write. The reads the call needs (breaker, stored tokens' data key, credentials, a data
+# key that outlives the lease: cached, as a rule) come before it: before the lease on the read-first path; under
+# a lease taken in one write (usecases/refresh.py), which is renewed before the call when they took longer
+# than the margin, so the provider call and the commit always have this much.
 AWS_CALLS_AFTER_THE_ANSWER = 3
 AWS_CALLS_UNDER_LEASE = AWS_CALLS_AFTER_THE_ANSWER
 LEASE_MARGIN = 2.0

@@ -21,7 +21,14 @@ from typing import Any
 
 from ..domain import events
 from ..domain.connection import ACTIVE, AT_RISK, DISCONNECTED, DISCONNECTING, ENDED, NEEDS_REAUTH, Connection, Reason
-from ..domain.deadlines import COMMIT_RESERVE, ENRICH_MIN, LEASE_SECONDS, REFRESH_MIN_TIME, budget
+from ..domain.deadlines import (
+    COMMIT_RESERVE,
+    ENRICH_MIN,
+    LEASE_SECONDS,
+    PROVIDER_CALL_LIMIT,
+    REFRESH_MIN_TIME,
+    budget,
+)
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
 from ..domain.providers import ProviderProfile
@@ -84,6 +91,18 @@ class RefreshOutcome:
     @property
     def called_provider(self) -> bool:
         return self.result in (REFRESHED, RETRYING, NEEDS_USER, SUPERSEDED) and self.reason != "refresh_token_expired"
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """What a provider call needs, gathered before it: the breaker's state at the first look, the profile, the
+    stored tokens in clear, the refresh credential among them, and the client credentials."""
+
+    state: str
+    profile: ProviderProfile
+    stored: dict[str, Any]
+    credential: str
+    credentials: Any
 
 
 def failure_reason(error: ProviderError) -> Reason:
@@ -151,7 +170,44 @@ class Refresher:
 
     def _refresh(self, connection_id: str, *, force: bool, deadline: float | None) -> RefreshOutcome:
         now = self._now()
-        connection = self._store.get(connection_id)
+        if budget(deadline, now) >= REFRESH_MIN_TIME:
+            # The common case, a due connection nobody holds, in one write: the lease, taken on the condition
+            # that it is due, live, unleased and has no event waiting, returns the item (ReturnValues=ALL_NEW).
+            # Anything else fails the condition, which returns the item as it was: the read-first path below
+            # decides on it, with no GetItem either. Only then is a second write paid (a decision, or the lease
+            # guarded on the revision read), where it was paid before too (ADR 0028).
+            leased, found = self._store.take_lease(
+                connection_id, owner=self._owner, expires_at=now + LEASE_SECONDS, statuses=(ACTIVE, AT_RISK),
+                due_by=None if force else now + self._sweep_interval)
+            if leased is not None:
+                return self._refresh_leased(leased, now, deadline)
+        else:  # too late for a provider call anyway: only a read, to tell not_due and inactive from no_time
+            found = self._store.get(connection_id)
+        return self._refresh_read(connection_id, found, now, force=force, deadline=deadline)
+
+    def _refresh_leased(self, leased: Connection, leased_at: int, deadline: float | None) -> RefreshOutcome:
+        """The lease is ours (`take_lease`): the checks the read-first path makes before its lease, each giving
+        the lease back when it decides, then the call."""
+        if leased.outbox:  # written by a version that set no outbox_shard: published first, as ever
+            leased = self._outbox.publish(leased)
+        ready = self._ready(leased, leased_at, deadline, leased=True)
+        if isinstance(ready, RefreshOutcome):
+            return ready
+        now = self._now()
+        if leased_at + LEASE_SECONDS - now < PROVIDER_CALL_LIMIT + COMMIT_RESERVE:
+            # The reads under the lease (breaker, data keys, credentials: cached, milliseconds, as a rule) ate
+            # into it: renewed, so a whole provider call and the commit still fit (domain/deadlines.py).
+            renewed, competing = self._store.claim(leased, {"lease_expires_at": now + LEASE_SECONDS})
+            if renewed is None:
+                return RefreshOutcome(leased.connection_id, BUSY, connection=competing or leased)
+            leased, leased_at = renewed, now
+        if budget(deadline, now) < REFRESH_MIN_TIME:  # the lease or the reads were slow: give the lease back
+            return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
+        return self._call(leased, ready, leased_at, deadline)
+
+    def _refresh_read(self, connection_id: str, connection: Connection | None, now: int, *, force: bool,
+                      deadline: float | None) -> RefreshOutcome:
+        """The read-first path, on `connection` as read (or as a failed `take_lease` found it)."""
         if connection is None:
             return RefreshOutcome(connection_id, UNKNOWN)
         if connection.outbox:  # events a crashed function left behind
@@ -181,6 +237,30 @@ class Refresher:
             return RefreshOutcome(connection_id, NOT_DUE, connection=connection)
         if connection.lease_owner and (connection.lease_expires_at or 0) > now:
             return RefreshOutcome(connection_id, BUSY, connection=connection)
+        ready = self._ready(connection, now, deadline, leased=False)
+        if isinstance(ready, RefreshOutcome):
+            return ready
+
+        # A lease still on the item expired without a commit: the provider may have rotated a token we
+        # never saved. Remember that, so a later invalid_grant is read as rotation_lost.
+        now = self._now()
+        in_doubt = connection.refresh_in_doubt or bool(connection.lease_owner)
+        leased, competing = self._store.claim(connection, {
+            "lease_owner": self._owner, "lease_expires_at": now + LEASE_SECONDS,
+            "refresh_in_doubt": True if in_doubt else None,
+        })
+        if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
+            return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
+        if budget(deadline, self._now()) < REFRESH_MIN_TIME:  # the claim was slow: give the lease back
+            return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
+        return self._call(leased, ready, now, deadline)
+
+    def _ready(self, connection: Connection, now: int, deadline: float | None, *,
+               leased: bool) -> RefreshOutcome | _Ready:
+        """What a provider call needs (the breaker's state, the stored tokens, the client credentials, a data
+        key for the commit), or the outcome that decides without one. `leased`: the connection holds our lease,
+        which every such outcome gives back."""
+        connection_id = connection.connection_id
         strategy = self._profiles.profile(connection.provider)
         finishing = connection.chain_next is not None  # the connect chain's rest runs instead (ADR 0025)
         if finishing and (connection.access_expires_at or now) <= now:
@@ -193,17 +273,21 @@ class Refresher:
             return self._needs_reauth(connection, Reason.CONNECT_INCOMPLETE if finishing
                                       else Reason.REFRESH_TOKEN_EXPIRED, None, now)
         if not finishing and not (strategy.issues_refresh_tokens or strategy.refreshes_with_access_token):  # `none`
-            return self._toward_the_end(connection, now)
+            return self._toward_the_end(connection, now, release=leased)
 
         if budget(deadline, now) < REFRESH_MIN_TIME:  # too late for a whole provider call and the commit
+            if leased:
+                return self._write(connection, {}, [], BUSY, NO_TIME, release=True)
             return RefreshOutcome(connection_id, BUSY, NO_TIME, connection)
         state, _ = self._breakers.check(connection.provider)
         if state == OPEN:
-            return self._paused(connection, self._breakers.read(connection.provider), now)
+            return self._paused(connection, self._breakers.read(connection.provider), now, release=leased)
 
-        # Everything that needs AWS besides the commit happens before the lease: under it, only the provider
-        # call and the commit, so the lease's length can be derived from their bounds (domain/deadlines.py).
-        profile = self._profiles.profile(connection.provider)
+        # The read-first path does everything that needs AWS besides the commit before its lease: under it, only
+        # the provider call and the commit, so the lease's length is derived from their bounds
+        # (domain/deadlines.py). Under a lease taken first these are cached reads, and the lease is renewed
+        # should they have been slow.
+        profile = strategy
         try:
             stored = self._store.open_tokens(connection)
         except TokenDecryptionError:
@@ -218,31 +302,25 @@ class Refresher:
         issued_at = stored.get("issued_at", connection.connected_at)
         not_before = earliest_renewal(profile, issued_at) if not finishing else None
         if not_before is not None and now < not_before:  # the provider would refuse it: never sent, forced or not
-            return self._too_young(connection, profile, issued_at, now)
+            return self._too_young(connection, profile, issued_at, now, release=leased)
         try:
             credentials = self._credentials.credentials(profile, fresh=state == PROBE)  # a probe reads SSM afresh
         except ConfigurationError as exc:
             return self._failed(connection, ProviderError(str(exc), code="provider_config",
                                                           kind=FailureKind.OPERATOR), state == PROBE)
         self._store.prepare_seal(LEASE_SECONDS)
+        return _Ready(state, profile, stored, credential, credentials)
 
-        # A lease still on the item expired without a commit: the provider may have rotated a token we
-        # never saved. Remember that, so a later invalid_grant is read as rotation_lost.
+    def _call(self, leased: Connection, ready: _Ready, leased_at: int, deadline: float | None) -> RefreshOutcome:
+        """Under our lease (taken at `leased_at`): the provider's token endpoint (or the connect chain's link),
+        then the commit."""
+        state, profile, credentials, credential = ready.state, ready.profile, ready.credentials, ready.credential
         now = self._now()
-        in_doubt = connection.refresh_in_doubt or bool(connection.lease_owner)
-        leased, competing = self._store.claim(connection, {
-            "lease_owner": self._owner, "lease_expires_at": now + LEASE_SECONDS,
-            "refresh_in_doubt": True if in_doubt else None,
-        })
-        if leased is None:  # someone wrote first: report what they wrote, as the failed claim read it
-            return RefreshOutcome(connection_id, BUSY, connection=competing or connection)
-        if budget(deadline, self._now()) < REFRESH_MIN_TIME:  # the claim was slow: give the lease back
-            return self._write(leased, {}, [], BUSY, NO_TIME, release=True)
         # A sibling in this container may have tripped the breaker since the first look: look again (cached,
         # no read) rather than add one more call to a provider that refuses us or is down.
-        again, _ = self._breakers.check(connection.provider) if state != PROBE else (PROBE, 0)
+        again, _ = self._breakers.check(leased.provider) if state != PROBE else (PROBE, 0)
         if again == OPEN:
-            return self._paused(leased, self._breakers.read(connection.provider), now, release=True)
+            return self._paused(leased, self._breakers.read(leased.provider), now, release=True)
         probe = PROBE in (state, again)
         if again == PROBE and state != PROBE:  # the probe fell to us after all: it reads the secret afresh
             try:
@@ -251,7 +329,7 @@ class Refresher:
                 return self._failed(leased, ProviderError(str(exc), code="provider_config",
                                                           kind=FailureKind.OPERATOR), probe)
         # The answer must come early enough for the commit to fit in the lease, and in the caller's invocation.
-        provider_deadline = min(now + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
+        provider_deadline = min(leased_at + LEASE_SECONDS, deadline or math.inf) - COMMIT_RESERVE
         started = time.perf_counter()
         try:
             answer = self._provider.exchange_link(profile, credentials, leased.chain_next, credential,
@@ -264,7 +342,7 @@ class Refresher:
             return self._failed(leased, ProviderError(
                 "The refresh answer names another account.", code="invalid_answer", kind=FailureKind.TRANSIENT,
                 maybe_processed=True), probe)
-        outcome = self._commit(leased, answer, stored, probe)
+        outcome = self._commit(leased, answer, ready.stored, probe)
         if outcome.connection is not None and outcome.connection.profile_pending:
             self._enrich_later(outcome.connection, answer.access_token, deadline)
         if outcome.connection is not None and self._after_renewal is not None:
@@ -390,18 +468,19 @@ class Refresher:
         return self._clock.now()
 
     def _too_young(self, connection: Connection, profile: ProviderProfile, issued_at: int | None,
-                   now: int) -> RefreshOutcome:
+                   now: int, *, release: bool) -> RefreshOutcome:
         """A token the provider would refuse to renew yet (`timing.min_token_age`): nothing is sent; the
-        connection is planned again (never before the token is old enough), and the outcome is `not_due`."""
+        connection is planned again (never before the token is old enough), and the outcome is `not_due`.
+        `release`: our lease is on it, and goes with that write."""
         planned = plan(profile, issued_at=issued_at or now, access_expires_at=connection.access_expires_at,
                        refresh_expires_at=connection.refresh_expires_at, expiry_warning=self._expiry_warning,
                        rng=self._rng, last_read_at=connection.last_read_at, now=now, read_window=self._read_window)
-        if planned == connection.next_refresh_at:
+        if planned == connection.next_refresh_at and not release:
             return RefreshOutcome(connection.connection_id, NOT_DUE, RENEWAL_TOO_EARLY, connection)
         return self._write(connection, self._store.schedule_attributes(connection.connection_id, planned), [],
-                           NOT_DUE, RENEWAL_TOO_EARLY, release=False)
+                           NOT_DUE, RENEWAL_TOO_EARLY, release=release)
 
-    def _toward_the_end(self, connection: Connection, now: int) -> RefreshOutcome:
+    def _toward_the_end(self, connection: Connection, now: int, *, release: bool) -> RefreshOutcome:
         """A provider without refresh tokens: the grant ends with its access token. Say so early (Connection
         Expiring, once, within the warning window), then honestly (needs_reauth, `access_token_expired`)."""
         ends = connection.access_expires_at or now
@@ -414,7 +493,7 @@ class Refresher:
         if now >= warn_at and not connection.expiring_notified:
             changes["expiring_notified"] = True
             found.append(self._event(events.EXPIRING, connection, Reason.ACCESS_TOKEN_EXPIRING, now))
-        return self._write(connection, changes, found, NOT_DUE, Reason.ACCESS_TOKEN_EXPIRING, release=False)
+        return self._write(connection, changes, found, NOT_DUE, Reason.ACCESS_TOKEN_EXPIRING, release=release)
 
     # -- failures --------------------------------------------------------------------------------------------
     def _failed(self, leased: Connection, error: ProviderError, probe: bool) -> RefreshOutcome:
