@@ -12,7 +12,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from local.bench import adaptive, coldstart, cost, imports, sweep_reads, throughput, writes
+from local.bench import adaptive, coldstart, cost, imports, sweep_reads, throughput, tuning, writes
 from local.bench.common import median, spread
 
 SECTIONS = {
@@ -23,6 +23,7 @@ SECTIONS = {
     "e": ("Write units per refresh and item size", writes.main),
     "f": ("Cold start, measured whole", coldstart.main),
     "g": ("Refresh policies at a usage mix, and the first read after idleness", adaptive.main),
+    "h": ("Worker tuning as deployed: batch, concurrency, memory", tuning.main),
 }
 NEEDS_EARLIER = {"g"}  # takes the results of the parts before it (g prices with (d)'s per-refresh costs)
 
@@ -60,8 +61,8 @@ def summary(results: dict[str, Any]) -> list[str]:
                          f"{cells}; best N {best['n']} c {best['c']} {spread(best['ratios'], '{:.1f}x')} "
                          f"-> goal >= {goal:.0f}x {'met' if min(best['ratios']) >= goal else 'missed'}"
                          + (" (moto's CPU is the bottleneck)" if store == "moto" else "") + ".")
-        lines.append("    With the template's SQS batch of 10 one invocation sees 10 records: at most 10x, whatever "
-                     "the concurrency.")
+        lines.append("    One invocation sees WorkerBatchSize records (template default "
+                     f"{tuning.template_defaults()['WorkerBatchSize']}): that N is the row that applies as deployed.")
     d = results.get("d")
     if d:
         monthly = d["monthly"]
@@ -96,6 +97,16 @@ def summary(results: dict[str, Any]) -> list[str]:
         lines.append(f"(g) 1 M connections at 20% active daily, refreshes + read marks a month (measured): {cells} "
                      f"(+ fixed costs, see (d)); first read after idleness {g['median_idle_ms']:.0f} ms median "
                      f"(one synchronous refresh, 100 ms TikTok) against {g['median_warm_ms']:.1f} ms warm.")
+    h = results.get("h")
+    if h:
+        chosen, defaults = h["chosen"], h["defaults"]
+        lines.append(f"(h) as deployed (CPU {h['cpu_ms']:.2f} ms per refresh measured, Lambda's CPU share modelled): "
+                     f"batch {chosen['batch']}, concurrency {chosen['concurrency']}, {chosen['memory_mb']} MB -> "
+                     f"{chosen['ratio']:.1f}x the naive at 256 MB; template defaults "
+                     f"{defaults['WorkerBatchSize']}/{defaults['RefreshConcurrency']}/"
+                     f"{defaults['WorkerMemorySize']} MB, "
+                     f"window {defaults['WorkerBatchingWindowSeconds']} s; at most {h['bound']} provider calls in "
+                     "flight per deployment (WorkerMaxConcurrency x RefreshConcurrency).")
     return lines
 
 

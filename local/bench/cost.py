@@ -56,13 +56,19 @@ def template_settings() -> dict[str, Any]:
     """The refresh worker's memory and SQS batch size, and the worker concurrency cap, from template.yaml."""
     template = cfn.template()
     worker = template["Resources"]["RefreshWorkerFunction"]["Properties"]
-    memory = int(worker.get("MemorySize", template["Globals"]["Function"]["MemorySize"]))
-    batch = next((int(e["Properties"].get("BatchSize", 10)) for e in worker.get("Events", {}).values()
-                  if e["Type"] == "SQS"), 10)
-    max_workers = int(template["Parameters"].get("WorkerMaxConcurrency", {}).get("Default", 5))
+    parameters = template["Parameters"]
+
+    def value(found: Any) -> int:  # a number, or a parameter's default
+        return int(parameters[found["Ref"]]["Default"]) if isinstance(found, dict) and "Ref" in found else int(found)
+
+    memory = value(worker.get("MemorySize", template["Globals"]["Function"]["MemorySize"]))
+    batch = value(worker["Events"]["RefreshRequests"]["Properties"].get("BatchSize", 10))
+    max_workers = value(parameters.get("WorkerMaxConcurrency", {}).get("Default", 5))
+    concurrency = value(parameters.get("RefreshConcurrency", {}).get("Default", 8))
     sweeper = template["Resources"]["SweeperFunction"]["Properties"]
     sweeper_memory = int(sweeper.get("MemorySize", template["Globals"]["Function"]["MemorySize"]))
-    return {"memory_mb": memory, "batch": batch, "max_workers": max_workers, "sweeper_memory_mb": sweeper_memory}
+    return {"memory_mb": memory, "batch": batch, "max_workers": max_workers, "sweeper_memory_mb": sweeper_memory,
+            "concurrency": concurrency}
 
 
 # ---- counting a day of refreshes ---------------------------------------------------------------------------
@@ -183,16 +189,21 @@ def botocore_cpu(item: dict[str, Any]) -> dict[str, float]:
         client = boto3.client("dynamodb", region_name=REGION)
         client.meta.events.register("before-send.dynamodb.GetItem",
                                     lambda request, **_: AWSResponse(request.url, 200, headers, _Raw(body)))
-        client.meta.events.register("before-send.dynamodb.UpdateItem",
-                                    lambda request, **_: AWSResponse(request.url, 200, headers, _Raw(b"{}")))
+        attributes = json.dumps({"Attributes": _wire(to_item(item))}).encode()
+
+        def updated(request: Any, **_: Any) -> AWSResponse:  # the lease asks for the item back (ALL_NEW)
+            returning = b'"ReturnValues"' in request.body
+            return AWSResponse(request.url, 200, headers, _Raw(attributes if returning else b"{}"))
+
+        client.meta.events.register("before-send.dynamodb.UpdateItem", updated)
         store = DynamoItemStore(client, "bench-connections")
         key = item["connection_id"]
-        lease = {"lease_owner": "3f2b0c4e-5d1a-4c3e-9f7a-0b1c2d3e4f50", "lease_expires_at": 1_800_000_020,
-                 "refresh_in_doubt": None, "revision": 8}
+        lease = {"lease_owner": "3f2b0c4e-5d1a-4c3e-9f7a-0b1c2d3e4f50", "lease_expires_at": 1_800_000_020}
         commit = {k: v for k, v in item.items() if k != "connection_id"}
         operations = {
             "GetItem": lambda: store.get(key),
-            "UpdateItem (lease)": lambda: store.update(key, set=lease, expect={"revision": 7}),
+            "UpdateItem (lease)": lambda: store.update(key, set=lease, expect={"revision": 7}, add={"revision": 1},
+                                                       returning=True),
             "UpdateItem (commit)": lambda: store.update(key, set=commit, remove=["lease_owner", "lease_expires_at"],
                                                         expect={"revision": 8}),
         }
@@ -224,7 +235,7 @@ def botocore_cpu(item: dict[str, Any]) -> dict[str, float]:
 def main() -> dict[str, Any]:
     print(__doc__.split("\n\n")[0].strip())
     settings = template_settings()
-    memory_mb, batch = settings["memory_mb"], settings["batch"]
+    memory_mb, batch, threads = settings["memory_mb"], settings["batch"], settings["concurrency"]
     run = instrumented_run()
     per = max(1, run["refreshes"])
     calls, units = run["calls"], run["units"]
@@ -285,7 +296,7 @@ def main() -> dict[str, Any]:
     cpu_ms = cpu["ms"] + boto_ms
     share = model.lambda_cpu_share(memory_mb)
     worker_s = model.worker_seconds_per_refresh(cpu_ms=cpu_ms, memory_mb=memory_mb, wait_ms=WAIT_MS,
-                                                concurrency=8, batch=batch)
+                                                concurrency=threads, batch=batch)
     api_s = (cpu_ms / share + WAIT_MS) / 1000
     print(f"\nLambda CPU per refresh (x86_64 here): {cpu['ms']:.2f} ms in-process (worker, concurrency 8; the "
           f"simulated TikTok's own {cpu['fake_ms']:.2f} ms taken out) + botocore client side {boto_ms:.2f} ms "
@@ -293,10 +304,11 @@ def main() -> dict[str, Any]:
           f"{boto['UpdateItem (commit)']:.2f} ms per call) = {cpu_ms:.2f} ms.")
     print(f"At {memory_mb} MB a function gets {share:.3f} of a vCPU ({memory_mb}/{model.LAMBDA_MB_PER_VCPU}): "
           f"{cpu_ms / share:.1f} ms of wall time per refresh for the CPU alone. Network wait assumed {WAIT_MS:.0f} ms "
-          f"per refresh (TikTok), overlapped 8 at a time: a batch of {batch} takes max(CPU {batch} x "
-          f"{cpu_ms / share:.1f} ms, waits {-(-batch // 8)} x {WAIT_MS:.0f} ms) = {worker_s * batch * 1000:.0f} ms, "
+          f"per refresh (TikTok), overlapped {threads} at a time: a batch of {batch} takes max(CPU {batch} x "
+          f"{cpu_ms / share:.1f} ms, waits {-(-batch // threads)} x {WAIT_MS:.0f} ms) = "
+          f"{worker_s * batch * 1000:.0f} ms, "
           f"{worker_s * 1000:.1f} ms billed per refresh (sum instead of max: "
-          f"{(batch * cpu_ms / share + -(-batch // 8) * WAIT_MS) / batch:.1f} ms). x86 and Graviton differ: "
+          f"{(batch * cpu_ms / share + -(-batch // threads) * WAIT_MS) / batch:.1f} ms). x86 and Graviton differ: "
           f"a rough figure.")
 
     return price_everything(run=run, settings=settings, wru=wru, rru=rru, index_wru=index_wru,

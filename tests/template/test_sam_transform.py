@@ -108,8 +108,10 @@ def test_the_refresh_queue_mapping_reports_partial_failures_and_caps_concurrency
     assert set(mappings) == {"RefreshQueue", "RemovalQueue"}
     for mapping in mappings.values():
         assert mapping["FunctionName"] == {"Ref": "RefreshWorkerFunction"}
-        assert mapping["BatchSize"] == 10
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mappings["RemovalQueue"]["BatchSize"] == 10
+    assert mappings["RefreshQueue"]["BatchSize"] == {"Ref": "WorkerBatchSize"}
+    assert mappings["RefreshQueue"]["MaximumBatchingWindowInSeconds"] == {"Ref": "WorkerBatchingWindowSeconds"}
     assert mappings["RefreshQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
 
 

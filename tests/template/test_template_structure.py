@@ -628,7 +628,11 @@ def test_parameters_have_the_contract_defaults():
         ("ExpiryWarningDays", 14, 1, None),
         # 2 is the smallest MaximumConcurrency an SQS event source mapping accepts.
         ("WorkerMaxConcurrency", 5, 2, None),
-        ("RefreshConcurrency", 8, 1, 32),
+        # Measured defaults (make bench, section h; README "Benchmarks").
+        ("RefreshConcurrency", 32, 1, 64),
+        ("WorkerBatchSize", 100, 1, 1000),
+        # 1 s at least: SQS refuses a batch above 10 without a window.
+        ("WorkerBatchingWindowSeconds", 1, 1, 20),
     ],
 )
 def test_numeric_refresh_parameters_have_their_defaults_and_bounds(name, default, low, high):
@@ -1106,9 +1110,11 @@ def test_the_worker_reports_partial_batch_failures_and_caps_its_concurrency():
     events = {e["Queue"]["Fn::GetAtt"][0]: e for e in _events_of_type("RefreshWorkerFunction", "SQS")}
     assert set(events) == {"RefreshQueue", "RemovalQueue"}
     for event in events.values():
-        assert event["BatchSize"] == 10
-        # Without it one failed connection would send its nine neighbours back to the queue.
+        # Without it one failed connection would send its neighbours in the batch back to the queue.
         assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert events["RemovalQueue"]["BatchSize"] == 10
+    assert events["RefreshQueue"]["BatchSize"] == {"Ref": "WorkerBatchSize"}
+    assert events["RefreshQueue"]["MaximumBatchingWindowInSeconds"] == {"Ref": "WorkerBatchingWindowSeconds"}
     assert events["RefreshQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
     assert events["RemovalQueue"]["ScalingConfig"] == {"MaximumConcurrency": 2}  # SQS's least: removals are rare
     assert int(template()["Parameters"]["WorkerMaxConcurrency"]["MinValue"]) >= 2
@@ -1123,11 +1129,32 @@ def test_the_worker_knows_the_removal_queue_it_alone_obeys_removals_from():
     assert _queue("RemovalQueue")["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RefreshDLQ", "Arn"]}
 
 
-def test_a_refresh_request_stays_hidden_for_at_least_six_worker_timeouts():
+def test_a_refresh_request_stays_hidden_for_at_least_six_worker_timeouts_and_the_batching_window():
     # AWS's advice for Lambda consumers: a message whose invocation is still running or
     # being retried after a throttle must not reach a second worker.
     visibility = int(_queue("RefreshQueue")["VisibilityTimeout"])
-    assert visibility >= 6 * _timeout("RefreshWorkerFunction"), (visibility, _timeout("RefreshWorkerFunction"))
+    window = int(template()["Parameters"]["WorkerBatchingWindowSeconds"]["MaxValue"])
+    assert visibility >= 6 * _timeout("RefreshWorkerFunction") + window, (visibility, _timeout("RefreshWorkerFunction"))
+
+
+def test_every_refresh_of_a_default_batch_starts_in_time_even_at_the_provider_call_limit():
+    """ceil(batch / concurrency) waves of provider calls, each at most PROVIDER_CALL_LIMIT: the last wave must start
+    while REFRESH_MIN_TIME of the invocation is left, or its messages go back to the queue (and toward the DLQ)."""
+    import math
+
+    from oauth_keeper.domain.deadlines import HANDLER_MARGIN, PROVIDER_CALL_LIMIT, REFRESH_MIN_TIME
+
+    parameters = template()["Parameters"]
+    waves = math.ceil(int(parameters["WorkerBatchSize"]["Default"]) / int(parameters["RefreshConcurrency"]["Default"]))
+    last_wave_starts = (waves - 1) * PROVIDER_CALL_LIMIT
+    assert last_wave_starts <= _timeout("RefreshWorkerFunction") - HANDLER_MARGIN - REFRESH_MIN_TIME
+
+
+def test_the_workers_memory_is_a_parameter_with_a_measured_default():
+    worker = _functions()["RefreshWorkerFunction"]["Properties"]
+    assert worker["MemorySize"] == {"Ref": "WorkerMemorySize"}
+    parameter = template()["Parameters"]["WorkerMemorySize"]
+    assert int(parameter["Default"]) == 1024 and 256 in parameter["AllowedValues"]
 
 
 def test_a_refresh_request_that_failed_five_times_is_parked_in_the_refresh_dlq():
