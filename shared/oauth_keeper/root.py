@@ -96,7 +96,7 @@ class Container:
             return self._items
         from .adapters.dynamodb import DynamoItemStore
 
-        return DynamoItemStore(aws.client("dynamodb"), self.settings.connections_table)
+        return DynamoItemStore(aws.lazy_client("dynamodb"), self.settings.connections_table)
 
     @cached_property
     def flows(self) -> FlowStore:
@@ -104,7 +104,7 @@ class Container:
             return self._flows
         from .adapters.flows import DynamoFlowStore
 
-        return DynamoFlowStore(aws.client("dynamodb"), self.settings.flows_table, self.cipher)
+        return DynamoFlowStore(aws.lazy_client("dynamodb"), self.settings.flows_table, self.cipher)
 
     @cached_property
     def deliveries(self) -> DeliveryLog:
@@ -112,7 +112,7 @@ class Container:
             return self._deliveries
         from .adapters.deliveries import DynamoDeliveryLog
 
-        return DynamoDeliveryLog(aws.client("dynamodb"), self.settings.flows_table)
+        return DynamoDeliveryLog(aws.lazy_client("dynamodb"), self.settings.flows_table)
 
     @cached_property
     def data_keys(self) -> DataKeys:
@@ -173,7 +173,7 @@ class Container:
             return self._publisher
         from .adapters.eventbridge import EventBridgePublisher
 
-        return EventBridgePublisher(aws.client("events"), self.settings.event_bus_name)
+        return EventBridgePublisher(aws.lazy_client("events"), self.settings.event_bus_name)
 
     @cached_property
     def queue(self) -> RefreshQueue:
@@ -181,7 +181,7 @@ class Container:
             return self._queue
         from .adapters.sqs import SqsRefreshQueue
 
-        return SqsRefreshQueue(aws.client("sqs"), self.settings.refresh_queue_url)
+        return SqsRefreshQueue(aws.lazy_client("sqs"), self.settings.refresh_queue_url)
 
     @cached_property
     def removals(self) -> RemovalQueue:
@@ -189,7 +189,7 @@ class Container:
             return self._queue  # type: ignore[return-value]
         from .adapters.sqs import SqsRemovalQueue
 
-        return SqsRemovalQueue(aws.client("sqs"), self.settings.removal_queue_url)
+        return SqsRemovalQueue(aws.lazy_client("sqs"), self.settings.removal_queue_url)
 
     # -- use cases -------------------------------------------------------------------------------------------
     @cached_property

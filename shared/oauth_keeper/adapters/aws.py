@@ -34,6 +34,27 @@ def client(service: str) -> Any:
         return _clients[service]
 
 
+class LazyClient:
+    """Stands for the container's client of one service until an adapter first uses it (an attribute looked up:
+    a call, `.meta`, `.exceptions`); only then is the client created (`client`). The composition root wires
+    adapters with these, so an invocation creates the clients of the calls it makes and no others (a worker
+    invocation that publishes no event creates no EventBridge client: ~5-45 ms of a cold start each)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(client(self._service), name)
+
+    def __repr__(self) -> str:
+        return f"LazyClient({self._service!r})"
+
+
+def lazy_client(service: str) -> Any:
+    """A `LazyClient` for `service` (e.g. "events"): nothing is created until it is used."""
+    return LazyClient(service)
+
+
 def reset() -> None:
     """Forget every client and the session (tests switch between moto contexts)."""
     global _session
