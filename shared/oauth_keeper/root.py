@@ -163,9 +163,15 @@ class Container:
 
     @cached_property
     def provider(self) -> ProviderClient:
-        from .adapters.provider_http import HttpProviderClient
+        """The provider client, built on its first call: httpx's import and its pooled client are paid by the
+        invocations that call a provider, not by every use case wired with one (a worker invocation whose
+        messages find nothing due, a callback refused before the exchange)."""
+        def build() -> ProviderClient:
+            from .adapters.provider_http import HttpProviderClient
 
-        return HttpProviderClient(self.http, self.clock.now)
+            return HttpProviderClient(self.http, self.clock.now)
+
+        return _Deferred(build)  # type: ignore[return-value]
 
     @cached_property
     def publisher(self) -> EventPublisher:
@@ -287,6 +293,24 @@ class Container:
         return DeauthorizationCallbacks(profiles=self.profiles, credentials=self.credentials,
                                         queue=_LazyRemovals(lambda: self.removals), deliveries=self.deliveries,
                                         operations=self.items, clock=self.clock)
+
+
+class _Deferred:
+    """Stands for the object `make` builds, built (once, thread-safely) when an attribute is first looked up."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._built: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        built = self._built
+        if built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._make()
+                built = self._built
+        return getattr(built, name)
 
 
 class _LazyQueue:
