@@ -157,6 +157,6 @@ def main() -> dict[str, Any]:
     print(f"\nGoal: one worker invocation >= {GOAL:.0f}x the naive baseline at 100 ms. Best on memory: N {best['n']}, "
           f"concurrency {best['c']}: {spread(best['ratios'], '{:.1f}x')} (the 100 ms bound alone allows "
           f"{best['bound_ratio']:.0f}x). As deployed, one invocation sees WorkerBatchSize records (template default "
-          f"{batch}) at RefreshConcurrency {concurrency}: the row N {batch} c {concurrency} is the one that applies, "
-          "on Lambda's CPU share at WorkerMemorySize (section g).")
+          f"{batch}) at RefreshConcurrency {concurrency}: the rows with c {concurrency} and N near {batch} are "
+          "the ones that apply, on Lambda's CPU share at WorkerMemorySize (section g).")
     return {"rows": flat, "best": best}
