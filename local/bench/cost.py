@@ -68,7 +68,7 @@ def template_settings() -> dict[str, Any]:
     sweeper = template["Resources"]["SweeperFunction"]["Properties"]
     sweeper_memory = int(sweeper.get("MemorySize", template["Globals"]["Function"]["MemorySize"]))
     return {"memory_mb": memory, "batch": batch, "max_workers": max_workers, "sweeper_memory_mb": sweeper_memory,
-            "concurrency": concurrency}
+            "concurrency": concurrency, "api_memory_mb": value(template["Globals"]["Function"]["MemorySize"])}
 
 
 # ---- counting a day of refreshes ---------------------------------------------------------------------------
@@ -297,7 +297,10 @@ def main() -> dict[str, Any]:
     share = model.lambda_cpu_share(memory_mb)
     worker_s = model.worker_seconds_per_refresh(cpu_ms=cpu_ms, memory_mb=memory_mb, wait_ms=WAIT_MS,
                                                 concurrency=threads, batch=batch)
-    api_s = (cpu_ms / share + WAIT_MS) / 1000
+    # The token route's refresh and the naive design run at the Globals memory (the API's functions'; a naive
+    # worker would pick the least, its time being waits): their CPU at that share.
+    api_share = model.lambda_cpu_share(settings["api_memory_mb"])
+    api_s = (cpu_ms / api_share + WAIT_MS) / 1000
     print(f"\nLambda CPU per refresh (x86_64 here): {cpu['ms']:.2f} ms in-process (worker, concurrency 8; the "
           f"simulated TikTok's own {cpu['fake_ms']:.2f} ms taken out) + botocore client side {boto_ms:.2f} ms "
           f"(GetItem {boto['GetItem']:.2f}, lease UpdateItem {boto['UpdateItem (lease)']:.2f}, commit UpdateItem "
@@ -378,6 +381,7 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     memory_mb, batch, max_workers = settings["memory_mb"], settings["batch"], settings["max_workers"]
     prices, more = model.Prices(), model.MorePrices()
     gb = memory_mb / 1024
+    api_gb = settings["api_memory_mb"] / 1024
     connections = MILLION
     sweeps = model.sweeps_per_month()
 
@@ -402,7 +406,7 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     worker_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=kms_at_scale, sqs_requests=sqs,
                                       lambda_gb_seconds=gb * worker_s, lambda_requests=1 / batch)
     api_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=1.0, sqs_requests=0,
-                                   lambda_gb_seconds=gb * api_s, lambda_requests=0)
+                                   lambda_gb_seconds=api_gb * api_s, lambda_requests=0)
     worker_cost = model.cost_per_refresh(worker_usage, prices)
     worker_cost["logs"] = model.logs_cost(log_bytes, more)
     api_cost = model.cost_per_refresh(api_usage, prices)
@@ -411,15 +415,16 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
 
     # The naive design, priced the same way: measured units, a sequential invocation, a Scan per sweep.
     naive = naive_run()
-    naive_s = (cpu_ms / share + WAIT_MS) / 1000  # one refresh after another: CPU and the wait add up
+    naive_s = api_s  # one refresh after another: CPU and the wait add up
     naive_usage = model.RefreshUsage(write_units=naive["wru"], read_units=0, kms_requests=naive["kms"],
-                                     sqs_requests=0, lambda_gb_seconds=gb * naive_s, lambda_requests=0)
+                                     sqs_requests=0, lambda_gb_seconds=api_gb * naive_s, lambda_requests=0)
     naive_cost = model.cost_per_refresh(naive_usage, prices)
     naive_cost["logs"] = 0.0
     naive_bare = dict(naive_cost, dynamodb_writes=naive["table_wru"] * prices.dynamodb_per_million_wru / MILLION)
 
     print(f"\nScale assumptions (1 M eager connections): {needed:.0f} refreshes/s on average; one worker invocation "
-          f"does ~{per_invocation:.0f}/s (batch {batch}, concurrency 8, {WAIT_MS:.0f} ms TikTok), so ~{containers} "
+          f"does ~{per_invocation:.0f}/s (batch {batch}, concurrency {settings['concurrency']}, {WAIT_MS:.0f} ms "
+          f"TikTok), so ~{containers} "
           f"containers stay warm (WorkerMaxConcurrency default {max_workers}). KMS: each makes one data key per "
           f"5-minute cache window and unwraps each other container's keys once: {kms_month:,.0f} calls a month, "
           f"{kms_at_scale:.5f} per refresh (one warm container at low load counted {kms_per_refresh:.2f}; "
