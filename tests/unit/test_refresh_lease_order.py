@@ -182,3 +182,25 @@ def test_a_breaker_another_container_tripped_is_seen_under_the_lease_once_the_ca
     stored = world.at(cid)
     assert stored.lease_owner is None and stored.lease_expires_at is None
     assert stored.next_refresh_at > world.now + LEASE_SECONDS  # parked, not retried at once
+
+
+def test_a_write_meanwhile_that_kept_our_lease_gets_it_back_when_the_renewal_fails(world, monkeypatch):
+    """A reconnect that keeps the refresh token keeps the lease too (and moves the revision): the renewal then fails,
+    nothing was sent, and the lease is given back rather than left to expire into a false `refresh_in_doubt`."""
+    cid = world.connect()
+    world.advance_to(T0 + FIRST_DUE)
+    kms_calls_recorded(world, cid, monkeypatch, takes=1.5)
+    slow_data_key = world.kms.generate_data_key
+
+    def data_key_while_the_user_reconnects(**kwargs: Any) -> Any:
+        world.items.update(cid, set={"display_name": "Reconnected"}, add={"revision": 1}, expect={})
+        return slow_data_key(**kwargs)
+
+    monkeypatch.setattr(world.kms, "generate_data_key", data_key_while_the_user_reconnects)
+    world.provider.script(world.answer("2"))
+
+    outcome = world.refresher.refresh(cid)
+
+    assert outcome.result == "busy" and world.provider.calls == []
+    stored = world.at(cid)
+    assert stored.lease_owner is None and not stored.refresh_in_doubt and stored.display_name == "Reconnected"

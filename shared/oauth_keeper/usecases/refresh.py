@@ -198,7 +198,9 @@ class Refresher:
             # The reads under the lease (breaker, data keys, credentials: cached, milliseconds, as a rule) ate
             # into it: renewed, so a whole provider call and the commit still fit (domain/deadlines.py).
             renewed, competing = self._store.claim(leased, {"lease_expires_at": now + LEASE_SECONDS})
-            if renewed is None:
+            if renewed is None:  # someone wrote meanwhile (a reconnect keeps our lease): they decide
+                if competing is not None and competing.lease_owner == self._owner:
+                    return self._write(competing, {}, [], BUSY, None, release=True)  # nothing was sent: no doubt
                 return RefreshOutcome(leased.connection_id, BUSY, connection=competing or leased)
             leased, leased_at = renewed, now
         if budget(deadline, now) < REFRESH_MIN_TIME:  # the lease or the reads were slow: give the lease back
@@ -670,7 +672,7 @@ class Refresher:
         return outcome
 
     def _write(self, connection: Connection, changes: dict[str, Any], found: list[PendingEvent], result: str,
-               reason: str, *, release: bool) -> RefreshOutcome:
+               reason: str | None, *, release: bool) -> RefreshOutcome:
         if release and connection.lease_owner and connection.lease_owner != self._owner \
                 and connection.status not in ENDED and "refresh_in_doubt" not in changes:
             # An expired lease of someone else's goes: keep what it tells (a rotation may have been lost).
