@@ -176,13 +176,15 @@ def test_sqs_queue_adapter_sends_every_id_in_batches_of_ten(stack):
 def test_events_left_in_the_outbox_are_published_by_the_next_sweep(stack, tiktok, browser, monkeypatch):
     from oauth_keeper.adapters.eventbridge import EventBridgePublisher as EventPublisher
 
-    monkeypatch.setattr(EventPublisher, "publish", lambda self, pending: [])  # EventBridge down at commit
-    connection_id = connect(browser, tiktok)
-    assert stack.received_events() == []
-    item = boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
-                                             Key={"connection_id": {"S": connection_id}})["Item"]
-    assert "outbox_shard" in item  # findable through the sparse Outbox index
-    monkeypatch.undo()
+    # Only this patch is undone (monkeypatch.undo() would also take back the fixtures' AWS environment, which a
+    # client created on first use, as the EventBridge one now is, still needs).
+    with monkeypatch.context() as patched:
+        patched.setattr(EventPublisher, "publish", lambda self, pending: [])  # EventBridge down at commit
+        connection_id = connect(browser, tiktok)
+        assert stack.received_events() == []
+        item = boto3.client("dynamodb").get_item(TableName=os.environ["CONNECTIONS_TABLE"],
+                                                 Key={"connection_id": {"S": connection_id}})["Item"]
+        assert "outbox_shard" in item  # findable through the sparse Outbox index
 
     queue = ListQueue()
     report = sweep_into(queue)
