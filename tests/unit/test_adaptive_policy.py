@@ -106,8 +106,8 @@ def count_read_writes(world: ProviderWorld) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     update = items.update
 
-    def counting(key, *, set, remove=(), expect):  # noqa: A002 - the port's parameter name
-        result = update(key, set=set, remove=remove, expect=expect)
+    def counting(key, *, set, remove=(), expect, **more):  # noqa: A002 - the port's parameter name
+        result = update(key, set=set, remove=remove, expect=expect, **more)  # `add`, `returning` (the lease)
         if "last_read_at" in set:
             seen.append({"set": set, "ok": bool(result)})
         return result
