@@ -52,7 +52,7 @@ lint: .venv/.synced
 
 setup: .venv/.synced $(SAM)
 
-# Benchmarks (cold imports, sweep reads, refresh throughput, cost model, write units, cold start, worker tuning): figures printed, nothing asserted.
+# Benchmarks (cold imports, sweep reads, refresh throughput, cost model, write units, cold start, policies, worker tuning): figures printed, nothing asserted.
 .PHONY: bench
 bench: .venv/.synced
 	PYTHONPATH=shared:. $(UV) run --frozen python -m local.bench

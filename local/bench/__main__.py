@@ -1,4 +1,4 @@
-"""`make bench`: seven benchmark sections, each with its baseline measured in the same run, then a summary.
+"""`make bench`: eight benchmark sections, each with its baseline measured in the same run, then a summary.
 
 Benchmarks print figures; nothing here asserts a time.
 """
