@@ -185,10 +185,10 @@ def test_a_listing_that_crashes_before_its_index_leaves_no_token_a_disconnect_ca
     items = world.services.items
     update = items.update
 
-    def crash_on_the_index(key, *, set, remove=(), expect):  # noqa: A002 - the port's own name
+    def crash_on_the_index(key, *, set, remove=(), expect, **more):  # noqa: A002 - the port's own name
         if key.startswith(CHANNELS_PREFIX) and "generation" in set:
             raise RuntimeError("the function was cut off")
-        return update(key, set=set, remove=remove, expect=expect)
+        return update(key, set=set, remove=remove, expect=expect, **more)  # `add`, `returning` (the lease)
 
     monkeypatch.setattr(items, "update", crash_on_the_index)
     world.services.refresher.refresh(connection_id, force=True)
