@@ -23,7 +23,9 @@ CHANNEL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 CHANNEL_ID_RULE = "channel_id must be 1 to 128 of A-Z, a-z, 0-9, '_', '.', ':' and '-'."
 MAX_NAME_LENGTH = 200
 MAX_CHANNEL_TOKEN_LENGTH = 4096
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL, C1) and lone surrogates (valid in JSON's \u escapes, not encodable as UTF-8): a
+# name is stored as UTF-8 and shown in dashboards, so neither survives.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
