@@ -45,3 +45,58 @@ def test_names_with_lone_surrogates_and_c1_controls_are_cleaned_and_stored(stack
     services.channel_items.save(connection, Listing(page.channels), now=1_800_000_000)
     status, answer = call("GET", f"/connections/{connection_id}/channels", raw_query="owner_id=owner-1")
     assert status == 200 and answer["channels"][0]["name"] == "Café Page"
+
+
+def _listing_during(world, monkeypatch, meanwhile):
+    """Run `meanwhile` while the provider answers the next channel list (a slow Graph answer: up to 5 s)."""
+    provider = world.services.provider
+    original = provider.list_channels
+
+    def slow_list(*args, **kwargs):
+        listing = original(*args, **kwargs)
+        monkeypatch.setattr(provider, "list_channels", original)
+        meanwhile()
+        return listing
+
+    monkeypatch.setattr(provider, "list_channels", slow_list)
+
+
+@pytest.mark.unit
+def test_a_disconnect_during_a_refreshs_listing_leaves_no_channel_token(monkeypatch):
+    from tests.integration.test_channels import CHANNEL_PREFIX, connected, items_of, world_of
+
+    world = world_of("facebook_pages")
+    connection_id = connected(world)
+    world.clock.advance(2 * 86_400)  # the listing is a day old: the refresh lists the Pages again
+
+    def disconnect():
+        world.services.disconnection.request_disconnect(connection_id, owner_id="owner")
+        world.tick()
+        assert world.get(connection_id).status == "disconnected"
+
+    _listing_during(world, monkeypatch, disconnect)
+    assert world.services.refresher.refresh(connection_id, force=True).result == "refreshed"
+    assert world.get(connection_id).status == "disconnected"
+    assert items_of(world, CHANNEL_PREFIX) == []  # no Page token outlives the disconnect
+
+
+@pytest.mark.unit
+def test_an_erasure_during_a_listing_leaves_no_channel_item(monkeypatch):
+    from tests.integration.test_channels import CHANNEL_PREFIX, CHANNELS_PREFIX, connected, items_of, world_of
+
+    world = world_of("facebook_pages")
+    connection_id = connected(world)
+    world.services.items.delete(f"{CHANNELS_PREFIX}{connection_id}", expect={})
+    for item in items_of(world, CHANNEL_PREFIX):
+        world.services.items.delete(item["connection_id"], expect={})
+
+    def erase():
+        world.services.disconnection.request_erasure("owner")
+        for _ in range(3):
+            world.clock.advance(60)
+            world.tick()
+        assert world.services.connections.get(connection_id) is None
+
+    _listing_during(world, monkeypatch, erase)
+    world.services.channels.view(connection_id, "owner")  # never listed (its items lost): listed on first read
+    assert items_of(world, CHANNEL_PREFIX) == [] and items_of(world, CHANNELS_PREFIX) == []

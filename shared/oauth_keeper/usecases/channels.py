@@ -74,6 +74,8 @@ class Channels:
                                extra={"connection_id": connection.connection_id})
                 return None
             index = self._store.save(connection, listing, now=int(self._clock.now()))
+            if not self._still_held(connection.connection_id):
+                return None
         except ProviderError as exc:
             logger.warning("Channel list failed", extra={"connection_id": connection.connection_id,
                                                          "provider_error": exc.code, "kind": exc.kind,
@@ -86,6 +88,23 @@ class Channels:
             return None
         record_metric("ChannelsListed", MetricUnit.Count, len(index.channels))
         return index
+
+    def _still_held(self, connection_id: str) -> bool:
+        """After a listing is stored: whether its connection still holds its grant. A disconnect or an erasure
+        that ran while the provider answered has already forgotten the channels (ADR 0024) and would not come
+        back for the items this listing wrote, so they go now: deleted with an erased connection, their tokens
+        with a disconnected one; a parent that needs reauthorization meanwhile gets its channels marked so.
+        A disconnect or erasure committed after this read forgets them itself (strongly consistent read)."""
+        current = self._connections.get(connection_id)
+        if current is None:
+            self._store.delete(connection_id)
+            return False
+        if current.status == DISCONNECTED:
+            self._store.forget_tokens(connection_id)
+        if current.status in LOST:
+            self._store.mark(connection_id, current.status)
+            return False
+        return True
 
     def after_renewal(self, connection: Connection, access_token: str, deadline: float | None) -> None:
         """After a connect or a refresh gave the parent a new access token: list again when never listed or
