@@ -304,6 +304,15 @@ class ChannelStore(Protocol):
         """Delete every channel item of the connection, index included. Repeats change nothing."""
         ...
 
+    def note_refused(self, connection_id: str, now: int) -> None:
+        """Remember (epoch seconds) that the provider refused a listing of a connection never listed, so reads do
+        not ask it again at once; the index stays absent (`index` is None)."""
+        ...
+
+    def refused_at(self, connection_id: str) -> int | None:
+        """When a listing was last refused, if no listing has been stored since; else None."""
+        ...
+
 
 class FlowStore(Protocol):
     """Connect sessions and OAuth flows, stored under a hash of their secret, each consumed once; and the

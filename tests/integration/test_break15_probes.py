@@ -124,3 +124,28 @@ def test_a_long_lived_token_answered_without_expires_in_stays_alive(name):
     assert result["status"] == "connected", result
     world.run_until(world.clock.now() + 3 * DAY)
     assert world.get(result["connection_id"]).status == "active"
+
+
+@pytest.mark.unit
+def test_a_refused_listing_is_not_asked_again_by_every_channel_read():
+    """LinkedIn refuses the organization list to a member without the organization scopes (the default scopes):
+    each `GET /connections/{id}/channels` called LinkedIn again, so a backend polling its channels spent the app's
+    LinkedIn quota. A refusal is remembered for an hour; a reconnect lists at once."""
+    from oauth_keeper.usecases.channels import REFUSED_RETRY_AFTER
+
+    from tests.integration.test_channels import connected, world_of
+
+    world = world_of("linkedin")
+    refused = {"status": 403, "serviceErrorCode": 100, "code": "ACCESS_DENIED", "message": "Not enough permissions"}
+    for _ in range(10):
+        world.provider.fail_next("channels", 403, refused)
+    connection_id = connected(world)
+    for _ in range(5):
+        assert world.services.channels.view(connection_id, "owner")["channels"] == []
+    assert len(world.provider.sent("channels")) == 1  # the connect's
+    world.clock.advance(REFUSED_RETRY_AFTER)
+    world.services.channels.view(connection_id, "owner")
+    assert len(world.provider.sent("channels")) == 2
+    world.provider.faults.clear()
+    assert connected(world) == connection_id  # the user reconnects (say, with the organization scopes)
+    assert [c["channel_id"] for c in world.services.channels.view(connection_id, "owner")["channels"]]

@@ -82,7 +82,7 @@ class ChannelItems:
             "kind": "channels", "connection_ref": connection_id, "generation": generation, "listed_at": now,
             "status": ACTIVE, "channels": _rows(rows),
             "refused": listing.refused or None, "truncated": True if listing.truncated else None,
-            "writing": json.dumps(gone, separators=(",", ":")) if gone else None,
+            "writing": json.dumps(gone, separators=(",", ":")) if gone else None, "refused_at": None,
         }, expect={})
         for channel_id in gone:
             self.items.delete(channel_key(connection_id, channel_id), expect={})
@@ -116,6 +116,15 @@ class ChannelItems:
                 "status": status, "channels": _rows(rows)},
                 expect={"generation": index.generation})
         return index.ids
+
+    def note_refused(self, connection_id: str, now: int) -> None:
+        self.items.update(channels_key(connection_id), set={
+            "kind": "channels", "connection_ref": connection_id, "refused_at": now}, expect={})
+
+    def refused_at(self, connection_id: str) -> int | None:
+        item = self.items.get(channels_key(connection_id)) or {}
+        value = item.get("refused_at")
+        return int(value) if value is not None and "generation" not in item else None
 
     def _writing(self, connection_id: str) -> list[str]:
         """The channel ids a listing began writing token items for and did not finish (crashed): [] if none."""

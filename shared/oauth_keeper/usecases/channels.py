@@ -13,7 +13,7 @@ from typing import TypedDict
 from ..domain.channels import CHANNEL_ID_RULE, ChannelIndex, valid_channel_id
 from ..domain.connection import DISCONNECTED, ENDED, NEEDS_REAUTH, Connection
 from ..domain.deadlines import ENRICH_MIN, budget
-from ..domain.errors import InvalidInput, NotFound, ProviderError, TokenDecryptionError
+from ..domain.errors import FailureKind, InvalidInput, NotFound, ProviderError, TokenDecryptionError
 from ..domain.timestamps import iso8601
 from ..domain.validation import OWNER_ID_RULE
 from ..observability import MetricUnit, logger, record_metric
@@ -21,6 +21,9 @@ from ..ports import ChannelStore, Clock, ConnectionRepository, ProviderClient, P
 from .connections import existing
 
 RELIST_AFTER = 86_400  # seconds: a renewal lists the channels again at most once a day
+# Seconds a refused listing of a connection never listed is not asked again by a read or a renewal: a LinkedIn
+# member without the organization scopes is refused every time, and each channel read would call LinkedIn.
+REFUSED_RETRY_AFTER = 3_600
 # Seconds a connect may spend listing: the user's browser waits for the callback's answer (a claim's caller for
 # the claim's). A listing cut short is not stored; the first channel read or the next refresh lists them.
 CONNECT_LIST_BUDGET = 5.0
@@ -70,6 +73,7 @@ class Channels:
             listing = self._provider.list_channels(profile, access_token, deadline=deadline)
             if listing.refused and not listing.channels:  # an answer we cannot use is not "no channels"
                 record_metric("ChannelListsRefused", MetricUnit.Count, 1)
+                self._note_refused(connection.connection_id)
                 logger.warning("Channel list unusable; the last listing stays",
                                extra={"connection_id": connection.connection_id})
                 return None
@@ -81,6 +85,8 @@ class Channels:
                                                          "provider_error": exc.code, "kind": exc.kind,
                                                          "provider_log_id": exc.log_id})
             record_metric("ChannelListsFailed", MetricUnit.Count, 1)
+            if exc.kind != FailureKind.TRANSIENT:  # refused, not down: asking again at once changes nothing
+                self._note_refused(connection.connection_id)
             return None
         except Exception as exc:  # noqa: BLE001 - optional work: the connection is stored and stays as it is
             logger.warning("Channel list not stored", extra={"connection_id": connection.connection_id,
@@ -88,6 +94,18 @@ class Channels:
             return None
         record_metric("ChannelsListed", MetricUnit.Count, len(index.channels))
         return index
+
+    def _note_refused(self, connection_id: str) -> None:
+        try:
+            if self._store.index(connection_id) is None:  # a stored listing stays the answer; nothing to note
+                self._store.note_refused(connection_id, int(self._clock.now()))
+        except Exception as exc:  # noqa: BLE001 - optional: without the note, the next read asks again
+            logger.warning("Channel refusal not noted", extra={"connection_id": connection_id,
+                                                                "error_type": type(exc).__name__})
+
+    def _refused_lately(self, connection_id: str) -> bool:
+        refused_at = self._store.refused_at(connection_id)
+        return refused_at is not None and self._clock.now() - refused_at < REFUSED_RETRY_AFTER
 
     def _still_held(self, connection_id: str) -> bool:
         """After a listing is stored: whether its connection still holds its grant. A disconnect or an erasure
@@ -116,6 +134,8 @@ class Channels:
             index = self._store.index(connection.connection_id)
         except Exception:  # noqa: BLE001
             return
+        if index is None and self._refused_lately(connection.connection_id):
+            return
         if index is None or self._clock.now() - index.listed_at >= RELIST_AFTER:
             self.sync(connection, access_token, deadline)
 
@@ -130,13 +150,14 @@ class Channels:
     def view(self, connection_id: str, owner_id: str | None, *, deadline: float | None = None) -> ChannelList:
         """`GET /connections/{id}/channels`: the connection's channels as last listed (ids, names, whether each
         has its own token, status). A connection never listed yet is listed now with its stored access token,
-        if it can give one. Raises InvalidInput (owner_id missing or malformed), NotFound (unknown, or another
-        owner's)."""
+        if it can give one, unless the provider refused a listing within REFUSED_RETRY_AFTER seconds. Raises
+        InvalidInput (owner_id missing or malformed), NotFound (unknown, or another owner's)."""
         if not owner_id:
             raise InvalidInput("owner_id is required. " + OWNER_ID_RULE, field="owner_id")
         connection = existing(self._connections, connection_id, owner_id)
         index = self._store.index(connection.connection_id)
-        if index is None and connection.status not in ENDED and self.lists_channels(connection.provider):
+        if index is None and connection.status not in ENDED and self.lists_channels(connection.provider) \
+                and not self._refused_lately(connection.connection_id):
             try:
                 token = self._connections.open_tokens(connection).get("access_token")
             except TokenDecryptionError:
