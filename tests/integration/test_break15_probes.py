@@ -149,3 +149,40 @@ def test_a_refused_listing_is_not_asked_again_by_every_channel_read():
     world.provider.faults.clear()
     assert connected(world) == connection_id  # the user reconnects (say, with the organization scopes)
     assert [c["channel_id"] for c in world.services.channels.view(connection_id, "owner")["channels"]]
+
+
+@pytest.mark.unit
+def test_channel_listings_log_no_token_even_when_they_go_wrong(capfd, caplog):
+    """Graph takes the user token in the list's query and puts it in its `paging.next` URL; Page tokens come in the
+    answer. However the listing goes (pages, an error page echoing the token, a foreign next link, a crash), no
+    user token, Page token or client secret reaches a log line."""
+    import logging
+    from urllib.parse import quote
+
+    from oauth_keeper.observability import logger
+    from tests.integration.test_channels import connected, world_of
+
+    caplog.set_level(logging.DEBUG)
+    logger.setLevel(logging.DEBUG)
+    world = world_of("facebook_pages")
+    world.provider.quirks.channels_page_size = 1
+    connection_id = connected(world)
+    user_token = world.tokens(connection_id)["access_token"]
+    world.clock.advance(2 * 86_400)
+    world.provider.fail_next("channels", 400, {"error": {"code": 100, "message": f"bad token {user_token}"}})
+    world.services.refresher.refresh(connection_id, force=True)
+    world.clock.advance(2 * 86_400)
+    world.provider.fail_next("channels", 200, {"data": [{"id": "1", "access_token": "pt-leak"}],
+                                               "paging": {"next": f"https://evil.example/?access_token={user_token}"}})
+    world.services.refresher.refresh(connection_id, force=True)
+    for channel in world.services.channels.view(connection_id, "owner")["channels"]:
+        world.services.tokens.token_for(connection_id, None, owner_id="owner", channel_id=channel["channel_id"])
+    world.services.disconnection.request_disconnect(connection_id, owner_id="owner")
+    world.tick()
+    secrets = [user_token, world.tokens(connection_id).get("access_token") or user_token, "pt-leak",
+               world.provider.client_secret, *world.provider.channel_tokens]
+    out, err = capfd.readouterr()
+    logged = out + err + "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
+    assert logged  # something was logged
+    leaked = [s[:12] for s in secrets if s and (s in logged or quote(s, safe="") in logged)]
+    assert leaked == []
