@@ -160,6 +160,7 @@ def test_channel_listings_log_no_token_even_when_they_go_wrong(capfd, caplog):
     from urllib.parse import quote
 
     from oauth_keeper.observability import logger
+
     from tests.integration.test_channels import connected, world_of
 
     caplog.set_level(logging.DEBUG)
@@ -186,3 +187,42 @@ def test_channel_listings_log_no_token_even_when_they_go_wrong(capfd, caplog):
     assert logged  # something was logged
     leaked = [s[:12] for s in secrets if s and (s in logged or quote(s, safe="") in logged)]
     assert leaked == []
+
+
+@pytest.mark.unit
+def test_page_tokens_are_never_derived_from_the_short_lived_token_of_an_unfinished_chain():
+    """Meta: a Page token derived from a short-lived user token lives an hour; from a long-lived one it does not
+    expire. A connect whose chain link ran in the background listed the Pages with the short-lived token, and the
+    link's completion did not list them again (a listing less than a day old stands): the token route served the
+    hour-long Page tokens with `expires_at: null` until the next re-exchange, weeks later."""
+    from tests.integration.test_channels import world_of
+
+    world = world_of("facebook_pages")
+    derived_with: dict[str, str] = {}  # Page token -> the user token its listing was sent with
+    answer_channels = world.provider._channels
+
+    def recording(shape, request, params):
+        status, body = answer_channels(shape, request, params)
+        for item in (body.get("data") or []) if isinstance(body, dict) else []:
+            derived_with[item["access_token"]] = params.get("access_token", "")
+        return status, body
+
+    world.provider._channels = recording
+    world.provider.fail_next("chain", 503, {"error": {"code": 2, "message": "Service temporarily unavailable"}})
+    result = world.connect("alice", "owner")
+    assert (result["status"], result.get("status_reason")) == ("connected", "connect_finishing"), result
+    connection_id = result["connection_id"]
+    short_lived = world.tokens(connection_id)["access_token"]
+    for _ in range(3):
+        world.clock.advance(60)
+        world.tick()
+    connection = world.get(connection_id)
+    assert connection.chain_next is None and connection.status == "active"
+    long_lived = world.tokens(connection_id)["access_token"]
+    assert long_lived != short_lived
+    pages = world.services.channels.view(connection_id, "owner")["channels"]
+    assert pages
+    for page in pages:
+        served = world.services.tokens.token_for(connection_id, None, owner_id="owner",
+                                                 channel_id=page["channel_id"])["access_token"]
+        assert derived_with[served] == long_lived

@@ -68,6 +68,11 @@ class Channels:
         (None is returned)."""
         if not self.lists_channels(connection.provider) or budget(deadline, self._clock.now()) < ENRICH_MIN:
             return None
+        if connection.chain_next is not None:
+            # Still on the chain's short-lived token: tokens derived from it are short-lived too (Meta: a Page token
+            # from a short-lived user token lives an hour, from a long-lived one it does not expire). The chain's
+            # completion lists them (after_renewal, chain_finished).
+            return None
         profile = self._profiles.profile(connection.provider)
         try:
             listing = self._provider.list_channels(profile, access_token, deadline=deadline)
@@ -124,11 +129,17 @@ class Channels:
             return False
         return True
 
-    def after_renewal(self, connection: Connection, access_token: str, deadline: float | None) -> None:
+    def after_renewal(self, connection: Connection, access_token: str, deadline: float | None,
+                      chain_finished: bool = False) -> None:
         """After a connect or a refresh gave the parent a new access token: list again when never listed or
         listed more than RELIST_AFTER ago (a re-exchanged Facebook user token re-derives the Page tokens), so
-        refreshes do not multiply the provider's list calls. Never raises."""
+        refreshes do not multiply the provider's list calls. `chain_finished`: this renewal was the connect
+        chain's last link run in the background (ADR 0025): the grant's first long-lived token, listed anew
+        whenever the last listing was. Never raises."""
         if not self.lists_channels(connection.provider):
+            return
+        if chain_finished:
+            self.sync(connection, access_token, deadline)
             return
         try:
             index = self._store.index(connection.connection_id)

@@ -124,7 +124,7 @@ class Refresher:
         credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
         sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
         pending_until: Callable[[str, str], int | None] | None = None, read_window: int = DEFAULT_READ_WINDOW,
-        after_renewal: Callable[[Connection, str, float | None], None] | None = None,
+        after_renewal: Callable[[Connection, str, float | None, bool], None] | None = None,
     ) -> None:
         """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
         `read_window` (seconds, ADAPTIVE_READ_WINDOW) is how recent a token read keeps an `adaptive` connection
@@ -132,8 +132,9 @@ class Refresher:
         `expiry_warning` (seconds) is how early Connection Expiring is sent before the refresh token ends;
         `pending_until(provider, account_id)` is when the latest pending grant for that provider account (connect
         confirmation; any owner's: a forwarded link is consented by the same provider user) expires, or None
-        without one. `after_renewal(connection, access_token, deadline)`: optional work once new tokens are
-        committed (the channels listed again, usecases/channels.py); it never raises."""
+        without one. `after_renewal(connection, access_token, deadline, chain_finished)`: optional work once new
+        tokens are committed (the channels listed again, usecases/channels.py; `chain_finished`: these are the
+        connect chain's last link's, ADR 0025); it never raises."""
         self._after_renewal = after_renewal
         self._pending_until = pending_until
         self._store = connections
@@ -348,7 +349,8 @@ class Refresher:
         if outcome.connection is not None and outcome.connection.profile_pending:
             self._enrich_later(outcome.connection, answer.access_token, deadline)
         if outcome.connection is not None and self._after_renewal is not None:
-            self._after_renewal(outcome.connection, answer.access_token, deadline)
+            finished = leased.chain_next is not None and outcome.connection.chain_next is None
+            self._after_renewal(outcome.connection, answer.access_token, deadline, finished)
         return outcome
 
     def _enrich_later(self, connection: Connection, access_token: str, deadline: float | None) -> None:
