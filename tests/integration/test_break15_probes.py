@@ -226,3 +226,43 @@ def test_page_tokens_are_never_derived_from_the_short_lived_token_of_an_unfinish
         served = world.services.tokens.token_for(connection_id, None, owner_id="owner",
                                                  channel_id=page["channel_id"])["access_token"]
         assert derived_with[served] == long_lived
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["instagram", "facebook_pages", "threads"])
+@pytest.mark.parametrize(("error", "result", "reason"), [
+    ({"code": 4, "message": "Application request limit reached", "type": "OAuthException"}, "retrying",
+     "rate_limited"),
+    ({"code": 17, "message": "User request limit reached"}, "retrying", "rate_limited"),
+    ({"code": 2, "message": "Service temporarily unavailable"}, "retrying", "provider_unavailable"),
+    ({"code": 190, "error_subcode": 460, "message": "Password changed"}, "needs_reauth", "invalid_grant"),
+])
+def test_metas_error_codes_in_a_400_map_to_their_lifecycle(name, error, result, reason):
+    """The issue's named error classes, as Meta sends them (HTTP 400 whatever the class): the conformance suite
+    only sent RFC 6749 shapes (429, 503, the dead grant)."""
+    from tests.conformance.test_provider_conformance import connected, to_due, world_of
+
+    world = world_of(name)
+    connection_id = connected(world, "ana")
+    to_due(world, connection_id)
+    world.provider.fail_next("refresh", 400, {"error": error})
+    outcome = world.services.refresher.refresh(connection_id, force=True)
+    assert (outcome.result, outcome.reason) == (result, reason)
+
+
+@pytest.mark.unit
+def test_linkedins_brief_revoked_access_token_right_after_a_grant_is_a_retryable_connect_failure():
+    """LinkedIn answers REVOKED_ACCESS_TOKEN (65601) for a moment right after a grant: at connect it is transient
+    (the user is told to try again, nothing stored); later, on a refresh, the same code means the grant is gone."""
+    from local.sim_provider import LINKEDIN_REVOKED
+    from tests.conformance.test_provider_conformance import connected, to_due, world_of
+
+    world = world_of("linkedin")
+    world.provider.fail_next("userinfo", *LINKEDIN_REVOKED)
+    first = world.connect("ana")
+    assert (first["status"], first.get("retryable")) == ("error", "true"), first
+    assert world.connections() == []
+    connection_id = connected(world, "ana")  # the user tries again a moment later
+    to_due(world, connection_id)
+    world.provider.fail_next("refresh", *LINKEDIN_REVOKED)
+    assert world.services.refresher.refresh(connection_id, force=True).result == "needs_reauth"
