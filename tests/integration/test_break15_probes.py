@@ -266,3 +266,28 @@ def test_linkedins_brief_revoked_access_token_right_after_a_grant_is_a_retryable
     to_due(world, connection_id)
     world.provider.fail_next("refresh", *LINKEDIN_REVOKED)
     assert world.services.refresher.refresh(connection_id, force=True).result == "needs_reauth"
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, reason="finding (break15): the hard cap is counted from connected_at, which a reconnect "
+                   "resets even when the answer brings no refresh token and the stored one (and its consent's cap) is "
+                   "kept; the next refresh then moves the end to the reconnect's cap, a refresh is sent after the "
+                   "real cap and the connection ends as invalid_grant instead of refresh_token_expired, its warning "
+                   "late. Needs the consent time of the kept refresh token stored beside it.")
+def test_a_reconnect_that_keeps_the_stored_refresh_token_keeps_its_hard_cap():
+    from local.sim_provider import DAY
+    from oauth_keeper.domain import events
+    from tests.conformance.test_provider_conformance import connected, world_of
+
+    world = world_of("youtube", overrides={"app_status": "testing"}, expiry_warning=2 * DAY)
+    connection_id = connected(world, "ana")
+    consented = world.clock.now()
+    world.run_until(consented + 4 * DAY)
+    world.provider.quirks.omit_refresh_on_next_code = True  # the re-consent brings no refresh token
+    assert connected(world, "ana") == connection_id
+    world.run_until(consented + 7 * DAY - 1)
+    assert len(world.events(events.EXPIRING)) == 1  # warned ahead of the kept token's own cap
+    world.run_until(consented + 8 * DAY)
+    connection = world.get(connection_id)
+    assert (connection.status, connection.status_reason) == ("needs_reauth", "refresh_token_expired")
+    assert all(call.status == 200 for call in world.provider.sent("refresh"))  # nothing sent past the cap
