@@ -275,8 +275,9 @@ def test_linkedins_brief_revoked_access_token_right_after_a_grant_is_a_retryable
                    "real cap and the connection ends as invalid_grant instead of refresh_token_expired, its warning "
                    "late. Needs the consent time of the kept refresh token stored beside it.")
 def test_a_reconnect_that_keeps_the_stored_refresh_token_keeps_its_hard_cap():
-    from local.sim_provider import DAY
     from oauth_keeper.domain import events
+
+    from local.sim_provider import DAY
     from tests.conformance.test_provider_conformance import connected, world_of
 
     world = world_of("youtube", overrides={"app_status": "testing"}, expiry_warning=2 * DAY)
