@@ -269,7 +269,8 @@ def test_linkedins_brief_revoked_access_token_right_after_a_grant_is_a_retryable
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason="finding (break15): the hard cap is counted from connected_at, which a reconnect "
+@pytest.mark.xfail(strict=True, reason="finding (break15): the hard cap is counted from connected_at, which a "
+                   "reconnect "
                    "resets even when the answer brings no refresh token and the stored one (and its consent's cap) is "
                    "kept; the next refresh then moves the end to the reconnect's cap, a refresh is sent after the "
                    "real cap and the connection ends as invalid_grant instead of refresh_token_expired, its warning "
