@@ -283,8 +283,10 @@ class ChannelStore(Protocol):
         ...
 
     def save(self, connection: Connection, listing: Listing, *, now: int) -> ChannelIndex:
-        """Store a new listing: the channel tokens first, then the index (the next generation), then the token
-        items of channels it no longer holds are deleted."""
+        """Store a new listing: the channel tokens first, then the index (the next generation, only if the index
+        is still the one read), then the token items of channels it no longer holds are deleted. Raises
+        RuntimeError when another listing stored its index meanwhile (that one stands; the token items only this
+        one wrote are deleted)."""
         ...
 
     def open_token(self, connection: Connection, index: ChannelIndex, channel_id: str) -> str | None:

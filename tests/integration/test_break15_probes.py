@@ -293,3 +293,47 @@ def test_a_reconnect_that_keeps_the_stored_refresh_token_keeps_its_hard_cap():
     connection = world.get(connection_id)
     assert (connection.status, connection.status_reason) == ("needs_reauth", "refresh_token_expired")
     assert all(call.status == 200 for call in world.provider.sent("refresh"))  # nothing sent past the cap
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("landing_last", ["first", "second"])
+def test_two_listings_at_once_leave_no_token_item_a_disconnect_cannot_find(monkeypatch, landing_last):
+    """Two listings of one connection at once (a refresh's and a first channel read's) both took generation n+1,
+    and the index landing last dropped the other's `writing` list: a token item only the other listed was named
+    nowhere, and a disconnect or an erasure left it behind for good."""
+    from oauth_keeper.domain.channels import ListedChannel, Listing
+    from tests.integration.test_channels import CHANNEL_PREFIX, CHANNELS_PREFIX, connected, items_of, world_of
+
+    world = world_of("facebook_pages")
+    connection_id = connected(world)
+    connection = world.get(connection_id)
+    store, items = world.services.channel_items, world.services.items
+    update = items.update
+    first = Listing(tuple(ListedChannel(str(n), None, f"pt-a{n}") for n in (1, 2, 3)))
+    second = Listing(tuple(ListedChannel(str(n), None, f"pt-b{n}") for n in (1, 2)))
+    interleaved = []
+
+    outer, inner = (second, first) if landing_last == "second" else (first, second)
+    # "second": the outer listing has read the index when the inner one's whole save lands; "first": the inner one
+    # lands between the outer one's token writes and its index.
+    moment = "writing" if landing_last == "second" else "generation"
+
+    def other_listing_lands_meanwhile(key, *, set, remove=(), expect):  # noqa: A002 - the port's own name
+        if key.startswith(CHANNELS_PREFIX) and moment in set and not interleaved:
+            interleaved.append(True)
+            store.save(connection, inner, now=int(world.clock.now()))
+        return update(key, set=set, remove=remove, expect=expect)
+
+    monkeypatch.setattr(items, "update", other_listing_lands_meanwhile)
+    with pytest.raises(RuntimeError):  # the outer listing is superseded: the inner one's index stands
+        store.save(connection, outer, now=int(world.clock.now()))
+    monkeypatch.setattr(items, "update", update)
+    assert interleaved
+    index = store.index(connection_id)
+    assert [c.channel_id for c in index.channels] == [c.channel_id for c in inner.channels]
+    for channel in index.channels:  # every token the index names opens
+        assert store.open_token(connection, index, channel.channel_id)
+    world.services.disconnection.request_disconnect(connection_id, owner_id="owner")
+    world.tick()
+    assert world.get(connection_id).status == "disconnected"
+    assert items_of(world, CHANNEL_PREFIX) == []

@@ -13,9 +13,13 @@ import json
 
 from ..domain.channels import ChannelIndex, Listing, StoredChannel, channel_key, channels_key
 from ..domain.connection import Connection, TokenBinding
-from ..ports import ItemStore, TokenCipher
+from ..ports import MISSING, ItemStore, TokenCipher
 
 ACTIVE = "active"
+
+
+class ListingSuperseded(RuntimeError):
+    """Another listing of the connection stored its index while this one was being written: this one is dropped."""
 
 
 def _rows(rows: list[dict]) -> str:
@@ -78,12 +82,17 @@ class ChannelItems:
         gone = sorted(was - kept)  # token items this listing drops: still named (`writing`) until deleted
         rows = [{"id": c.channel_id, "name": c.name, "token": c.token is not None, "status": ACTIVE}
                 for c in listing.channels]
-        self.items.update(channels_key(connection_id), set={
+        landed = self.items.update(channels_key(connection_id), set={
             "kind": "channels", "connection_ref": connection_id, "generation": generation, "listed_at": now,
             "status": ACTIVE, "channels": _rows(rows),
             "refused": listing.refused or None, "truncated": True if listing.truncated else None,
             "writing": json.dumps(gone, separators=(",", ":")) if gone else None, "refused_at": None,
-        }, expect={})
+        }, expect={"generation": before.generation if before else MISSING})
+        if not landed:
+            # Another listing stored its index since this one read it (a refresh's and a first read's at once):
+            # its index stands, and would not name a token item only this one wrote, so those go now.
+            self._drop_unnamed(connection_id, writing)
+            raise ListingSuperseded(connection_id)
         for channel_id in gone:
             self.items.delete(channel_key(connection_id, channel_id), expect={})
         if gone:
@@ -116,6 +125,12 @@ class ChannelItems:
                 "status": status, "channels": _rows(rows)},
                 expect={"generation": index.generation})
         return index.ids
+
+    def _drop_unnamed(self, connection_id: str, written: list[str]) -> None:
+        """Delete the token items of `written` that neither the stored index nor its `writing` list names."""
+        named = self._token_ids(self.index(connection_id), connection_id)
+        for channel_id in set(written) - named:
+            self.items.delete(channel_key(connection_id, channel_id), expect={})
 
     def note_refused(self, connection_id: str, now: int) -> None:
         self.items.update(channels_key(connection_id), set={
