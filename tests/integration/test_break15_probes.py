@@ -302,6 +302,7 @@ def test_two_listings_at_once_leave_no_token_item_a_disconnect_cannot_find(monke
     and the index landing last dropped the other's `writing` list: a token item only the other listed was named
     nowhere, and a disconnect or an erasure left it behind for good."""
     from oauth_keeper.domain.channels import ListedChannel, Listing
+
     from tests.integration.test_channels import CHANNEL_PREFIX, CHANNELS_PREFIX, connected, items_of, world_of
 
     world = world_of("facebook_pages")
