@@ -174,7 +174,8 @@ class Channels:
             except TokenDecryptionError:
                 token = None
             if token and (connection.access_expires_at or 0) > self._clock.now():
-                index = self.sync(connection, token, deadline)
+                # None: refused, or superseded by a listing landing meanwhile (which then answers)
+                index = self.sync(connection, token, deadline) or self._store.index(connection.connection_id)
         return {
             "connection_id": connection.connection_id,
             "listed_at": iso8601(index.listed_at) if index else None,
