@@ -319,11 +319,11 @@ def test_two_listings_at_once_leave_no_token_item_a_disconnect_cannot_find(monke
     # lands between the outer one's token writes and its index.
     moment = "writing" if landing_last == "second" else "generation"
 
-    def other_listing_lands_meanwhile(key, *, set, remove=(), expect):  # noqa: A002 - the port's own name
+    def other_listing_lands_meanwhile(key, *, set, remove=(), expect, **more):  # noqa: A002 - the port's own name
         if key.startswith(CHANNELS_PREFIX) and moment in set and not interleaved:
             interleaved.append(True)
             store.save(connection, inner, now=int(world.clock.now()))
-        return update(key, set=set, remove=remove, expect=expect)
+        return update(key, set=set, remove=remove, expect=expect, **more)  # `add`, `returning` (the lease)
 
     monkeypatch.setattr(items, "update", other_listing_lands_meanwhile)
     with pytest.raises(RuntimeError):  # the outer listing is superseded: the inner one's index stands
