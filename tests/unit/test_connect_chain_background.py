@@ -182,7 +182,8 @@ def test_an_absurd_link_lifetime_is_bounded_as_any_answer_is():
                                             "expires_in": 10 ** 12})
     assert world.services.refresher.refresh(cid).result == "refreshed"
     connection = world.get(cid)
-    fallback = world.profile.access_lifetime.fallback
+    fallback = world.profile.chain[0].access_lifetime.fallback  # the long-lived token's, not the code token's
+    assert fallback == 60 * DAY
     assert connection.access_expires_at == world.clock.now() + fallback  # never a date ten thousand years ahead
     assert connection.status_reason is None and world.tokens(cid)["access_token"] == "IGlong"
 

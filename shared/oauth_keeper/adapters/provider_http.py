@@ -220,7 +220,8 @@ class HttpProviderClient:
         answer = self._call(profile, shape.method, shape.url or profile.token_url, deadline,
                             **self._shaped(profile, shape, params, creds))
         try:
-            tokens = token_answer(profile, answer.body, answer.status, sent_at, step=step)
+            tokens = token_answer(profile, answer.body, answer.status, sent_at, step=step,
+                                  bounds=shape.access_lifetime)
         except ProviderError as exc:
             if answer.status == 429:
                 exc.retry_after = self._retry_after(answer.retry_after)

@@ -79,23 +79,25 @@ _PRINTABLE = re.compile(r"[\x21-\x7e]+")  # RFC 6749 appendix A: tokens are VSCH
 
 
 def token_answer(profile: ProviderProfile, body: Any, status: int, sent_at: int, *,
-                 step: str = "refresh") -> TokenSet:
+                 step: str = "refresh", bounds: LifetimeBounds | None = None) -> TokenSet:
     """What the token endpoint said (RFC 6749 sections 5.1 and 5.2), parsed, typed and bounded.
 
     Success is the presence of an access token, whatever the status says (TikTok's statuses are undocumented).
     Returns a TokenSet; raises ProviderError for an error answer (classified by the profile) and for a success
     answer that cannot be used (`invalid_answer`, transient, `maybe_processed`: the provider may have rotated).
-    `step` (STEPS, or `chain`) selects the profile's error rules that apply."""
+    `step` (STEPS, or `chain`) selects the profile's error rules that apply; `bounds` are the step's own bounds of
+    the access token's lifetime (None: the profile's `access_lifetime`)."""
     f = profile.token_fields
     access = body.get(f.access_token) if isinstance(body, dict) else None
     if access not in (None, ""):
-        return parse_token_response(profile, body, sent_at)
+        return parse_token_response(profile, body, sent_at, bounds=bounds)
     if _error_code(body) is None and 200 <= status < 300:
         raise invalid_answer(profile, body, status, "no access token")
     raise provider_error(profile, body, status, step=step)
 
 
-def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at: int) -> TokenSet:
+def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at: int, *,
+                         bounds: LifetimeBounds | None = None) -> TokenSet:
     """A successful token response (RFC 6749 section 5.1) as a TokenSet, mapped by the profile's field names.
 
     Expiries count from `sent_at` (epoch seconds, when the request left), so a slow answer never stretches
@@ -109,8 +111,8 @@ def parse_token_response(profile: ProviderProfile, body: dict[str, Any], sent_at
     if access is None:
         raise invalid_answer(profile, body, 200, "no usable access token")
     refresh = _token(profile, body, f.refresh_token, sent_at)
-    access_lifetime = bounded_lifetime(body.get(f.expires_in), profile.access_lifetime, f.expires_in, anomalies,
-                                       shorter_is_safe=True)
+    access_lifetime = bounded_lifetime(body.get(f.expires_in), bounds or profile.access_lifetime, f.expires_in,
+                                       anomalies, shorter_is_safe=True)
     refresh_expires_at = short_refresh_expires_at = None
     if refresh and f.refresh_expires_in:
         reported = body.get(f.refresh_expires_in)

@@ -220,6 +220,9 @@ class RequestShape:
     params: dict[str, str] = field(default_factory=dict)
     credential_param: str | None = None
     bearer: bool = True  # user info: the access token in `Authorization: Bearer` (RFC 6750 section 2.1)
+    # A token step's own bounds for the access token it answers (None: the profile's `access_lifetime`): a chain's
+    # long-lived token, or its extension, has another documented lifetime than the code's short-lived one.
+    access_lifetime: LifetimeBounds | None = None
 
 
 @dataclass(frozen=True)
@@ -468,12 +471,7 @@ def profile_from_data(data: dict[str, Any]) -> ProviderProfile:
     values["error_classes"] = {**STANDARD_ERRORS, **classes}
     for name in ("access_lifetime", "refresh_lifetime"):
         if data.get(name) is not None:
-            if not isinstance(data[name], dict):
-                raise ValueError(f"{name} must be an object")
-            bounds = _object(data, name, {"minimum", "maximum", "fallback"})
-            if set(bounds) != {"minimum", "maximum", "fallback"} or not all(_is_count(v) for v in bounds.values()):
-                raise ValueError(f"{name} needs integer minimum, maximum and fallback")
-            values[name] = LifetimeBounds(**bounds)
+            values[name] = _bounds(data, name)
     webhook = data.get("webhook")
     if webhook is not None:
         if not isinstance(webhook, dict):
@@ -586,6 +584,16 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def _bounds(data: dict[str, Any], name: str) -> LifetimeBounds:
+    """`data[name]` as LifetimeBounds. Raises ValueError as the schema refuses (and for an order it cannot say)."""
+    if not isinstance(data[name], dict):
+        raise ValueError(f"{name} must be an object")
+    bounds = _object(data, name, {"minimum", "maximum", "fallback"})
+    if set(bounds) != {"minimum", "maximum", "fallback"} or not all(_is_count(v) for v in bounds.values()):
+        raise ValueError(f"{name} needs integer minimum, maximum and fallback")
+    return LifetimeBounds(**bounds)
+
+
 def _shape(value: Any, where: str, *, needs_url: bool = False) -> RequestShape:
     shape = _object({where: value}, where, _SHAPE_KEYS)
     for key in ("url", "client_auth", "credential_param"):
@@ -602,7 +610,10 @@ def _shape(value: Any, where: str, *, needs_url: bool = False) -> RequestShape:
         raise ValueError(f"{where}.client_auth must be one of {STEP_CLIENT_AUTH}")
     if "bearer" in shape and not isinstance(shape["bearer"], bool):
         raise ValueError(f"{where}.bearer must be true or false")
-    return RequestShape(**{**shape, "params": _string_map(shape.get("params", {}), f"{where}.params")})
+    name = f"{where}.access_lifetime"
+    lifetime = _bounds({name: shape["access_lifetime"]}, name) if shape.get("access_lifetime") is not None else None
+    return RequestShape(**{**shape, "params": _string_map(shape.get("params", {}), f"{where}.params"),
+                           "access_lifetime": lifetime})
 
 
 _CHANNEL_KEYS = {f.name for f in fields(ChannelsFields)}
