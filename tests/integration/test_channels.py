@@ -120,6 +120,21 @@ def test_unknown_malformed_and_foreign_channels_are_refused_before_any_token_is_
 
 
 @pytest.mark.unit
+def test_an_unknown_channel_costs_no_refresh_of_its_parent():
+    world = world_of("facebook_pages")
+    connection_id = connected(world)
+    # The parent's token is half an hour from its end: a read asking for an hour renews it first.
+    world.clock.advance(world.get(connection_id).access_expires_at - 1800 - world.clock.now())
+    before = len(world.provider.sent("refresh"))
+    with pytest.raises(NotFound):
+        world.services.tokens.token_for(connection_id, "3600", owner_id="owner", channel_id="999")
+    assert len(world.provider.sent("refresh")) == before
+    page = world.provider.channels_for("alice")[0][0]
+    assert world.services.tokens.token_for(connection_id, "3600", owner_id="owner", channel_id=page)["access_token"]
+    assert len(world.provider.sent("refresh")) == before + 1  # a known channel's read does renew its parent
+
+
+@pytest.mark.unit
 def test_a_channel_token_moved_onto_another_channels_item_never_opens():
     world = world_of("facebook_pages")
     connection_id = connected(world)

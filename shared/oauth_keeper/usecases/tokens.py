@@ -103,6 +103,8 @@ class TokenAccess:
         min_valid = int_param(min_valid_seconds, "min_valid_seconds", default=DEFAULT_MIN_VALID, low=0,
                               high=MAX_MIN_VALID)
         connection = usable(existing(self._connections, connection_id, owner_id))
+        if channel_id is not None and self._channels is not None:
+            self._channels.require(connection, channel_id)  # an unknown channel costs no refresh
         now = self._clock.now()
         # An expiry further ahead than the provider's tokens ever live was stored from an absurd answer by an
         # older version: the token may be dead already, so it is refreshed first.
