@@ -371,7 +371,8 @@ class ConnectionStore:
         the stored one is absent or at least `window` seconds old: at most one write per connection per window.
         With `next_refresh_at`, the same write also plans the connection's next refresh then (an idle connection
         read again: back on the eager schedule), guarded on the revision `connection` was read at so it never
-        overrides a decision written meanwhile. Neither bumps the revision: a read is not a decision.
+        overrides a decision written meanwhile, and on the plan it was read with, so of reads racing (each read
+        the item before any mark landed) one lands. Neither bumps the revision: a read is not a decision.
 
         True when written; False when the guard failed (another read recorded it first, or the connection moved):
         DynamoDB still bills a failed conditional write one write unit."""
@@ -383,7 +384,9 @@ class ConnectionStore:
         written = self.items.update(
             connection.connection_id, set={**marks, **self.schedule_attributes(connection.connection_id,
                                                                                next_refresh_at)},
-            expect={**expect, "revision": connection.revision})
+            # The revision alone would let every racing read land (a read mark does not move it), each moving
+            # the Due index entry again: the plan read is in the guard too.
+            expect={**expect, "revision": connection.revision, "next_refresh_at": connection.next_refresh_at})
         return bool(written)
 
     def erase(self, connection_id: str) -> bool:
