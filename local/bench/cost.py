@@ -25,6 +25,7 @@ from base64 import b64encode
 from typing import Any
 
 from oauth_keeper.adapters.dynamodb import DynamoItemStore
+from oauth_keeper.adapters.kms import UNWRAPPED_MAX_AGE
 from oauth_keeper.adapters.sqs import SqsRefreshQueue
 from oauth_keeper.domain.schedule import MAX_DUE_SHARDS, SHARD_AUDIT_INTERVAL
 from oauth_keeper.usecases.worker import process_records
@@ -389,7 +390,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     needed = connections * model.eager_refreshes_per_month(7200) / model.MONTH_SECONDS
     per_invocation = 1 / worker_s
     containers = max(1, math.ceil(needed / per_invocation))
-    kms_month = model.kms_calls_per_month(containers)
+    interval = model.MONTH_SECONDS / model.eager_refreshes_per_month(7200)  # seconds between eager refreshes
+    kms_month = model.kms_calls_per_month(containers, refresh_interval=interval, unwrapped_max_age=UNWRAPPED_MAX_AGE)
     kms_at_scale = kms_month / (connections * model.eager_refreshes_per_month(7200))
 
     # Logs and metrics: a warm worker invocation's real output.
@@ -426,7 +428,9 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
           f"does ~{per_invocation:.0f}/s (batch {batch}, concurrency {settings['concurrency']}, {WAIT_MS:.0f} ms "
           f"TikTok), so ~{containers} "
           f"containers stay warm (WorkerMaxConcurrency default {max_workers}). KMS: each makes one data key per "
-          f"5-minute cache window and unwraps each other container's keys once: {kms_month:,.0f} calls a month, "
+          f"5-minute cache window and unwraps every container's keys once (its own too: they leave its cache "
+          f"after {UNWRAPPED_MAX_AGE / 60:.0f} min, and a refresh opens tokens sealed {interval / 60:.0f} min "
+          f"earlier): {kms_month:,.0f} calls a month, "
           f"{kms_at_scale:.5f} per refresh (one warm container at low load counted {kms_per_refresh:.2f}; "
           "containers assumed to live the month: each recycled container adds a window's GenerateDataKey and "
           f"up to {containers * 20} Decrypts).")

@@ -246,13 +246,18 @@ def sqs_idle_polls_per_month(pollers: int = 5, wait_seconds: int = 20) -> float:
     return pollers * MONTH_SECONDS / wait_seconds
 
 
-def kms_calls_per_month(containers: int, *, window: float = 300.0) -> float:
+def kms_calls_per_month(containers: int, *, window: float = 300.0, refresh_interval: float = 5760.0,
+                        unwrapped_max_age: float = 3600.0) -> float:
     """KMS calls of `containers` warm worker containers in a month: each makes one data key per cache window
-    (GenerateDataKey) and unwraps, once, every data key the other containers made (Decrypt; the tokens it
-    refreshes were sealed ~96 min earlier by any of them). Assumes the unwrapped-key cache (256) holds a refresh
-    interval's keys (containers x 96 min / window <= 256) and containers that live the whole month."""
+    (GenerateDataKey) and unwraps, once, every data key it opens tokens of (Decrypt; the tokens it refreshes were
+    sealed one `refresh_interval` earlier, seconds: 96 min for eager 2 h tokens, by any container). Its own keys
+    are among them when that interval outlasts the unwrapped-key cache's `unwrapped_max_age` (seconds;
+    oauth_keeper.adapters.kms.UNWRAPPED_MAX_AGE): the key it made has left its cache by then. Assumes the cache
+    (256) holds a refresh interval's keys (containers x interval / window <= 256) and containers that live the
+    whole month."""
     windows = MONTH_SECONDS / window
-    return containers * windows + containers * (containers - 1) * windows
+    unwrapped = containers if refresh_interval >= unwrapped_max_age else containers - 1
+    return containers * windows + containers * unwrapped * windows
 
 
 def log_bytes_per_refresh(*, batch_bytes: int, batch_lines: int, batch: int) -> float:

@@ -209,7 +209,8 @@ class ConnectionRepository(Protocol):
                     next_refresh_at: int | None = None) -> bool:
         """Record a token read at `now` as `last_read_at` when the stored one is absent or at least `window`
         seconds old (one conditional write, at most one per window); with `next_refresh_at`, plan the next refresh
-        in the same write, guarded on `connection.revision` and `connection.next_refresh_at`. The revision is not bumped. False when not written."""
+        in the same write, guarded on `connection.revision` and `connection.next_refresh_at`. The revision is not
+        bumped. False when not written."""
     def take_lease(self, connection_id: str, *, owner: str, expires_at: int, statuses: Sequence[str],
                    due_by: int | None) -> tuple[Connection | None, Connection | None]:
         """The lease in one conditional write that returns the item (no read before it): (leased, None) when

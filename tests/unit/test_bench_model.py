@@ -137,8 +137,31 @@ def test_sqs_counts_batched_receive_and_delete():
 
 def test_kms_grows_per_container_and_cache_window_not_per_refresh():
     windows = 30 * 86_400 / 300
-    assert model.kms_calls_per_month(1) == windows  # one data key per window, its own never unwrapped
-    assert model.kms_calls_per_month(5) == 5 * windows + 5 * 4 * windows
+    # One data key per window; every key unwrapped once by each container, its own too: an eager refresh opens
+    # tokens sealed 96 min earlier, and an unwrapped key is kept an hour (see the test below).
+    assert model.kms_calls_per_month(1) == windows + windows
+    assert model.kms_calls_per_month(5) == 5 * windows + 5 * 5 * windows
+    # A refresh interval within the cache's hour: a container's own keys are still cached when next opened.
+    assert model.kms_calls_per_month(5, refresh_interval=1800) == 5 * windows + 5 * 4 * windows
+
+
+def test_a_containers_own_data_key_is_unwrapped_again_when_the_next_eager_refresh_opens_its_tokens():
+    """What the model's count rests on, on the real DataKeys: a key made by this container is no longer cached
+    when tokens it sealed are opened one eager refresh interval (96 min for 2 h tokens) later."""
+    from oauth_keeper.adapters.kms import UNWRAPPED_MAX_AGE, DataKeys
+
+    from local.memory import FakeKms, ManualClock
+
+    clock = ManualClock(1_800_000_000)
+    kms = FakeKms()
+    keys = DataKeys(lambda: kms, "arn:memory", clock.now)
+    _, wrapped = keys.for_encryption()  # sealing at a refresh
+    interval = model.MONTH_SECONDS / model.eager_refreshes_per_month(7200)
+    assert interval > UNWRAPPED_MAX_AGE
+    clock.advance(interval)
+    before = keys.kms_calls
+    keys.for_decryption(wrapped)  # the next refresh opens those tokens
+    assert keys.kms_calls == before + 1
 
 
 def test_log_bytes_per_refresh_share_the_invocation_lines():

@@ -25,6 +25,12 @@ _NONCE_BYTES = 12
 PURPOSE = "oauth-keeper/tokens"
 
 
+# Seconds an unwrapped data key stays cached from its unwrapping (or making): a key read back later costs a KMS
+# Decrypt again, so a revoked grant on the KMS key takes effect within the hour. Eager refreshes of 2 h tokens open
+# tokens sealed 96 min earlier: past this, so each container unwraps its own keys too (local/bench/model.py).
+UNWRAPPED_MAX_AGE = 3600
+
+
 def encryption_context(stack: str) -> dict[str, str]:
     """The KMS encryption context of every v2 data key: the same for the whole stack, never per connection, so
     one data key seals many connections (the cache) and the key policy can require it."""
@@ -103,7 +109,7 @@ class DataKeys:
         with self._lock:
             now = self._now()
             cached = self._unwrapped.get(entry)
-            if cached and now - cached[1] < 3600:
+            if cached and now - cached[1] < UNWRAPPED_MAX_AGE:
                 self._unwrapped.move_to_end(entry)
                 return cached[0]
             flight = self._in_flight.get(entry)
