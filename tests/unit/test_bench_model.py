@@ -190,3 +190,19 @@ def test_lazy_client_creation_saves_the_unused_clients_but_not_botocores_one_tim
     assert lazy_saving([["dynamodb", 100.0], ["events", 20.0]], {"dynamodb"}) == 20.0
     assert lazy_saving([["dynamodb", 100.0], ["ssm", 30.0]], {"ssm"}) == 30.0  # ssm would pay the set-up instead
     assert lazy_saving([["dynamodb", 100.0], ["kms", 25.0]], {"dynamodb", "kms"}) == 0.0
+
+
+def test_part_g_run_alone_prices_with_the_per_refresh_totals_the_readme_publishes():
+    """`python -m local.bench g` without (d) prices its policies with (d)'s published figures: they must be the
+    README's, or (g) alone prints monthly costs the README contradicts (it printed $3.03 / $6.18, stale)."""
+    import re
+    from pathlib import Path
+
+    from local.bench import adaptive
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text(encoding="utf-8")
+    worker = re.search(r"^\| worker refresh \(sweep → SQS → worker\) \|.*\*\*\$([0-9.]+)\*\* \|$", readme, re.M)
+    api = re.search(r"^\| on-demand refresh \(inside a token read\) \|.*\*\*\$([0-9.]+)\*\* \|$", readme, re.M)
+    assert worker and api, "README's (d) table rows not found"
+    assert float(worker.group(1)) == adaptive.PUBLISHED_WORKER_PER_MILLION
+    assert float(api.group(1)) == adaptive.PUBLISHED_API_PER_MILLION
