@@ -36,3 +36,15 @@ def test_a_flip_to_eager_is_guarded_on_the_revision_the_read_saw(stack):
     stored = store.get(cid)
     assert (stored.next_refresh_at, stored.last_read_at) == (START + 5000, START + 10)
     assert cid in list(store.due(store.shard_of(cid), START + 5000))  # the Due index entry moved with it
+
+
+def test_of_two_reads_flipping_the_same_idle_connection_one_write_lands_on_dynamodb(stack):
+    store = root.container().connections
+    cid = save(store, grant("rft.1", refresh_expires_at=START + 365 * DAY), START).connection.connection_id
+    first, second = store.get(cid), store.get(cid)  # two token reads, both before either mark landed
+    assert store.record_read(first, START + 10, window=DAY, next_refresh_at=START + 5000)
+    # A mark does not move the revision: the plan the second read saw is what stops it (the Due entry is not
+    # moved a second time).
+    assert not store.record_read(second, START + 11, window=DAY, next_refresh_at=START + 5001)
+    stored = store.get(cid)
+    assert (stored.next_refresh_at, stored.last_read_at) == (START + 5000, START + 10)
