@@ -110,7 +110,7 @@ class TokenAccess:
         # older version: the token may be dead already, so it is refreshed first.
         profile = self._profiles.profile(connection.provider)
         trusted = not implausible(connection.access_expires_at, now, profile.access_lifetime.maximum)
-        fresh = trusted and _valid_for(connection, now, min_valid)
+        fresh = trusted and _valid_for(connection, now, _satisfiable(connection, min_valid))
         if profile.refresh_policy == "adaptive":
             # Before any refresh: the refresh then plans with this read (eager) when it commits.
             self._record_read(connection, int(now), replan=fresh)
@@ -234,6 +234,20 @@ class _Latest(random.Random):
 
 
 _LATEST = _Latest()
+
+
+# A read asking more validity than the provider's tokens live is capped at what a fresh token gives, less this:
+# otherwise no refresh could ever satisfy it, and every such read would refresh at the provider again.
+FRESH_MARGIN = 300
+
+
+def _satisfiable(connection: Connection, min_valid: int) -> int:
+    """`min_valid` (seconds), capped at the lifetime the current token was issued with less FRESH_MARGIN (never
+    below 0): at most one refresh per FRESH_MARGIN however often a caller asks for more than a token lives."""
+    issued = connection.last_refresh_at or connection.connected_at
+    if not (issued and connection.access_expires_at):
+        return min_valid
+    return min(min_valid, max(0, connection.access_expires_at - issued - FRESH_MARGIN))
 
 
 def _valid_for(connection: Connection, now: float, seconds: int) -> bool:
