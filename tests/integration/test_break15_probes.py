@@ -267,12 +267,8 @@ def test_linkedins_brief_revoked_access_token_right_after_a_grant_is_a_retryable
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason="finding (break15): the hard cap is counted from connected_at, which a "
-                   "reconnect "
-                   "resets even when the answer brings no refresh token and the stored one (and its consent's cap) is "
-                   "kept; the next refresh then moves the end to the reconnect's cap, a refresh is sent after the "
-                   "real cap and the connection ends as invalid_grant instead of refresh_token_expired, its warning "
-                   "late. Needs the consent time of the kept refresh token stored beside it.")
+# Found by the break-test of issue 15: a kept refresh token's hard cap counts from its own consent
+# (`grant_consented_at`), not from the reconnect that kept it.
 def test_a_reconnect_that_keeps_the_stored_refresh_token_keeps_its_hard_cap():
     from oauth_keeper.domain import events
 

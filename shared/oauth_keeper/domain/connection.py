@@ -111,6 +111,9 @@ class Connection:
     scopes_granted: tuple[str, ...] = ()
     status_reason: str | None = None
     connected_at: int | None = None
+    # When the user consented to the refresh token held (a reconnect that kept it does not move it): hard caps count
+    # from it. None (stored before it was kept): `connected_at`.
+    grant_consented_at: int | None = None
     access_expires_at: int | None = None
     refresh_expires_at: int | None = None
     next_refresh_at: int | None = None
@@ -141,6 +144,11 @@ class Connection:
     # input, ADR 0026). None: never recorded (or stored before reads were), which `adaptive` treats as idle.
     last_read_at: int | None = None
     sealed_tokens: bytes | None = field(default=None, repr=False)
+
+    @property
+    def cap_counts_from(self) -> int | None:
+        """When the refresh token held was consented to (epoch seconds): what a hard cap counts from."""
+        return self.grant_consented_at if self.grant_consented_at is not None else self.connected_at
     outbox: dict[str, PendingEvent] = field(default_factory=dict, repr=False)
 
     @property

@@ -75,8 +75,11 @@ def plan_grant(
     # reaches a connection made after it (the item is reused only for its write guard and its outbox).
     kept = existing if existing is not None and not existing.erase_requested else None
     refresh_token, refresh_expires_at = tokens.refresh_token, tokens.refresh_expires_at
+    consented_at = now if connected_at is None else connected_at
+    grant_consented_at = None  # a new refresh token: consented now (`connected_at`)
     if not refresh_token and existing and _still_usable(existing, now):
         refresh_token, refresh_expires_at = stored_refresh_token, existing.refresh_expires_at
+        grant_consented_at = existing.cap_counts_from  # the kept token's hard cap still counts from its consent
     if not refresh_token and requires_refresh_token and chain_next is None:
         raise NoUsableRefreshToken(connection_id)
     if chain_next is not None:  # the rest of the chain is due at once: the short-lived token lasts about an hour
@@ -87,7 +90,7 @@ def plan_grant(
         revision=(existing.revision if existing else 0) + 1,
         token_version=(existing.token_version if existing else 0) + 1,
         created_at=kept.created_at if kept else now, updated_at=now,
-        connected_at=now if connected_at is None else connected_at,
+        connected_at=consented_at, grant_consented_at=grant_consented_at,
         scopes_requested=grant.scopes_requested, scopes_granted=grant.scopes_granted,
         access_expires_at=tokens.access_expires_at, refresh_expires_at=refresh_expires_at,
         next_refresh_at=next_refresh_at if refresh_token or renews_with_access_token or chain_next is not None

@@ -380,7 +380,7 @@ class Refresher:
             refresh_expires_at = now + profile.refresh_lifetime.fallback
         # The strategy's and timing rules' say: an extension's end, a disuse expiry moved, a hard cap kept.
         refresh_expires_at = grant_end(profile, end=refresh_expires_at, answer=answer,
-                                       connected_at=leased.connected_at)
+                                       connected_at=leased.cap_counts_from)
         tokens = {"access_token": answer.access_token, "refresh_token": refresh_token,
                   "token_type": answer.token_type}
         if profile.refreshes_with_access_token:
