@@ -17,7 +17,7 @@ from .domain.flows import ConnectSession, OAuthFlow
 from .domain.lifecycle import GrantPlan
 from .domain.provider_events import AccountRemovalRequest
 from .domain.providers import ProviderProfile
-from .domain.schedule import ShardSpan
+from .domain.schedule import CadenceRecord, ShardSpan
 from .domain.tokens import ClientCredentials, TokenSet, UserProfile
 
 
@@ -75,6 +75,7 @@ class OneOf:
 # index name -> (hash attribute, range attribute or None); template.yaml defines the same indexes.
 INDEXES: dict[str, tuple[str, str | None]] = {
     "Due": ("due_shard", "next_refresh_at"),
+    "Cadence": ("cadence_shard", "cadence_phase"),  # "<period>#<shard>", seconds into the period (ADR 0023)
     "Outbox": ("outbox_shard", None),
     "ByAccount": ("account_key", None),
     "ByOwner": ("owner_id", "created_at"),
@@ -184,7 +185,11 @@ class ConnectionRepository(Protocol):
         write that stores the blob gives the item, so the blob opens only beside that version."""
         ...
 
-    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]: ...
+    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None, *, period: int | None = None,
+                            current: Connection | None = None) -> dict[str, Any]:
+        """The attributes planning the next refresh (epoch seconds; None: never): the Due index, or with `period`
+        (seconds) the Cadence family of that period, writing no index key when `current` is already there."""
+        ...
 
     def write_grant(self, plan: GrantPlan, *, claimed_from: str | None = None,
                     together_with: Sequence[TransactWrite] = ()) -> Connection | None:
@@ -247,12 +252,27 @@ class ConnectionRepository(Protocol):
 
     def with_pending_events(self, shard: int) -> Iterator[str]: ...
 
-    def shard_in_use(self, shard: int) -> bool:
-        """Whether any item, due or not, is in `shard` of the Due or Outbox index."""
+    def shard_in_use(self, shard: int, periods: Sequence[int] = ()) -> bool:
+        """Whether any item, due or not, is in `shard` of the Due or Outbox index, or of the Cadence families of
+        `periods` (seconds)."""
         ...
 
     def shard_span(self) -> ShardSpan | None:
         """The sweep's record of which shards may hold items; None when no sweep has written it yet."""
+        ...
+
+    def sweep_record(self) -> tuple[ShardSpan | None, CadenceRecord]:
+        """In one read: `shard_span`, and the Cadence families' periods and how far the sweep covered them."""
+        ...
+
+    def on_cadence(self, period: int, shard: int, low: int, high: int) -> Iterator[str]:
+        """Ids in one Cadence family (`period` seconds, `shard`) whose phase lies within [low, high] (seconds
+        into the period), every page."""
+        ...
+
+    def save_swept(self, horizon: int) -> bool:
+        """Record that every Cadence moment up to `horizon` (epoch seconds) was swept; never moves it back. False
+        when a later horizon is already recorded."""
         ...
 
     def save_shard_span(self, span: ShardSpan, *, replacing: ShardSpan | None) -> bool:

@@ -213,6 +213,7 @@ class Container:
                          clock=self.clock, sweep_interval=self.settings.sweep_interval,
                          expiry_warning=self.settings.expiry_warning, rng=self._rng,
                          read_window=self.settings.adaptive_read_window,
+                         cadence=self.settings.schedule_index == "cadence",
                          pending_until=self.pending.pending_until
                          if self.settings.connect_confirmation == "required" else None,
                          after_renewal=self.channels.after_renewal)

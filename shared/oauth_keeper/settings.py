@@ -10,7 +10,13 @@ from .domain.claims import CONFIRMATION_MODES
 from .domain.connection import CONNECTION_ID_SCHEMES
 from .domain.errors import ConfigurationError, NotFound
 from .domain.providers import CLIENT_AUTH, PKCE_METHODS, REFRESH_POLICIES, profile_for
-from .domain.schedule import DEFAULT_READ_WINDOW, MAX_DUE_SHARDS, MAX_READ_WINDOW, MIN_READ_WINDOW
+from .domain.schedule import (
+    DEFAULT_READ_WINDOW,
+    MAX_DUE_SHARDS,
+    MAX_READ_WINDOW,
+    MIN_READ_WINDOW,
+    SCHEDULE_INDEXES,
+)
 from .domain.validation import normalize_origin
 
 # What every function needs; template.yaml's Globals set each. Missing or empty: the cold start fails.
@@ -55,6 +61,10 @@ class Settings:
     # How new connections get their ids (domain/connection.py CONNECTION_ID_SCHEMES): `random`, or `derived` for
     # the transition deploy over a stack from before random ids (README, upgrade notes).
     connection_ids: str = "random"
+    # Where eager refreshes are scheduled (template parameter ScheduleIndex, ADR 0023): `cadence` puts an ordinary
+    # eager refresh in the Cadence index (2 write units instead of 4); `due` moves each connection back to the Due
+    # index at its next refresh (before a rollback to a version that reads only Due). The sweep reads both always.
+    schedule_index: str = "cadence"
     # Local mode only (the simulator, the tests): provider endpoints may be http://. template.yaml never sets it.
     allow_http_endpoints: bool = False
 
@@ -94,6 +104,7 @@ class Settings:
             provider_overrides=_provider_overrides(env),
             connect_confirmation=_choice(env, "CONNECT_CONFIRMATION", CONFIRMATION_MODES, "required"),
             connection_ids=_choice(env, "CONNECTION_IDS", CONNECTION_ID_SCHEMES, "random"),
+            schedule_index=_choice(env, "SCHEDULE_INDEX", SCHEDULE_INDEXES, "cadence"),
             allow_http_endpoints=_flag(env, "ALLOW_HTTP_ENDPOINTS"),
         )
         _check_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))

@@ -26,11 +26,13 @@ from ..domain.connection import (
 )
 from ..domain.events import PendingEvent
 from ..domain.lifecycle import GrantPlan
-from ..domain.schedule import ShardSpan, due_shard
+from ..domain.schedule import CadenceRecord, ShardSpan, due_shard
 from ..ports import MISSING, PRESENT, AtMost, ChannelStore, ItemStore, NotAfter, OneOf, TokenCipher, TransactWrite
 
 OUTBOX_PREFIX = "ob_"  # one top-level attribute per pending event: writers never overlap
 SHARD_SPAN_KEY = "_due_shards"  # the sweep's record of which shards may hold items (in no index)
+CADENCE_PREFIX = "cadence_"  # on the SHARD_SPAN_KEY item: one attribute per Cadence period in use (ADR 0023)
+SWEPT_TO = "swept_to"  # ...and the horizon up to which the sweep queued every Cadence moment
 GUARDED = "guarded_connection"  # a guard item's one attribute: the id of the connection it names
 _FIND_ATTEMPTS = 5
 _SPAN_FIELDS = ("shards", "found", "probed_at", "audit_at")
@@ -73,6 +75,8 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         disconnect_requested_at=item.get("disconnect_requested_at"),
         revoke_attempts=int(item.get("revoke_attempts", 0)), parked_since=item.get("parked_since"),
         last_read_at=item.get("last_read_at"),
+        cadence_shard=item.get("cadence_shard"),
+        cadence_phase=int(item["cadence_phase"]) if item.get("cadence_phase") is not None else None,
         sealed_tokens=item.get("tokens"),
         outbox={k[len(OUTBOX_PREFIX):]: json.loads(v) for k, v in item.items() if k.startswith(OUTBOX_PREFIX)},
     )
@@ -87,6 +91,7 @@ class ConnectionStore:
         self._cipher = cipher
         self._shards = due_shards
         self._derived_ids = id_scheme == "derived"
+        self._periods_recorded: set[int] = set()  # Cadence periods this process has seen recorded
 
     def new_id(self, owner_id: str, provider: str, account_id: str) -> str:
         """The id of a new connection of (owner, provider, account): random (`new_connection_id`), or with the
@@ -183,17 +188,44 @@ class ConnectionStore:
     def with_pending_events(self, shard: int) -> Iterator[str]:
         yield from self._pages("Outbox", shard, page_size=500)
 
-    def shard_in_use(self, shard: int) -> bool:
-        """Whether anything (due or not, or with events waiting) is in `shard` of the Due or Outbox index: two
-        queries with Limit=1, half a read unit each when empty."""
-        return bool(self.items.query("Due", shard, limit=1)[0] or self.items.query("Outbox", shard, limit=1)[0])
+    def shard_in_use(self, shard: int, periods: Sequence[int] = ()) -> bool:
+        """Whether anything (due or not, or with events waiting) is in `shard` of the Due or Outbox index, or of
+        the Cadence family of each of `periods` (seconds): queries with Limit=1, half a read unit each when
+        empty."""
+        return bool(self.items.query("Due", shard, limit=1)[0] or self.items.query("Outbox", shard, limit=1)[0]
+                    or any(self.items.query("Cadence", f"{period}#{shard}", limit=1)[0] for period in periods))
 
     def shard_span(self) -> ShardSpan | None:
         """The sweep's record of which shards may hold items; None before any sweep of this version wrote it."""
-        item = self.items.get(SHARD_SPAN_KEY)
-        if not item or any(name not in item for name in _SPAN_FIELDS):
-            return None
-        return ShardSpan(**{name: int(item[name]) for name in _SPAN_FIELDS})
+        return self.sweep_record()[0]
+
+    def sweep_record(self) -> tuple[ShardSpan | None, CadenceRecord]:
+        """The shard span (None before any sweep of this version wrote it) and the Cadence record (periods in
+        use, the horizon swept), from one GetItem of the record item."""
+        item = self.items.get(SHARD_SPAN_KEY) or {}
+        span = None if any(name not in item for name in _SPAN_FIELDS) \
+            else ShardSpan(**{name: int(item[name]) for name in _SPAN_FIELDS})
+        periods = tuple(sorted(int(name[len(CADENCE_PREFIX):]) for name in item if name.startswith(CADENCE_PREFIX)
+                               and name[len(CADENCE_PREFIX):].isdigit()))
+        swept_to = int(item[SWEPT_TO]) if item.get(SWEPT_TO) is not None else None
+        return span, CadenceRecord(periods=periods, swept_to=swept_to)
+
+    def on_cadence(self, period: int, shard: int, low: int, high: int) -> Iterator[str]:
+        """Ids in the Cadence family (`period` seconds, `shard`) with a phase in [low, high] seconds, every page."""
+        yield from self._pages("Cadence", f"{period}#{shard}", range_min=low, range_max=high, page_size=500)
+
+    def save_swept(self, horizon: int) -> bool:
+        """Record `horizon` (epoch seconds) as swept, unless a later one is recorded (a late or retried tick never
+        moves it back). False when it was not written."""
+        return bool(self.items.update(SHARD_SPAN_KEY, set={SWEPT_TO: int(horizon)},
+                                      expect={SWEPT_TO: NotAfter(int(horizon))}))
+
+    def _record_period(self, period: int) -> None:
+        """Make sure the sweep reads the Cadence families of `period` before any connection is put in one: one
+        unconditional write per process and period (idempotent; the record is never pruned)."""
+        if period not in self._periods_recorded:
+            self.items.update(SHARD_SPAN_KEY, set={f"{CADENCE_PREFIX}{period}": 1}, expect={})
+            self._periods_recorded.add(period)
 
     def save_shard_span(self, span: ShardSpan, *, replacing: ShardSpan | None) -> bool:
         """Store `span` if the record is still `replacing` (None: absent). False when another sweep wrote first:
@@ -360,11 +392,28 @@ class ConnectionStore:
         connection = connection_from_item(item) if item and "owner_id" in item else None
         return (connection, None) if written else (None, connection)
 
-    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None) -> dict[str, Any]:
-        """The sparse due index: only connections that need refreshing carry its attributes (None removes)."""
+    def schedule_attributes(self, connection_id: str, next_refresh_at: int | None, *, period: int | None = None,
+                            current: Connection | None = None) -> dict[str, Any]:
+        """The attributes that plan the next refresh at `next_refresh_at` (epoch seconds; None: never), for an
+        UpdateItem (None removes). Only connections that need refreshing are in an index.
+
+        Without `period`: the sparse Due index (`due_shard`, range `next_refresh_at`), out of any Cadence family.
+        With `period` (seconds, ADR 0023): the Cadence family "<period>#<shard>" at phase `next_refresh_at mod
+        period`, out of the Due index. When `current` (the connection as read) is already in that very family at
+        that phase, with its shard under today's count, only `next_refresh_at` is written (a REMOVE of an absent
+        `due_shard` writes no index): no index write at all, the ordinary refresh's 0 index WRU. The first time
+        this process puts a connection in a family of `period`, the period is recorded for the sweep first."""
         if next_refresh_at is None:
-            return {"next_refresh_at": None, "due_shard": None}
-        return {"next_refresh_at": int(next_refresh_at), "due_shard": self.shard_of(connection_id)}
+            return {"next_refresh_at": None, "due_shard": None, "cadence_shard": None, "cadence_phase": None}
+        moment = int(next_refresh_at)
+        if period is None:
+            return {"next_refresh_at": moment, "due_shard": self.shard_of(connection_id), "cadence_shard": None,
+                    "cadence_phase": None}
+        family, phase = f"{period}#{self.shard_of(connection_id)}", moment % period
+        if current is not None and current.cadence_shard == family and current.cadence_phase == phase:
+            return {"next_refresh_at": moment, "due_shard": None}
+        self._record_period(period)
+        return {"next_refresh_at": moment, "due_shard": None, "cadence_shard": family, "cadence_phase": phase}
 
     def record_read(self, connection: Connection, now: int, *, window: int,
                     next_refresh_at: int | None = None) -> bool:

@@ -143,6 +143,10 @@ class Connection:
     # When the token route last recorded a read of the token (at most once a window: the `adaptive` policy's
     # input, ADR 0026). None: never recorded (or stored before reads were), which `adaptive` treats as idle.
     last_read_at: int | None = None
+    # The Cadence index entry (ADR 0023): the family "<period>#<shard>" and the phase (seconds into the period) of
+    # an eager connection refreshed every period; None: scheduled through the Due index (or not at all).
+    cadence_shard: str | None = None
+    cadence_phase: int | None = None
     sealed_tokens: bytes | None = field(default=None, repr=False)
 
     @property

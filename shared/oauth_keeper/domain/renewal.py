@@ -9,7 +9,15 @@ from __future__ import annotations
 import random
 
 from .providers import ProviderProfile
-from .schedule import DEFAULT_READ_WINDOW, effective_policy, plan_next_refresh
+from .schedule import (
+    DEFAULT_READ_WINDOW,
+    MAX_JITTER,
+    cadence_period,
+    effective_policy,
+    on_cadence,
+    plan_next_refresh,
+    refresh_margin,
+)
 from .tokens import TokenSet
 
 
@@ -62,3 +70,33 @@ def plan(profile: ProviderProfile, *, issued_at: int, access_expires_at: int | N
     if not_before is not None and planned < not_before:
         planned = not_before if refresh_expires_at is None else min(not_before, refresh_expires_at)
     return planned
+
+
+def cadence_plan(profile: ProviderProfile, *, planned: int, policy: str, issued_at: int,
+                 access_expires_at: int | None, refresh_expires_at: int | None, expiry_warning: int,
+                 sweep_interval: int, previous: int | None, previous_period: int | None) -> tuple[int, int] | None:
+    """The next refresh on a cadence (ADR 0023), as (moment in epoch seconds, period in seconds), or None when the
+    connection belongs in the Due index.
+
+    Only an eager refresh (`policy` as `schedule.effective_policy` resolved it) whose `plan` (`planned`) is the
+    ordinary one, access lifetime less the margin and jitter, goes on a cadence: not a plan the grant's end, its
+    expiry warning or the token's minimum age moved, nor a period `schedule.cadence_period` refuses. A
+    connection already in the family of that period (`previous_period`, its stored plan `previous`) keeps its
+    phase (`schedule.on_cadence`: the stored plan plus whole periods); any other enters at `planned`, whose
+    jitter gives it its phase. Never later than the grant's end (less the expiry warning under a hard cap)."""
+    if policy != "eager" or access_expires_at is None:
+        return None
+    period = cadence_period(issued_at, access_expires_at, sweep_interval)
+    if period is None:
+        return None
+    ordinary = access_expires_at - refresh_margin(access_expires_at - issued_at)
+    if not ordinary - MAX_JITTER <= planned <= ordinary:
+        return None
+    moment = on_cadence(previous, period, issued_at, sweep_interval) \
+        if previous is not None and previous_period == period else None
+    moment = planned if moment is None else moment
+    if refresh_expires_at is not None:
+        bound = refresh_expires_at - (expiry_warning if profile.timing.effective_cap else 0)
+        if moment > bound:
+            return None
+    return moment, period

@@ -12,12 +12,17 @@ MARGIN_SHARE = 0.20  # ...or 20% of its lifetime before, whichever is earlier
 MAX_JITTER = 120  # spread refreshes so a burst of connects does not become a burst of refreshes
 
 
+def refresh_margin(lifetime: int) -> int:
+    """How long before an access token of `lifetime` seconds ends it is refreshed, jitter aside (seconds)."""
+    return max(MIN_MARGIN, int(max(0, lifetime) * MARGIN_SHARE))
+
+
 def next_refresh_at(issued_at: int, access_expires_at: int | None, rng: random.Random | None = None) -> int | None:
     """access_expires_at - max(15 min, 20% of lifetime) - jitter; never before issued_at."""
     if access_expires_at is None:
         return None
     lifetime = max(0, access_expires_at - issued_at)
-    margin = max(MIN_MARGIN, int(lifetime * MARGIN_SHARE))
+    margin = refresh_margin(lifetime)
     jitter = (rng or random).randint(0, min(MAX_JITTER, lifetime // 20 or 1))
     return max(issued_at, access_expires_at - margin - jitter)
 
@@ -151,3 +156,64 @@ PLAUSIBLE_HORIZON = 400 * 86_400
 def implausible(moment: int | None, now: float, limit: int = PLAUSIBLE_HORIZON) -> bool:
     """`moment` (epoch seconds) lies further than `limit` seconds ahead of `now`."""
     return moment is not None and moment - now > limit
+
+
+# The Cadence index (ADR 0023): an eager connection is refreshed every `period` seconds at a fixed phase, so an
+# ordinary refresh moves `next_refresh_at` by one period and leaves the index keys (family, phase) alone.
+SCHEDULE_INDEXES = ("cadence", "due")  # settings.schedule_index: where eager refreshes are scheduled
+CADENCE_STEP = 60  # periods are whole minutes: a provider's answers that differ by a second share a family
+MAX_CADENCE_PERIOD = 86_400  # longer periods stay in the Due index: their refreshes are too rare to matter
+CADENCE_HEADROOM = 600  # seconds of access lifetime left at the latest cadence moment, beyond the sweep's lag
+
+
+def cadence_period(issued_at: int, access_expires_at: int | None, sweep_interval: int) -> int | None:
+    """The period (seconds) of the cadence family for an access token issued at `issued_at` and ending at
+    `access_expires_at` (epoch seconds): its lifetime less the refresh margin (as `next_refresh_at`, without
+    jitter), rounded down to CADENCE_STEP. None when the token has no known end, the period exceeds
+    MAX_CADENCE_PERIOD, is shorter than four sweep intervals (a refresh must land at least one window beyond the
+    sweep that sent it), or the margin leaves less than CADENCE_HEADROOM once a moment may be a sweep interval
+    late (`on_cadence`)."""
+    if access_expires_at is None:
+        return None
+    lifetime = access_expires_at - issued_at
+    margin = refresh_margin(lifetime)
+    period = (lifetime - margin) // CADENCE_STEP * CADENCE_STEP
+    if not 4 * sweep_interval <= period <= MAX_CADENCE_PERIOD or margin - sweep_interval < CADENCE_HEADROOM:
+        return None
+    return period
+
+
+def on_cadence(previous: int, period: int, issued_at: int, slack: int) -> int | None:
+    """The next refresh of a connection on a cadence: the latest moment `previous + k * period` (epoch seconds,
+    k >= 0) at most `issued_at + period + slack` (a refresh the sweep sent up to `slack` seconds early keeps its
+    phase, so the access token is at most `period + slack` old at the moment). None when that moment lies less
+    than half a period after `issued_at` (the refresh ran far behind its phase): the connection is re-phased
+    (`plan` again, another phase) instead of being refreshed again at once."""
+    k = max(0, (issued_at + period + slack - previous) // period)
+    moment = previous + k * period
+    return moment if moment >= issued_at + period // 2 else None
+
+
+@dataclass(frozen=True)
+class CadenceRecord:
+    """What the sweep needs of the Cadence index besides the shards: the periods (seconds) of the families a
+    writer has put a connection in (recorded before the first such write, never dropped), and the horizon (epoch
+    seconds) up to which a sweep has queued every moment, None before the first."""
+
+    periods: tuple[int, ...] = ()
+    swept_to: int | None = None
+
+
+def cadence_windows(after: int | None, horizon: int, period: int) -> list[tuple[int, int]]:
+    """The phases (seconds into `period`, both bounds included) a sweep reads so that every moment in
+    (`after`, `horizon`] (epoch seconds) is covered: one range, two when the window wraps around the period, the
+    whole period when `after` is None (no sweep recorded) or at least a period back (missed sweeps), none when
+    `after >= horizon` (a sweep already covered it)."""
+    if after is None or horizon - after >= period:
+        return [(0, period - 1)]
+    if after >= horizon:
+        return []
+    low, high = (after + 1) % period, horizon % period
+    if low <= high:
+        return [(low, high)]
+    return [(low, period - 1), (0, high)]

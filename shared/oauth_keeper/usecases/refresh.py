@@ -32,7 +32,7 @@ from ..domain.deadlines import (
 from ..domain.errors import ConfigurationError, FailureKind, ProviderError, TokenDecryptionError
 from ..domain.events import PendingEvent
 from ..domain.providers import ProviderProfile
-from ..domain.renewal import earliest_renewal, grant_end, plan
+from ..domain.renewal import cadence_plan, earliest_renewal, grant_end, plan
 from ..domain.schedule import DEFAULT_READ_WINDOW, backoff_delay, effective_policy, implausible
 from ..domain.tokens import TokenSet
 from ..observability import MetricUnit, logger, record_metric, record_metric_by
@@ -105,6 +105,17 @@ class _Ready:
     credentials: Any
 
 
+def _period_of(connection: Connection) -> int | None:
+    """The period (seconds) of the Cadence family the connection is in, when its stored phase still matches its
+    plan (a version before the Cadence index rewrites `next_refresh_at` alone: then it is not on its cadence)."""
+    family, phase = connection.cadence_shard, connection.cadence_phase
+    head = family.partition("#")[0] if family else ""
+    if not head.isdigit() or int(head) <= 0 or phase is None or connection.next_refresh_at is None:
+        return None
+    period = int(head)
+    return period if connection.next_refresh_at % period == phase else None
+
+
 def failure_reason(error: ProviderError) -> Reason:
     """What actually happened, for a failure that is nobody's fault yet (transient or one refused request)."""
     if error.http_status == 429 or error.code in ("rate_limit_exceeded", "slow_down"):
@@ -124,7 +135,7 @@ class Refresher:
         credentials: Credentials, provider: ProviderClient, outbox: OutboxRelay, clock: Clock,
         sweep_interval: int, expiry_warning: int, rng: random.Random | None = None,
         pending_until: Callable[[str, str], int | None] | None = None, read_window: int = DEFAULT_READ_WINDOW,
-        after_renewal: Callable[[Connection, str, float | None, bool], None] | None = None,
+        after_renewal: Callable[[Connection, str, float | None, bool], None] | None = None, cadence: bool = True,
     ) -> None:
         """`sweep_interval` (seconds) is the look-ahead and the backoff cap once the access token has expired;
         `read_window` (seconds, ADAPTIVE_READ_WINDOW) is how recent a token read keeps an `adaptive` connection
@@ -134,7 +145,10 @@ class Refresher:
         confirmation; any owner's: a forwarded link is consented by the same provider user) expires, or None
         without one. `after_renewal(connection, access_token, deadline, chain_finished)`: optional work once new
         tokens are committed (the channels listed again, usecases/channels.py; `chain_finished`: these are the
-        connect chain's last link's, ADR 0025); it never raises."""
+        connect chain's last link's, ADR 0025); it never raises. `cadence`: an ordinary eager refresh is scheduled
+        in the Cadence index (ADR 0023); False (ScheduleIndex=due) schedules every refresh in the Due index,
+        moving connections back there as they are refreshed."""
+        self._cadence = cadence
         self._after_renewal = after_renewal
         self._pending_until = pending_until
         self._store = connections
@@ -400,7 +414,7 @@ class Refresher:
             "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
             "failures": None, "last_refresh_at": now, "last_refresh_outcome": "succeeded",
             "last_refresh_reason": None, "last_provider_log_id": None, "updated_at": now,
-            **self._store.schedule_attributes(leased.connection_id, next_at),
+            **self._schedule(leased, answer, next_at, refresh_expires_at, profile, now, chained=chain_next is not None),
         }
         if answer.scopes:
             changes["scopes_granted"] = ",".join(answer.scopes)
@@ -445,6 +459,26 @@ class Refresher:
             record_metric("ConnectionsRecovered", MetricUnit.Count, 1)  # the way out of ConnectionsAtRisk
         written = self._outbox.publish(written)
         return RefreshOutcome(leased.connection_id, REFRESHED, connection=written)
+
+    def _schedule(self, leased: Connection, answer: TokenSet, planned: int, refresh_expires_at: int | None,
+                  profile: ProviderProfile, now: int, *, chained: bool) -> dict[str, Any]:
+        """The commit's schedule attributes: on a cadence for an ordinary eager refresh (`renewal.cadence_plan`;
+        one that keeps its family and phase writes `next_refresh_at` alone: no index write), else `planned` in the
+        Due index."""
+        placed = None
+        if self._cadence and not chained:
+            policy = effective_policy(profile.refresh_policy, last_read_at=leased.last_read_at, now=now,
+                                      window=self._read_window)
+            previous_period = _period_of(leased)
+            placed = cadence_plan(profile, planned=planned, policy=policy, issued_at=answer.issued_at,
+                                  access_expires_at=answer.access_expires_at, refresh_expires_at=refresh_expires_at,
+                                  expiry_warning=self._expiry_warning, sweep_interval=self._sweep_interval,
+                                  previous=leased.next_refresh_at if previous_period else None,
+                                  previous_period=previous_period)
+        if placed is None:
+            return self._store.schedule_attributes(leased.connection_id, planned)
+        moment, period = placed
+        return self._store.schedule_attributes(leased.connection_id, moment, period=period, current=leased)
 
     def _commit_events(self, current: Connection, access_expires_at: int | None, refresh_expires_at: int | None,
                        extended: bool, now: int) -> list[PendingEvent]:

@@ -2,6 +2,10 @@
 
 It reads every shard an item can be in, not only those below today's `DUE_SHARDS`: an item keeps the shard it
 was written with. Which shards that is, it keeps in one item (`ShardSpan`, see `_span`).
+
+Eager connections on a cadence (ADR 0023) are not in the Due index: each Cadence family (period, shard) is read
+over the phases of the moments since the horizon the previous sweep covered (`cadence_windows`), recorded in the
+same item, so a missed sweep widens the window instead of losing ids.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from ..domain.schedule import (
     MAX_DUE_SHARDS,
     PLAUSIBLE_HORIZON,
     SHARD_PROBE_INTERVAL,
+    CadenceRecord,
+    cadence_windows,
     span_after_probe,
     span_for_count,
 )
@@ -73,12 +79,17 @@ class Sweep:
         # Once an hour, also what an older version planned implausibly far ahead (an absurd provider answer):
         # the refresher treats those as due and plans them afresh.
         hourly = now // 3600 != (now - self._sweep_interval) // 3600
-        shards = self._span(now)
+        shards, cadence = self._span(now)
         for shard in range(shards):
             due.extend(store.due(shard, horizon))
             if hourly:
                 due.extend(store.scheduled_after(shard, now + PLAUSIBLE_HORIZON))
             pending.extend(store.with_pending_events(shard))
+        for period in cadence.periods:
+            windows = cadence_windows(cadence.swept_to, horizon, period)
+            for shard in range(shards):
+                for low, high in windows:
+                    due.extend(store.on_cadence(period, shard, low, high))
         try:
             probes, resumed = self._parked(now, shards, hourly)
         except Exception:  # noqa: BLE001 - probes and resumes are extra work: due ids must go out regardless
@@ -92,6 +103,8 @@ class Sweep:
         sent = self._queue.send(ids) if ids else 0
         forced = [cid for cid in probes if cid not in set(ids)]
         sent += self._queue.send(forced, force=True) if forced else 0
+        if cadence.periods:  # only once queued: a sweep that failed before leaves the window to the next one
+            store.save_swept(horizon)
         record_metric("ConnectionsDue", MetricUnit.Count, len(due))
         # The heartbeat (SweepHeartbeatAlarm): only a sweep that read every shard and queued what it found counts.
         record_metric("SweepSucceeded", MetricUnit.Count, 1)
@@ -100,7 +113,7 @@ class Sweep:
         return SweepReport(due=len(due), pending_events=len(pending), sent=sent, probes=len(probes),
                            resumed=len(resumed))
 
-    def _span(self, now: int) -> int:
+    def _span(self, now: int) -> tuple[int, CadenceRecord]:
         """How many shards to read: `DUE_SHARDS`, or more while items written under a larger count remain.
 
         Every SHARD_PROBE_INTERVAL while the span exceeds `DUE_SHARDS`, the shards above it are probed
@@ -109,16 +122,18 @@ class Sweep:
         every SHARD_AUDIT_INTERVAL, every shard up to MAX_DUE_SHARDS is probed: that finds what a version without
         the record wrote, and items a writer put above the record (a raise rolled back before this sweeper ran
         with it). The record is written before any shard is read and lowered only over shards found empty twice,
-        so a sweep that dies anywhere leaves nothing unswept. Returns the number of shards to read."""
+        so a sweep that dies anywhere leaves nothing unswept. The Cadence families count as the Due index does.
+        Returns the number of shards to read and the Cadence record, read with the span (one GetItem)."""
         store = self._connections
         configured = store.shards
-        recorded = store.shard_span()
+        recorded, cadence = store.sweep_record()
+        periods = cadence.periods
         if recorded is None or now >= recorded.audit_at:
-            span = span_after_probe(recorded, configured=configured, found=self._in_use(configured, MAX_DUE_SHARDS),
-                                    now=now, audited=True)
+            span = span_after_probe(recorded, configured=configured,
+                                    found=self._in_use(configured, MAX_DUE_SHARDS, periods), now=now, audited=True)
         elif recorded.shards > configured and now - recorded.probed_at >= SHARD_PROBE_INTERVAL:
-            span = span_after_probe(recorded, configured=configured, found=self._in_use(configured, recorded.shards),
-                                    now=now, audited=False)
+            span = span_after_probe(recorded, configured=configured,
+                                    found=self._in_use(configured, recorded.shards, periods), now=now, audited=False)
         else:
             span = span_for_count(recorded, configured)
         if span != recorded:
@@ -126,13 +141,14 @@ class Sweep:
             if recorded is None or span.shards != recorded.shards:
                 logger.info("Sweep reads a new number of shards", extra={
                     "shards": span.shards, "was": recorded.shards if recorded else None, "due_shards": configured})
-        return span.shards
+        return span.shards, cadence
 
-    def _in_use(self, low: int, high: int) -> int:
-        """The highest shard in [low, high) holding any item, + 1; `low` when none does. Probed from the top, so
-        the first shard found in use ends it: while a lowered count drains, that is usually the first probed."""
-        return next((shard + 1 for shard in range(high - 1, low - 1, -1) if self._connections.shard_in_use(shard)),
-                    low)
+    def _in_use(self, low: int, high: int, periods: tuple[int, ...] = ()) -> int:
+        """The highest shard in [low, high) holding any item (Cadence families of `periods` included), + 1; `low`
+        when none does. Probed from the top, so the first shard found in use ends it: while a lowered count
+        drains, that is usually the first probed."""
+        return next((shard + 1 for shard in range(high - 1, low - 1, -1)
+                     if self._connections.shard_in_use(shard, periods)), low)
 
     def _parked(self, now: int, shards: int, hourly: bool = False) -> tuple[list[str], list[str]]:
         """Connections an outage parked that need a worker now: one probe per provider whose breaker is due

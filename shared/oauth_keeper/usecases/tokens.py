@@ -161,6 +161,9 @@ class TokenAccess:
         profile = self._profiles.profile(connection.provider)
         if (connection.status != ACTIVE or connection.failures or connection.parked_since is not None
                 or connection.lease_owner or connection.next_refresh_at is None
+                # On a cadence (ADR 0023): planned eagerly already, at a phase that may lie up to a sweep interval
+                # past "issued + period"; rewriting it would move it to the Due index for nothing.
+                or connection.cadence_shard is not None
                 or connection.last_refresh_outcome not in (None, "succeeded")
                 or not (profile.issues_refresh_tokens or profile.refreshes_with_access_token)):
             return None
