@@ -66,21 +66,21 @@ def summary(results: dict[str, Any]) -> list[str]:
     d = results.get("d")
     if d:
         monthly = d["monthly"]
-        lines.append(f"(d) per worker refresh {d['wru']:.0f} WRU, {d['rru']:.2f} RRU, {d['sqs']:.1f} SQS requests, "
+        lines.append(f"(d) per worker refresh {d['wru']:.2f} WRU (Cadence index), {d['rru']:.2f} RRU, {d['sqs']:.1f} SQS requests, "
                      f"{d['kms_at_scale']:.4f} KMS calls at scale, {d['log_bytes']:.0f} log bytes: "
                      f"${d['worker_per_million']:.2f} per million all-in (goal $2.50: "
-                     f"{d['worker_per_million'] / 2.5:.2f}x; ${d['worker_floor_per_million']:.2f} with ADR 0023); "
+                     f"{d['worker_per_million'] / 2.5:.2f}x); "
                      f"naive ${d['naive_per_million']:.2f} ({d['worker_per_million'] / d['naive_per_million']:.2f}x).")
         lines.append("    1 M connections a month: " + ", ".join(
             f"{name.split(' (')[0].split(',')[0]} ${value:,.0f}" for name, value in monthly.items())
-            + f" (goals: eager $1,200 -> {monthly['eager'] / 1200:.2f}x, ${d['eager_floor']:,.0f} with ADR 0023; "
+            + f" (goals: eager $1,200 -> {monthly['eager'] / 1200:.2f}x; "
             "adaptive $400 at 20% active, measured in (g)).")
     e = results.get("e")
     if e:
         units = e["units"]["ordinary refresh"]
         changed = e["units"]["refresh with a state change"]
         lines.append(f"(e) an ordinary refresh: {units['wru']:g} WRU ({units['table_wru']:g} table: lease + commit; "
-                     f"{units['index_wru']:g} Due index), {units['rru']:g} RRU; with a state change "
+                     f"{units['index_wru']:g} index: on its cadence), {units['rru']:g} RRU; with a state change "
                      f"{changed['wru']:g} WRU. Item {e['item_bytes']} bytes (real-size KMS blob); crosses 1 KB at "
                      f"{e['crossing_length']}-character tokens (TikTok's examples: 35). The lease returns the item "
                      "(ReturnValues=ALL_NEW): no GetItem, no round trip before it.")

@@ -3,9 +3,10 @@
 A refresh runs in the simulated world over the bench's CountingItemStore, which prices every request the refresh
 makes with DynamoDB's size rules (local/bench/model.py) from the item before and after it; nothing is guessed.
 The KMS stand-in wraps data keys into blobs of real KMS's size (184 bytes) and the simulated TikTok issues tokens
-longer than TikTok's documented examples, so the item is the size it would be in AWS. Two refreshes: an
-ordinary one (no state change) and one that publishes an event (at_risk -> active: Connection Recovered), whose
-outbox costs its own writes.
+longer than TikTok's documented examples, so the item is the size it would be in AWS. Three refreshes: an
+ordinary one (no state change: the connection is on its cadence, ADR 0023), the first after the connect (it moves
+the connection from the Due index to its Cadence family, once), and one that publishes an event (at_risk ->
+active: Connection Recovered), whose outbox costs its own writes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def _purpose(index: int, entry: dict[str, Any]) -> str:
     return "other"
 
 
-def recorded_refresh(at_risk: bool) -> dict[str, Any]:
-    """One refresh of a connection, every request it made, priced; the largest item it wrote."""
+def recorded_refresh(at_risk: bool, *, first: bool = False) -> dict[str, Any]:
+    """One refresh of a connection, every request it made, priced; the largest item it wrote. The connection has
+    been refreshed once before (so it is on its cadence), unless `first` (the refresh after the connect)."""
     world = World.create()
     counting = CountingItemStore(MemoryItemStore())
     services = world_services(world, items=counting, kms=RealSizeKms())
@@ -46,6 +48,10 @@ def recorded_refresh(at_risk: bool) -> dict[str, Any]:
         connection = world.connect("user", owner_id="owner")
         world.clock.advance(DUE_STEP)
         services.refresher.refresh(world.connect("warm", owner_id="warm").connection_id, force=True)  # data key
+        if not first:
+            services.refresher.refresh(connection.connection_id)
+            planned = counting.inner.get(connection.connection_id)["next_refresh_at"]
+            world.clock.advance(planned - world.clock.now())
         if at_risk:
             counting.inner.update(connection.connection_id, set={"status": "at_risk"}, expect={})
         counting.log, counting.largest = [], None
@@ -84,7 +90,9 @@ def crossing_token_length(run: dict[str, Any]) -> tuple[int, int]:
 
 def main() -> dict[str, Any]:
     print(__doc__.split("\n\n")[0].strip())
-    runs = {"ordinary refresh": recorded_refresh(False), "refresh with a state change": recorded_refresh(True)}
+    runs = {"ordinary refresh": recorded_refresh(False),
+            "first refresh after the connect (Due -> Cadence, once)": recorded_refresh(False, first=True),
+            "refresh with a state change": recorded_refresh(True, first=True)}
     results: dict[str, Any] = {}
     for name, run in runs.items():
         rows = []
@@ -115,7 +123,11 @@ def main() -> dict[str, Any]:
           "event waiting, due) holds for the messages the sweep queues; a message that fails it (a duplicate, "
           "a connection not due) costs a failed conditional write (1 WRU, $0.625 per million) instead of a 1 RRU "
           "read, and the item the failed condition returns (ReturnValuesOnConditionCheckFailure) is decided on "
-          "without a read. Write units stay 4: see docs/decisions/0023-write-unit-floor.md for the design that "
-          "goes below.")
+          "without a read.")
+    print(f"\nThe Cadence index (built, docs/decisions/0023-write-unit-floor.md): an ordinary refresh keeps its "
+          f"family and phase, so its commit writes no index key: {ordinary_units['wru']:g} WRU "
+          f"({ordinary_units['table_wru']:g} table + {ordinary_units['index_wru']:g} index; the Due index made it "
+          "4). Moving between the Due index and a family (after the connect, a retry, a parking) costs the delete "
+          "and the put it cost before, once per move.")
     return {"units": results, "item_bytes": largest, "documented_item_bytes": documented_size,
             "crossing_length": length, "token_lengths": (access, refresh), "getitem_rru": ordinary_units["rru"]}
