@@ -66,7 +66,8 @@ def summary(results: dict[str, Any]) -> list[str]:
     d = results.get("d")
     if d:
         monthly = d["monthly"]
-        lines.append(f"(d) per worker refresh {d['wru']:.2f} WRU (Cadence index), {d['rru']:.2f} RRU, {d['sqs']:.1f} SQS requests, "
+        lines.append(f"(d) per worker refresh {d['wru']:.2f} WRU (Cadence index), {d['rru']:.2f} RRU, "
+                     f"{d['sqs']:.1f} SQS requests, "
                      f"{d['kms_at_scale']:.4f} KMS calls at scale, {d['log_bytes']:.0f} log bytes: "
                      f"${d['worker_per_million']:.2f} per million all-in (goal $2.50: "
                      f"{d['worker_per_million'] / 2.5:.2f}x); "

@@ -136,6 +136,7 @@ PERMISSIONS = {
     },
     "SweeperFunction": {
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Due"),
+        ("dynamodb:query", "${ConnectionsTable.Arn}/index/Cadence"),
         ("dynamodb:query", "${ConnectionsTable.Arn}/index/Outbox"),
         ("dynamodb:getitem", "ConnectionsTable.Arn"),  # the breakers; of a connection, only its provider
         ("dynamodb:updateitem", "ConnectionsTable.Arn"),  # the shard span record alone
@@ -875,18 +876,22 @@ def test_connections_table_has_the_contract_keys_and_keys_only_indexes():
         "due_shard": "N",
         "next_refresh_at": "N",
         "outbox_shard": "N",
+        "cadence_shard": "S",
+        "cadence_phase": "N",
     }
     gsis = _gsis(table)
-    assert set(gsis) == {"ByOwner", "ByAccount", "Due", "Outbox"}
+    assert set(gsis) == {"ByOwner", "ByAccount", "Due", "Cadence", "Outbox"}
     assert _keys(gsis["ByOwner"]["KeySchema"]) == [("owner_id", "HASH"), ("created_at", "RANGE")]
     assert _keys(gsis["ByAccount"]["KeySchema"]) == [("account_key", "HASH")]
     assert _keys(gsis["Due"]["KeySchema"]) == [("due_shard", "HASH"), ("next_refresh_at", "RANGE")]
     assert _keys(gsis["Outbox"]["KeySchema"]) == [("outbox_shard", "HASH")]
+    assert _keys(gsis["Cadence"]["KeySchema"]) == [("cadence_shard", "HASH"), ("cadence_phase", "RANGE")]
     for name, gsi in gsis.items():
         assert gsi["Projection"] == {"ProjectionType": "KEYS_ONLY"}, name
 
 
-@pytest.mark.parametrize(("index", "attribute"), [("Due", "due_shard"), ("Outbox", "outbox_shard")])
+@pytest.mark.parametrize(("index", "attribute"), [("Due", "due_shard"), ("Outbox", "outbox_shard"),
+                                                  ("Cadence", "cadence_shard")])
 def test_the_sweep_indexes_are_sparse_and_keys_only(index, attribute):
     # Sparse: an item enters the index only while it carries the attribute, so nothing else
     # in the table may be keyed by it (that would make every item carry it).
