@@ -40,6 +40,7 @@ from local.simulation import World
 
 CONNECTIONS = 200
 HOURS = 12
+DUE_MOVE_WRU = 2  # a changed next_refresh_at in the Due index: delete + put of a KEYS_ONLY entry under 1 KB
 WARM_UP = 2  # hours swept before counting: every connection refreshed once, so on its cadence
 CPU_CONNECTIONS = 200
 CPU_REPEATS = 3
@@ -407,13 +408,15 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
 
     # Events: a state change's own writes, recorded (writes.py), and one PutEvents entry.
     ordinary = writes.units_of(writes.recorded_refresh(False)["log"])
-    changed = writes.units_of(writes.recorded_refresh(True)["log"])
+    changed = writes.units_of(writes.recorded_refresh(True, first=True)["log"])  # a recovery: back from Due
     event_extra_wru = changed["wru"] - ordinary["wru"]
 
     sqs = model.sqs_requests_per_refresh(batch=batch)
     worker_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=kms_at_scale, sqs_requests=sqs,
                                       lambda_gb_seconds=gb * worker_s, lambda_requests=1 / batch)
-    api_usage = model.RefreshUsage(write_units=wru, read_units=rru, kms_requests=1.0, sqs_requests=0,
+    # An on_demand refresh plans from the Due index (ADR 0023: only eager ones go on a cadence), so its commit
+    # moves its Due entry: a delete and a put, as (e) recorded for every refresh before the Cadence index.
+    api_usage = model.RefreshUsage(write_units=wru + DUE_MOVE_WRU, read_units=rru, kms_requests=1.0, sqs_requests=0,
                                    lambda_gb_seconds=api_gb * api_s, lambda_requests=0)
     worker_cost = model.cost_per_refresh(worker_usage, prices)
     worker_cost["logs"] = model.logs_cost(log_bytes, more)
