@@ -534,8 +534,10 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
         ("eager", model.eager_refreshes_per_month(7200), 0.0, 0.0),
         (f"on_demand ({ON_DEMAND_READS} reads/day, keep-alive pre-empted)", 0.0,
          model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0), 0.0),
+        # A keep-alive is planned in the Due index: the worker's price plus the move of its Due entry.
         ("on_demand bound (+1 keep-alive/day)", model.on_demand_refreshes_per_month(0, 1),
-         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0), 0.0),
+         model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0),
+         model.on_demand_refreshes_per_month(0, 1) * DUE_MOVE_WRU * prices.dynamodb_per_million_wru / MILLION),
         (f"adaptive, {ADAPTIVE_ACTIVE:.0%} active daily (measured, (g))", adaptive["worker"],
          adaptive["synchronous"], adaptive["read_mark_wru"] * prices.dynamodb_per_million_wru / MILLION),
     ]
