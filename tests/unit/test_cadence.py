@@ -21,7 +21,6 @@ from oauth_keeper.domain.schedule import cadence_period, cadence_windows, on_cad
 from oauth_keeper.usecases.refresh import NOT_DUE, REFRESHED
 from oauth_keeper.usecases.sweep import Sweep
 
-from local.bench import writes
 from local.memory import ListQueue, ManualClock, MemoryItemStore
 from local.simulation import World
 
@@ -142,14 +141,6 @@ def _item(world: World, cid: str) -> dict[str, Any]:
 def _refresh_when_due(world: World, cid: str) -> Any:
     world.clock.advance(max(0, _item(world, cid)["next_refresh_at"] - world.clock.now()))
     return world.services.refresher.refresh(cid)
-
-
-def test_an_ordinary_refresh_costs_two_write_units_and_keeps_family_and_phase():
-    run = writes.recorded_refresh(at_risk=False)
-    units = writes.units_of(run["log"])
-    assert (units["table_wru"], units["index_wru"], units["rru"]) == (2, 0, 0)
-    first = writes.units_of(writes.recorded_refresh(at_risk=False, first=True)["log"])
-    assert first["index_wru"] == 2  # the one move out of the Due index: a delete there, a put in the family
 
 
 def test_the_first_refresh_moves_a_connection_onto_its_cadence_and_the_next_keeps_its_phase():
