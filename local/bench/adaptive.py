@@ -62,6 +62,7 @@ def measure(policy: str) -> dict[str, Any]:
             world.clock.advance(7200 / CONNECTIONS)
     active = ids[: int(CONNECTIONS * ACTIVE_SHARE)]
     marks = {"writes": 0, "failed": 0, "wru": 0.0}
+    in_reads = {"index_wru": 0.0}  # index write units during token reads: their marks and synchronous refreshes
     store = services.connections
     recorded = store.record_read
 
@@ -91,7 +92,10 @@ def measure(policy: str) -> dict[str, Any]:
             while reads and reads[0][0] <= now:
                 _, cid = reads.pop(0)
                 before = world.tiktok.stats["refresh_successes"]
+                _, units0 = counting.snapshot()
                 services.tokens.token_for(cid, None)
+                _, units1 = counting.snapshot()
+                in_reads["index_wru"] += sum(v for k, v in (units1 - units0).items() if _index_write(k))
                 synchronous += world.tiktok.stats["refresh_successes"] - before
                 counted["reads"] += now >= counting_from
             if now < counting_from:
@@ -99,20 +103,35 @@ def measure(policy: str) -> dict[str, Any]:
             else:
                 if not marks_at_warmup:
                     marks_at_warmup = dict(marks)
+                    reads_at_warmup = dict(in_reads)
+                    _, units_at_warmup = counting.snapshot()
                 counted["worker"] += worker
                 counted["synchronous"] += synchronous
     statuses = world.statuses()
     if statuses != {"active": CONNECTIONS}:
         raise RuntimeError(f"unexpected statuses under {policy}: {statuses}")
     per = CONNECTIONS * DAYS
+    _, units_at_end = counting.snapshot()
+    # Index writes of the worker's refreshes (a token read's are in its marks and in the price of a synchronous
+    # refresh): the Due moves of keep-alives and the moves between Due and a cadence; an eager refresh on its
+    # cadence writes none (ADR 0023).
+    index_wru = sum(v for k, v in (units_at_end - units_at_warmup).items() if _index_write(k)) \
+        - (in_reads["index_wru"] - reads_at_warmup["index_wru"])
     return {
         "worker": counted["worker"] / per, "synchronous": counted["synchronous"] / per,
         "reads": counted["reads"] / per,
         "mark_writes": (marks["writes"] - marks_at_warmup.get("writes", 0)) / per,
         "mark_failed": (marks["failed"] - marks_at_warmup.get("failed", 0)) / per,
         "mark_wru": (marks["wru"] - marks_at_warmup.get("wru", 0)) / per,
+        "worker_index_wru": index_wru / per,
         "wakeups_per_active": wakeups / max(1, len(active)),
     }
+
+
+def _index_write(unit: str) -> bool:
+    """A counter of the bench's CountingItemStore that is a schedule index's write units (the Outbox's belong to
+    state changes, priced on their own)."""
+    return unit.endswith("_write") and unit not in ("table_write", "Outbox_write")
 
 
 def first_read_latency() -> dict[str, list[float]]:
@@ -140,8 +159,11 @@ def first_read_latency() -> dict[str, list[float]]:
 def monthly(counts: dict[str, Any], *, worker_per: float, api_per: float, fixed: float = 0.0) -> dict[str, float]:
     """Dollars a month for 1 M connections from measured per-connection-per-day counts and per-refresh prices."""
     prices = model.Prices()
+    # `worker_per` is (d)'s price of a worker refresh on its cadence (no index write): the index writes of the
+    # worker's refreshes are counted (`worker_index_wru`); `api_per` includes a synchronous refresh's Due move.
     per_connection = 30 * (counts["worker"] * worker_per + counts["synchronous"] * api_per
-                           + counts["mark_wru"] * prices.dynamodb_per_million_wru / MILLION)
+                           + (counts["mark_wru"] + counts.get("worker_index_wru", 0))
+                           * prices.dynamodb_per_million_wru / MILLION)
     return {"refreshes": 30 * (counts["worker"] + counts["synchronous"]),
             "marks": 30 * counts["mark_wru"] * prices.dynamodb_per_million_wru, "total": MILLION * per_connection
             + fixed}

@@ -529,7 +529,9 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
     measured = adaptive_bench.measure("adaptive")
     adaptive = {"worker": 30 * measured["worker"],
                 "synchronous": 30 * measured["synchronous"] + ADAPTIVE_ACTIVE * measured["wakeups_per_active"],
-                "read_mark_wru": 30 * measured["mark_wru"]}
+                "read_mark_wru": 30 * measured["mark_wru"],
+                # the worker's moves between the Due index and a cadence, and its keep-alives' Due moves (ADR 0023)
+                "worker_index_wru": 30 * measured["worker_index_wru"]}
     scenarios = [
         ("eager", model.eager_refreshes_per_month(7200), 0.0, 0.0),
         (f"on_demand ({ON_DEMAND_READS} reads/day, keep-alive pre-empted)", 0.0,
@@ -539,7 +541,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
          model.on_demand_refreshes_per_month(ON_DEMAND_READS, 0),
          model.on_demand_refreshes_per_month(0, 1) * DUE_MOVE_WRU * prices.dynamodb_per_million_wru / MILLION),
         (f"adaptive, {ADAPTIVE_ACTIVE:.0%} active daily (measured, (g))", adaptive["worker"],
-         adaptive["synchronous"], adaptive["read_mark_wru"] * prices.dynamodb_per_million_wru / MILLION),
+         adaptive["synchronous"],
+         (adaptive["read_mark_wru"] + adaptive["worker_index_wru"]) * prices.dynamodb_per_million_wru / MILLION),
     ]
     rows, monthly = [], {}
     for name, worker_refreshes, api_refreshes, extra in scenarios:
@@ -565,7 +568,8 @@ def price_everything(*, run: dict[str, Any], settings: dict[str, Any], wru: floa
           f"goal, the Cadence index of ADR 0023 built; ${eager_floor:,.0f} at exactly {FLOOR_PROPOSAL_WRU} WRU); "
           f"adaptive <= ${goal_adaptive:,.0f} at {ADAPTIVE_ACTIVE:.0%} active: ${monthly[adaptive_name]:,.0f} "
           f"({monthly[adaptive_name] / goal_adaptive:.2f}x; measured). Adaptive's refreshes and read-mark write "
-          f"units are counted in (g) ({adaptive['read_mark_wru']:.2f} WRU per connection a month), plus each active "
+          f"units are counted in (g) ({adaptive['read_mark_wru']:.2f} WRU per connection a month, and "
+          f"{adaptive['worker_index_wru']:.2f} WRU of the worker's index moves), plus each active "
           "connection waking once a month (one synchronous refresh, on-demand price). The naive row cannot run at "
           "this scale: one sequential invocation does "
           f"~{1000 / (naive_s * 1000):.0f} refreshes/s against {needed:.0f}/s needed, and its Scan reads "
