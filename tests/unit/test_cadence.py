@@ -232,3 +232,29 @@ def test_periods_outside_the_cadence_stay_in_the_due_index():
     assert cadence_period(T0, T0 + 60 * 86_400, 300) is None  # a refresh every 48 days: not worth a family
     assert cadence_period(T0, T0 + 3600, 3600) is None  # hourly sweeps: the margin would not cover one
     assert cadence_period(T0, None, 300) is None
+
+
+def test_a_commit_after_a_reconnect_moved_the_schedule_still_leaves_the_connection_in_an_index():
+    world = World.create()
+    cid = world.connect("ann").connection_id
+    _refresh_when_due(world, cid)  # on its cadence
+    item = _item(world, cid)
+    world.clock.advance(item["next_refresh_at"] - world.clock.now())
+    store, refresher = world.store, world.services.refresher
+    apply = store.apply
+    moved = {"done": False}
+
+    def reconnect_first(connection, changes, **kwargs):  # noqa: ANN001, ANN202 - a write lands before the commit
+        if "tokens" in changes and not moved["done"]:
+            moved["done"] = True
+            # What a reconnect keeping our lease writes: a new revision and token version, the plan in Due.
+            world.store.items.update(cid, set={**store.schedule_attributes(cid, int(world.clock.now()) + 3600)},
+                                     add={"revision": 1, "token_version": 1}, expect={})
+        return apply(connection, changes, **kwargs)
+
+    store.apply = reconnect_first  # type: ignore[method-assign]
+    assert refresher.refresh(cid).result == REFRESHED
+    after = _item(world, cid)
+    assert after.get("due_shard") is not None or after.get("cadence_shard") is not None  # never in neither
+    if after.get("cadence_shard"):
+        assert after["cadence_phase"] == after["next_refresh_at"] % int(after["cadence_shard"].split("#")[0])

@@ -414,7 +414,6 @@ class Refresher:
             "access_expires_at": answer.access_expires_at, "refresh_expires_at": refresh_expires_at,
             "failures": None, "last_refresh_at": now, "last_refresh_outcome": "succeeded",
             "last_refresh_reason": None, "last_provider_log_id": None, "updated_at": now,
-            **self._schedule(leased, answer, next_at, refresh_expires_at, profile, now, chained=chain_next is not None),
         }
         if answer.scopes:
             changes["scopes_granted"] = ",".join(answer.scopes)
@@ -443,9 +442,13 @@ class Refresher:
                 changes["expiring_notified"] = True
             # After a lost lease, still save: these are the newest tokens the provider issued.
             kept = ["refresh_in_doubt"] if changes.get("refresh_in_doubt") else []
-            written = self._store.apply(current, changes, remove=[a for a in (*_LEASE, "refresh_in_doubt", "retry_at",
-                                                                            "parked_since") if a not in kept],
-                                        events=written_events)
+            # The schedule from the item as this attempt read it: a write landed meanwhile (a reconnect keeping our
+            # lease) may have moved it to the Due index, and keys written for the family it left would leave it in
+            # neither index.
+            schedule = self._schedule(current, answer, next_at, refresh_expires_at, profile, now,
+                                      chained=chain_next is not None)
+            cleared = [a for a in (*_LEASE, "refresh_in_doubt", "retry_at", "parked_since") if a not in kept]
+            written = self._store.apply(current, {**changes, **schedule}, remove=cleared, events=written_events)
             if written:
                 break
         else:
