@@ -128,8 +128,18 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
                 if (isinstance(outcome, RefreshOutcome) and outcome.result == BUSY and outcome.reason == NO_TIME) \
                         or outcome == NO_TIME:
                     raise _NoTimeLeft(message_id)  # started, then found too little time: not lost
+                if isinstance(outcome, RefreshOutcome) and outcome.result == BUSY and outcome.connection is not None \
+                        and outcome.connection.cadence_shard is not None:
+                    # Another refresher holds the lease (the token route's, say). From the Due index the next sweep
+                    # sends the id again should that refresher die before its commit; from a Cadence family
+                    # nothing would before the phase comes round a period later (ADR 0023): SQS delivers it again
+                    # after the visibility timeout, longer than a lease, to find it refreshed (not_due) or free.
+                    raise _LeaseHeld(message_id)
             except _NoTimeLeft:
                 logger.info("Refresh left for the next invocation", extra={"message_id": message_id})
+                failures.append({"itemIdentifier": message_id})
+            except _LeaseHeld:
+                logger.info("Refresh on a cadence held by another: delivered again", extra={"message_id": message_id})
                 failures.append({"itemIdentifier": message_id})
             except Exception:  # noqa: BLE001 - reported per message; SQS retries it, then the DLQ
                 logger.exception("Refresh crashed", extra={"message_id": message_id})
@@ -139,6 +149,10 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
 
 class _NoTimeLeft(Exception):
     """Too little of the invocation is left to refresh safely: the message goes back to the queue."""
+
+
+class _LeaseHeld(Exception):
+    """A connection on a cadence leased by another refresher: the message goes back to the queue (ADR 0023)."""
 
 
 def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, deadline: float | None,
