@@ -62,3 +62,26 @@ def test_a_cadence_connection_whose_lease_a_dead_refresher_holds_is_sent_again_b
         if _item(world, cid)["access_expires_at"] != expires:
             break
     assert _item(world, cid)["access_expires_at"] != expires, "refreshed before the access token lapsed"
+
+
+def test_a_lost_message_of_a_cadence_connection_is_sent_again_when_its_phase_comes_round_and_no_sooner():
+    # The ADR's known limit, measured: a message lost for good (the RefreshDLQ after 5 crashed receives) is the only
+    # send of a connection on a cadence until its phase comes round a period later; the access token lapses
+    # meanwhile for up to the period less the margin left at the moment (README, "Operations": redrive promptly).
+    world = World.create()
+    cid = _on_cadence(world)
+    item = _item(world, cid)
+    moment, expires = item["next_refresh_at"], item["access_expires_at"]
+    period = int(item["cadence_shard"].split("#")[0])
+    interval = world.services.settings.sweep_interval
+    _tick_to(world, cid, moment)
+    world.services.sweep.run()
+    assert cid in world.queue.messages
+    world.queue.drain()  # the message is lost
+    world.clock.advance(interval)
+    while _item(world, cid)["access_expires_at"] == expires:
+        world.tick()
+    refreshed_at = _item(world, cid)["last_refresh_at"]
+    assert moment + period - interval <= refreshed_at <= moment + period  # a period later, not at the next sweep
+    lapsed = refreshed_at - expires
+    assert 0 < lapsed <= period - (expires - moment)  # 2 h tokens, 5-minute sweeps: 96 - 19 = 77 minutes at most
