@@ -340,14 +340,16 @@ class ListQueue:
     def __init__(self) -> None:
         self.messages: list[str] = []  # connection ids, in the order sent
         self.forced: list[bool] = []  # ...and whether each was sent to be refreshed whatever its schedule
+        self.due_by: list[int | None] = []  # ...and the horizon of the sweep that sent it
         self.removals: list[str] = []  # bodies of the removals the webhook queued, in the order sent
         self.down = False  # True: every send raises, as SQS unreachable does
 
-    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
+    def send(self, connection_ids: list[str], *, force: bool = False, due_by: int | None = None) -> int:
         if self.down:
             raise ConnectionError("queue down")
         self.messages.extend(connection_ids)
         self.forced.extend([force] * len(connection_ids))
+        self.due_by.extend([due_by] * len(connection_ids))
         return len(connection_ids)
 
     def send_removal(self, removal: Any) -> None:
@@ -364,9 +366,11 @@ class ListQueue:
                    for i, body in enumerate(self.removals[:taken])]
         self.removals = self.removals[taken:]
         taken -= len(records)
-        records += [{"messageId": f"m{i}", "body": refresh_message(cid, force=force)}
-                    for i, (cid, force) in enumerate(zip(self.messages[:taken], self.forced[:taken], strict=True))]
+        records += [{"messageId": f"m{i}", "body": refresh_message(cid, force=force, due_by=due_by)}
+                    for i, (cid, force, due_by) in enumerate(zip(self.messages[:taken], self.forced[:taken],
+                                                                 self.due_by[:taken], strict=True))]
         self.messages, self.forced = self.messages[taken:], self.forced[taken:]
+        self.due_by = self.due_by[taken:]
         return records
 
 

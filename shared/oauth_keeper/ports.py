@@ -436,9 +436,9 @@ class EventPublisher(Protocol):
 
 
 class RefreshQueue(Protocol):
-    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
-        """Queue ids for the refresh workers (`force`: refresh whatever the schedule says); return how many
-        were accepted."""
+    def send(self, connection_ids: list[str], *, force: bool = False, due_by: int | None = None) -> int:
+        """Queue ids for the refresh workers (`force`: refresh whatever the schedule says; `due_by`, epoch
+        seconds: the sending sweep's horizon, what is due by then is due); return how many were accepted."""
         ...
 
 

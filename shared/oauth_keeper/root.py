@@ -320,8 +320,8 @@ class _LazyQueue:
     def __init__(self, make: Callable[[], RefreshQueue]) -> None:
         self._make = make
 
-    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
-        return self._make().send(connection_ids, force=force)
+    def send(self, connection_ids: list[str], *, force: bool = False, due_by: int | None = None) -> int:
+        return self._make().send(connection_ids, force=force, due_by=due_by)
 
 
 class _LazyRemovals:

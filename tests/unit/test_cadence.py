@@ -121,7 +121,7 @@ def test_a_sweep_that_raises_before_queueing_leaves_its_window_to_the_next():
     table.clock.advance(5760)
 
     class Refusing(ListQueue):
-        def send(self, ids: list[str], *, force: bool = False) -> int:
+        def send(self, ids: list[str], *, force: bool = False, due_by: int | None = None) -> int:
             raise RuntimeError("SQS refused")
 
     failing = Sweep(table.store, Refusing(), table.clock, 300)

@@ -141,11 +141,8 @@ def test_sweeps_late_twice_and_out_of_order_never_let_an_access_token_lapse():
     assert world.statuses() == {"active": 12}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The worker's due check uses its own sweep interval, not the horizon of the sweep that sent the id, and the "
-    "sweep recorded that horizon as swept: ids answered not_due are lost until their phase comes round. Fix: the "
-    "refresh message carries the sweep's horizon (an additive `due_by` field; the worker answers due up to it), "
-    "or the worker hands a not_due connection on a cadence planned within the old horizon back to SQS."))
+# The sweep's message carries its horizon (`due_by`): a worker with a shorter interval takes as due what the
+# sweep recorded as swept.
 def test_ids_the_old_sweeper_sent_before_a_shorter_sweep_interval_reach_the_new_workers_and_are_not_lost():
     # A deploy lowers SweepIntervalMinutes from 10 to 1. The old sweeper's last tick queued the moments of the next
     # 10 minutes and recorded them as swept; the workers that take those messages already run with 1 minute and

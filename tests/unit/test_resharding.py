@@ -156,7 +156,7 @@ def test_a_sweep_that_dies_after_lowering_leaves_nothing_for_the_next(table):
     due = table.write(16, 50)
 
     class Refusing(ListQueue):
-        def send(self, connection_ids, *, force=False):
+        def send(self, connection_ids, *, force=False, due_by=None):
             raise RuntimeError("SQS refused the batch")
 
     with pytest.raises(RuntimeError):

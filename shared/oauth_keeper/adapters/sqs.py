@@ -11,9 +11,12 @@ from ..domain.errors import ConfigurationError
 from ..domain.provider_events import AccountRemovalRequest
 
 
-def refresh_message(connection_id: str, *, force: bool = False) -> str:
-    """A refresh message's body: `{"connection_id": ...}`, plus `"force": true` to ignore the schedule."""
-    return json.dumps({"connection_id": connection_id, **({"force": True} if force else {})})
+def refresh_message(connection_id: str, *, force: bool = False, due_by: int | None = None) -> str:
+    """A refresh message's body: `{"connection_id": ...}`, plus `"force": true` to ignore the schedule, and
+    `"due_by"` (epoch seconds, the horizon of the sweep that sent it: the worker takes as due what is due by then,
+    whatever its own sweep interval; additive, older workers ignore it)."""
+    return json.dumps({"connection_id": connection_id, **({"force": True} if force else {}),
+                       **({"due_by": due_by} if due_by is not None else {})})
 
 
 class SqsRefreshQueue:
@@ -23,16 +26,17 @@ class SqsRefreshQueue:
         self._sqs = sqs
         self._url = queue_url
 
-    def send(self, connection_ids: list[str], *, force: bool = False) -> int:
+    def send(self, connection_ids: list[str], *, force: bool = False, due_by: int | None = None) -> int:
         """Batches go out from a few threads: at a million connections a sweep queues ~50,000 ids, and one
         round trip after another would not fit the function's timeout. `force`: refresh whatever the schedule
         says (a probe of an open breaker, a connection parked during an outage)."""
         batches = [connection_ids[i : i + 10] for i in range(0, len(connection_ids), 10)]
         with ThreadPoolExecutor(max_workers=min(8, len(batches) or 1)) as pool:
-            return sum(pool.map(lambda batch: self._send_batch(batch, force), batches))
+            return sum(pool.map(lambda batch: self._send_batch(batch, force, due_by), batches))
 
-    def _send_batch(self, batch: list[str], force: bool) -> int:
-        entries = [{"Id": str(i), "MessageBody": refresh_message(cid, force=force)} for i, cid in enumerate(batch)]
+    def _send_batch(self, batch: list[str], force: bool, due_by: int | None) -> int:
+        entries = [{"Id": str(i), "MessageBody": refresh_message(cid, force=force, due_by=due_by)}
+                   for i, cid in enumerate(batch)]
         sent = 0
         for _ in range(3):  # retry only the entries SQS refused
             answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)

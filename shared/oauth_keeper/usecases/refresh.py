@@ -48,6 +48,7 @@ BACKOFF_CAP = 1800  # while the access token is still valid; once expired, the s
 
 
 
+MAX_LOOKAHEAD = 3600  # seconds: the furthest a sweep's `due_by` is trusted (SweepIntervalMinutes' maximum, 60)
 SAME_END_TOLERANCE = 3600  # seconds: a reported refresh end this close to the known one is the same end
 
 
@@ -164,26 +165,37 @@ class Refresher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._owner = f"{uuid.uuid4()}"  # this refresher's lease identity
 
-    def refresh(self, connection_id: str, *, force: bool = False, deadline: float | None = None) -> RefreshOutcome:
+    def refresh(self, connection_id: str, *, force: bool = False, deadline: float | None = None,
+                due_by: int | None = None) -> RefreshOutcome:
         """Refresh `connection_id` if due within one sweep interval (or `force`d) through the provider's token
         endpoint (RFC 6749 section 6), under a lease so only one refresh per connection is ever in flight. A
         connection still finishing its connect chain (`chain_next`) gets that link instead, under the same lease
         and commit (ADR 0025).
 
         `deadline` (epoch seconds) is when the caller's invocation must be over: the provider call ends before
-        it, and before the lease leaves too little time to commit. Returns a RefreshOutcome; every provider
+        it, and before the lease leaves too little time to commit. `due_by` (epoch seconds, from the sweep's
+        message): what is due by then is due, even beyond this function's own sweep interval (a deploy that
+        shortened it: the sweep that sent the id recorded its moments swept); at most MAX_LOOKAHEAD ahead.
+        Returns a RefreshOutcome; every provider
         failure is decided (retry, pause, needs_reauth) and written, never raised. Raises only for storage
         trouble (the SQS message is then retried).
 
         Each decided outcome (refreshed, retrying, paused, needs_reauth, superseded) counts 1 `RefreshOutcome`
         with dimensions `outcome` and `reason` (the operations dashboard's "refresh outcomes by reason")."""
-        outcome = self._refresh(connection_id, force=force, deadline=deadline)
+        outcome = self._refresh(connection_id, force=force, deadline=deadline, due_by=due_by)
         if outcome.result in COUNTED_OUTCOMES:
             record_metric_by("RefreshOutcome", MetricUnit.Count, 1, outcome=str(outcome.result),
                              reason=str(outcome.reason or outcome.result))
         return outcome
 
-    def _refresh(self, connection_id: str, *, force: bool, deadline: float | None) -> RefreshOutcome:
+    def _horizon(self, now: float, due_by: int | None) -> float:
+        """What is due by now: one sweep interval ahead, or the sending sweep's `due_by`, never more than
+        MAX_LOOKAHEAD ahead (the template's longest sweep interval)."""
+        horizon = now + self._sweep_interval
+        return max(horizon, min(due_by, now + MAX_LOOKAHEAD)) if due_by is not None else horizon
+
+    def _refresh(self, connection_id: str, *, force: bool, deadline: float | None,
+                 due_by: int | None = None) -> RefreshOutcome:
         now = self._now()
         if budget(deadline, now) >= REFRESH_MIN_TIME:
             # The common case, a due connection nobody holds, in one write: the lease, taken on the condition
@@ -193,12 +205,12 @@ class Refresher:
             # guarded on the revision read), where it was paid before too (ADR 0028).
             leased, found = self._store.take_lease(
                 connection_id, owner=self._owner, expires_at=now + LEASE_SECONDS, statuses=(ACTIVE, AT_RISK),
-                due_by=None if force else now + self._sweep_interval)
+                due_by=None if force else self._horizon(now, due_by))
             if leased is not None:
                 return self._refresh_leased(leased, now, deadline)
         else:  # too late for a provider call anyway: only a read, to tell not_due and inactive from no_time
             found = self._store.get(connection_id)
-        return self._refresh_read(connection_id, found, now, force=force, deadline=deadline)
+        return self._refresh_read(connection_id, found, now, force=force, deadline=deadline, due_by=due_by)
 
     def _refresh_leased(self, leased: Connection, leased_at: int, deadline: float | None) -> RefreshOutcome:
         """The lease is ours (`take_lease`): the checks the read-first path makes before its lease, each giving
@@ -223,7 +235,7 @@ class Refresher:
         return self._call(leased, ready, leased_at, deadline)
 
     def _refresh_read(self, connection_id: str, connection: Connection | None, now: int, *, force: bool,
-                      deadline: float | None) -> RefreshOutcome:
+                      deadline: float | None, due_by: int | None = None) -> RefreshOutcome:
         """The read-first path, on `connection` as read (or as a failed `take_lease` found it)."""
         if connection is None:
             return RefreshOutcome(connection_id, UNKNOWN)
@@ -244,7 +256,7 @@ class Refresher:
         if connection.status in (NEEDS_REAUTH, DISCONNECTED):
             self._breakers.forget_probe(connection.provider, connection_id)  # it can probe nothing any more
             return RefreshOutcome(connection_id, INACTIVE, connection.status_reason, connection)
-        horizon = now + self._sweep_interval
+        horizon = self._horizon(now, due_by)
         due = connection.next_refresh_at is not None and (
             connection.next_refresh_at <= horizon or implausible(connection.next_refresh_at, now)
             # parked by an outage that is over: due now, and no longer once refreshed (so copies are harmless)

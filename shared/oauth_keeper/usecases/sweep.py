@@ -100,7 +100,9 @@ class Sweep:
         # that reaches a worker after the connection was refreshed finds nothing to do, however far the workers
         # lag. A probe is sent to be refreshed whatever its schedule: the provider's breaker is still open.
         ids = list(dict.fromkeys([*due, *pending, *resumed]))
-        sent = self._queue.send(ids) if ids else 0
+        # `due_by`: a worker with a shorter sweep interval (a deploy lowering it) still takes these as due, as this
+        # sweep records their moments swept: on a cadence nothing else would send them before a period has passed.
+        sent = self._queue.send(ids, due_by=horizon) if ids else 0
         forced = [cid for cid in probes if cid not in set(ids)]
         sent += self._queue.send(forced, force=True) if forced else 0
         if cadence.periods:  # only once queued: a sweep that failed before leaves the window to the next one

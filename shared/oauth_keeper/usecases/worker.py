@@ -39,7 +39,7 @@ def connection_id_of(body: str) -> str | None:
 def refresh_request_of(body: str) -> tuple[str | None, bool]:
     """(the connection id, whether to refresh whatever the schedule says) of a refresh message; the id is None
     when the message is malformed. Messages from before `force` existed read as not forced."""
-    return _refresh_request(_decoded(body))
+    return _refresh_request(_decoded(body))[:2]
 
 
 def _decoded(body: str) -> Any:
@@ -50,11 +50,14 @@ def _decoded(body: str) -> Any:
         return None
 
 
-def _refresh_request(data: Any) -> tuple[str | None, bool]:
+def _refresh_request(data: Any) -> tuple[str | None, bool, int | None]:
+    """(id, force, due_by): `due_by` (epoch seconds) only when an integer; messages from before it read as None."""
     value = data.get("connection_id") if isinstance(data, dict) else None
     if not (isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH):
-        return None, False
-    return value, data.get("force") is True
+        return None, False, None
+    due_by = data.get("due_by")
+    return value, data.get("force") is True, due_by if isinstance(due_by, int) and not isinstance(due_by, bool) \
+        else None
 
 
 class RefreshWorker:
@@ -106,11 +109,11 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
             logger.error("Not a removal, on the removal queue: refused", extra={"message_id": record.get("messageId")})
             removals.append((record["messageId"], None))
             continue
-        connection_id, force = _refresh_request(data)
+        connection_id, force, due_by = _refresh_request(data)
         if connection_id is None:  # can never succeed: drop it rather than loop it into the DLQ
             logger.error("Malformed refresh message dropped", extra={"message_id": record.get("messageId")})
             continue
-        jobs.append((record["messageId"], connection_id, force))
+        jobs.append((record["messageId"], connection_id, force, due_by))
 
     failures: list[dict[str, str]] = []
     outcomes: dict[str, RefreshOutcome | str] = {}
@@ -120,8 +123,9 @@ def process_records(records: list[dict[str, Any]], refresher: Refresher, concurr
         futures += [(message_id, pool.submit(_orphan_revoke, orphans, cid, deadline) if orphans and is_orphan(cid)
                      else pool.submit(_erasure, disconnection, cid, deadline) if disconnection and is_operation(cid)
                      else pool.submit(pending.expire, cid) if pending and is_pending_key(cid)
-                     else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now, disconnection))
-                   for message_id, cid, force in jobs]
+                     else pool.submit(_refresh_in_time, refresher, cid, force, deadline, now, disconnection,
+                                      due_by))
+                   for message_id, cid, force, due_by in jobs]
         for message_id, future in futures:
             try:
                 outcome = outcomes[message_id] = future.result()
@@ -156,12 +160,13 @@ class _LeaseHeld(Exception):
 
 
 def _refresh_in_time(refresher: Refresher, connection_id: str, force: bool, deadline: float | None,
-                     now: Any, disconnection: Disconnection | None = None) -> RefreshOutcome | str:
+                     now: Any, disconnection: Disconnection | None = None,
+                     due_by: int | None = None) -> RefreshOutcome | str:
     # A refresh started this late could not commit before Lambda cuts the invocation off: SQS delivers the
     # message again (a batch item failure), and the next invocation has the time.
     if deadline is not None and now is not None and budget(deadline, now()) < REFRESH_MIN_TIME:
         raise _NoTimeLeft(connection_id)
-    outcome = refresher.refresh(connection_id, force=force, deadline=deadline)
+    outcome = refresher.refresh(connection_id, force=force, deadline=deadline, due_by=due_by)
     if outcome.result == INACTIVE and outcome.reason == DISCONNECTING_REASON and disconnection is not None:
         return disconnection.step(connection_id, deadline=deadline)  # the disconnect job's, not a refresh
     return outcome
