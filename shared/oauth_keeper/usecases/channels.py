@@ -183,24 +183,23 @@ class Channels:
                           "status": _status(connection, c.status)} for c in (index.channels if index else ())],
         }
 
-    def require(self, connection: Connection, channel_id: str) -> None:
-        """Check `channel_id` is one of the connection's listed channels, before anything is refreshed for it (an
-        unknown id never costs a provider call). Raises InvalidInput (malformed), NotFound (`channel_not_found`)."""
+    def require(self, connection: Connection, channel_id: str) -> ChannelIndex:
+        """The connection's channel index, checked to list `channel_id`: called before anything is refreshed for
+        it (an unknown id never costs a provider call). Raises InvalidInput (malformed), NotFound
+        (`channel_not_found`)."""
         if not valid_channel_id(channel_id):
             raise InvalidInput(CHANNEL_ID_RULE, field="channel_id")
         index = self._store.index(connection.connection_id)
         if index is None or index.find(channel_id) is None:
             raise NotFound("No such channel for this connection.", code="channel_not_found", field="channel_id")
+        return index
 
     def token(self, connection: Connection, channel_id: str) -> str | None:
         """The channel's own token (None: the provider issues none, the parent's serves it). The caller has
         checked the parent can give tokens. Raises InvalidInput (a malformed channel id), NotFound
-        (`channel_not_found`: not among the connection's channels), TokenDecryptionError (never served)."""
-        if not valid_channel_id(channel_id):
-            raise InvalidInput(CHANNEL_ID_RULE, field="channel_id")
-        index = self._store.index(connection.connection_id)
-        if index is None or index.find(channel_id) is None:
-            raise NotFound("No such channel for this connection.", code="channel_not_found", field="channel_id")
+        (`channel_not_found`: not among the connection's channels), TokenDecryptionError (never served). The
+        index is read again: a renewal of the parent since `require` may have listed the channels anew."""
+        index = self.require(connection, channel_id)
         try:
             return self._store.open_token(connection, index, channel_id)
         except TokenDecryptionError:
