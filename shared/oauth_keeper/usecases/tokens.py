@@ -169,7 +169,7 @@ class TokenAccess:
             return None
         # Without jitter (the latest eager moment), from the last refresh or (re)connect, whichever is later (no
         # earlier than the tokens' issue): a stored eager plan is never later, so an eager one is never rewritten.
-        issued = max(connection.last_refresh_at or 0, connection.connected_at or 0) or now
+        issued = _tokens_issued_at(connection) or now
         planned = plan(profile, issued_at=issued,
                        access_expires_at=connection.access_expires_at, refresh_expires_at=connection.refresh_expires_at,
                        expiry_warning=self._expiry_warning, rng=_LATEST, last_read_at=now, now=now,
@@ -247,10 +247,16 @@ FRESH_MARGIN = 300
 def _satisfiable(connection: Connection, min_valid: int) -> int:
     """`min_valid` (seconds), capped at the lifetime the current token was issued with less FRESH_MARGIN (never
     below 0): at most one refresh per FRESH_MARGIN however often a caller asks for more than a token lives."""
-    issued = connection.last_refresh_at or connection.connected_at
+    issued = _tokens_issued_at(connection)
     if not (issued and connection.access_expires_at):
         return min_valid
     return min(min_valid, max(0, connection.access_expires_at - issued - FRESH_MARGIN))
+
+
+def _tokens_issued_at(connection: Connection) -> int | None:
+    """When the stored tokens were issued (epoch seconds): the later of the last refresh and the (re)connect (a
+    reconnect after a refresh brought newer ones); None when neither is known."""
+    return max(connection.last_refresh_at or 0, connection.connected_at or 0) or None
 
 
 def _valid_for(connection: Connection, now: float, seconds: int) -> bool:
